@@ -1,0 +1,908 @@
+//! The [`Channel`]: membership, senders, receiver and interceptors, put together.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::Instrument;
+
+use crate::interceptor::{
+    DomainFilterInterceptor, FragmentationInterceptor, Interceptor, InterceptorError, InterceptorStack, Message,
+    ThroughputInterceptor,
+};
+use crate::member::{Member, MemberId, unix_millis};
+use crate::membership::core::{Effect, Membership};
+use crate::membership::{CandidateStatus, Discovery, DiscoveryContext, MembershipEvent, MembershipInput, probe};
+use crate::sender::MemberSender;
+use crate::stats::{ChannelStats, Counters, MemberStats};
+use crate::wire::{AckHeader, DEFAULT_MAX_FRAME_LEN, Frame, FrameCodec, FrameKind, GoodbyeHeader};
+
+/// When a send returns (Tomcat's `channelSendOptions`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum SendMode {
+    /// Queued in a bounded per-member queue; returns at once (Tomcat's async, 8).
+    #[default]
+    Async,
+    /// Returns when the receiver has the bytes (Tomcat's use-ack, 2).
+    UseAck,
+    /// Returns when the receiver's application has processed the message (sync-ack, 4).
+    SyncAck,
+}
+
+impl SendMode {
+    pub(crate) fn wire(self) -> u8 {
+        match self {
+            SendMode::Async => 0,
+            SendMode::UseAck => 1,
+            SendMode::SyncAck => 2,
+        }
+    }
+}
+
+/// Per-message send options; the channel's defaults apply where these are `None`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    /// When the send returns.
+    pub mode: Option<SendMode>,
+    /// How long to wait for each member's ack.
+    pub ack_timeout: Option<Duration>,
+}
+
+impl SendOptions {
+    /// Options with this mode and the channel's ack timeout.
+    pub fn mode(mode: SendMode) -> Self {
+        SendOptions {
+            mode: Some(mode),
+            ack_timeout: None,
+        }
+    }
+
+    /// The same options with this ack timeout.
+    pub fn with_ack_timeout(mut self, timeout: Duration) -> Self {
+        self.ack_timeout = Some(timeout);
+        self
+    }
+}
+
+/// Why a message did not reach one member.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    /// The destination is not a live member.
+    #[error("{member} is not a live member of this channel (it left, or was never seen): send to channel.members()")]
+    UnknownMember {
+        /// The id asked for.
+        member: MemberId,
+    },
+    /// The member's async queue is full: it is slow or unreachable.
+    #[error(
+        "the send queue to {member} is full ({capacity} batches): the member is slow or unreachable; raise queue_capacity or use an ack mode for backpressure"
+    )]
+    QueueFull {
+        /// The member.
+        member: String,
+        /// The queue's capacity.
+        capacity: usize,
+    },
+    /// No connection could be made.
+    #[error("cannot connect to {member}: {reason}")]
+    Connect {
+        /// The member.
+        member: String,
+        /// The socket error.
+        reason: String,
+    },
+    /// The connection closed before the ack arrived; the message may or may not have been processed.
+    #[error("the connection to {member} closed before its ack: {reason}")]
+    ConnectionLost {
+        /// The member.
+        member: String,
+        /// What closed it.
+        reason: String,
+    },
+    /// The receiver answered with a fail-ack.
+    #[error("{member} could not process the message: {reason}")]
+    Refused {
+        /// The member.
+        member: String,
+        /// The receiver's reason.
+        reason: String,
+    },
+    /// An interceptor on this side refused the message.
+    #[error(transparent)]
+    Interceptor(#[from] InterceptorError),
+    /// The channel is shutting down.
+    #[error("the channel is shutting down")]
+    ShuttingDown,
+}
+
+/// What happened to a message for one member.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// Queued for sending (async mode).
+    Queued,
+    /// Acknowledged by the member (use-ack or sync-ack mode).
+    Acked,
+    /// Not delivered, and why.
+    Failed(SendError),
+    /// No ack within the timeout; the message may still arrive.
+    TimedOut(Duration),
+}
+
+impl Delivery {
+    /// Whether the message is acked or queued.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Delivery::Queued | Delivery::Acked)
+    }
+}
+
+/// The outcome of a send, per member.
+#[derive(Debug, Clone, Default)]
+pub struct SendReport {
+    /// Each destination and what happened.
+    pub outcomes: Vec<(MemberId, Delivery)>,
+}
+
+impl SendReport {
+    /// Whether every member acked (or queued, in async mode).
+    pub fn all_ok(&self) -> bool {
+        self.outcomes.iter().all(|(_, d)| d.is_ok())
+    }
+
+    /// The outcome for one member.
+    pub fn get(&self, id: MemberId) -> Option<&Delivery> {
+        self.outcomes.iter().find(|(m, _)| *m == id).map(|(_, d)| d)
+    }
+}
+
+/// Why a channel did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The receiver could not listen on the address or on any port of the range.
+    #[error("cannot listen for replication on {what}: {source} (pick a free port, or a range with auto-bind)")]
+    Bind {
+        /// The address or range tried.
+        what: String,
+        /// The last socket error.
+        source: std::io::Error,
+    },
+    /// Listening on a wildcard address without an advertised address.
+    #[error(
+        "the receiver listens on {bind}, which peers cannot dial: set advertise(ADDR) to this host's address as the other members reach it"
+    )]
+    NoAdvertiseAddress {
+        /// The wildcard address.
+        bind: SocketAddr,
+    },
+}
+
+/// A received message, handed to the listeners of its topic.
+///
+/// In sync-ack mode the sender waits until this value is dropped (processing done)
+/// or [`Incoming::fail`] is called.
+pub struct Incoming {
+    from: Member,
+    message: Message,
+}
+
+impl fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("from", &self.from.name)
+            .field("message", &self.message)
+            .finish()
+    }
+}
+
+impl Incoming {
+    /// The sending member.
+    pub fn from(&self) -> &Member {
+        &self.from
+    }
+
+    /// The topic it was sent to.
+    pub fn topic(&self) -> &str {
+        &self.message.topic
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &Bytes {
+        &self.message.payload
+    }
+
+    /// A header set by the sender or its interceptors.
+    pub fn header(&self, name: &str) -> Option<&Bytes> {
+        self.message.header(name)
+    }
+
+    /// Acknowledge now (dropping does the same).
+    pub fn ack(self) {}
+
+    /// Tell a sync-ack sender that processing failed, and why.
+    pub fn fail(mut self, reason: impl Into<String>) {
+        if let Some(ack) = self.message.ack.take() {
+            ack.fail(reason.into());
+        }
+    }
+}
+
+/// Sends the ack for one message when processing ends.
+#[derive(Debug)]
+pub(crate) struct AckHandle {
+    pub(crate) id: u64,
+    pub(crate) reply: mpsc::UnboundedSender<Frame>,
+    pub(crate) done: bool,
+}
+
+impl AckHandle {
+    pub(crate) fn fail(mut self, reason: String) {
+        self.done = true;
+        let _ = self.reply.send(Frame::new(
+            FrameKind::FailAck,
+            &AckHeader {
+                id: self.id,
+                reason: Some(reason),
+            },
+            Bytes::new(),
+        ));
+    }
+}
+
+impl Drop for AckHandle {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.reply.send(Frame::new(
+                FrameKind::Ack,
+                &AckHeader {
+                    id: self.id,
+                    reason: None,
+                },
+                Bytes::new(),
+            ));
+        }
+    }
+}
+
+/// The messages of one topic, as they arrive.
+#[derive(Debug)]
+pub struct Listener {
+    topic: String,
+    rx: mpsc::Receiver<Incoming>,
+}
+
+impl Listener {
+    /// The next message, or `None` once the channel has shut down.
+    pub async fn recv(&mut self) -> Option<Incoming> {
+        self.rx.recv().await
+    }
+
+    /// The topic listened to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+}
+
+enum Bind {
+    Addr(SocketAddr),
+    Range(IpAddr, RangeInclusive<u16>),
+}
+
+/// Configures and starts a [`Channel`].
+///
+/// # Examples
+/// ```no_run
+/// # async fn run() -> Result<(), tribes::StartError> {
+/// use tribes::{Channel, SendMode, StaticDiscovery};
+/// let channel = Channel::builder("node-a")
+///     .bind("127.0.0.1:4000".parse().unwrap())
+///     .discovery(StaticDiscovery::new(["127.0.0.1:4001".parse().unwrap()]))
+///     .send_mode(SendMode::SyncAck)
+///     .start()
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct ChannelBuilder {
+    name: String,
+    domain: String,
+    bind: Bind,
+    advertise: Option<SocketAddr>,
+    discovery: Vec<Box<dyn Discovery>>,
+    drop_time: Duration,
+    probe_timeout: Duration,
+    send_mode: SendMode,
+    ack_timeout: Duration,
+    pool_size: usize,
+    queue_capacity: usize,
+    max_frame_len: usize,
+    max_message_len: usize,
+    listener_capacity: usize,
+    interceptors: Vec<Arc<dyn Interceptor>>,
+    payload: Bytes,
+}
+
+impl fmt::Debug for ChannelBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelBuilder")
+            .field("name", &self.name)
+            .field("domain", &self.domain)
+            .finish()
+    }
+}
+
+impl ChannelBuilder {
+    /// Listen for replication on exactly this address (port 0: any free port).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.bind = Bind::Addr(addr);
+        self
+    }
+
+    /// Listen on the first free port of a range (Tomcat's `autoBind`, 4000-4100).
+    pub fn bind_range(mut self, ip: IpAddr, ports: RangeInclusive<u16>) -> Self {
+        self.bind = Bind::Range(ip, ports);
+        self
+    }
+
+    /// The address peers dial, when it differs from the bound one (NAT, wildcard bind).
+    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+        self.advertise = Some(addr);
+        self
+    }
+
+    /// The cluster domain; members of other domains are ignored (default `"default"`).
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = domain.into();
+        self
+    }
+
+    /// Add a way of finding members (static list, multicast, your own).
+    pub fn discovery(mut self, discovery: impl Discovery) -> Self {
+        self.discovery.push(Box::new(discovery));
+        self
+    }
+
+    /// Silence after which a member is removed (default 3 s); it is verified over TCP
+    /// after two thirds of it.
+    pub fn drop_time(mut self, drop_time: Duration) -> Self {
+        self.drop_time = drop_time;
+        self
+    }
+
+    /// How long a TCP ping may take (default 1 s).
+    pub fn probe_timeout(mut self, timeout: Duration) -> Self {
+        self.probe_timeout = timeout;
+        self
+    }
+
+    /// The default send mode (default async).
+    pub fn send_mode(mut self, mode: SendMode) -> Self {
+        self.send_mode = mode;
+        self
+    }
+
+    /// The default ack timeout (default 5 s).
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.ack_timeout = timeout;
+        self
+    }
+
+    /// Connections per member (default 1; with more, add an [`crate::OrderInterceptor`]
+    /// if per-sender order matters).
+    pub fn pool_size(mut self, connections: usize) -> Self {
+        self.pool_size = connections.max(1);
+        self
+    }
+
+    /// Batches queued per connection before async sends report a full queue (default 4096).
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity.max(1);
+        self
+    }
+
+    /// Largest frame, header plus payload, sent or accepted (default 1 MiB).
+    pub fn max_frame_len(mut self, len: usize) -> Self {
+        self.max_frame_len = len.max(4096);
+        self
+    }
+
+    /// Largest message, split into frames by fragmentation (default 256 MiB).
+    pub fn max_message_len(mut self, len: usize) -> Self {
+        self.max_message_len = len;
+        self
+    }
+
+    /// Add an interceptor below the built-in throughput and domain filter, above fragmentation.
+    pub fn interceptor(mut self, interceptor: impl Interceptor) -> Self {
+        self.interceptors.push(Arc::new(interceptor));
+        self
+    }
+
+    /// The application payload advertised to other members.
+    pub fn payload(mut self, payload: Bytes) -> Self {
+        self.payload = payload;
+        self
+    }
+
+    /// Bind the receiver, start membership and return the running channel.
+    ///
+    /// # Errors
+    /// [`StartError`] when no port can be bound or peers could not dial the address.
+    pub async fn start(self) -> Result<Channel, StartError> {
+        let listener = match &self.bind {
+            Bind::Addr(addr) => TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
+                what: addr.to_string(),
+                source,
+            })?,
+            Bind::Range(ip, ports) => {
+                let mut last = None;
+                let mut bound = None;
+                for port in ports.clone() {
+                    match TcpListener::bind((*ip, port)).await {
+                        Ok(l) => {
+                            bound = Some(l);
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                bound.ok_or_else(|| StartError::Bind {
+                    what: format!("{ip} ports {}-{}", ports.start(), ports.end()),
+                    source: last.unwrap_or_else(|| std::io::Error::other("empty port range")),
+                })?
+            }
+        };
+        let bound = listener.local_addr().map_err(|source| StartError::Bind {
+            what: "the bound socket".into(),
+            source,
+        })?;
+        let advertise = self.advertise.unwrap_or(bound);
+        if advertise.ip().is_unspecified() {
+            return Err(StartError::NoAdvertiseAddress { bind: bound });
+        }
+        let id = MemberId::random(&mut rand::rng());
+        let local = Member::new(id, self.name.clone(), self.domain.clone(), advertise, unix_millis())
+            .with_payload(self.payload.clone());
+        let throughput = Arc::new(ThroughputInterceptor::new());
+        let mut layers: Vec<Arc<dyn Interceptor>> = vec![
+            throughput.clone(),
+            Arc::new(DomainFilterInterceptor::new(self.domain.clone())),
+        ];
+        layers.extend(self.interceptors);
+        // Room for the message header inside each frame.
+        let fragment_len = self.max_frame_len - 8 * 1024;
+        layers.push(Arc::new(FragmentationInterceptor::new(
+            fragment_len,
+            self.max_message_len,
+        )));
+        let stack = InterceptorStack::new(layers);
+
+        let shutdown = CancellationToken::new();
+        let (local_tx, local_rx) = watch::channel(local.clone());
+        let (inputs_tx, inputs_rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(1024);
+        let (members_tx, _) = watch::channel(Arc::new(Vec::new()));
+        let codec = FrameCodec::new(self.max_frame_len);
+        let inner = Arc::new(Inner {
+            local: local_tx,
+            config: Config {
+                send_mode: self.send_mode,
+                ack_timeout: self.ack_timeout,
+                pool_size: self.pool_size,
+                queue_capacity: self.queue_capacity,
+                listener_capacity: self.listener_capacity,
+                probe_timeout: self.probe_timeout,
+            },
+            codec: codec.clone(),
+            stack,
+            throughput,
+            members: members_tx,
+            events,
+            listeners: Mutex::default(),
+            senders: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            counters: Counters::default(),
+            inputs: inputs_tx.clone(),
+            shutdown: shutdown.clone(),
+            candidates: Arc::default(),
+            discovery_kinds: self.discovery.iter().map(|d| d.kind()).collect(),
+            started: Instant::now(),
+        });
+        let span = tracing::info_span!("tribes", member = %self.name);
+        tracing::info!(parent: &span, %advertise, id = %id, domain = %self.domain, "channel started");
+        warn_loopback(&local, &self.discovery, &span);
+
+        tokio::spawn(crate::receiver::accept_loop(inner.clone(), listener).instrument(span.clone()));
+        tokio::spawn(
+            run_membership(
+                inner.clone(),
+                inputs_rx,
+                Membership::new(id, self.domain.clone(), self.drop_time),
+            )
+            .instrument(span.clone()),
+        );
+        for discovery in self.discovery {
+            let ctx = DiscoveryContext {
+                local: local_rx.clone(),
+                inputs: inputs_tx.clone(),
+                shutdown: shutdown.clone(),
+                codec: codec.clone(),
+                candidates: inner.candidates.clone(),
+                probe_timeout: self.probe_timeout,
+            };
+            tokio::spawn(discovery.run(ctx).instrument(span.clone()));
+        }
+        Ok(Channel {
+            inner,
+            _guard: Arc::new(shutdown.drop_guard()),
+        })
+    }
+}
+
+fn warn_loopback(local: &Member, discovery: &[Box<dyn Discovery>], span: &tracing::Span) {
+    let remote_peer = discovery
+        .iter()
+        .flat_map(|d| d.configured_addrs())
+        .find(|a| !a.ip().is_loopback());
+    if let (true, Some(peer)) = (local.addr.ip().is_loopback(), remote_peer) {
+        tracing::warn!(parent: span, addr = %local.addr, %peer,
+            "THIS NODE ADVERTISES A LOOPBACK ADDRESS ({}) while peer {peer} is on another host: peers will dial themselves, not this node. Bind or advertise this host's real address.",
+            local.addr);
+    }
+}
+
+pub(crate) struct Config {
+    pub(crate) send_mode: SendMode,
+    pub(crate) ack_timeout: Duration,
+    pub(crate) pool_size: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) listener_capacity: usize,
+    pub(crate) probe_timeout: Duration,
+}
+
+pub(crate) struct Inner {
+    pub(crate) local: watch::Sender<Member>,
+    pub(crate) config: Config,
+    pub(crate) codec: FrameCodec,
+    pub(crate) stack: InterceptorStack,
+    pub(crate) throughput: Arc<ThroughputInterceptor>,
+    pub(crate) members: watch::Sender<Arc<Vec<Member>>>,
+    pub(crate) events: broadcast::Sender<MembershipEvent>,
+    pub(crate) listeners: Mutex<HashMap<String, mpsc::Sender<Incoming>>>,
+    pub(crate) senders: Mutex<HashMap<MemberId, Arc<MemberSender>>>,
+    pub(crate) next_id: AtomicU64,
+    pub(crate) counters: Counters,
+    pub(crate) inputs: mpsc::UnboundedSender<MembershipInput>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) candidates: Arc<Mutex<BTreeMap<String, CandidateStatus>>>,
+    pub(crate) discovery_kinds: Vec<&'static str>,
+    pub(crate) started: Instant,
+}
+
+impl Inner {
+    pub(crate) fn local(&self) -> Member {
+        self.local.borrow().clone()
+    }
+
+    /// Hand an incoming message to its topic's listener, or fail its ack.
+    pub(crate) async fn deliver(&self, from: &Member, message: Message) {
+        let tx = self
+            .listeners
+            .lock()
+            .expect("listeners lock")
+            .get(&message.topic)
+            .cloned();
+        match tx {
+            Some(tx) => {
+                let incoming = Incoming {
+                    from: from.clone(),
+                    message,
+                };
+                if let Err(mpsc::error::SendError(incoming)) = tx.send(incoming).await {
+                    self.counters.undeliverable.fetch_add(1, Ordering::Relaxed);
+                    let topic = incoming.topic().to_string();
+                    incoming.fail(format!(
+                        "the listener of topic '{topic}' on {} was dropped",
+                        self.local().name
+                    ));
+                }
+            }
+            None => {
+                self.counters.undeliverable.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(from = %from, topic = %message.topic, "no listener for topic");
+                if let Some(ack) = message.ack {
+                    ack.fail(format!(
+                        "no listener for topic '{}' on {}: call Channel::listen(\"{}\") on every member before peers send",
+                        message.topic,
+                        self.local().name,
+                        message.topic
+                    ));
+                }
+            }
+        }
+    }
+
+    fn sender_for(self: &Arc<Self>, member: &Member) -> Arc<MemberSender> {
+        let mut senders = self.senders.lock().expect("senders lock");
+        senders
+            .entry(member.id)
+            .or_insert_with(|| MemberSender::spawn(self.clone(), member.clone()))
+            .clone()
+    }
+}
+
+/// A running group-communication channel. Cheap to clone; the last clone dropped
+/// stops it (without the goodbye of [`Channel::shutdown`]).
+///
+/// # Examples
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use bytes::Bytes;
+/// use tribes::{Channel, SendMode, SendOptions, StaticDiscovery};
+///
+/// let a = Channel::builder("a").bind("127.0.0.1:0".parse()?).start().await?;
+/// let b = Channel::builder("b")
+///     .bind("127.0.0.1:0".parse()?)
+///     .discovery(StaticDiscovery::new([a.local().addr()]))
+///     .start()
+///     .await?;
+/// let mut inbox = a.listen("greetings");
+/// let report = b
+///     .broadcast("greetings", Bytes::from_static(b"hello"), SendOptions::mode(SendMode::SyncAck))
+///     .await;
+/// assert!(report.all_ok());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Channel {
+    inner: Arc<Inner>,
+    _guard: Arc<DropGuard>,
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel").field("local", &self.inner.local()).finish()
+    }
+}
+
+impl Channel {
+    /// A builder for a channel whose node is called `name` (its route, Tomcat's `jvmRoute`).
+    pub fn builder(name: impl Into<String>) -> ChannelBuilder {
+        ChannelBuilder {
+            name: name.into(),
+            domain: "default".into(),
+            bind: Bind::Range(IpAddr::from([127, 0, 0, 1]), 4000..=4100),
+            advertise: None,
+            discovery: Vec::new(),
+            drop_time: Duration::from_millis(3000),
+            probe_timeout: Duration::from_millis(1000),
+            send_mode: SendMode::Async,
+            ack_timeout: Duration::from_secs(5),
+            pool_size: 1,
+            queue_capacity: 4096,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_message_len: 256 * 1024 * 1024,
+            listener_capacity: 1024,
+            interceptors: Vec::new(),
+            payload: Bytes::new(),
+        }
+    }
+
+    /// This node as the others see it.
+    pub fn local(&self) -> Member {
+        self.inner.local()
+    }
+
+    /// The live members, oldest first (not including this node).
+    pub fn members(&self) -> Vec<Member> {
+        self.inner.members.borrow().as_ref().clone()
+    }
+
+    /// The live member with this id.
+    pub fn member(&self, id: MemberId) -> Option<Member> {
+        self.inner.members.borrow().iter().find(|m| m.id == id).cloned()
+    }
+
+    /// Membership events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<MembershipEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// A watch of the live member list, for tasks that want the whole list on change.
+    pub fn watch_members(&self) -> watch::Receiver<Arc<Vec<Member>>> {
+        self.inner.members.subscribe()
+    }
+
+    /// Receive the messages sent to `topic`. A second call for the same topic replaces
+    /// the first listener.
+    pub fn listen(&self, topic: impl Into<String>) -> Listener {
+        let topic = topic.into();
+        let (tx, rx) = mpsc::channel(self.inner.config.listener_capacity);
+        self.inner
+            .listeners
+            .lock()
+            .expect("listeners lock")
+            .insert(topic.clone(), tx);
+        Listener { topic, rx }
+    }
+
+    /// Change the payload advertised to other members.
+    pub fn set_payload(&self, payload: Bytes) {
+        self.inner.local.send_modify(|m| m.payload = payload);
+    }
+
+    /// Send to every live member.
+    pub async fn broadcast(&self, topic: &str, payload: Bytes, options: SendOptions) -> SendReport {
+        let to: Vec<MemberId> = self.inner.members.borrow().iter().map(|m| m.id).collect();
+        self.send(&to, topic, payload, options).await
+    }
+
+    /// Send to the given members; the report says what happened for each.
+    pub async fn send(&self, to: &[MemberId], topic: &str, payload: Bytes, options: SendOptions) -> SendReport {
+        let mode = options.mode.unwrap_or(self.inner.config.send_mode);
+        let timeout = options.ack_timeout.unwrap_or(self.inner.config.ack_timeout);
+        let sends = to.iter().map(|&id| {
+            let payload = payload.clone();
+            async move { (id, self.send_one(id, topic, payload, mode, timeout).await) }
+        });
+        SendReport {
+            outcomes: futures::future::join_all(sends).await,
+        }
+    }
+
+    async fn send_one(&self, id: MemberId, topic: &str, payload: Bytes, mode: SendMode, timeout: Duration) -> Delivery {
+        if self.inner.shutdown.is_cancelled() {
+            return Delivery::Failed(SendError::ShuttingDown);
+        }
+        let Some(member) = self.member(id) else {
+            return Delivery::Failed(SendError::UnknownMember { member: id });
+        };
+        let messages = match self.inner.stack.outgoing(&member, Message::new(topic, payload)) {
+            Ok(m) => m,
+            Err(e) => return Delivery::Failed(e.into()),
+        };
+        if messages.is_empty() {
+            return Delivery::Queued;
+        }
+        let sender = self.inner.sender_for(&member);
+        sender.send(messages, mode, timeout).await
+    }
+
+    /// A snapshot of members, traffic, acks, failures and queues.
+    pub fn stats(&self) -> ChannelStats {
+        let inner = &self.inner;
+        let members = inner.members.borrow().clone();
+        let throughput = inner.throughput.snapshot();
+        let senders = inner.senders.lock().expect("senders lock").clone();
+        ChannelStats {
+            local: inner.local(),
+            uptime: inner.started.elapsed(),
+            discovery: inner.discovery_kinds.clone(),
+            interceptors: inner.stack.names(),
+            members: members
+                .iter()
+                .map(|m| {
+                    let t = throughput.get(&m.id).cloned().unwrap_or_default();
+                    let s = senders.get(&m.id);
+                    MemberStats {
+                        id: m.id.to_string(),
+                        name: m.name.clone(),
+                        addr: m.addr,
+                        messages_out: t.messages_out,
+                        bytes_out: t.bytes_out,
+                        messages_in: t.messages_in,
+                        bytes_in: t.bytes_in,
+                        acks: s.map_or(0, |s| s.counters.acks.load(Ordering::Relaxed)),
+                        failures: s.map_or(0, |s| s.counters.failures.load(Ordering::Relaxed)),
+                        timeouts: s.map_or(0, |s| s.counters.timeouts.load(Ordering::Relaxed)),
+                        queue_depth: s.map_or(0, |s| s.queue_depth()),
+                    }
+                })
+                .collect(),
+            candidates: inner.candidates.lock().expect("candidates lock").clone(),
+            malformed_frames: inner.counters.malformed.load(Ordering::Relaxed),
+            malformed_by_peer: inner.counters.malformed_by_peer.lock().expect("peer lock").clone(),
+            undeliverable: inner.counters.undeliverable.load(Ordering::Relaxed),
+            foreign_domain: inner.counters.foreign_domain.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Say goodbye to every member (so they drop this node at once, not after
+    /// `drop_time`) and stop every task.
+    pub async fn shutdown(&self) {
+        let members = self.members();
+        let local = self.inner.local();
+        let goodbyes = members.iter().map(|m| {
+            let sender = self.inner.sender_for(m);
+            let frame = Frame::new(FrameKind::Goodbye, &GoodbyeHeader { id: local.id }, Bytes::new());
+            async move { sender.send_raw(frame, Duration::from_millis(500)).await }
+        });
+        futures::future::join_all(goodbyes).await;
+        self.inner.shutdown.cancel();
+        tracing::info!(member = %local.name, "channel shut down");
+    }
+}
+
+async fn run_membership(inner: Arc<Inner>, mut inputs: mpsc::UnboundedReceiver<MembershipInput>, mut core: Membership) {
+    let mut tick = tokio::time::interval(Membership::TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut out = Vec::new();
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = tick.tick() => core.handle_timer(Instant::now(), &mut out),
+            input = inputs.recv() => {
+                let Some(input) = input else { return };
+                let now = Instant::now();
+                match input {
+                    MembershipInput::Heard(m) => core.handle_heard(now, m, &mut out),
+                    MembershipInput::Goodbye(id) => core.handle_goodbye(now, id, &mut out),
+                    MembershipInput::ConnectionLost(id) => core.handle_connection_lost(now, id, &mut out),
+                    MembershipInput::Verified(id, alive) => core.handle_verified(now, id, alive, &mut out),
+                }
+            }
+        }
+        inner
+            .counters
+            .foreign_domain
+            .store(core.foreign_domain_count(), Ordering::Relaxed);
+        if out.is_empty() {
+            continue;
+        }
+        let mut changed = false;
+        for effect in out.drain(..) {
+            match effect {
+                Effect::Event(event) => {
+                    changed = true;
+                    match &event {
+                        MembershipEvent::Added(m) => tracing::info!(member = %m, "member added"),
+                        MembershipEvent::Back(m) => tracing::info!(member = %m, "member back"),
+                        MembershipEvent::Updated(m) => tracing::debug!(member = %m, "member updated"),
+                        MembershipEvent::Disappeared { member, reason } => {
+                            tracing::warn!(member = %member, ?reason, "member disappeared");
+                            if let Some(sender) = inner.senders.lock().expect("senders lock").remove(&member.id) {
+                                sender.close();
+                            }
+                        }
+                    }
+                    inner.stack.membership(&event);
+                    let _ = inner.events.send(event);
+                }
+                Effect::Verify(member) => {
+                    let inner = inner.clone();
+                    tokio::spawn(async move {
+                        tracing::info!(member = %member, "member suspected, verifying over TCP");
+                        let result =
+                            probe::probe(&inner.codec, &inner.local(), member.addr, inner.config.probe_timeout).await;
+                        let verdict = match result {
+                            Ok(answer) if answer.id == member.id => Some(true),
+                            Ok(answer) => {
+                                let _ = inner.inputs.send(MembershipInput::Heard(answer));
+                                Some(false)
+                            }
+                            Err(e) if e.is_definitive() => {
+                                tracing::info!(member = %member, error = %e, "verification: member is gone");
+                                Some(false)
+                            }
+                            Err(e) => {
+                                tracing::info!(member = %member, error = %e, "verification inconclusive");
+                                None
+                            }
+                        };
+                        let _ = inner.inputs.send(MembershipInput::Verified(member.id, verdict));
+                    });
+                }
+            }
+        }
+        if changed {
+            let mut list: Vec<Member> = core.members().cloned().collect();
+            list.sort_by_key(|m| (m.started_at_ms, m.id));
+            inner.members.send_replace(Arc::new(list));
+        }
+    }
+}

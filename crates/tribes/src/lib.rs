@@ -1,0 +1,99 @@
+//! Group communication for Rust services, in the spirit of Apache Tomcat's Tribes:
+//! who is in the cluster (membership), getting bytes to them (pooled TCP senders
+//! with acks) and code that sees every message on the way (interceptors).
+//!
+//! `tribes` knows nothing of HTTP or sessions: `tribes-sessions` builds replicated
+//! sessions on it, and any other service can use it for its own messages.
+//!
+//! # Example
+//!
+//! Two nodes on loopback find each other through a static member list, and one
+//! sends to the other, waiting until the receiver's code has processed the message:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use tribes::{Channel, SendMode, SendOptions, StaticDiscovery};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let a = Channel::builder("node-a").bind("127.0.0.1:0".parse()?).start().await?;
+//! let b = Channel::builder("node-b")
+//!     .bind("127.0.0.1:0".parse()?)
+//!     .discovery(StaticDiscovery::new([a.local().addr()]))
+//!     .start()
+//!     .await?;
+//! let mut inbox = a.listen("greetings");
+//! tokio::spawn(async move {
+//!     while let Some(message) = inbox.recv().await {
+//!         println!("{} says {:?}", message.from().name(), message.payload());
+//!         // Dropping the message sends the sync-ack.
+//!     }
+//! });
+//! // Wait until b sees a (its first ping takes a moment).
+//! let mut members = b.watch_members();
+//! members.wait_for(|m| !m.is_empty()).await?;
+//! let report = b
+//!     .broadcast("greetings", Bytes::from_static(b"hello"), SendOptions::mode(SendMode::SyncAck))
+//!     .await;
+//! assert!(report.all_ok());
+//! # Ok(()) }
+//! ```
+//!
+//! # Pieces
+//!
+//! | Tomcat | here |
+//! |---|---|
+//! | `GroupChannel` | [`Channel`], built with [`ChannelBuilder`] |
+//! | `McastService` | [`MulticastDiscovery`] (group 228.0.0.4:45564, 500 ms, drop after 3 s) |
+//! | `StaticMembershipInterceptor` | [`StaticDiscovery`] |
+//! | `TcpFailureDetector` | built into the membership: silent members are verified over TCP before removal |
+//! | `NioReceiver` (`autoBind`) | the receiver, [`ChannelBuilder::bind_range`] (default 127.0.0.1:4000-4100) |
+//! | `PooledParallelSender` | per-member connection pool, [`ChannelBuilder::pool_size`] |
+//! | `channelSendOptions` | [`SendMode`]: async, use-ack, sync-ack |
+//! | interceptors | [`Interceptor`]: [`ThroughputInterceptor`], [`DomainFilterInterceptor`], [`OrderInterceptor`], [`CompressionInterceptor`], [`FragmentationInterceptor`] |
+//!
+//! # Membership and failure detection
+//!
+//! Members are found by one or more [`Discovery`] kinds. A member that has been
+//! silent for two thirds of `drop_time` (default 3 s) is verified over TCP: if it
+//! answers it stays, if nothing listens at its address it is removed at once, and
+//! if the verification times out it is removed when `drop_time` has passed. A closed
+//! replication or ping connection triggers verification at once, so a process
+//! killed with `kill -9` is usually gone from every peer within a second.
+//! A process that restarts has a new [`MemberId`]: peers see the old member
+//! disappear ([`DepartureReason::Replaced`]) and a new one arrive.
+//!
+//! # Wire format
+//!
+//! Every frame is `magic "TRBS" | version 1 | kind | flags | key id | nonce (12) |
+//! tag (16) | header length (u32) | payload length (u32) | header | payload`, 44
+//! bytes before the MessagePack header. Lengths are checked before any allocation;
+//! frames over `max_frame_len` (default 1 MiB), unknown kinds and versions and
+//! garbage close that one connection with an error naming the peer, counted in
+//! [`ChannelStats::malformed_frames`]. Messages larger than a frame are split by
+//! the [`FragmentationInterceptor`]. The key id, nonce and tag are reserved for
+//! authenticated encryption. Nothing on the wire is executable: headers are plain
+//! MessagePack data and payloads are opaque bytes.
+
+mod channel;
+mod interceptor;
+mod member;
+mod membership;
+mod receiver;
+mod sender;
+mod stats;
+mod wire;
+
+pub use channel::{
+    Channel, ChannelBuilder, Delivery, Incoming, Listener, SendError, SendMode, SendOptions, SendReport, StartError,
+};
+pub use interceptor::{
+    CompressionInterceptor, DomainFilterInterceptor, FragmentationInterceptor, Interceptor, InterceptorError,
+    MemberThroughput, Message, OrderInterceptor, ThroughputInterceptor,
+};
+pub use member::{Member, MemberId};
+pub use membership::{
+    CandidateStatus, DepartureReason, Discovery, DiscoveryContext, MembershipEvent, MulticastDiscovery, ProbeError,
+    StaticDiscovery,
+};
+pub use stats::{ChannelStats, MemberStats};
+pub use wire::{DEFAULT_MAX_FRAME_LEN, WireError};

@@ -1,0 +1,372 @@
+//! The membership decisions, with no sockets and an injected clock.
+//!
+//! Call order: feed every heartbeat, pong, goodbye and connection loss through the
+//! `handle_*` methods as they arrive, and call [`Membership::handle_timer`] at least
+//! every [`Membership::TICK`]. Each call appends [`Effect`]s to `out`; the runtime
+//! publishes the events and performs the TCP verifications it asks for, then reports
+//! each verification back through [`Membership::handle_verified`].
+//!
+//! This is Tomcat's `McastService` member map plus its `TcpFailureDetector`: a
+//! member that goes silent is *suspected* and verified over TCP before it is removed,
+//! so lost UDP packets never remove a live member, and a member that cannot be
+//! reached at all is removed once it has been silent for `drop_time`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::member::{Member, MemberId};
+
+/// What changed in the membership, as subscribers see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipEvent {
+    /// A member was seen for the first time.
+    Added(Member),
+    /// A member is gone, and why.
+    Disappeared {
+        /// The member as last seen.
+        member: Member,
+        /// Why it was removed.
+        reason: DepartureReason,
+    },
+    /// A member declared gone was heard again with the same id (a healed partition).
+    Back(Member),
+    /// A member changed its advertised payload.
+    Updated(Member),
+}
+
+/// Why a member was removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DepartureReason {
+    /// Its heartbeats stopped and a TCP verification did not reach it.
+    Silent,
+    /// Its connection closed and a TCP verification did not reach it.
+    ConnectionLost,
+    /// It said goodbye (a clean shutdown).
+    Left,
+    /// A new process (new id) now answers at its address: it restarted.
+    Replaced,
+}
+
+/// What the runtime must do after a `handle_*` call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// Publish this event to subscribers and interceptors.
+    Event(MembershipEvent),
+    /// Check over TCP whether this member is still alive, then call `handle_verified`.
+    Verify(Member),
+}
+
+#[derive(Debug)]
+struct Tracked {
+    member: Member,
+    last_heard: Instant,
+    verifying: bool,
+}
+
+/// Live members and the failure detector's state.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    local: MemberId,
+    domain: String,
+    drop_time: Duration,
+    members: HashMap<MemberId, Tracked>,
+    /// Members removed recently: those that left are ignored for a while, the others
+    /// come back with [`MembershipEvent::Back`].
+    gone: HashMap<MemberId, (Instant, DepartureReason)>,
+    foreign_domain: u64,
+}
+
+impl Membership {
+    /// How often `handle_timer` must run at least.
+    pub(crate) const TICK: Duration = Duration::from_millis(100);
+
+    pub(crate) fn new(local: MemberId, domain: impl Into<String>, drop_time: Duration) -> Self {
+        Membership {
+            local,
+            domain: domain.into(),
+            drop_time,
+            members: HashMap::new(),
+            gone: HashMap::new(),
+            foreign_domain: 0,
+        }
+    }
+
+    /// The live members, in no order.
+    pub(crate) fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values().map(|t| &t.member)
+    }
+
+    /// Heartbeats dropped because they came from another domain.
+    pub(crate) fn foreign_domain_count(&self) -> u64 {
+        self.foreign_domain
+    }
+
+    /// The member is alive: a heartbeat, a pong or a hello arrived from it.
+    pub(crate) fn handle_heard(&mut self, now: Instant, member: Member, out: &mut Vec<Effect>) {
+        if member.id == self.local {
+            return;
+        }
+        if member.domain != self.domain {
+            self.foreign_domain += 1;
+            return;
+        }
+        if let Some(tracked) = self.members.get_mut(&member.id) {
+            tracked.last_heard = now;
+            tracked.verifying = false;
+            if tracked.member != member {
+                tracked.member = member.clone();
+                out.push(Effect::Event(MembershipEvent::Updated(member)));
+            }
+            return;
+        }
+        let back = match self.gone.get(&member.id) {
+            Some((_, DepartureReason::Left | DepartureReason::Replaced)) => return,
+            Some(_) => true,
+            None => false,
+        };
+        self.gone.remove(&member.id);
+        // A new id at the address of a live member: that member restarted.
+        let replaced: Vec<MemberId> = self
+            .members
+            .values()
+            .filter(|t| t.member.addr == member.addr)
+            .map(|t| t.member.id)
+            .collect();
+        for id in replaced {
+            self.remove(now, id, DepartureReason::Replaced, out);
+        }
+        self.members.insert(
+            member.id,
+            Tracked {
+                member: member.clone(),
+                last_heard: now,
+                verifying: false,
+            },
+        );
+        out.push(Effect::Event(if back {
+            MembershipEvent::Back(member)
+        } else {
+            MembershipEvent::Added(member)
+        }));
+    }
+
+    /// The member announced a clean shutdown.
+    pub(crate) fn handle_goodbye(&mut self, now: Instant, id: MemberId, out: &mut Vec<Effect>) {
+        if self.members.contains_key(&id) {
+            self.remove(now, id, DepartureReason::Left, out);
+        } else {
+            self.gone.insert(id, (now, DepartureReason::Left));
+        }
+    }
+
+    /// A connection to or from the member closed: verify it at once.
+    pub(crate) fn handle_connection_lost(&mut self, _now: Instant, id: MemberId, out: &mut Vec<Effect>) {
+        if let Some(tracked) = self.members.get_mut(&id) {
+            if !tracked.verifying {
+                tracked.verifying = true;
+                out.push(Effect::Verify(tracked.member.clone()));
+            }
+        }
+    }
+
+    /// The result of a TCP verification the runtime was asked for.
+    ///
+    /// `alive` is true when the member answered with its own id; a timeout is not a
+    /// verdict (`None`): the member is then removed only once silent for `drop_time`.
+    pub(crate) fn handle_verified(&mut self, now: Instant, id: MemberId, alive: Option<bool>, out: &mut Vec<Effect>) {
+        let Some(tracked) = self.members.get_mut(&id) else {
+            return;
+        };
+        match alive {
+            Some(true) => {
+                tracked.last_heard = now;
+                tracked.verifying = false;
+            }
+            Some(false) => {
+                let reason = if now.duration_since(tracked.last_heard) >= self.suspect_after() {
+                    DepartureReason::Silent
+                } else {
+                    DepartureReason::ConnectionLost
+                };
+                self.remove(now, id, reason, out);
+            }
+            None => tracked.verifying = false,
+        }
+    }
+
+    /// Time passes: suspect the silent, drop the long silent, forget old departures.
+    pub(crate) fn handle_timer(&mut self, now: Instant, out: &mut Vec<Effect>) {
+        let suspect_after = self.suspect_after();
+        let mut dead = Vec::new();
+        for tracked in self.members.values_mut() {
+            let silent = now.saturating_duration_since(tracked.last_heard);
+            if silent >= self.drop_time {
+                dead.push(tracked.member.id);
+            } else if silent >= suspect_after && !tracked.verifying {
+                tracked.verifying = true;
+                out.push(Effect::Verify(tracked.member.clone()));
+            }
+        }
+        for id in dead {
+            self.remove(now, id, DepartureReason::Silent, out);
+        }
+        let forget = self.drop_time * 20;
+        self.gone
+            .retain(|_, (at, _)| now.saturating_duration_since(*at) < forget);
+    }
+
+    /// Silence after which a member is verified: two thirds of `drop_time`, so that a
+    /// verification that fails removes it before `drop_time` has passed.
+    fn suspect_after(&self) -> Duration {
+        self.drop_time * 2 / 3
+    }
+
+    fn remove(&mut self, now: Instant, id: MemberId, reason: DepartureReason, out: &mut Vec<Effect>) {
+        if let Some(tracked) = self.members.remove(&id) {
+            self.gone.insert(id, (now, reason));
+            out.push(Effect::Event(MembershipEvent::Disappeared {
+                member: tracked.member,
+                reason,
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(n: u8, port: u16, domain: &str) -> Member {
+        Member::new(
+            MemberId::from_bytes([n; 16]),
+            format!("n{n}"),
+            domain,
+            ([127, 0, 0, 1], port).into(),
+            0,
+        )
+    }
+
+    fn events(out: &mut Vec<Effect>) -> Vec<Effect> {
+        std::mem::take(out)
+    }
+
+    #[test]
+    fn silent_member_is_verified_then_removed() {
+        let t0 = Instant::now();
+        let mut m = Membership::new(MemberId::from_bytes([0; 16]), "d", Duration::from_millis(3000));
+        let mut out = Vec::new();
+        let b = member(1, 4001, "d");
+        m.handle_heard(t0, b.clone(), &mut out);
+        assert_eq!(events(&mut out), vec![Effect::Event(MembershipEvent::Added(b.clone()))]);
+        m.handle_timer(t0 + Duration::from_millis(1900), &mut out);
+        assert!(out.is_empty());
+        m.handle_timer(t0 + Duration::from_millis(2100), &mut out);
+        assert_eq!(events(&mut out), vec![Effect::Verify(b.clone())]);
+        // Verification says alive: UDP loss must not remove it.
+        m.handle_verified(t0 + Duration::from_millis(2200), b.id, Some(true), &mut out);
+        m.handle_timer(t0 + Duration::from_millis(3100), &mut out);
+        assert!(out.is_empty());
+        // Silent again and unreachable: removed.
+        m.handle_timer(t0 + Duration::from_millis(4400), &mut out);
+        assert_eq!(events(&mut out), vec![Effect::Verify(b.clone())]);
+        m.handle_verified(t0 + Duration::from_millis(4410), b.id, Some(false), &mut out);
+        assert_eq!(
+            events(&mut out),
+            vec![Effect::Event(MembershipEvent::Disappeared {
+                member: b.clone(),
+                reason: DepartureReason::Silent
+            })]
+        );
+        // Heard again with the same id: back.
+        m.handle_heard(t0 + Duration::from_millis(5000), b.clone(), &mut out);
+        assert_eq!(events(&mut out), vec![Effect::Event(MembershipEvent::Back(b))]);
+    }
+
+    #[test]
+    fn unanswered_verification_removes_at_drop_time() {
+        let t0 = Instant::now();
+        let mut m = Membership::new(MemberId::from_bytes([0; 16]), "d", Duration::from_millis(3000));
+        let mut out = Vec::new();
+        let b = member(1, 4001, "d");
+        m.handle_heard(t0, b.clone(), &mut out);
+        out.clear();
+        m.handle_timer(t0 + Duration::from_millis(2100), &mut out);
+        m.handle_verified(t0 + Duration::from_millis(2900), b.id, None, &mut out);
+        out.clear();
+        m.handle_timer(t0 + Duration::from_millis(3000), &mut out);
+        assert!(matches!(
+            &out[..],
+            [Effect::Event(MembershipEvent::Disappeared {
+                reason: DepartureReason::Silent,
+                ..
+            })]
+        ));
+    }
+
+    #[test]
+    fn restart_replaces_and_domains_are_separate() {
+        let t0 = Instant::now();
+        let mut m = Membership::new(MemberId::from_bytes([0; 16]), "d", Duration::from_millis(3000));
+        let mut out = Vec::new();
+        m.handle_heard(t0, member(1, 4001, "other"), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(m.foreign_domain_count(), 1);
+        let old = member(1, 4001, "d");
+        let new = member(2, 4001, "d");
+        m.handle_heard(t0, old.clone(), &mut out);
+        out.clear();
+        m.handle_heard(t0, new.clone(), &mut out);
+        assert_eq!(
+            out,
+            vec![
+                Effect::Event(MembershipEvent::Disappeared {
+                    member: old.clone(),
+                    reason: DepartureReason::Replaced
+                }),
+                Effect::Event(MembershipEvent::Added(new)),
+            ]
+        );
+        out.clear();
+        // A late heartbeat of the replaced process does not bring it back.
+        m.handle_heard(t0, old, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn connection_loss_verifies_at_once_and_goodbye_removes() {
+        let t0 = Instant::now();
+        let mut m = Membership::new(MemberId::from_bytes([0; 16]), "d", Duration::from_millis(3000));
+        let mut out = Vec::new();
+        let b = member(1, 4001, "d");
+        m.handle_heard(t0, b.clone(), &mut out);
+        out.clear();
+        m.handle_connection_lost(t0, b.id, &mut out);
+        assert_eq!(events(&mut out), vec![Effect::Verify(b.clone())]);
+        m.handle_verified(t0, b.id, Some(false), &mut out);
+        assert!(matches!(
+            &out[..],
+            [Effect::Event(MembershipEvent::Disappeared {
+                reason: DepartureReason::ConnectionLost,
+                ..
+            })]
+        ));
+        out.clear();
+        let c = member(3, 4003, "d");
+        m.handle_heard(t0, c.clone(), &mut out);
+        out.clear();
+        m.handle_goodbye(t0, c.id, &mut out);
+        assert!(matches!(
+            &out[..],
+            [Effect::Event(MembershipEvent::Disappeared {
+                reason: DepartureReason::Left,
+                ..
+            })]
+        ));
+        out.clear();
+        m.handle_heard(t0, c, &mut out);
+        assert!(
+            out.is_empty(),
+            "a member that left is not resurrected by a late heartbeat"
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! Who is in the cluster: the membership decisions ([`core`]) and the ways members
+//! are found ([`Discovery`]): a static list, multicast heartbeats, and whatever a
+//! user plugs in (the DNS kind comes this way).
+
+pub(crate) mod core;
+mod multicast;
+pub(crate) mod probe;
+mod statics;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+pub use self::core::{DepartureReason, MembershipEvent};
+pub use multicast::MulticastDiscovery;
+pub use probe::ProbeError;
+pub use statics::StaticDiscovery;
+
+use crate::member::{Member, MemberId};
+use crate::wire::FrameCodec;
+
+/// What the membership task is told, by discovery, the receiver and the senders.
+#[derive(Debug)]
+pub(crate) enum MembershipInput {
+    Heard(Member),
+    Goodbye(MemberId),
+    ConnectionLost(MemberId),
+    Verified(MemberId, Option<bool>),
+}
+
+/// A way of finding members: it runs as a task and reports what it hears.
+///
+/// Implement it to add a membership kind; [`StaticDiscovery`] is a short example.
+pub trait Discovery: Send + fmt::Debug + 'static {
+    /// A short name for logs and the status page (`static`, `multicast`, …).
+    fn kind(&self) -> &'static str;
+
+    /// Addresses configured up front, if any (used to warn about loopback mistakes).
+    fn configured_addrs(&self) -> Vec<SocketAddr> {
+        Vec::new()
+    }
+
+    /// Run until `ctx` says the channel shuts down.
+    fn run(self: Box<Self>, ctx: DiscoveryContext) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// How a configured candidate (a static address, a DNS answer) is doing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CandidateStatus {
+    /// The discovery kind that owns the candidate.
+    pub kind: &'static str,
+    /// The member answering there, when it is up.
+    pub member: Option<String>,
+    /// Whether the last probe got an answer.
+    pub up: bool,
+    /// Why the last probe failed.
+    pub last_error: Option<String>,
+}
+
+/// What a [`Discovery`] task gets from the channel.
+#[derive(Clone)]
+pub struct DiscoveryContext {
+    pub(crate) local: watch::Receiver<Member>,
+    pub(crate) inputs: mpsc::UnboundedSender<MembershipInput>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) codec: FrameCodec,
+    pub(crate) candidates: Arc<Mutex<BTreeMap<String, CandidateStatus>>>,
+    pub(crate) probe_timeout: Duration,
+}
+
+impl fmt::Debug for DiscoveryContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DiscoveryContext")
+            .field("local", &*self.local.borrow())
+            .finish()
+    }
+}
+
+impl DiscoveryContext {
+    /// This node's current description (its payload may change).
+    pub fn local(&self) -> Member {
+        self.local.borrow().clone()
+    }
+
+    /// A member is alive: a heartbeat or answer arrived from it.
+    pub fn heard(&self, member: Member) {
+        let _ = self.inputs.send(MembershipInput::Heard(member));
+    }
+
+    /// A connection to the member closed: a strong hint that it died, verified at once.
+    pub fn lost(&self, id: MemberId) {
+        let _ = self.inputs.send(MembershipInput::ConnectionLost(id));
+    }
+
+    /// Resolves when the channel shuts down.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancelled().await
+    }
+
+    /// Whether the channel is shutting down.
+    pub fn is_shutdown(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// Ask the tribes node at `addr` who it is, over TCP.
+    ///
+    /// # Errors
+    /// [`ProbeError`] when nothing listens there, nothing answers within the probe
+    /// timeout, or what answers is not a tribes node.
+    pub async fn probe(&self, addr: SocketAddr) -> Result<Member, ProbeError> {
+        probe::probe(&self.codec, &self.local(), addr, self.probe_timeout).await
+    }
+
+    /// Record how a candidate address is doing, for [`crate::Channel::stats`].
+    pub fn report(&self, candidate: impl Into<String>, status: CandidateStatus) {
+        self.candidates
+            .lock()
+            .expect("candidates lock")
+            .insert(candidate.into(), status);
+    }
+}

@@ -1,0 +1,210 @@
+//! The TCP receiver (Tomcat's `NioReceiver`): accepts connections, reads frames,
+//! runs them up the interceptor stack, hands them to listeners and sends acks.
+//!
+//! A connection that sends garbage (bad magic, unknown kind or version, a frame
+//! over the limit, a header that does not decode, a message before its hello) is
+//! closed with an error naming the peer and the cause, and counted; every other
+//! connection goes on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::channel::{AckHandle, Inner};
+use crate::interceptor::Message;
+use crate::member::Member;
+use crate::membership::MembershipInput;
+use crate::wire::{AckHeader, Frame, FrameKind, GoodbyeHeader, MemberHeader, MessageHeader, WireError};
+
+pub(crate) async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_connection(inner.clone(), stream, peer));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Why a receiving connection was closed.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("a message frame arrived before the hello frame that names its sender (the peer is not a tribes sender)")]
+    MessageBeforeHello,
+}
+
+async fn serve_connection(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr) {
+    let (read, write) = stream.into_split();
+    let mut reader = FramedRead::new(read, inner.codec.clone());
+    let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Frame>();
+    let codec = inner.codec.clone();
+    let cancel = inner.shutdown.clone();
+    let writer = tokio::spawn(async move {
+        let mut writer = FramedWrite::new(write, codec);
+        loop {
+            let frame = tokio::select! {
+                _ = cancel.cancelled() => return,
+                f = reply_rx.recv() => match f { Some(f) => f, None => return },
+            };
+            if writer.feed(frame).await.is_err() {
+                return;
+            }
+            while let Ok(more) = reply_rx.try_recv() {
+                if writer.feed(more).await.is_err() {
+                    return;
+                }
+            }
+            if writer.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut from: Option<Member> = None;
+    let result = loop {
+        let frame = tokio::select! {
+            _ = inner.shutdown.cancelled() => break Ok(()),
+            f = reader.next() => f,
+        };
+        let frame = match frame {
+            None => break Ok(()),
+            Some(Err(e)) => break Err(ConnectionError::from(e)),
+            Some(Ok(frame)) => frame,
+        };
+        if let Err(e) = handle_frame(&inner, frame, &mut from, &reply_tx).await {
+            break Err(e);
+        }
+    };
+    match result {
+        Ok(()) => {
+            if let Some(m) = &from {
+                if !inner.shutdown.is_cancelled() {
+                    // The sender's side closed: a strong hint that it died. Verify.
+                    let _ = inner.inputs.send(MembershipInput::ConnectionLost(m.id));
+                }
+            }
+        }
+        Err(e) => {
+            let is_io = matches!(e, ConnectionError::Wire(WireError::Io(_)));
+            if is_io {
+                tracing::debug!(%peer, error = %e, "connection closed");
+            } else {
+                inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                *inner
+                    .counters
+                    .malformed_by_peer
+                    .lock()
+                    .expect("peer lock")
+                    .entry(peer.to_string())
+                    .or_default() += 1;
+                tracing::warn!(%peer, member = from.as_ref().map(|m| m.name.as_str()), error = %e,
+                    "closing replication connection from {peer}: {e}");
+            }
+            if let Some(m) = &from {
+                let _ = inner.inputs.send(MembershipInput::ConnectionLost(m.id));
+            }
+        }
+    }
+    drop(reply_tx);
+    let _ = writer.await;
+}
+
+async fn handle_frame(
+    inner: &Arc<Inner>,
+    frame: Frame,
+    from: &mut Option<Member>,
+    reply: &mpsc::UnboundedSender<Frame>,
+) -> Result<(), ConnectionError> {
+    match frame.kind {
+        FrameKind::Hello | FrameKind::Heartbeat => {
+            let MemberHeader { member } = frame.header()?;
+            let _ = inner.inputs.send(MembershipInput::Heard(member.clone()));
+            *from = Some(member);
+        }
+        FrameKind::Ping => {
+            let MemberHeader { member } = frame.header()?;
+            let _ = inner.inputs.send(MembershipInput::Heard(member));
+            let pong = Frame::new(
+                FrameKind::Pong,
+                &MemberHeader { member: inner.local() },
+                Default::default(),
+            );
+            let _ = reply.send(pong);
+        }
+        FrameKind::Goodbye => {
+            let GoodbyeHeader { id } = frame.header()?;
+            let _ = inner.inputs.send(MembershipInput::Goodbye(id));
+            *from = None;
+        }
+        FrameKind::Message => {
+            let header: MessageHeader = frame.header()?;
+            let Some(sender) = from.as_ref() else {
+                return Err(ConnectionError::MessageBeforeHello);
+            };
+            let ack = match header.ack {
+                0 => None,
+                1 => {
+                    // use-ack: the bytes are here.
+                    let _ = reply.send(Frame::new(
+                        FrameKind::Ack,
+                        &AckHeader {
+                            id: header.id,
+                            reason: None,
+                        },
+                        Default::default(),
+                    ));
+                    None
+                }
+                _ => Some(AckHandle {
+                    id: header.id,
+                    reply: reply.clone(),
+                    done: false,
+                }),
+            };
+            let message = Message {
+                topic: header.topic,
+                payload: frame.payload,
+                headers: header.headers,
+                ack,
+            };
+            match inner.stack.incoming(sender, message) {
+                Ok(messages) => {
+                    for m in messages {
+                        inner.deliver(sender, m).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(member = %sender, error = %e, "incoming message refused");
+                    inner.counters.undeliverable.fetch_add(1, Ordering::Relaxed);
+                    if header.ack >= 2 {
+                        let _ = reply.send(Frame::new(
+                            FrameKind::FailAck,
+                            &AckHeader {
+                                id: header.id,
+                                reason: Some(e.to_string()),
+                            },
+                            Default::default(),
+                        ));
+                    }
+                }
+            }
+        }
+        FrameKind::Ack | FrameKind::FailAck | FrameKind::Pong => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,471 @@
+//! The frame format and its codec.
+//!
+//! Every frame, on TCP and on multicast UDP alike, is:
+//!
+//! ```text
+//! offset size  field
+//!  0      4    magic          b"TRBS"
+//!  4      1    version        1
+//!  5      1    kind           1 message, 2 ack, 3 fail-ack, 4 hello, 5 ping, 6 pong,
+//!                             7 heartbeat, 8 goodbye
+//!  6      1    flags          bit 0: sealed (authenticated encryption; reserved)
+//!  7      1    key id         which cluster key sealed the frame (reserved, 0)
+//!  8     12    nonce          AEAD nonce (reserved, zero)
+//! 20     16    tag            AEAD authentication tag (reserved, zero)
+//! 36      4    header length  big-endian u32, at most 64 KiB
+//! 40      4    payload length big-endian u32; header + payload at most the frame limit
+//! 44      …    header         rmp-serde (MessagePack) of the kind's header struct
+//!  …      …    payload        opaque application bytes
+//! ```
+//!
+//! The decoder checks magic, version, kind and both lengths before it reserves a
+//! single byte for the body, so a peer cannot make a node allocate past the limit.
+//! The key id, nonce and tag are in every frame already, so sealing frames needs no
+//! format break.
+
+use std::io;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::member::{Member, MemberId};
+
+/// The four bytes every frame starts with.
+pub(crate) const MAGIC: [u8; 4] = *b"TRBS";
+/// The wire version this build speaks.
+pub(crate) const VERSION: u8 = 1;
+/// Bytes before the header: magic, version, kind, flags, key id, nonce, tag, lengths.
+pub(crate) const PREFIX_LEN: usize = 44;
+/// The largest header any kind may have.
+pub(crate) const MAX_HEADER_LEN: usize = 64 * 1024;
+/// The default limit of header + payload in one frame (1 MiB).
+pub const DEFAULT_MAX_FRAME_LEN: usize = 1024 * 1024;
+
+/// What a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum FrameKind {
+    /// An application message ([`MessageHeader`] + payload).
+    Message = 1,
+    /// The receiver has the message (use-ack) or has processed it (sync-ack).
+    Ack = 2,
+    /// The receiver could not process the message; the header says why.
+    FailAck = 3,
+    /// First frame on a replication connection: who is sending.
+    Hello = 4,
+    /// A membership probe over TCP; answered by a pong.
+    Ping = 5,
+    /// The answer to a ping: the receiver's member description.
+    Pong = 6,
+    /// A multicast heartbeat.
+    Heartbeat = 7,
+    /// A member leaving cleanly.
+    Goodbye = 8,
+}
+
+impl FrameKind {
+    fn from_u8(kind: u8) -> Option<Self> {
+        Some(match kind {
+            1 => FrameKind::Message,
+            2 => FrameKind::Ack,
+            3 => FrameKind::FailAck,
+            4 => FrameKind::Hello,
+            5 => FrameKind::Ping,
+            6 => FrameKind::Pong,
+            7 => FrameKind::Heartbeat,
+            8 => FrameKind::Goodbye,
+            _ => return None,
+        })
+    }
+}
+
+/// One decoded frame: its kind, the sealing fields and the raw header and payload.
+#[derive(Clone, Debug)]
+pub(crate) struct Frame {
+    pub(crate) kind: FrameKind,
+    pub(crate) flags: u8,
+    pub(crate) key_id: u8,
+    pub(crate) nonce: [u8; 12],
+    pub(crate) tag: [u8; 16],
+    pub(crate) header: Bytes,
+    pub(crate) payload: Bytes,
+}
+
+impl Frame {
+    /// A plain (unsealed) frame with a typed header.
+    pub(crate) fn new<H: Serialize>(kind: FrameKind, header: &H, payload: Bytes) -> Self {
+        let header = rmp_serde::to_vec(header).expect("frame headers are plain data");
+        Frame {
+            kind,
+            flags: 0,
+            key_id: 0,
+            nonce: [0; 12],
+            tag: [0; 16],
+            header: Bytes::from(header),
+            payload,
+        }
+    }
+
+    /// The typed header.
+    pub(crate) fn header<H: DeserializeOwned>(&self) -> Result<H, WireError> {
+        rmp_serde::from_slice(&self.header).map_err(|source| WireError::BadHeader {
+            kind: self.kind,
+            source,
+        })
+    }
+
+    /// Bytes this frame takes on the wire.
+    pub(crate) fn wire_len(&self) -> usize {
+        PREFIX_LEN + self.header.len() + self.payload.len()
+    }
+
+    /// The frame as one contiguous buffer (for UDP datagrams).
+    pub(crate) fn to_bytes(&self) -> Bytes {
+        let mut buf = BytesMut::with_capacity(self.wire_len());
+        write_frame(self, &mut buf);
+        buf.freeze()
+    }
+}
+
+/// Why bytes from a peer are not a frame. The connection they came on is closed.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The first bytes are not `TRBS`.
+    #[error(
+        "bad magic {found:02x?}: the peer is not a tribes node (check that nothing else sends to the replication port)"
+    )]
+    BadMagic {
+        /// The four bytes found instead.
+        found: [u8; 4],
+    },
+    /// The frame is of a wire version this build does not speak.
+    #[error(
+        "wire version {found} is not supported (this node speaks {supported}): run the same tribes version on every member"
+    )]
+    UnsupportedVersion {
+        /// The version in the frame.
+        found: u8,
+        /// The version this build speaks.
+        supported: u8,
+    },
+    /// The kind byte names no frame kind.
+    #[error("unknown frame kind {kind}: the peer runs a newer or incompatible tribes")]
+    UnknownKind {
+        /// The kind byte.
+        kind: u8,
+    },
+    /// Header plus payload exceed the configured frame limit.
+    #[error(
+        "frame of {len} bytes exceeds the limit of {limit} bytes: raise max_frame_len on the receiver, or keep the fragmentation interceptor on the sender"
+    )]
+    FrameTooLarge {
+        /// Header plus payload length announced by the frame.
+        len: u64,
+        /// The receiver's limit.
+        limit: usize,
+    },
+    /// The header length exceeds 64 KiB.
+    #[error("frame header of {len} bytes exceeds the limit of {limit} bytes")]
+    HeaderTooLarge {
+        /// Announced header length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The header bytes do not decode as the kind's header.
+    #[error("the {kind:?} frame header does not decode: {source}")]
+    #[allow(private_interfaces)]
+    BadHeader {
+        /// The frame kind.
+        kind: FrameKind,
+        /// The decoder's complaint.
+        source: rmp_serde::decode::Error,
+    },
+    /// The frame was cut off (a datagram shorter than its lengths say).
+    #[error("truncated frame: {len} bytes where {needed} were announced")]
+    Truncated {
+        /// Bytes present.
+        len: usize,
+        /// Bytes the prefix announced.
+        needed: usize,
+    },
+    /// Reading or writing the socket failed.
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The frame codec shared by the TCP receiver, the senders, multicast and tests.
+#[derive(Clone, Debug)]
+pub(crate) struct FrameCodec {
+    max_frame_len: usize,
+}
+
+impl FrameCodec {
+    pub(crate) fn new(max_frame_len: usize) -> Self {
+        FrameCodec { max_frame_len }
+    }
+
+    /// Decode one whole frame from a datagram.
+    pub(crate) fn decode_datagram(&self, datagram: &[u8]) -> Result<Frame, WireError> {
+        let mut buf = BytesMut::from(datagram);
+        let mut codec = self.clone();
+        match codec.decode(&mut buf)? {
+            Some(frame) => Ok(frame),
+            None => Err(WireError::Truncated {
+                len: datagram.len(),
+                needed: announced_len(datagram).unwrap_or(PREFIX_LEN),
+            }),
+        }
+    }
+}
+
+fn announced_len(src: &[u8]) -> Option<usize> {
+    if src.len() < PREFIX_LEN {
+        return None;
+    }
+    let h = u32::from_be_bytes(src[36..40].try_into().ok()?) as usize;
+    let p = u32::from_be_bytes(src[40..44].try_into().ok()?) as usize;
+    Some(PREFIX_LEN + h + p)
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = WireError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, WireError> {
+        // Reject garbage as soon as the bytes present disagree with the magic.
+        let have = src.len().min(4);
+        if src[..have] != MAGIC[..have] {
+            let mut found = [0u8; 4];
+            found[..have].copy_from_slice(&src[..have]);
+            return Err(WireError::BadMagic { found });
+        }
+        if src.len() < PREFIX_LEN {
+            return Ok(None);
+        }
+        if src[4] != VERSION {
+            return Err(WireError::UnsupportedVersion {
+                found: src[4],
+                supported: VERSION,
+            });
+        }
+        let kind = FrameKind::from_u8(src[5]).ok_or(WireError::UnknownKind { kind: src[5] })?;
+        let header_len = u32::from_be_bytes(src[36..40].try_into().expect("4 bytes")) as usize;
+        let payload_len = u32::from_be_bytes(src[40..44].try_into().expect("4 bytes")) as usize;
+        if header_len > MAX_HEADER_LEN {
+            return Err(WireError::HeaderTooLarge {
+                len: header_len,
+                limit: MAX_HEADER_LEN,
+            });
+        }
+        let body = header_len as u64 + payload_len as u64;
+        if body > self.max_frame_len as u64 {
+            return Err(WireError::FrameTooLarge {
+                len: body,
+                limit: self.max_frame_len,
+            });
+        }
+        let total = PREFIX_LEN + header_len + payload_len;
+        if src.len() < total {
+            // Only now, with every length checked, make room for the body.
+            src.reserve(total - src.len());
+            return Ok(None);
+        }
+        let mut frame = src.split_to(total);
+        let flags = frame[6];
+        let key_id = frame[7];
+        let nonce: [u8; 12] = frame[8..20].try_into().expect("12 bytes");
+        let tag: [u8; 16] = frame[20..36].try_into().expect("16 bytes");
+        frame.advance(PREFIX_LEN);
+        let header = frame.split_to(header_len).freeze();
+        let payload = frame.freeze();
+        Ok(Some(Frame {
+            kind,
+            flags,
+            key_id,
+            nonce,
+            tag,
+            header,
+            payload,
+        }))
+    }
+}
+
+fn write_frame(frame: &Frame, dst: &mut BytesMut) {
+    dst.reserve(frame.wire_len());
+    dst.put_slice(&MAGIC);
+    dst.put_u8(VERSION);
+    dst.put_u8(frame.kind as u8);
+    dst.put_u8(frame.flags);
+    dst.put_u8(frame.key_id);
+    dst.put_slice(&frame.nonce);
+    dst.put_slice(&frame.tag);
+    dst.put_u32(frame.header.len() as u32);
+    dst.put_u32(frame.payload.len() as u32);
+    dst.put_slice(&frame.header);
+    dst.put_slice(&frame.payload);
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = WireError;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), WireError> {
+        let body = frame.header.len() + frame.payload.len();
+        if body > self.max_frame_len {
+            return Err(WireError::FrameTooLarge {
+                len: body as u64,
+                limit: self.max_frame_len,
+            });
+        }
+        write_frame(&frame, dst);
+        Ok(())
+    }
+}
+
+/// Header of a [`FrameKind::Message`] frame.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct MessageHeader {
+    /// Unique per sender; acks name it.
+    pub(crate) id: u64,
+    /// What the receiver must do before acking: 0 none, 1 on receipt, 2 after processing.
+    pub(crate) ack: u8,
+    /// The listener topic.
+    pub(crate) topic: String,
+    /// Interceptor headers (fragment, sequence, compression, user ones).
+    pub(crate) headers: Vec<(String, Bytes)>,
+}
+
+/// Header of an ack or fail-ack.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct AckHeader {
+    pub(crate) id: u64,
+    /// Why processing failed (fail-ack only).
+    pub(crate) reason: Option<String>,
+}
+
+/// Header of hello, ping, pong and heartbeat frames: the sender's description.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct MemberHeader {
+    pub(crate) member: Member,
+}
+
+/// Header of a goodbye frame.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct GoodbyeHeader {
+    pub(crate) id: MemberId,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Frame {
+        Frame::new(
+            FrameKind::Message,
+            &MessageHeader {
+                id: 7,
+                ack: 2,
+                topic: "t".into(),
+                headers: vec![],
+            },
+            Bytes::from_static(b"hello"),
+        )
+    }
+
+    #[test]
+    fn round_trip_in_pieces() {
+        let mut codec = FrameCodec::new(DEFAULT_MAX_FRAME_LEN);
+        let mut wire = BytesMut::new();
+        codec.encode(sample(), &mut wire).unwrap();
+        codec.encode(sample(), &mut wire).unwrap();
+        let all = wire.freeze();
+        // Feed byte by byte: never an error, exactly two frames.
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for b in all.iter() {
+            buf.put_u8(*b);
+            while let Some(f) = codec.decode(&mut buf).unwrap() {
+                frames.push(f);
+            }
+        }
+        assert_eq!(frames.len(), 2);
+        let h: MessageHeader = frames[1].header().unwrap();
+        assert_eq!(h.id, 7);
+        assert_eq!(&frames[1].payload[..], b"hello");
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_before_allocation() {
+        let mut codec = FrameCodec::new(1024);
+        let mut buf = BytesMut::new();
+        buf.put_slice(&MAGIC);
+        buf.put_u8(VERSION);
+        buf.put_u8(1);
+        buf.put_bytes(0, 30);
+        buf.put_u32(10);
+        buf.put_u32(u32::MAX);
+        let cap = buf.capacity();
+        let err = codec.decode(&mut buf).unwrap_err();
+        assert!(matches!(err, WireError::FrameTooLarge { limit: 1024, .. }), "{err}");
+        assert_eq!(buf.capacity(), cap, "nothing reserved for a refused frame");
+    }
+
+    #[test]
+    fn garbage_unknown_kind_and_version_are_errors() {
+        let mut codec = FrameCodec::new(1024);
+        let err = codec
+            .decode(&mut BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]))
+            .unwrap_err();
+        assert!(err.to_string().contains("not a tribes node"), "{err}");
+        let mut wire = BytesMut::new();
+        codec.encode(sample(), &mut wire).unwrap();
+        let mut v = wire.clone();
+        v[4] = 9;
+        assert!(matches!(
+            codec.decode(&mut v),
+            Err(WireError::UnsupportedVersion { found: 9, .. })
+        ));
+        let mut k = wire.clone();
+        k[5] = 200;
+        assert!(matches!(
+            codec.decode(&mut k),
+            Err(WireError::UnknownKind { kind: 200 })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic_nor_over_allocate(data in proptest::collection::vec(any::<u8>(), 0..4096), prefix in any::<bool>()) {
+            let mut codec = FrameCodec::new(4096);
+            let mut buf = BytesMut::new();
+            if prefix {
+                buf.put_slice(&MAGIC);
+                buf.put_u8(VERSION);
+            }
+            buf.put_slice(&data);
+            loop {
+                match codec.decode(&mut buf) {
+                    Ok(Some(f)) => {
+                        let _ = f.header::<MessageHeader>();
+                        let _ = f.header::<MemberHeader>();
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            prop_assert!(buf.capacity() <= PREFIX_LEN + 4096 + data.len() + 64);
+        }
+
+        #[test]
+        fn truncated_frames_need_more_or_fail(cut in 0usize..60) {
+            let mut codec = FrameCodec::new(DEFAULT_MAX_FRAME_LEN);
+            let mut wire = BytesMut::new();
+            codec.encode(sample(), &mut wire).unwrap();
+            let cut = cut.min(wire.len() - 1);
+            let mut part = BytesMut::from(&wire[..cut]);
+            prop_assert!(codec.decode(&mut part).unwrap().is_none());
+            prop_assert!(codec.decode_datagram(&wire[..cut]).is_err());
+        }
+    }
+}

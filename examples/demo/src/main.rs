@@ -1,0 +1,2 @@
+//! Run with `cargo run -p tribes-demo`. (The demo arrives with the layer.)
+fn main() {}

@@ -1,0 +1,80 @@
+//! `cargo xtask`: the project's automation (see the README).
+//!
+//! - `cargo xtask test`: everything CI runs: fmt check, clippy `-D warnings`, every
+//!   test with cargo-nextest (plain `cargo test` where nextest is missing), doc tests.
+//! - `cargo xtask bench transport`: the transport benchmark against raw TCP.
+
+use std::process::{Command, ExitCode};
+
+const HELP: &str = "\
+cargo xtask <command>
+
+commands:
+  test               fmt check, clippy -D warnings, all tests (nextest), doc tests: what CI runs
+  bench transport    two channels on loopback vs a raw tokio TCP baseline; writes benches/results/transport.md
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("bench") => bench(&args[1..]),
+        _ => {
+            print!("{HELP}");
+            return if args.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    eprintln!("xtask: running {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{program} {}` failed with {status}", args.join(" ")))
+    }
+}
+
+fn has_nextest() -> bool {
+    Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn test() -> Result<(), String> {
+    run("cargo", &["fmt", "--all", "--", "--check"])?;
+    run(
+        "cargo",
+        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+    )?;
+    if has_nextest() {
+        run("cargo", &["nextest", "run", "--workspace", "--no-fail-fast"])?;
+    } else {
+        run("cargo", &["test", "--workspace", "--no-fail-fast"])?;
+    }
+    run("cargo", &["test", "--workspace", "--doc"])
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    match args.first().map(String::as_str) {
+        Some(which) => Err(format!("no benchmark named {which}\n{HELP}")),
+        None => Err(format!("name a benchmark\n{HELP}")),
+    }
+}
