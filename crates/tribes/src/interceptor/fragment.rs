@@ -167,6 +167,7 @@ impl Interceptor for FragmentationInterceptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn split_and_join() {
