@@ -74,6 +74,10 @@ fn test() -> Result<(), String> {
 
 fn bench(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
+        Some("transport") => run(
+            "cargo",
+            &["run", "--release", "--quiet", "-p", "tribes", "--example", "bench_transport"],
+        ),
         Some(which) => Err(format!("no benchmark named {which}\n{HELP}")),
         None => Err(format!("name a benchmark\n{HELP}")),
     }

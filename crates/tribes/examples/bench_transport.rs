@@ -1,0 +1,196 @@
+//! The transport benchmark: two channels on loopback next to a raw tokio TCP
+//! baseline (length-prefixed frames, the physical limit on this machine).
+//!
+//! Run with `cargo xtask bench transport` (or `cargo run --release -p tribes --example bench_transport`).
+//! Prints a markdown table and writes it to `benches/results/transport.md`.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tribes::{Channel, Delivery, SendError, SendMode, SendOptions, StaticDiscovery};
+
+const SIZES: [(usize, usize); 3] = [(100, 200_000), (1024, 100_000), (64 * 1024, 8_000)];
+const RTT_SAMPLES: usize = 5_000;
+
+struct Row {
+    what: String,
+    raw: f64,
+    tribes: f64,
+    unit: &'static str,
+    higher_is_better: bool,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut rows = Vec::new();
+    for (size, count) in SIZES {
+        let raw = raw_throughput(size, count).await?;
+        let tribes = tribes_throughput(size, count).await?;
+        rows.push(Row { what: format!("async {size} B: messages/s"), raw: raw.0, tribes: tribes.0, unit: "msg/s", higher_is_better: true });
+        rows.push(Row { what: format!("async {size} B: MB/s"), raw: raw.1, tribes: tribes.1, unit: "MB/s", higher_is_better: true });
+    }
+    let (raw50, raw99) = raw_rtt().await?;
+    let (t50, t99) = tribes_rtt().await?;
+    rows.push(Row { what: "sync-ack 100 B round trip p50".into(), raw: raw50, tribes: t50, unit: "µs", higher_is_better: false });
+    rows.push(Row { what: "sync-ack 100 B round trip p99".into(), raw: raw99, tribes: t99, unit: "µs", higher_is_better: false });
+
+    let mut table = String::from(
+        "| measure | raw TCP | tribes | tribes / raw |\n|---|---:|---:|---:|\n",
+    );
+    for r in &rows {
+        let ratio = r.tribes / r.raw;
+        let note = if r.higher_is_better { "" } else { " (lower is better)" };
+        table.push_str(&format!("| {} | {:.1} {} | {:.1} {} | {:.2}x{} |\n", r.what, r.raw, r.unit, r.tribes, r.unit, ratio, note));
+    }
+    let report = format!(
+        "# Transport benchmark\n\nTwo `tribes` channels on loopback (one connection, default interceptors) against a raw tokio TCP\nbaseline with the same framing job (u32 length prefix). Same machine, same run: {} cores.\nGoals: sync-ack p50 round trip within 2x of raw; async 64 KiB throughput at least 0.5x of raw.\n\n{table}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    println!("{report}");
+    let path = std::env::var("TRIBES_BENCH_OUT").unwrap_or_else(|_| "benches/results/transport.md".into());
+    std::fs::write(&path, report)?;
+    eprintln!("written to {path}");
+    Ok(())
+}
+
+/// Raw: a client writes `count` length-prefixed messages, the server reads them all
+/// and answers one byte at the end.
+async fn raw_throughput(size: usize, count: usize) -> std::io::Result<(f64, f64)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        let (s, _) = listener.accept().await?;
+        s.set_nodelay(true)?;
+        let (r, mut w) = s.into_split();
+        let mut r = BufReader::with_capacity(256 * 1024, r);
+        let mut buf = vec![0u8; 1 << 20];
+        for _ in 0..count {
+            let len = r.read_u32().await? as usize;
+            r.read_exact(&mut buf[..len]).await?;
+        }
+        w.write_all(&[1]).await?;
+        Ok::<_, std::io::Error>(())
+    });
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let (mut r, w) = s.into_split();
+    let mut w = BufWriter::with_capacity(256 * 1024, w);
+    let payload = vec![7u8; size];
+    let start = Instant::now();
+    for _ in 0..count {
+        w.write_u32(size as u32).await?;
+        w.write_all(&payload).await?;
+    }
+    w.flush().await?;
+    let mut done = [0u8; 1];
+    r.read_exact(&mut done).await?;
+    let secs = start.elapsed().as_secs_f64();
+    server.await??;
+    Ok((count as f64 / secs, (count * size) as f64 / secs / 1e6))
+}
+
+async fn pair() -> Result<(Channel, Channel), Box<dyn std::error::Error>> {
+    let a = Channel::builder("a").bind("127.0.0.1:0".parse()?).start().await?;
+    let b = Channel::builder("b")
+        .bind("127.0.0.1:0".parse()?)
+        .discovery(StaticDiscovery::new([a.local().addr()]))
+        .start()
+        .await?;
+    let mut wa = a.watch_members();
+    let mut wb = b.watch_members();
+    wa.wait_for(|m| !m.is_empty()).await?;
+    wb.wait_for(|m| !m.is_empty()).await?;
+    Ok((a, b))
+}
+
+async fn tribes_throughput(size: usize, count: usize) -> Result<(f64, f64), Box<dyn std::error::Error>> {
+    let (a, b) = pair().await?;
+    let mut inbox = a.listen("bench");
+    let receiver = tokio::spawn(async move {
+        for _ in 0..count {
+            inbox.recv().await.expect("channel open");
+        }
+    });
+    let to = [a.local().id()];
+    let payload = Bytes::from(vec![7u8; size]);
+    let start = Instant::now();
+    let mut full = 0u64;
+    for _ in 0..count {
+        loop {
+            let r = b.send(&to, "bench", payload.clone(), SendOptions::mode(SendMode::Async)).await;
+            match &r.outcomes[0].1 {
+                Delivery::Queued => break,
+                Delivery::Failed(SendError::QueueFull { .. }) => {
+                    full += 1;
+                    tokio::task::yield_now().await;
+                }
+                other => return Err(format!("send failed: {other:?}").into()),
+            }
+        }
+    }
+    receiver.await?;
+    let secs = start.elapsed().as_secs_f64();
+    if full > 0 {
+        eprintln!("async {size} B: the queue was full {full} times (the sender outran the socket; retried)");
+    }
+    b.shutdown().await;
+    a.shutdown().await;
+    Ok((count as f64 / secs, (count * size) as f64 / secs / 1e6))
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let at = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)].as_secs_f64() * 1e6;
+    (at(0.50), at(0.99))
+}
+
+/// Raw: a 100-byte message, echoed back, one at a time.
+async fn raw_rtt() -> std::io::Result<(f64, f64)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await?;
+        s.set_nodelay(true)?;
+        let mut buf = [0u8; 104];
+        loop {
+            if s.read_exact(&mut buf).await.is_err() {
+                return Ok::<_, std::io::Error>(());
+            }
+            s.write_all(&buf).await?;
+        }
+    });
+    let mut s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let mut msg = [7u8; 104];
+    msg[..4].copy_from_slice(&100u32.to_be_bytes());
+    let mut samples = Vec::with_capacity(RTT_SAMPLES);
+    for _ in 0..RTT_SAMPLES {
+        let t = Instant::now();
+        s.write_all(&msg).await?;
+        s.read_exact(&mut msg).await?;
+        samples.push(t.elapsed());
+    }
+    Ok(percentiles(samples))
+}
+
+async fn tribes_rtt() -> Result<(f64, f64), Box<dyn std::error::Error>> {
+    let (a, b) = pair().await?;
+    let mut inbox = a.listen("rtt");
+    tokio::spawn(async move { while inbox.recv().await.is_some() {} });
+    let to = [a.local().id()];
+    let payload = Bytes::from(vec![7u8; 100]);
+    let mut samples = Vec::with_capacity(RTT_SAMPLES);
+    for _ in 0..RTT_SAMPLES {
+        let t = Instant::now();
+        let r = b.send(&to, "rtt", payload.clone(), SendOptions::mode(SendMode::SyncAck)).await;
+        samples.push(t.elapsed());
+        if !r.all_ok() {
+            return Err(format!("sync-ack failed: {r:?}").into());
+        }
+    }
+    b.shutdown().await;
+    a.shutdown().await;
+    Ok(percentiles(samples))
+}
