@@ -1,8 +1,12 @@
 //! `cargo xtask`: the project's automation (see the README).
 //!
+//! - `cargo xtask demo`: a three-node `tribes-demo` cluster on loopback (and nginx in
+//!   front when it is installed); Ctrl-C stops everything.
 //! - `cargo xtask test`: everything CI runs: fmt check, clippy `-D warnings`, every
 //!   test with cargo-nextest (plain `cargo test` where nextest is missing), doc tests.
-//! - `cargo xtask bench transport`: the transport benchmark against raw TCP.
+//! - `cargo xtask bench transport|sessions|http`: benchmarks; results in `benches/results/`.
+
+mod demo;
 
 use std::process::{Command, ExitCode};
 
@@ -10,13 +14,16 @@ const HELP: &str = "\
 cargo xtask <command>
 
 commands:
+  demo               start a three-node tribes-demo cluster on loopback (nginx in front if installed)
   test               fmt check, clippy -D warnings, all tests (nextest), doc tests: what CI runs
-  bench transport    two channels on loopback vs a raw tokio TCP baseline; writes benches/results/transport.md
+  bench transport    two channels on loopback vs a raw tokio TCP baseline -> benches/results/transport.md
+  bench sessions     state transfer, deltas, memory and wire bytes per session -> benches/results/sessions.md
 ";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("demo") => demo::run(),
         Some("test") => test(),
         Some("bench") => bench(&args[1..]),
         _ => {
@@ -37,7 +44,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
+pub(crate) fn run(program: &str, args: &[&str]) -> Result<(), String> {
     eprintln!("xtask: running {program} {}", args.join(" "));
     let status = Command::new(program)
         .args(args)
@@ -73,11 +80,15 @@ fn test() -> Result<(), String> {
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
-    match args.first().map(String::as_str) {
-        Some("transport") => run(
+    let example = |package: &str, name: &str| {
+        run(
             "cargo",
-            &["run", "--release", "--quiet", "-p", "tribes", "--example", "bench_transport"],
-        ),
+            &["run", "--release", "--quiet", "-p", package, "--example", name],
+        )
+    };
+    match args.first().map(String::as_str) {
+        Some("transport") => example("tribes", "bench_transport"),
+        Some("sessions") => example("tribes-sessions", "bench_sessions"),
         Some(which) => Err(format!("no benchmark named {which}\n{HELP}")),
         None => Err(format!("name a benchmark\n{HELP}")),
     }

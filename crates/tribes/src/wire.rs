@@ -445,14 +445,9 @@ mod tests {
                 buf.put_u8(VERSION);
             }
             buf.put_slice(&data);
-            loop {
-                match codec.decode(&mut buf) {
-                    Ok(Some(f)) => {
-                        let _ = f.header::<MessageHeader>();
-                        let _ = f.header::<MemberHeader>();
-                    }
-                    Ok(None) | Err(_) => break,
-                }
+            while let Ok(Some(f)) = codec.decode(&mut buf) {
+                let _ = f.header::<MessageHeader>();
+                let _ = f.header::<MemberHeader>();
             }
             prop_assert!(buf.capacity() <= PREFIX_LEN + 4096 + data.len() + 64);
         }
