@@ -1,0 +1,690 @@
+//! The decisions of one context's manager, with no sockets and no clock.
+//!
+//! Call order: the driver feeds every local operation (`create`, `commit`, `touch`),
+//! every decoded message (`handle_msg`), every change of the members serving the
+//! context (`handle_servers_changed`) and a periodic `handle_tick(now)` through these
+//! methods; each appends [`Effect`]s (messages to send, listener events) to `out`,
+//! which the driver performs. During a state transfer (`begin_transfer` ..
+//! `finish_transfer`) replicated changes are queued and applied after the snapshot;
+//! the per-field stamps of [`SessionData`] make those the snapshot already contains
+//! no-ops (counted in `dropped_in_snapshot`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tribes::MemberId;
+
+use crate::data::{Blob, Delta, Op, SessionData, Stamp, writer_of};
+use crate::error::{CreateError, ReplicationError};
+use crate::id::SessionId;
+use crate::listener::{DestroyReason, Origin, SessionEvent};
+use crate::manager::{ManagerKind, ReplicationMode};
+use crate::placement;
+use crate::wire::Msg;
+
+pub(crate) type Filter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+pub(crate) struct CoreConfig {
+    pub(crate) context: String,
+    pub(crate) kind: ManagerKind,
+    pub(crate) replication: ReplicationMode,
+    pub(crate) filter: Option<Filter>,
+    pub(crate) max_active: Option<usize>,
+    pub(crate) max_inactive_ms: u64,
+    /// How late an expiry may be, to cover access times not yet received (2 x touch interval).
+    pub(crate) grace_ms: u64,
+    pub(crate) tombstone_ttl_ms: u64,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Effect {
+    Send(Vec<MemberId>, Msg),
+    Event(SessionEvent),
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Counters {
+    pub(crate) deltas_applied: u64,
+    pub(crate) conflicts: u64,
+    pub(crate) dropped_gone: u64,
+    pub(crate) dropped_in_snapshot: u64,
+    pub(crate) expired: u64,
+    pub(crate) invalidated: u64,
+    pub(crate) promotions: u64,
+    pub(crate) snapshot_sessions: u64,
+}
+
+/// The outcome of a local commit: what to send and the session as it now is.
+#[derive(Debug)]
+pub(crate) struct Commit {
+    pub(crate) to: Vec<MemberId>,
+    pub(crate) msg: Option<Msg>,
+    pub(crate) data: Option<SessionData>,
+}
+
+pub(crate) struct Core {
+    cfg: Arc<CoreConfig>,
+    local: MemberId,
+    writer: u64,
+    sessions: HashMap<SessionId, SessionData>,
+    tombs: HashMap<SessionId, u64>,
+    servers: Vec<MemberId>,
+    touches: HashMap<SessionId, u64>,
+    transferring: bool,
+    queue: Vec<(MemberId, Msg)>,
+    pub(crate) counters: Counters,
+}
+
+impl Core {
+    pub(crate) fn new(cfg: Arc<CoreConfig>, local: MemberId) -> Self {
+        Core {
+            cfg,
+            local,
+            writer: writer_of(local),
+            sessions: HashMap::new(),
+            tombs: HashMap::new(),
+            servers: Vec::new(),
+            touches: HashMap::new(),
+            transferring: false,
+            queue: Vec::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub(crate) fn servers(&self) -> &[MemberId] {
+        &self.servers
+    }
+
+    pub(crate) fn contains(&self, id: &SessionId) -> bool {
+        self.sessions.contains_key(id)
+    }
+
+    pub(crate) fn is_primary(&self, id: &SessionId) -> bool {
+        match (&self.cfg.kind, self.sessions.get(id)) {
+            (_, None) => false,
+            (ManagerKind::Delta, Some(_)) => true,
+            (ManagerKind::Backup { .. }, Some(d)) => d.primary == Some(self.local),
+        }
+    }
+
+    fn backup_count(&self) -> usize {
+        match self.cfg.kind {
+            ManagerKind::Delta => 0,
+            ManagerKind::Backup { backup_count } => backup_count,
+        }
+    }
+
+    fn all(&self) -> Vec<MemberId> {
+        let mut all = self.servers.clone();
+        all.push(self.local);
+        all
+    }
+
+    /// Where changes to `id` go: every server (Delta), the backups (Backup).
+    fn recipients(&self, id: SessionId) -> Vec<MemberId> {
+        match self.cfg.kind {
+            ManagerKind::Delta => self.servers.clone(),
+            ManagerKind::Backup { backup_count } => placement::top(&self.all(), id, backup_count, Some(self.local)),
+        }
+    }
+
+    fn replicate(&self, name: &str) -> bool {
+        self.cfg.filter.as_ref().is_none_or(|f| f(name))
+    }
+
+    pub(crate) fn create(&mut self, now_ms: u64, id: SessionId, route: Arc<str>) -> Result<SessionData, CreateError> {
+        if let Some(max) = self.cfg.max_active
+            && self.sessions.len() >= max
+        {
+            return Err(CreateError::TooManySessions {
+                context: self.cfg.context.clone(),
+                max,
+            });
+        }
+        let mut data = SessionData::new(id, route, now_ms, self.cfg.max_inactive_ms);
+        if matches!(self.cfg.kind, ManagerKind::Backup { .. }) {
+            data.primary = Some(self.local);
+        }
+        self.sessions.insert(id, data.clone());
+        Ok(data)
+    }
+
+    /// The session, unless it is gone or idle past its interval plus the grace.
+    pub(crate) fn get(&self, now_ms: u64, id: &SessionId) -> Option<SessionData> {
+        self.sessions
+            .get(id)
+            .filter(|d| d.expires_at_ms().saturating_add(self.cfg.grace_ms) >= now_ms)
+            .cloned()
+    }
+
+    pub(crate) fn touch(&mut self, now_ms: u64, id: &SessionId) -> bool {
+        match self.sessions.get_mut(id) {
+            Some(d) => {
+                d.last_access_ms = d.last_access_ms.max(now_ms);
+                self.touches.insert(*id, d.last_access_ms);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Applies a unit of work's ops locally and says what to send.
+    pub(crate) fn commit(
+        &mut self,
+        now_ms: u64,
+        key: SessionId,
+        base: u64,
+        mut ops: Vec<Op>,
+        always_send: bool,
+        out: &mut Vec<Effect>,
+    ) -> Result<Commit, ReplicationError> {
+        let Some(current) = self.sessions.get(&key) else {
+            return Err(ReplicationError::Gone {
+                context: self.cfg.context.clone(),
+                id: key,
+            });
+        };
+        if ops.is_empty() && !always_send {
+            self.touch(now_ms, &key);
+            return Ok(Commit {
+                to: Vec::new(),
+                msg: None,
+                data: self.sessions.get(&key).cloned(),
+            });
+        }
+        let is_backup = matches!(self.cfg.kind, ManagerKind::Backup { .. });
+        let mut claimed = false;
+        if is_backup && current.primary != Some(self.local) {
+            // This node serves the session now: it becomes its primary.
+            ops.push(Op::Primary(self.local));
+            claimed = true;
+        }
+        if current.version == 0 && base == 0 && !ops.iter().any(|o| matches!(o, Op::Create { .. })) {
+            // A new session's first commit carries its creation and metadata.
+            let mut first = vec![
+                Op::Create {
+                    created_ms: current.created_ms,
+                },
+                Op::Route(current.route.as_ref().into()),
+            ];
+            if !ops.iter().any(|o| matches!(o, Op::MaxInactive(_))) {
+                first.push(Op::MaxInactive(current.max_inactive_ms));
+            }
+            if is_backup && !ops.iter().any(|o| matches!(o, Op::Primary(_))) {
+                first.push(Op::Primary(self.local));
+            }
+            first.append(&mut ops);
+            ops = first;
+        }
+        let stamp = Stamp {
+            version: current.version.max(base) + 1,
+            writer: self.writer,
+        };
+        let delta = Delta {
+            id: key,
+            base,
+            stamp,
+            at_ms: now_ms,
+            ops,
+        };
+        let new_id = self.apply_delta(&delta, Origin::Local, out);
+        let live = new_id.and_then(|id| self.sessions.get(&id).cloned());
+        let to = self.recipients(live.as_ref().map_or(key, |d| d.id));
+        let msg = match (&self.cfg.replication, &live) {
+            (ReplicationMode::FullSession, Some(d)) if !delta.ops.iter().any(|o| matches!(o, Op::ChangeId(_))) => {
+                Msg::Full(self.outgoing(d))
+            }
+            _ => {
+                let mut d = delta;
+                d.ops.retain(|op| match op {
+                    Op::Set(k, _) | Op::Remove(k) => self.replicate(k),
+                    _ => true,
+                });
+                Msg::Delta(d)
+            }
+        };
+        if claimed {
+            let others: Vec<MemberId> = self.servers.iter().copied().filter(|m| !to.contains(m)).collect();
+            out.push(Effect::Send(others, Msg::Claimed(live.as_ref().map_or(key, |d| d.id))));
+        }
+        Ok(Commit {
+            to,
+            msg: Some(msg),
+            data: live,
+        })
+    }
+
+    fn outgoing(&self, d: &SessionData) -> SessionData {
+        match &self.cfg.filter {
+            Some(f) => d.filtered(f.as_ref()),
+            None => d.clone(),
+        }
+    }
+
+    fn tombstone(&mut self, id: SessionId, now_ms: u64) {
+        self.tombs.insert(id, now_ms);
+        self.touches.remove(&id);
+    }
+
+    /// Applies a delta; returns the session's id afterwards (`None` when it is gone).
+    fn apply_delta(&mut self, d: &Delta, origin: Origin, out: &mut Vec<Effect>) -> Option<SessionId> {
+        if self.tombs.contains_key(&d.id) {
+            self.counters.dropped_gone += 1;
+            tracing::debug!(context = %self.cfg.context, session = %d.id, "late delta for a destroyed session dropped");
+            return None;
+        }
+        let mut created = false;
+        let data = match self.sessions.get_mut(&d.id) {
+            Some(s) => s,
+            None => {
+                let created_ms = d
+                    .ops
+                    .iter()
+                    .find_map(|o| match o {
+                        Op::Create { created_ms } => Some(*created_ms),
+                        _ => None,
+                    })
+                    .unwrap_or(d.at_ms);
+                created = true;
+                self.sessions
+                    .entry(d.id)
+                    .or_insert_with(|| SessionData::new(d.id, Arc::from(""), created_ms, self.cfg.max_inactive_ms))
+            }
+        };
+        if origin == Origin::Replicated {
+            self.counters.deltas_applied += 1;
+        }
+        if !created && d.base < data.version {
+            self.counters.conflicts += 1;
+            tracing::warn!(
+                context = %self.cfg.context, session = %d.id, local_version = data.version, delta_base = d.base,
+                delta_version = d.stamp.version,
+                "conflicting update: the delta was made against version {} but this node holds version {}; last writer wins",
+                d.base, data.version
+            );
+        }
+        let id = d.id;
+        let mut events = Vec::new();
+        if created && d.ops.iter().any(|o| matches!(o, Op::Create { .. })) {
+            events.push(SessionEvent::Created { id, origin });
+        }
+        let mut change_id = None;
+        let mut invalidate = false;
+        for op in &d.ops {
+            match op {
+                Op::Create { .. } => {}
+                Op::Set(k, v) => match data.write_attr(k, Some(v.clone()), d.stamp) {
+                    Some(true) => events.push(SessionEvent::AttributeReplaced {
+                        id,
+                        name: k.to_string(),
+                        origin,
+                    }),
+                    Some(false) => events.push(SessionEvent::AttributeAdded {
+                        id,
+                        name: k.to_string(),
+                        origin,
+                    }),
+                    None => {}
+                },
+                Op::Remove(k) => {
+                    if let Some(true) = data.write_attr(k, None, d.stamp) {
+                        events.push(SessionEvent::AttributeRemoved {
+                            id,
+                            name: k.to_string(),
+                            origin,
+                        });
+                    }
+                }
+                Op::MaxInactive(ms) if d.stamp >= data.meta => {
+                    data.max_inactive_ms = *ms;
+                    data.meta = d.stamp;
+                }
+                Op::Route(r) if d.stamp >= data.meta => {
+                    data.route = Arc::from(&**r);
+                    data.meta = d.stamp;
+                }
+                Op::Primary(m) if d.stamp >= data.meta => {
+                    data.primary = Some(*m);
+                    data.meta = d.stamp;
+                }
+                Op::MaxInactive(_) | Op::Route(_) | Op::Primary(_) => {}
+                Op::ChangeId(new) => change_id = Some(*new),
+                Op::Invalidate => invalidate = true,
+            }
+        }
+        data.version = data.version.max(d.stamp.version);
+        data.last_access_ms = data.last_access_ms.max(d.at_ms);
+        out.extend(events.into_iter().map(Effect::Event));
+        if invalidate {
+            self.sessions.remove(&id);
+            self.tombstone(id, d.at_ms);
+            self.counters.invalidated += 1;
+            out.push(Effect::Event(SessionEvent::Destroyed {
+                id,
+                reason: DestroyReason::Invalidated,
+                origin,
+            }));
+            return None;
+        }
+        if let Some(new) = change_id {
+            let mut s = self.sessions.remove(&id).expect("present");
+            s.id = new;
+            self.tombstone(id, d.at_ms);
+            if self.tombs.contains_key(&new) {
+                return None;
+            }
+            match self.sessions.get_mut(&new) {
+                Some(existing) => existing.merge(&s),
+                None => {
+                    self.sessions.insert(new, s);
+                }
+            }
+            return Some(new);
+        }
+        Some(id)
+    }
+
+    fn merge_full(&mut self, data: &SessionData, origin: Origin, out: &mut Vec<Effect>) -> bool {
+        if self.tombs.contains_key(&data.id) {
+            self.counters.dropped_gone += 1;
+            return false;
+        }
+        match self.sessions.get_mut(&data.id) {
+            Some(s) => {
+                let before = s.version;
+                s.merge(data);
+                if origin == Origin::Replicated && data.version <= before {
+                    self.counters.dropped_in_snapshot += u64::from(self.transferring);
+                }
+            }
+            None => {
+                self.sessions.insert(data.id, data.clone());
+                out.push(Effect::Event(SessionEvent::Created { id: data.id, origin }));
+            }
+        }
+        true
+    }
+
+    fn destroy(&mut self, now_ms: u64, id: SessionId, reason: DestroyReason, origin: Origin, out: &mut Vec<Effect>) {
+        self.tombstone(id, now_ms);
+        if self.sessions.remove(&id).is_some() {
+            match reason {
+                DestroyReason::Expired => self.counters.expired += 1,
+                DestroyReason::Invalidated => self.counters.invalidated += 1,
+            }
+            out.push(Effect::Event(SessionEvent::Destroyed { id, reason, origin }));
+        }
+    }
+
+    pub(crate) fn begin_transfer(&mut self) {
+        self.transferring = true;
+    }
+
+    pub(crate) fn is_transferring(&self) -> bool {
+        self.transferring
+    }
+
+    /// Applies the queued messages after the snapshot.
+    pub(crate) fn finish_transfer(&mut self, now_ms: u64, out: &mut Vec<Effect>) {
+        let queue = std::mem::take(&mut self.queue);
+        for (from, msg) in queue {
+            if let Msg::Delta(d) = &msg
+                && self.sessions.get(&d.id).is_some_and(|s| s.version >= d.stamp.version)
+            {
+                self.counters.dropped_in_snapshot += 1;
+                continue;
+            }
+            self.apply_msg(now_ms, from, msg, out);
+        }
+        self.transferring = false;
+    }
+
+    /// The sessions a joining member must receive (all of them, or for the
+    /// BackupManager those it is an owner of), without the local-only attributes.
+    pub(crate) fn snapshot_for(&self, requester: MemberId) -> Vec<SessionData> {
+        let k = self.backup_count();
+        let mut all = self.all();
+        if !all.contains(&requester) {
+            all.push(requester);
+        }
+        self.sessions
+            .values()
+            .filter(|d| match self.cfg.kind {
+                ManagerKind::Delta => true,
+                ManagerKind::Backup { .. } => {
+                    d.primary == Some(requester) || placement::top(&all, d.id, k, d.primary).contains(&requester)
+                }
+            })
+            .map(|d| self.outgoing(d))
+            .collect()
+    }
+
+    pub(crate) fn apply_chunk(&mut self, sessions: Vec<SessionData>, out: &mut Vec<Effect>) {
+        self.counters.snapshot_sessions += sessions.len() as u64;
+        for s in &sessions {
+            self.merge_full(s, Origin::Replicated, out);
+        }
+    }
+
+    /// A replicated message (queued during a state transfer).
+    pub(crate) fn handle_msg(&mut self, now_ms: u64, from: MemberId, msg: Msg, out: &mut Vec<Effect>) {
+        let queueable = matches!(
+            msg,
+            Msg::Delta(_)
+                | Msg::Full(_)
+                | Msg::Adopt(_)
+                | Msg::Drop(_)
+                | Msg::Claimed(_)
+                | Msg::Touches(_)
+                | Msg::Expired(_)
+        );
+        if self.transferring && queueable {
+            self.queue.push((from, msg));
+            return;
+        }
+        self.apply_msg(now_ms, from, msg, out);
+    }
+
+    fn apply_msg(&mut self, now_ms: u64, from: MemberId, msg: Msg, out: &mut Vec<Effect>) {
+        match msg {
+            Msg::Delta(d) => {
+                self.apply_delta(&d, Origin::Replicated, out);
+            }
+            Msg::Full(data) | Msg::FetchReply(data) => {
+                self.merge_full(&data, Origin::Replicated, out);
+            }
+            Msg::Adopt(data) => {
+                if self.merge_full(&data, Origin::Replicated, out) {
+                    self.promote(data.id, out);
+                }
+            }
+            Msg::Drop(id) => {
+                self.sessions.remove(&id);
+            }
+            Msg::Claimed(id) => {
+                let k = self.backup_count();
+                if self.sessions.contains_key(&id)
+                    && !placement::top(&self.all(), id, k, Some(from)).contains(&self.local)
+                {
+                    self.sessions.remove(&id);
+                }
+            }
+            Msg::Touches(list) => {
+                for (id, at) in list {
+                    if let Some(d) = self.sessions.get_mut(&id) {
+                        d.last_access_ms = d.last_access_ms.max(at);
+                    }
+                }
+            }
+            Msg::Expired(ids) => {
+                for id in ids {
+                    self.destroy(now_ms, id, DestroyReason::Expired, Origin::Replicated, out);
+                }
+            }
+            Msg::Bye { expire } => {
+                if expire {
+                    let ids: Vec<SessionId> = self
+                        .sessions
+                        .values()
+                        .filter(|d| match self.cfg.kind {
+                            ManagerKind::Delta => true,
+                            ManagerKind::Backup { .. } => d.primary == Some(from),
+                        })
+                        .map(|d| d.id)
+                        .collect();
+                    for id in ids {
+                        self.destroy(now_ms, id, DestroyReason::Expired, Origin::Replicated, out);
+                    }
+                }
+            }
+            Msg::Hello | Msg::Fetch(_) | Msg::GetAll { .. } | Msg::Chunk { .. } | Msg::Done { .. } => {}
+        }
+    }
+
+    /// BackupManager: this node becomes the primary of `id` and replicates it to its backups.
+    fn promote(&mut self, id: SessionId, out: &mut Vec<Effect>) {
+        let to = self.recipients(id);
+        let local = self.local;
+        let writer = self.writer;
+        let Some(d) = self.sessions.get_mut(&id) else { return };
+        if d.primary == Some(local) {
+            return;
+        }
+        d.version += 1;
+        d.meta = Stamp {
+            version: d.version,
+            writer,
+        };
+        d.primary = Some(local);
+        self.counters.promotions += 1;
+        let data = self.outgoing(&self.sessions[&id]);
+        if !to.is_empty() {
+            out.push(Effect::Send(to, Msg::Full(data)));
+        }
+    }
+
+    /// The set of other members serving the context changed.
+    pub(crate) fn handle_servers_changed(&mut self, servers: Vec<MemberId>, out: &mut Vec<Effect>) {
+        let old = std::mem::replace(&mut self.servers, servers);
+        let ManagerKind::Backup { backup_count: k } = self.cfg.kind else {
+            return;
+        };
+        let mut old_all = old.clone();
+        old_all.push(self.local);
+        let new_all = self.all();
+        let ids: Vec<(SessionId, Option<MemberId>)> = self.sessions.values().map(|d| (d.id, d.primary)).collect();
+        let mut fulls: HashMap<MemberId, Vec<SessionId>> = HashMap::new();
+        let mut drops: HashMap<MemberId, Vec<SessionId>> = HashMap::new();
+        for (id, primary) in ids {
+            if primary == Some(self.local) {
+                let before = placement::top(&old_all, id, k, Some(self.local));
+                let after = placement::top(&new_all, id, k, Some(self.local));
+                for m in after.iter().filter(|m| !before.contains(m)) {
+                    fulls.entry(*m).or_default().push(id);
+                }
+                for m in before.iter().filter(|m| !after.contains(m) && self.servers.contains(m)) {
+                    drops.entry(*m).or_default().push(id);
+                }
+            } else if primary.is_none_or(|p| !new_all.contains(&p)) {
+                // The primary is gone: the best-ranked survivor takes over.
+                let heir = placement::top(&new_all, id, 1, None)[0];
+                if heir == self.local {
+                    self.promote(id, out);
+                } else {
+                    let data = self.outgoing(&self.sessions[&id]);
+                    out.push(Effect::Send(vec![heir], Msg::Adopt(data)));
+                }
+            }
+        }
+        for (m, ids) in fulls {
+            for id in ids {
+                let data = self.outgoing(&self.sessions[&id]);
+                out.push(Effect::Send(vec![m], Msg::Full(data)));
+            }
+        }
+        for (m, ids) in drops {
+            for id in ids {
+                out.push(Effect::Send(vec![m], Msg::Drop(id)));
+            }
+        }
+    }
+
+    /// Periodic work: expire idle sessions, forget old tombstones, send the access batch.
+    pub(crate) fn handle_tick(&mut self, now_ms: u64, out: &mut Vec<Effect>) {
+        let grace = self.cfg.grace_ms;
+        let expired: Vec<SessionId> = self
+            .sessions
+            .values()
+            .filter(|d| d.expires_at_ms().saturating_add(grace) < now_ms)
+            .map(|d| d.id)
+            .collect();
+        for id in &expired {
+            self.destroy(now_ms, *id, DestroyReason::Expired, Origin::Local, out);
+        }
+        if !expired.is_empty() && !self.servers.is_empty() {
+            out.push(Effect::Send(self.servers.clone(), Msg::Expired(expired)));
+        }
+        let ttl = self.cfg.tombstone_ttl_ms;
+        self.tombs.retain(|_, at| at.saturating_add(ttl) > now_ms);
+        if self.touches.is_empty() || self.servers.is_empty() {
+            self.touches.clear();
+            return;
+        }
+        let touches = std::mem::take(&mut self.touches);
+        match self.cfg.kind {
+            ManagerKind::Delta => {
+                out.push(Effect::Send(
+                    self.servers.clone(),
+                    Msg::Touches(touches.into_iter().collect()),
+                ));
+            }
+            ManagerKind::Backup { .. } => {
+                let mut per: HashMap<MemberId, Vec<(SessionId, u64)>> = HashMap::new();
+                for (id, at) in touches {
+                    for m in self.recipients(id) {
+                        per.entry(m).or_default().push((id, at));
+                    }
+                }
+                for (m, list) in per {
+                    out.push(Effect::Send(vec![m], Msg::Touches(list)));
+                }
+            }
+        }
+    }
+
+    /// On a clean shutdown with `expire`: destroy the sessions this node serves.
+    pub(crate) fn expire_all(&mut self, now_ms: u64, out: &mut Vec<Effect>) {
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.destroy(now_ms, id, DestroyReason::Expired, Origin::Local, out);
+        }
+    }
+
+    /// For the status page and the benchmark: the inline and heap bytes of the
+    /// bookkeeping, beyond attribute names and values.
+    pub(crate) fn overhead_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<SessionId>() + std::mem::size_of::<SessionData>() + 1;
+        let map = self.sessions.capacity() * slot;
+        let attrs: usize = self
+            .sessions
+            .values()
+            .map(|d| d.attrs.capacity() * std::mem::size_of::<crate::data::Attr>() + d.route.len())
+            .sum();
+        map + attrs
+    }
+
+    #[cfg(test)]
+    pub(crate) fn session(&self, id: &SessionId) -> Option<&SessionData> {
+        self.sessions.get(id)
+    }
+}
+
+#[allow(dead_code)]
+fn _blob(b: &[u8]) -> Blob {
+    Blob(b.into())
+}

@@ -1,0 +1,159 @@
+//! One error enum per operation. Each says whether anything changed.
+
+use std::time::Duration;
+
+use crate::id::SessionId;
+
+/// Why an attribute could not be read or written. Nothing in the session changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttributeError {
+    /// The value could not be encoded as MessagePack data.
+    #[error(
+        "attribute '{name}' cannot be serialized: {cause} (session unchanged; store plain data: derive Serialize, no closures or handles)"
+    )]
+    Serialize {
+        /// The attribute name.
+        name: String,
+        /// The encoder's message.
+        cause: String,
+    },
+    /// The stored value no longer decodes into the requested type (for example it was
+    /// written by an older build). Treat the attribute as absent.
+    #[error(
+        "attribute '{name}' does not decode into {type_name}: {cause} (written by another build? treat it as absent and overwrite it)"
+    )]
+    Decode {
+        /// The attribute name.
+        name: String,
+        /// The requested Rust type.
+        type_name: &'static str,
+        /// The decoder's message.
+        cause: String,
+    },
+    /// The encoded value is larger than `max_attribute_len`.
+    #[error(
+        "attribute '{name}' is {len} bytes encoded, over the limit of {max} (session unchanged; store less, or raise with_max_attribute_len)"
+    )]
+    TooLarge {
+        /// The attribute name.
+        name: String,
+        /// Its encoded length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The session would grow over `max_session_len`.
+    #[error(
+        "session {id} would be {len} bytes with attribute '{name}', over the limit of {max} (session unchanged; store less, or raise with_max_session_len)"
+    )]
+    SessionTooLarge {
+        /// The session.
+        id: SessionId,
+        /// The attribute name.
+        name: String,
+        /// The session's encoded attribute length with this value.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The session was invalidated by this handle.
+    #[error("session {id} is invalidated: create a new session")]
+    Invalidated {
+        /// The session.
+        id: SessionId,
+    },
+}
+
+/// Why a session could not be created. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreateError {
+    /// `max_active` sessions exist already (an HTTP layer answers 503).
+    #[error("context '{context}' already holds {max} sessions, its max_active: retry later, or raise with_max_active")]
+    TooManySessions {
+        /// The context.
+        context: String,
+        /// The limit.
+        max: usize,
+    },
+    /// The manager has shut down.
+    #[error("the session manager of context '{context}' has shut down")]
+    ShutDown {
+        /// The context.
+        context: String,
+    },
+}
+
+/// Why a commit did not replicate. The local copy is unchanged unless the variant says so.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicationError {
+    /// The session was invalidated or expired meanwhile (possibly on another node);
+    /// the changes were dropped so it is not resurrected.
+    #[error(
+        "session {id} of context '{context}' was invalidated or expired meanwhile: its changes were dropped; create a new session"
+    )]
+    Gone {
+        /// The context.
+        context: String,
+        /// The session.
+        id: SessionId,
+    },
+    /// The whole session would exceed `max_session_len`.
+    #[error(
+        "session {id} of context '{context}' is {len} bytes, over max_session_len {max}: nothing was applied or sent; store less"
+    )]
+    TooLarge {
+        /// The context.
+        context: String,
+        /// The session.
+        id: SessionId,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The manager has shut down.
+    #[error("the session manager of context '{context}' has shut down: nothing was sent")]
+    ShutDown {
+        /// The context.
+        context: String,
+    },
+}
+
+/// Why the state transfer of a starting node did not complete. The node serves the
+/// sessions it has (possibly none): users of the lost sessions must log in again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateTransferError {
+    /// No member sent the sessions within the total timeout.
+    #[error(
+        "context '{context}': no session state received within {timeout:?} (last tried {member}: {cause}); check that every member serving '{context}' is healthy, or raise with_state_transfer_timeout"
+    )]
+    TimedOut {
+        /// The context.
+        context: String,
+        /// The last member tried (name and id), or "none".
+        member: String,
+        /// Why the last attempt failed.
+        cause: String,
+        /// The total timeout.
+        timeout: Duration,
+    },
+}
+
+/// Why a manager did not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    /// Another manager of this process already serves the context on this channel.
+    #[error("context '{context}' is already served by another manager on this channel: use one manager per context")]
+    DuplicateContext {
+        /// The context.
+        context: String,
+    },
+    /// An option is out of range.
+    #[error("invalid option for context '{context}': {reason}")]
+    InvalidOption {
+        /// The context.
+        context: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+}

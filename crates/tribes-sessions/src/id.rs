@@ -1,0 +1,164 @@
+//! Session ids: 128 random bits, URL-safe base64 text without dots.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// A session's key: 128 bits from a CSPRNG, shown as 22 characters of URL-safe base64.
+///
+/// The id never contains a dot, so the cookie value `id.route` (Tomcat's `jvmRoute`
+/// suffix) splits unambiguously with [`SessionId::parse_cookie`]. The route is metadata
+/// of the session, not part of its key: rebinding a session to another node never
+/// changes its id.
+///
+/// # Examples
+/// ```
+/// use tribes_sessions::SessionId;
+/// let id = SessionId::generate(&mut rand::rng());
+/// let text = id.to_string();
+/// assert_eq!(text.len(), 22);
+/// assert_eq!(text.parse::<SessionId>().unwrap(), id);
+/// let (parsed, route) = SessionId::parse_cookie(&format!("{text}.node-a")).unwrap();
+/// assert_eq!((parsed, route), (id, Some("node-a")));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SessionId([u8; 16]);
+
+impl SessionId {
+    /// A fresh id from the given random number generator (pass `&mut rand::rng()`,
+    /// a CSPRNG, outside tests).
+    pub fn generate<R: rand::Rng + ?Sized>(rng: &mut R) -> Self {
+        let mut bytes = [0u8; 16];
+        rng.fill_bytes(&mut bytes);
+        SessionId(bytes)
+    }
+
+    /// The id from its 16 raw bytes.
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        SessionId(bytes)
+    }
+
+    /// The 16 raw bytes.
+    pub const fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// Splits a cookie value `id` or `id.route` into the id and the route.
+    ///
+    /// # Errors
+    /// [`ParseIdError`] when the id part is not 22 characters of URL-safe base64.
+    pub fn parse_cookie(value: &str) -> Result<(SessionId, Option<&str>), ParseIdError> {
+        match value.split_once('.') {
+            Some((id, route)) => Ok((id.parse()?, Some(route))),
+            None => Ok((value.parse()?, None)),
+        }
+    }
+
+    pub(crate) fn hash64(&self) -> u64 {
+        u64::from_le_bytes(self.0[..8].try_into().expect("8 bytes"))
+            ^ u64::from_le_bytes(self.0[8..].try_into().expect("8 bytes"))
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = [0u8; 22];
+        let mut bits: u32 = 0;
+        let mut nbits = 0;
+        let mut o = 0;
+        for &b in &self.0 {
+            bits = (bits << 8) | u32::from(b);
+            nbits += 8;
+            while nbits >= 6 {
+                nbits -= 6;
+                out[o] = ALPHABET[((bits >> nbits) & 63) as usize];
+                o += 1;
+            }
+        }
+        if nbits > 0 {
+            out[o] = ALPHABET[((bits << (6 - nbits)) & 63) as usize];
+        }
+        f.write_str(std::str::from_utf8(&out).expect("ascii"))
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({self})")
+    }
+}
+
+/// A session id's text is not 22 characters of URL-safe base64.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a session id: {reason} (expected 22 characters of URL-safe base64, as made by SessionId::generate)")]
+pub struct ParseIdError {
+    reason: &'static str,
+}
+
+impl FromStr for SessionId {
+    type Err = ParseIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.as_bytes();
+        if s.len() != 22 {
+            return Err(ParseIdError { reason: "wrong length" });
+        }
+        let mut out = [0u8; 16];
+        let mut bits: u32 = 0;
+        let mut nbits = 0;
+        let mut o = 0;
+        for (i, &c) in s.iter().enumerate() {
+            let v = match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'-' => 62,
+                b'_' => 63,
+                _ => {
+                    return Err(ParseIdError {
+                        reason: "invalid character",
+                    });
+                }
+            };
+            if i == 21 && v & 0b1111 != 0 {
+                return Err(ParseIdError {
+                    reason: "non-canonical last character",
+                });
+            }
+            bits = (bits << 6) | u32::from(v);
+            nbits += 6;
+            if nbits >= 8 {
+                nbits -= 8;
+                if o < 16 {
+                    out[o] = (bits >> nbits) as u8;
+                }
+                o += 1;
+            }
+        }
+        Ok(SessionId(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_garbage() {
+        let mut rng = rand::rng();
+        for _ in 0..1000 {
+            let id = SessionId::generate(&mut rng);
+            let s = id.to_string();
+            assert_eq!(s.len(), 22);
+            assert!(!s.contains('.'));
+            assert_eq!(s.parse::<SessionId>().unwrap(), id);
+        }
+        assert!("short".parse::<SessionId>().is_err());
+        assert!("AAAAAAAAAAAAAAAAAAAAA=".parse::<SessionId>().is_err());
+        assert!("AAAAAAAAAAAAAAAAAAAAAB".parse::<SessionId>().is_err());
+        assert_eq!(SessionId::from_bytes([0xff; 16]).to_string(), "_____________________w");
+    }
+}

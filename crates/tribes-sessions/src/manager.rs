@@ -1,0 +1,1187 @@
+//! `SessionManager`: the builder, the public operations and the tokio driver that
+//! moves bytes between the [`Core`] and the tribes channel.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tribes::{Channel, Delivery, Incoming, MemberId, MembershipEvent, SendError, SendMode, SendOptions};
+
+use crate::core::{Commit, Core, CoreConfig, Effect, Filter};
+use crate::error::{CreateError, ReplicationError, StartError, StateTransferError};
+use crate::id::SessionId;
+use crate::listener::{Clock, Origin, SessionEvent, SessionListener, SystemClock, unix_ms};
+use crate::session::{HandleState, Limits, Session};
+use crate::stats::{ManagerStats, MemberReplication, TransferStats};
+use crate::transfer::{Outcome, Step, TransferPlan};
+use crate::wire::{self, Msg};
+
+/// Which replication scheme a manager uses. See the crate docs for when to pick which.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum ManagerKind {
+    /// All to all: every member serving the context holds every session (Tomcat's `DeltaManager`).
+    Delta,
+    /// One primary and `backup_count` backups per session (Tomcat's `BackupManager`).
+    Backup {
+        /// Copies besides the primary (default 1).
+        backup_count: usize,
+    },
+}
+
+/// What a commit sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+pub enum ReplicationMode {
+    /// Only the recorded changes (default).
+    #[default]
+    Deltas,
+    /// The whole session at every commit (Tomcat's full-session mode).
+    FullSession,
+}
+
+/// Whether a manager serves requests yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// Receiving the sessions from the cluster.
+    Starting,
+    /// Serving, with the cluster's sessions.
+    Ready,
+    /// Serving, but the state transfer failed: sessions held elsewhere may be missing.
+    Degraded(StateTransferError),
+    /// Shut down.
+    ShutDown,
+}
+
+impl Readiness {
+    /// Whether the manager serves requests (`Ready` or `Degraded`).
+    pub fn is_serving(&self) -> bool {
+        matches!(self, Readiness::Ready | Readiness::Degraded(_))
+    }
+}
+
+/// What happened to a committed change at one member.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum AckOutcome {
+    /// Queued for sending (async mode).
+    Queued,
+    /// Applied by the member (sync-ack mode).
+    Acked,
+    /// Not applied, and why.
+    Failed(String),
+    /// No ack within the ack timeout; it may still arrive.
+    TimedOut,
+}
+
+/// The outcome of a commit at one member.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MemberAck {
+    /// The member's name (route).
+    pub member: String,
+    /// What happened.
+    pub outcome: AckOutcome,
+}
+
+/// What a commit did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CommitReport {
+    /// The session's version after the commit.
+    pub version: u64,
+    /// Whether anything was sent (a read-only unit of work sends nothing).
+    pub sent: bool,
+    /// Bytes of the replication message (per member).
+    pub bytes: usize,
+    /// Per member.
+    pub members: Vec<MemberAck>,
+}
+
+impl CommitReport {
+    /// Whether every member acked (sync-ack) or queued (async) the change.
+    pub fn all_ok(&self) -> bool {
+        self.members
+            .iter()
+            .all(|m| matches!(m.outcome, AckOutcome::Acked | AckOutcome::Queued))
+    }
+}
+
+/// Configures and starts a [`SessionManager`]; made by [`SessionManager::builder`].
+pub struct SessionManagerBuilder {
+    context: String,
+    kind: ManagerKind,
+    send_mode: SendMode,
+    ack_timeout: Duration,
+    max_inactive: Duration,
+    max_active: Option<usize>,
+    replication: ReplicationMode,
+    only_changes: bool,
+    filter: Option<Filter>,
+    max_attribute_len: usize,
+    max_session_len: usize,
+    transfer_timeout: Duration,
+    attempt_timeout: Duration,
+    notify_on_replication: bool,
+    expire_on_shutdown: bool,
+    listeners: Vec<Arc<dyn SessionListener>>,
+    clock: Arc<dyn Clock>,
+    touch_interval: Duration,
+    chunk_size: usize,
+    discovery_wait: Duration,
+}
+
+impl fmt::Debug for SessionManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionManagerBuilder")
+            .field("context", &self.context)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionManagerBuilder {
+    /// Delta (default) or Backup.
+    pub fn with_kind(mut self, kind: ManagerKind) -> Self {
+        self.kind = kind;
+        self
+    }
+    /// Async (default): commits return once queued; SyncAck: once applied by the members.
+    pub fn with_send_mode(mut self, mode: SendMode) -> Self {
+        self.send_mode = mode;
+        self
+    }
+    /// How long a sync-ack commit waits for each member (default 5 s).
+    pub fn with_ack_timeout(mut self, timeout: Duration) -> Self {
+        self.ack_timeout = timeout;
+        self
+    }
+    /// Default max inactive interval of new sessions (default 30 minutes).
+    pub fn with_max_inactive(mut self, interval: Duration) -> Self {
+        self.max_inactive = interval;
+        self
+    }
+    /// The most sessions this node holds; `create` beyond is [`CreateError::TooManySessions`].
+    pub fn with_max_active(mut self, max: usize) -> Self {
+        self.max_active = Some(max);
+        self
+    }
+    /// Deltas (default) or the full session at each commit.
+    pub fn with_replication(mut self, mode: ReplicationMode) -> Self {
+        self.replication = mode;
+        self
+    }
+    /// Send only when the unit of work changed something (default true). With
+    /// false every commit sends the session (the access time travels with it).
+    pub fn with_replicate_only_changes(mut self, only: bool) -> Self {
+        self.only_changes = only;
+        self
+    }
+    /// Attributes whose name the filter rejects stay on this node and are never
+    /// replicated (Tomcat's `sessionAttributeNameFilter`).
+    pub fn with_attribute_filter(mut self, replicate: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        self.filter = Some(Arc::new(replicate));
+        self
+    }
+    /// Largest encoded attribute (default 1 MiB).
+    pub fn with_max_attribute_len(mut self, len: usize) -> Self {
+        self.max_attribute_len = len;
+        self
+    }
+    /// Largest session, names plus encoded values (default 4 MiB).
+    pub fn with_max_session_len(mut self, len: usize) -> Self {
+        self.max_session_len = len;
+        self
+    }
+    /// Total bound of a starting node's state transfer (default 60 s).
+    pub fn with_state_transfer_timeout(mut self, timeout: Duration) -> Self {
+        self.transfer_timeout = timeout;
+        self
+    }
+    /// How long one member may stay silent during a state transfer before the next
+    /// is tried (default 5 s).
+    pub fn with_state_transfer_attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+    /// Sessions per state-transfer chunk (default 1000).
+    pub fn with_state_transfer_chunk(mut self, sessions: usize) -> Self {
+        self.chunk_size = sessions.max(1);
+        self
+    }
+    /// Whether listeners hear replicated changes too (default false).
+    pub fn with_notify_listeners_on_replication(mut self, notify: bool) -> Self {
+        self.notify_on_replication = notify;
+        self
+    }
+    /// On a clean shutdown, expire this node's sessions everywhere (default false:
+    /// they live on in the other members).
+    pub fn with_expire_sessions_on_shutdown(mut self, expire: bool) -> Self {
+        self.expire_on_shutdown = expire;
+        self
+    }
+    /// Adds a listener.
+    pub fn with_listener(mut self, listener: impl SessionListener) -> Self {
+        self.listeners.push(Arc::new(listener));
+        self
+    }
+    /// The clock (default the system clock).
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+    /// How often last-access times of read-only requests are sent (default 2 s).
+    /// A remote access is known here at most this interval (plus delivery) late, so
+    /// sessions expire only after their interval plus twice this.
+    pub fn with_touch_interval(mut self, interval: Duration) -> Self {
+        self.touch_interval = interval;
+        self
+    }
+    /// How long `start` waits for the channel to find its first member (default 2 s).
+    pub fn with_discovery_wait(mut self, wait: Duration) -> Self {
+        self.discovery_wait = wait;
+        self
+    }
+
+    /// Starts the manager on `channel`: it announces the context to the members,
+    /// then receives the sessions in the background. Watch [`SessionManager::ready`].
+    ///
+    /// # Errors
+    /// [`StartError::DuplicateContext`] when this channel already has a manager for
+    /// the context; [`StartError::InvalidOption`] for out-of-range options.
+    pub async fn start(self, channel: Channel) -> Result<SessionManager, StartError> {
+        if self.touch_interval.is_zero() || self.ack_timeout.is_zero() {
+            return Err(StartError::InvalidOption {
+                context: self.context,
+                reason: "touch interval and ack timeout must be positive".into(),
+            });
+        }
+        let local = channel.local();
+        {
+            let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
+            if !reg.entry(local.id()).or_default().insert(self.context.clone()) {
+                return Err(StartError::DuplicateContext { context: self.context });
+            }
+        }
+        let topic = wire::topic(&self.context);
+        let listener = channel.listen(topic.clone());
+        let cfg = Arc::new(CoreConfig {
+            context: self.context.clone(),
+            kind: self.kind,
+            replication: self.replication,
+            filter: self.filter.clone(),
+            max_active: self.max_active,
+            max_inactive_ms: self.max_inactive.as_millis() as u64,
+            grace_ms: 2 * self.touch_interval.as_millis() as u64,
+            tombstone_ttl_ms: (self.max_inactive.as_millis() as u64).max(600_000),
+        });
+        let mut core = Core::new(cfg, local.id());
+        core.begin_transfer();
+        let (ready_tx, _) = watch::channel(Readiness::Starting);
+        let (outbox, outbox_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            route: Arc::from(local.name()),
+            local: local.id(),
+            topic,
+            channel,
+            core: Mutex::new(core),
+            ready: ready_tx,
+            outbox,
+            counters: Default::default(),
+            per_member: Mutex::new(HashMap::new()),
+            transfer: Mutex::new(TransferState::default()),
+            fetches: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            shut: AtomicBool::new(false),
+            b: self,
+        });
+        let events = inner.channel.subscribe();
+        let t1 = tokio::spawn(run_outbox(inner.clone(), outbox_rx));
+        let t2 = tokio::spawn(run_driver(inner.clone(), listener, events));
+        let t3 = tokio::spawn(run_startup(inner.clone()));
+        inner.tasks().extend([t1, t2, t3]);
+        Ok(SessionManager { inner })
+    }
+}
+
+fn registry() -> &'static Mutex<HashMap<MemberId, std::collections::HashSet<String>>> {
+    static REG: std::sync::OnceLock<Mutex<HashMap<MemberId, std::collections::HashSet<String>>>> =
+        std::sync::OnceLock::new();
+    REG.get_or_init(Default::default)
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) messages_out: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) acks: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) undecodable: AtomicU64,
+}
+
+#[derive(Default)]
+struct TransferState {
+    request: u64,
+    chunks: u64,
+    done: Option<oneshot::Sender<u64>>,
+    stats: TransferStats,
+}
+
+struct Inner {
+    b: SessionManagerBuilder,
+    route: Arc<str>,
+    local: MemberId,
+    topic: String,
+    channel: Channel,
+    core: Mutex<Core>,
+    ready: watch::Sender<Readiness>,
+    outbox: mpsc::UnboundedSender<(Vec<MemberId>, Msg)>,
+    counters: Counters,
+    per_member: Mutex<HashMap<MemberId, MemberReplication>>,
+    transfer: Mutex<TransferState>,
+    fetches: Mutex<HashMap<SessionId, Vec<oneshot::Sender<()>>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    shut: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    fn core(&self) -> MutexGuard<'_, Core> {
+        lock(&self.core)
+    }
+    fn tasks(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
+        lock(&self.tasks)
+    }
+    fn now(&self) -> SystemTime {
+        self.b.clock.now()
+    }
+    fn now_ms(&self) -> u64 {
+        unix_ms(self.now())
+    }
+    fn limits(&self) -> Limits {
+        Limits {
+            max_attribute_len: self.b.max_attribute_len,
+            max_session_len: self.b.max_session_len,
+        }
+    }
+    fn context(&self) -> &str {
+        &self.b.context
+    }
+
+    fn perform(&self, effects: Vec<Effect>) {
+        for e in effects {
+            match e {
+                Effect::Send(to, msg) => {
+                    if !to.is_empty() {
+                        let _ = self.outbox.send((to, msg));
+                    }
+                }
+                Effect::Event(ev) => self.notify(&ev),
+            }
+        }
+    }
+
+    fn notify(&self, ev: &SessionEvent) {
+        if ev.origin() == Origin::Replicated && !self.b.notify_on_replication {
+            return;
+        }
+        for l in &self.b.listeners {
+            l.on_event(ev);
+        }
+    }
+
+    fn name_of(&self, id: MemberId) -> String {
+        self.channel
+            .member(id)
+            .map_or_else(|| id.to_string(), |m| m.name().to_string())
+    }
+
+    async fn send(&self, to: &[MemberId], msg: &Msg, mode: SendMode, timeout: Duration) -> (usize, Vec<MemberAck>) {
+        let bytes = wire::encode(msg);
+        let len = bytes.len();
+        let report = self
+            .channel
+            .send(
+                to,
+                &self.topic,
+                bytes,
+                SendOptions::mode(mode).with_ack_timeout(timeout),
+            )
+            .await;
+        let mut acks = Vec::with_capacity(report.outcomes.len());
+        let mut per = lock(&self.per_member);
+        for (id, d) in report.outcomes {
+            let name = self.name_of(id);
+            let entry = per.entry(id).or_insert_with(|| MemberReplication {
+                member: name.clone(),
+                ..Default::default()
+            });
+            entry.messages += 1;
+            entry.bytes += len as u64;
+            self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
+            self.counters.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
+            let outcome = match d {
+                Delivery::Queued => AckOutcome::Queued,
+                Delivery::Acked => {
+                    entry.acks += 1;
+                    self.counters.acks.fetch_add(1, Ordering::Relaxed);
+                    AckOutcome::Acked
+                }
+                Delivery::Failed(e) => {
+                    entry.failures += 1;
+                    self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                    AckOutcome::Failed(e.to_string())
+                }
+                Delivery::TimedOut(_) => {
+                    entry.failures += 1;
+                    self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                    AckOutcome::TimedOut
+                }
+            };
+            acks.push(MemberAck { member: name, outcome });
+        }
+        (len, acks)
+    }
+
+    /// Sends Hello to `member`; registers it as serving the context if it acks.
+    async fn hello(self: &Arc<Self>, member: MemberId) {
+        let report = self
+            .channel
+            .send(
+                &[member],
+                &self.topic,
+                wire::encode(&Msg::Hello),
+                SendOptions::mode(SendMode::SyncAck).with_ack_timeout(Duration::from_secs(2)),
+            )
+            .await;
+        match report.get(member) {
+            Some(Delivery::Acked) => self.add_server(member),
+            Some(Delivery::Failed(SendError::Refused { member: name, reason })) => {
+                let msg = format!(
+                    "{name} ({member}) does not serve context '{}' ({reason}): it gets no sessions of it",
+                    self.context()
+                );
+                tracing::info!("{msg}");
+                lock(&self.transfer).stats.attempts.push(msg);
+            }
+            other => tracing::debug!(member = %member, ?other, context = %self.context(), "hello not acked"),
+        }
+    }
+
+    fn add_server(&self, member: MemberId) {
+        let mut out = Vec::new();
+        {
+            let mut core = self.core();
+            if core.servers().contains(&member) {
+                return;
+            }
+            let mut s = core.servers().to_vec();
+            s.push(member);
+            core.handle_servers_changed(s, &mut out);
+        }
+        tracing::info!(context = %self.context(), member = %self.name_of(member), "member serves the context");
+        self.perform(out);
+    }
+
+    fn remove_server(&self, member: MemberId) {
+        let mut out = Vec::new();
+        {
+            let mut core = self.core();
+            if !core.servers().contains(&member) {
+                return;
+            }
+            let s = core.servers().iter().copied().filter(|m| *m != member).collect();
+            core.handle_servers_changed(s, &mut out);
+        }
+        self.perform(out);
+    }
+}
+
+/// Serves the sessions of one context and replicates them over a tribes [`Channel`].
+///
+/// A cheap `Clone`. See the crate docs for the two kinds and an example.
+#[derive(Clone)]
+pub struct SessionManager {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("context", &self.inner.b.context)
+            .field("kind", &self.inner.b.kind)
+            .field("route", &self.inner.route)
+            .finish()
+    }
+}
+
+impl SessionManager {
+    /// A builder for the manager of `context` (one application's sessions).
+    pub fn builder(context: impl Into<String>) -> SessionManagerBuilder {
+        SessionManagerBuilder {
+            context: context.into(),
+            kind: ManagerKind::Delta,
+            send_mode: SendMode::Async,
+            ack_timeout: Duration::from_secs(5),
+            max_inactive: Duration::from_secs(30 * 60),
+            max_active: None,
+            replication: ReplicationMode::Deltas,
+            only_changes: true,
+            filter: None,
+            max_attribute_len: 1024 * 1024,
+            max_session_len: 4 * 1024 * 1024,
+            transfer_timeout: Duration::from_secs(60),
+            attempt_timeout: Duration::from_secs(5),
+            notify_on_replication: false,
+            expire_on_shutdown: false,
+            listeners: Vec::new(),
+            clock: Arc::new(SystemClock),
+            touch_interval: Duration::from_secs(2),
+            chunk_size: 1000,
+            discovery_wait: Duration::from_secs(2),
+        }
+    }
+
+    /// The context served.
+    pub fn context(&self) -> &str {
+        self.inner.context()
+    }
+
+    /// Delta or Backup.
+    pub fn kind(&self) -> ManagerKind {
+        self.inner.b.kind
+    }
+
+    /// This node's route (its channel name, Tomcat's `jvmRoute`).
+    pub fn route(&self) -> &str {
+        &self.inner.route
+    }
+
+    /// Sessions held on this node.
+    pub fn session_count(&self) -> usize {
+        self.inner.core().len()
+    }
+
+    /// Creates a session bound to this node's route. Nothing is sent until
+    /// [`SessionManager::commit`].
+    ///
+    /// # Errors
+    /// [`CreateError::TooManySessions`] at `max_active` (nothing created).
+    pub fn create(&self, now: SystemTime) -> Result<Session, CreateError> {
+        if self.inner.shut.load(Ordering::Relaxed) {
+            return Err(CreateError::ShutDown {
+                context: self.context().to_string(),
+            });
+        }
+        let id = SessionId::generate(&mut rand::rng());
+        let data = self.inner.core().create(unix_ms(now), id, self.inner.route.clone())?;
+        self.inner.notify(&SessionEvent::Created {
+            id,
+            origin: Origin::Local,
+        });
+        Ok(Session::new(HandleState {
+            key: id,
+            base: data.version,
+            data,
+            ops: Vec::new(),
+            is_new: true,
+            invalidated: false,
+            limits: self.inner.limits(),
+        }))
+    }
+
+    /// The session with this id, if it exists and has not expired (by the clock).
+    /// For the BackupManager, a session this node does not hold is fetched from its
+    /// holders (one round trip, bounded by the ack timeout) and this node becomes its
+    /// primary at the next commit.
+    pub async fn get(&self, id: &SessionId) -> Option<Session> {
+        let now_ms = self.inner.now_ms();
+        let found = self.inner.core().get(now_ms, id);
+        let data = match found {
+            Some(d) => d,
+            None if matches!(self.inner.b.kind, ManagerKind::Backup { .. }) => {
+                self.fetch(id).await;
+                self.inner.core().get(now_ms, id)?
+            }
+            None => return None,
+        };
+        Some(Session::new(HandleState {
+            key: *id,
+            base: data.version,
+            data,
+            ops: Vec::new(),
+            is_new: false,
+            invalidated: false,
+            limits: self.inner.limits(),
+        }))
+    }
+
+    async fn fetch(&self, id: &SessionId) {
+        let servers = self.inner.core().servers().to_vec();
+        if servers.is_empty() {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        lock(&self.inner.fetches).entry(*id).or_default().push(tx);
+        self.inner
+            .send(&servers, &Msg::Fetch(*id), SendMode::SyncAck, self.inner.b.ack_timeout)
+            .await;
+        // Every holder answered before acking; a reply may still be on its way.
+        let _ = tokio::time::timeout(Duration::from_millis(200), rx).await;
+        lock(&self.inner.fetches).remove(id);
+    }
+
+    /// Whether this node holds the session (as primary or backup), without fetching.
+    pub fn contains(&self, id: &SessionId) -> bool {
+        self.inner.core().contains(id)
+    }
+
+    /// Records an access without a change (a read-only request): nothing is sent
+    /// now; the access time travels in the next batch. Returns whether the session exists.
+    pub fn touch(&self, id: &SessionId, now: SystemTime) -> bool {
+        self.inner.core().touch(unix_ms(now), id)
+    }
+
+    /// Ends a unit of work: applies the session's recorded changes here and
+    /// replicates them (or the whole session) to the members that must hold them.
+    /// A unit of work without changes only records the access.
+    ///
+    /// # Errors
+    /// [`ReplicationError::Gone`] when the session was destroyed meanwhile (changes
+    /// dropped); [`ReplicationError::ShutDown`].
+    pub async fn commit(&self, session: &Session) -> Result<CommitReport, ReplicationError> {
+        if self.inner.shut.load(Ordering::Relaxed) {
+            return Err(ReplicationError::ShutDown {
+                context: self.context().to_string(),
+            });
+        }
+        let now_ms = self.inner.now_ms();
+        let (key, base, ops, _) = session.take_ops();
+        let mut out = Vec::new();
+        let commit = self
+            .inner
+            .core()
+            .commit(now_ms, key, base, ops, !self.inner.b.only_changes, &mut out);
+        let Commit { to, msg, data } = commit?;
+        {
+            let mut s = session.lock();
+            s.is_new = false;
+            if let Some(d) = &data {
+                s.key = d.id;
+                s.base = d.version;
+                s.data = d.clone();
+            }
+        }
+        self.inner.perform(out);
+        let version = data.as_ref().map_or(base + 1, |d| d.version);
+        let Some(msg) = msg else {
+            return Ok(CommitReport {
+                version,
+                ..Default::default()
+            });
+        };
+        let (bytes, members) = if to.is_empty() {
+            (0, Vec::new())
+        } else {
+            self.inner
+                .send(&to, &msg, self.inner.b.send_mode, self.inner.b.ack_timeout)
+                .await
+        };
+        Ok(CommitReport {
+            version,
+            sent: !to.is_empty(),
+            bytes,
+            members,
+        })
+    }
+
+    /// Binds the session to another route (Tomcat's `JvmRouteBinderValve` after a
+    /// failover): replicated metadata; the id does not change.
+    ///
+    /// # Errors
+    /// As [`SessionManager::commit`].
+    pub async fn rebind(&self, id: &SessionId, route: &str) -> Result<Option<CommitReport>, ReplicationError> {
+        let Some(session) = self.get(id).await else {
+            return Ok(None);
+        };
+        {
+            let mut s = session.lock();
+            s.data.route = Arc::from(route);
+            s.ops.push(crate::data::Op::Route(route.into()));
+        }
+        self.commit(&session).await.map(Some)
+    }
+
+    /// Delta: whether this node holds the session. Backup: whether it is its primary.
+    pub fn is_primary(&self, id: &SessionId) -> bool {
+        self.inner.core().is_primary(id)
+    }
+
+    /// A watch of the readiness.
+    pub fn ready(&self) -> watch::Receiver<Readiness> {
+        self.inner.ready.subscribe()
+    }
+
+    /// Whether the manager serves requests (state transfer over, or failed).
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.borrow().is_serving()
+    }
+
+    /// Waits until the state transfer is over.
+    ///
+    /// # Errors
+    /// The [`StateTransferError`] when it failed (the manager serves anyway).
+    pub async fn wait_ready(&self) -> Result<(), StateTransferError> {
+        let mut rx = self.ready();
+        let r = rx
+            .wait_for(|r| !matches!(r, Readiness::Starting))
+            .await
+            .map(|r| r.clone())
+            .unwrap_or(Readiness::ShutDown);
+        match r {
+            Readiness::Degraded(e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counters, per member, and the state transfer, for a status page.
+    pub fn stats(&self) -> ManagerStats {
+        let i = &self.inner;
+        let (sessions, counters, servers, overhead) = {
+            let core = i.core();
+            (
+                core.len(),
+                core.counters,
+                core.servers().to_vec(),
+                core.overhead_bytes(),
+            )
+        };
+        let c = &i.counters;
+        ManagerStats {
+            context: i.context().to_string(),
+            kind: i.b.kind,
+            route: i.route.to_string(),
+            ready: self.is_ready(),
+            sessions,
+            servers: servers.iter().map(|m| i.name_of(*m)).collect(),
+            messages_sent: c.messages_out.load(Ordering::Relaxed),
+            bytes_sent: c.bytes_out.load(Ordering::Relaxed),
+            messages_received: c.messages_in.load(Ordering::Relaxed),
+            bytes_received: c.bytes_in.load(Ordering::Relaxed),
+            acks: c.acks.load(Ordering::Relaxed),
+            failures: c.failures.load(Ordering::Relaxed),
+            undecodable: c.undecodable.load(Ordering::Relaxed),
+            deltas_applied: counters.deltas_applied,
+            conflicts: counters.conflicts,
+            dropped_late: counters.dropped_gone,
+            dropped_in_snapshot: counters.dropped_in_snapshot,
+            expired: counters.expired,
+            invalidated: counters.invalidated,
+            promotions: counters.promotions,
+            overhead_bytes: overhead,
+            state_transfer: lock(&i.transfer).stats.clone(),
+            per_member: lock(&i.per_member).values().cloned().collect(),
+        }
+    }
+
+    /// Stops the manager cleanly: tells the members (which keep the sessions, or
+    /// expire them with `with_expire_sessions_on_shutdown(true)`) and stops its tasks.
+    /// The channel stays up (other contexts may use it).
+    pub async fn shutdown(&self) {
+        if self.inner.shut.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let expire = self.inner.b.expire_on_shutdown;
+        let servers = self.inner.core().servers().to_vec();
+        if expire {
+            let mut out = Vec::new();
+            self.inner.core().expire_all(self.inner.now_ms(), &mut out);
+            for e in out {
+                if let Effect::Event(ev) = e {
+                    self.inner.notify(&ev);
+                }
+            }
+        }
+        if !servers.is_empty() {
+            self.inner
+                .send(
+                    &servers,
+                    &Msg::Bye { expire },
+                    SendMode::SyncAck,
+                    Duration::from_secs(2),
+                )
+                .await;
+        }
+        self.stop();
+        let _ = self.inner.ready.send(Readiness::ShutDown);
+    }
+
+    /// Stops at once without telling anyone, as a crash would (for tests): the
+    /// members notice when the channel goes away.
+    pub fn abort(&self) {
+        self.inner.shut.store(true, Ordering::SeqCst);
+        self.stop();
+    }
+
+    fn stop(&self) {
+        for t in self.inner.tasks().drain(..) {
+            t.abort();
+        }
+        let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(set) = reg.get_mut(&self.inner.local) {
+            set.remove(self.context());
+        }
+    }
+}
+
+async fn run_outbox(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(Vec<MemberId>, Msg)>) {
+    while let Some((to, msg)) = rx.recv().await {
+        inner.send(&to, &msg, SendMode::Async, inner.b.ack_timeout).await;
+    }
+}
+
+async fn run_driver(
+    inner: Arc<Inner>,
+    mut listener: tribes::Listener,
+    mut events: tokio::sync::broadcast::Receiver<MembershipEvent>,
+) {
+    let mut tick = tokio::time::interval(inner.b.touch_interval.min(Duration::from_millis(500)));
+    let mut last_touch = tokio::time::Instant::now();
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            incoming = listener.recv() => {
+                let Some(incoming) = incoming else { return };
+                handle_incoming(&inner, incoming);
+            }
+            event = events.recv() => match event {
+                Ok(MembershipEvent::Added(m) | MembershipEvent::Back(m)) => {
+                    let inner = inner.clone();
+                    let t = tokio::spawn(async move { inner.hello(m.id()).await });
+                    inner_tasks_push(&t);
+                }
+                Ok(MembershipEvent::Disappeared { member, reason }) => {
+                    tracing::info!(context = %inner.context(), member = %member, ?reason, "member gone");
+                    inner.remove_server(member.id());
+                }
+                Ok(MembershipEvent::Updated(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let members: Vec<MemberId> = inner.channel.members().iter().map(|m| m.id()).collect();
+                    let gone: Vec<MemberId> =
+                        inner.core().servers().iter().copied().filter(|m| !members.contains(m)).collect();
+                    for m in gone {
+                        inner.remove_server(m);
+                    }
+                }
+                Err(_) => return,
+            },
+            _ = tick.tick() => {
+                let mut out = Vec::new();
+                let now_ms = inner.now_ms();
+                let send_touches = last_touch.elapsed() >= inner.b.touch_interval;
+                {
+                    let mut core = inner.core();
+                    if !core.is_transferring() {
+                        core.handle_tick(now_ms, &mut out);
+                    }
+                }
+                if !send_touches {
+                    out.retain(|e| !matches!(e, Effect::Send(_, Msg::Touches(_))));
+                } else {
+                    last_touch = tokio::time::Instant::now();
+                }
+                inner.perform(out);
+            }
+        }
+    }
+}
+
+fn inner_tasks_push(_t: &JoinHandle<()>) {}
+
+fn handle_incoming(inner: &Arc<Inner>, incoming: Incoming) {
+    let from = incoming.from().id();
+    inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+    inner
+        .counters
+        .bytes_in
+        .fetch_add(incoming.payload().len() as u64, Ordering::Relaxed);
+    let msg = match wire::decode(incoming.payload()) {
+        Ok(m) => m,
+        Err(e) => {
+            inner.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(context = %inner.context(), from = %incoming.from(), "{e}");
+            incoming.fail(e);
+            return;
+        }
+    };
+    let now_ms = inner.now_ms();
+    let mut out = Vec::new();
+    match msg {
+        Msg::Hello => inner.add_server(from),
+        Msg::GetAll { request } => {
+            if !inner.is_serving() {
+                incoming.fail(format!(
+                    "not ready: {} is itself receiving the sessions of '{}'",
+                    inner.route,
+                    inner.context()
+                ));
+                return;
+            }
+            let sessions = {
+                let mut core = inner.core();
+                if !core.servers().contains(&from) {
+                    let mut s = core.servers().to_vec();
+                    s.push(from);
+                    core.handle_servers_changed(s, &mut out);
+                }
+                core.snapshot_for(from)
+            };
+            drop(incoming);
+            inner.perform(out);
+            let inner2 = inner.clone();
+            tokio::spawn(async move { stream_snapshot(inner2, from, request, sessions).await });
+            return;
+        }
+        Msg::Chunk { request, sessions } => {
+            let mut t = lock(&inner.transfer);
+            if t.request == request {
+                t.chunks += 1;
+                drop(t);
+                inner.core().apply_chunk(sessions, &mut out);
+            }
+        }
+        Msg::Done { request, sessions } => {
+            let mut t = lock(&inner.transfer);
+            if t.request == request
+                && let Some(done) = t.done.take()
+            {
+                let _ = done.send(sessions);
+            }
+        }
+        Msg::Fetch(id) => {
+            let data = inner.core().get(now_ms, &id);
+            if let Some(d) = data {
+                let _ = inner.outbox.send((vec![from], Msg::FetchReply(d)));
+            }
+        }
+        Msg::FetchReply(d) => {
+            let id = d.id;
+            inner.core().handle_msg(now_ms, from, Msg::FetchReply(d), &mut out);
+            if let Some(waiters) = lock(&inner.fetches).remove(&id) {
+                for w in waiters {
+                    let _ = w.send(());
+                }
+            }
+        }
+        Msg::Bye { expire } => {
+            inner.core().handle_msg(now_ms, from, Msg::Bye { expire }, &mut out);
+            inner.perform(std::mem::take(&mut out));
+            inner.remove_server(from);
+        }
+        other => inner.core().handle_msg(now_ms, from, other, &mut out),
+    }
+    inner.perform(out);
+    drop(incoming);
+}
+
+impl Inner {
+    fn is_serving(&self) -> bool {
+        self.ready.borrow().is_serving()
+    }
+}
+
+async fn stream_snapshot(inner: Arc<Inner>, to: MemberId, request: u64, sessions: Vec<crate::data::SessionData>) {
+    let total = sessions.len() as u64;
+    let timeout = inner.b.attempt_timeout;
+    let mut it = sessions.into_iter().peekable();
+    while it.peek().is_some() {
+        let chunk: Vec<_> = it.by_ref().take(inner.b.chunk_size).collect();
+        let (_, acks) = inner
+            .send(
+                &[to],
+                &Msg::Chunk {
+                    request,
+                    sessions: chunk,
+                },
+                SendMode::SyncAck,
+                timeout,
+            )
+            .await;
+        if !acks.iter().all(|a| a.outcome == AckOutcome::Acked) {
+            tracing::warn!(context = %inner.context(), member = %inner.name_of(to), ?acks, "state transfer to member aborted");
+            return;
+        }
+    }
+    inner
+        .send(
+            &[to],
+            &Msg::Done {
+                request,
+                sessions: total,
+            },
+            SendMode::SyncAck,
+            timeout,
+        )
+        .await;
+}
+
+/// Announces the context, then runs the state transfer and reports readiness.
+async fn run_startup(inner: Arc<Inner>) {
+    let started = tokio::time::Instant::now();
+    // Give discovery a moment to find the configured members.
+    let deadline = started + inner.b.discovery_wait;
+    while inner.channel.members().is_empty() && tokio::time::Instant::now() < deadline {
+        let stats = inner.channel.stats();
+        if stats
+            .candidates
+            .values()
+            .all(|c| c.up || c.last_error.as_deref() != Some("not probed yet"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let members = inner.channel.members();
+    let hellos = members.iter().map(|m| {
+        let inner = inner.clone();
+        let id = m.id();
+        async move { inner.hello(id).await }
+    });
+    join_all(hellos).await;
+
+    let local = inner.channel.local();
+    let local_rank = (local.started_at_ms(), local.id());
+    let candidates = |inner: &Inner| {
+        let servers = inner.core().servers().to_vec();
+        inner
+            .channel
+            .members()
+            .into_iter()
+            .filter(|m| servers.contains(&m.id()))
+            .map(|m| ((m.started_at_ms(), m.id()), m.name().to_string()))
+            .collect::<Vec<_>>()
+    };
+    let ask_all = matches!(inner.b.kind, ManagerKind::Backup { .. });
+    let mut plan = TransferPlan::new(inner.context(), local_rank, candidates(&inner), ask_all);
+    let total = inner.b.transfer_timeout;
+    let result = loop {
+        if started.elapsed() >= total {
+            let (member, cause) = plan
+                .last
+                .clone()
+                .unwrap_or(("none".into(), "no member answered".into()));
+            break Err(StateTransferError::TimedOut {
+                context: inner.context().to_string(),
+                member,
+                cause,
+                timeout: total,
+            });
+        }
+        match plan.next() {
+            Step::Ready => break Ok(()),
+            Step::Retry => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                plan.restart(candidates(&inner));
+            }
+            Step::Ask(member, name) => {
+                let outcome = ask(&inner, member, started + total).await;
+                if outcome == Outcome::Completed {
+                    lock(&inner.transfer).stats.from.push(name);
+                }
+                plan.record(member, outcome);
+            }
+        }
+    };
+    let mut out = Vec::new();
+    inner.core().finish_transfer(inner.now_ms(), &mut out);
+    inner.perform(out);
+    {
+        let mut t = lock(&inner.transfer);
+        t.stats.duration_ms = Some(started.elapsed().as_millis() as u64);
+        t.stats.attempts.extend(plan.log);
+        t.stats.sessions_received = inner.core().counters.snapshot_sessions;
+    }
+    match result {
+        Ok(()) => {
+            tracing::info!(context = %inner.context(), route = %inner.route, "session manager ready");
+            let _ = inner.ready.send(Readiness::Ready);
+        }
+        Err(e) => {
+            tracing::error!(context = %inner.context(), "{e}");
+            let _ = inner.ready.send(Readiness::Degraded(e));
+        }
+    }
+}
+
+async fn join_all<F: std::future::Future<Output = ()>>(futs: impl Iterator<Item = F>) {
+    let handles: Vec<_> = futs.collect();
+    let mut set = Vec::new();
+    for f in handles {
+        set.push(Box::pin(f));
+    }
+    for f in set {
+        f.await;
+    }
+}
+
+/// One attempt: ask `member` for the sessions and wait until it has sent them all.
+async fn ask(inner: &Arc<Inner>, member: MemberId, deadline: tokio::time::Instant) -> Outcome {
+    let (tx, mut rx) = oneshot::channel();
+    let request = {
+        let mut t = lock(&inner.transfer);
+        t.request += 1;
+        t.chunks = 0;
+        t.done = Some(tx);
+        t.request
+    };
+    let timeout = inner.b.attempt_timeout;
+    let report = inner
+        .channel
+        .send(
+            &[member],
+            &inner.topic,
+            wire::encode(&Msg::GetAll { request }),
+            SendOptions::mode(SendMode::SyncAck).with_ack_timeout(timeout),
+        )
+        .await;
+    match report.get(member) {
+        Some(Delivery::Acked) => {}
+        Some(Delivery::Failed(SendError::Refused { reason, .. })) if reason.starts_with("not ready") => {
+            return Outcome::NotReady;
+        }
+        Some(Delivery::Failed(SendError::Refused { reason, .. })) => return Outcome::NoSuchContext(reason.clone()),
+        Some(Delivery::Failed(e)) => return Outcome::Failed(e.to_string()),
+        Some(Delivery::TimedOut(d)) => return Outcome::Failed(format!("no answer within {d:?}")),
+        _ => return Outcome::Failed("not sent".into()),
+    }
+    let mut members = inner.channel.watch_members();
+    let mut seen = 0;
+    loop {
+        let wait = tokio::time::sleep(timeout);
+        tokio::select! {
+            r = &mut rx => return match r {
+                Ok(_) => Outcome::Completed,
+                Err(_) => Outcome::Failed("superseded".into()),
+            },
+            _ = wait => {
+                let chunks = lock(&inner.transfer).chunks;
+                if chunks == seen {
+                    return Outcome::Failed(format!("silent for {timeout:?} during the transfer"));
+                }
+                seen = chunks;
+            }
+            changed = members.changed() => {
+                if changed.is_err() || !members.borrow().iter().any(|m| m.id() == member) {
+                    return Outcome::Failed("the member left during the transfer".into());
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Outcome::Failed("total state transfer timeout reached".into());
+        }
+    }
+}

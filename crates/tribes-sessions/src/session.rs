@@ -1,0 +1,257 @@
+//! The `Session` handle an application reads and writes during one unit of work.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::data::{Blob, Op, SessionData};
+use crate::error::AttributeError;
+use crate::id::SessionId;
+use crate::listener::from_unix_ms;
+
+/// Size limits a handle checks at insert time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub(crate) max_attribute_len: usize,
+    pub(crate) max_session_len: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct HandleState {
+    /// The session's id when the handle was made (the key the commit applies to).
+    pub(crate) key: SessionId,
+    pub(crate) data: SessionData,
+    pub(crate) ops: Vec<Op>,
+    pub(crate) base: u64,
+    pub(crate) is_new: bool,
+    pub(crate) invalidated: bool,
+    pub(crate) limits: Limits,
+}
+
+/// One session, as seen by one unit of work (one HTTP request).
+///
+/// A cheap `Clone` (shared state inside). Reads come from the copy taken by
+/// `SessionManager::get`/`create`; every change is applied to that copy and recorded as a
+/// delta, which `SessionManager::commit` applies to the manager and replicates.
+///
+/// # Examples
+/// ```
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::SystemTime;
+/// use tribes_sessions::SessionManager;
+/// let channel = tribes::Channel::builder("node-a").bind("127.0.0.1:0".parse()?).start().await?;
+/// let manager = SessionManager::builder("/shop").start(channel).await?;
+/// let session = manager.create(SystemTime::now())?;
+/// session.insert("cart", &vec!["apple".to_string()])?;
+/// assert_eq!(session.get::<Vec<String>>("cart")?, Some(vec!["apple".to_string()]));
+/// // A value that does not decode into the asked type is an error, not a panic.
+/// assert!(session.get::<u64>("cart").is_err());
+/// manager.commit(&session).await?;
+/// manager.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    pub(crate) inner: Arc<Mutex<HandleState>>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.lock();
+        f.debug_struct("Session")
+            .field("id", &s.data.id)
+            .field("version", &s.data.version)
+            .field("dirty", &!s.ops.is_empty())
+            .finish()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(state: HandleState) -> Self {
+        Session {
+            inner: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, HandleState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The session's id (the new one after [`Session::cycle_id`]).
+    pub fn id(&self) -> SessionId {
+        self.lock().data.id
+    }
+
+    /// The route of the node that created or last bound the session (Tomcat's `jvmRoute`).
+    pub fn route(&self) -> String {
+        self.lock().data.route.to_string()
+    }
+
+    /// Whether the session was created in this unit of work.
+    pub fn is_new(&self) -> bool {
+        self.lock().is_new
+    }
+
+    /// The session's version: it grows with every committed change.
+    pub fn version(&self) -> u64 {
+        self.lock().data.version
+    }
+
+    /// Whether this handle recorded changes not yet committed.
+    pub fn is_dirty(&self) -> bool {
+        !self.lock().ops.is_empty()
+    }
+
+    /// When the session was created.
+    pub fn created(&self) -> SystemTime {
+        from_unix_ms(self.lock().data.created_ms)
+    }
+
+    /// The last access this node knows of (see the crate docs on access batching).
+    pub fn last_accessed(&self) -> SystemTime {
+        from_unix_ms(self.lock().data.last_access_ms)
+    }
+
+    /// The max inactive interval of this session.
+    pub fn max_inactive(&self) -> Duration {
+        Duration::from_millis(self.lock().data.max_inactive_ms)
+    }
+
+    /// The names of the attributes present.
+    pub fn attribute_names(&self) -> Vec<String> {
+        let s = self.lock();
+        s.data
+            .attrs
+            .iter()
+            .filter(|a| a.value.is_some())
+            .map(|a| a.name.to_string())
+            .collect()
+    }
+
+    /// Reads an attribute.
+    ///
+    /// # Errors
+    /// [`AttributeError::Decode`] when the stored value does not decode into `T`
+    /// (treat it as absent; the rest of the session still works).
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, AttributeError> {
+        let s = self.lock();
+        match s.data.value(key) {
+            None => Ok(None),
+            Some(bytes) => rmp_serde::from_slice(bytes)
+                .map(Some)
+                .map_err(|e| AttributeError::Decode {
+                    name: key.to_string(),
+                    type_name: std::any::type_name::<T>(),
+                    cause: e.to_string(),
+                }),
+        }
+    }
+
+    /// Sets an attribute, recording a delta.
+    ///
+    /// # Errors
+    /// [`AttributeError::Serialize`], [`AttributeError::TooLarge`],
+    /// [`AttributeError::SessionTooLarge`] or [`AttributeError::Invalidated`]; the
+    /// session is unchanged then.
+    pub fn insert<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), AttributeError> {
+        let bytes = rmp_serde::to_vec(value).map_err(|e| AttributeError::Serialize {
+            name: key.to_string(),
+            cause: e.to_string(),
+        })?;
+        let mut s = self.lock();
+        if s.invalidated {
+            return Err(AttributeError::Invalidated { id: s.data.id });
+        }
+        if bytes.len() > s.limits.max_attribute_len {
+            return Err(AttributeError::TooLarge {
+                name: key.to_string(),
+                len: bytes.len(),
+                max: s.limits.max_attribute_len,
+            });
+        }
+        let old = s.data.value(key).map_or(0, |v| v.len() + key.len());
+        let len = s.data.payload_len() - old + key.len() + bytes.len();
+        if len > s.limits.max_session_len {
+            return Err(AttributeError::SessionTooLarge {
+                id: s.data.id,
+                name: key.to_string(),
+                len,
+                max: s.limits.max_session_len,
+            });
+        }
+        let blob = Blob(bytes.into_boxed_slice());
+        set_local(&mut s.data, key, Some(blob.clone()));
+        s.ops
+            .retain(|op| !matches!(op, Op::Set(k, _) | Op::Remove(k) if &**k == key));
+        s.ops.push(Op::Set(key.into(), blob));
+        Ok(())
+    }
+
+    /// Removes an attribute, recording a delta if it was present.
+    pub fn remove(&self, key: &str) {
+        let mut s = self.lock();
+        if s.data.value(key).is_none() {
+            return;
+        }
+        set_local(&mut s.data, key, None);
+        s.ops
+            .retain(|op| !matches!(op, Op::Set(k, _) | Op::Remove(k) if &**k == key));
+        s.ops.push(Op::Remove(key.into()));
+    }
+
+    /// Invalidates the session: at commit it is removed on every node and never resurrected.
+    pub fn invalidate(&self) {
+        let mut s = self.lock();
+        if !s.invalidated {
+            s.invalidated = true;
+            s.ops.push(Op::Invalidate);
+        }
+    }
+
+    /// Whether [`Session::invalidate`] was called on this handle.
+    pub fn is_invalidated(&self) -> bool {
+        self.lock().invalidated
+    }
+
+    /// Gives the session a new random id (protection against session fixation, e.g. at
+    /// login). The change is replicated as an id change at commit; the old id is then gone.
+    pub fn cycle_id(&self) -> SessionId {
+        let id = SessionId::generate(&mut rand::rng());
+        let mut s = self.lock();
+        s.data.id = id;
+        s.ops.retain(|op| !matches!(op, Op::ChangeId(_)));
+        s.ops.push(Op::ChangeId(id));
+        id
+    }
+
+    /// Overrides the max inactive interval of this session.
+    pub fn set_max_inactive(&self, interval: Duration) {
+        let mut s = self.lock();
+        let ms = interval.as_millis() as u64;
+        s.data.max_inactive_ms = ms;
+        s.ops.retain(|op| !matches!(op, Op::MaxInactive(_)));
+        s.ops.push(Op::MaxInactive(ms));
+    }
+
+    /// Takes the recorded changes (and marks the handle as no longer new).
+    pub(crate) fn take_ops(&self) -> (SessionId, u64, Vec<Op>, bool) {
+        let mut s = self.lock();
+        let ops = std::mem::take(&mut s.ops);
+        let was_new = s.is_new;
+        (s.key, s.base, ops, was_new)
+    }
+}
+
+fn set_local(data: &mut SessionData, key: &str, value: Option<crate::data::Blob>) {
+    match data.attrs.iter_mut().find(|a| &*a.name == key) {
+        Some(a) => a.value = value,
+        None => data.attrs.push(crate::data::Attr {
+            name: key.into(),
+            value,
+            stamp: Default::default(),
+        }),
+    }
+}

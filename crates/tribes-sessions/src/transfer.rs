@@ -1,0 +1,182 @@
+//! Which member a starting node asks for the sessions next, with no sockets and no clock.
+//!
+//! Call order: `TransferPlan::new` with the members serving the context (oldest
+//! first), then repeatedly `next()`; after each `Step::Ask(member)` report the outcome
+//! with `record`. `Step::Retry` means every member serving the context is itself
+//! starting and an older one must become ready first: call `restart` with the current
+//! members after a short pause. The caller bounds the total time.
+
+use std::collections::VecDeque;
+
+use tribes::MemberId;
+
+/// A member's age rank: start time, then id (as `Channel::members` orders them).
+pub(crate) type Rank = (u64, MemberId);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    Ask(MemberId, String),
+    Ready,
+    Retry,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Completed,
+    NotReady,
+    NoSuchContext(String),
+    Failed(String),
+}
+
+#[derive(Debug)]
+pub(crate) struct TransferPlan {
+    context: String,
+    local: Rank,
+    ask_all: bool,
+    candidates: VecDeque<(Rank, String)>,
+    not_ready: Vec<Rank>,
+    succeeded: bool,
+    pub(crate) log: Vec<String>,
+    pub(crate) last: Option<(String, String)>,
+}
+
+impl TransferPlan {
+    /// `ask_all`: ask every member (BackupManager, each holds different sessions)
+    /// rather than stopping at the first complete transfer (DeltaManager).
+    pub(crate) fn new(context: &str, local: Rank, candidates: Vec<(Rank, String)>, ask_all: bool) -> Self {
+        let mut plan = TransferPlan {
+            context: context.to_string(),
+            local,
+            ask_all,
+            candidates: VecDeque::new(),
+            not_ready: Vec::new(),
+            succeeded: false,
+            log: Vec::new(),
+            last: None,
+        };
+        plan.restart(candidates);
+        plan
+    }
+
+    pub(crate) fn restart(&mut self, mut candidates: Vec<(Rank, String)>) {
+        candidates.sort_by_key(|c| c.0);
+        self.candidates = candidates.into();
+        self.not_ready.clear();
+    }
+
+    pub(crate) fn next(&mut self) -> Step {
+        if let Some(((_, id), name)) = self.candidates.front() {
+            return Step::Ask(*id, name.clone());
+        }
+        if self.succeeded {
+            return Step::Ready;
+        }
+        if self.not_ready.iter().all(|r| self.local < *r) {
+            // Nobody holds the sessions, or every other server is younger and
+            // waits for this node: start empty.
+            return Step::Ready;
+        }
+        Step::Retry
+    }
+
+    pub(crate) fn record(&mut self, member: MemberId, outcome: Outcome) {
+        let Some(pos) = self.candidates.iter().position(|c| c.0.1 == member) else {
+            return;
+        };
+        let (rank, name) = self.candidates.remove(pos).expect("position");
+        let who = format!("{name} ({member})");
+        match outcome {
+            Outcome::Completed => {
+                self.succeeded = true;
+                self.log.push(format!("{who}: sessions of '{}' received", self.context));
+                if !self.ask_all {
+                    self.candidates.clear();
+                }
+            }
+            Outcome::NotReady => {
+                self.not_ready.push(rank);
+                self.last = Some((who.clone(), "it is itself starting".into()));
+                self.log
+                    .push(format!("{who}: is itself starting, trying the next member"));
+            }
+            Outcome::NoSuchContext(reason) => {
+                let msg = format!(
+                    "{who} does not serve context '{}' ({reason}): deploy the context there too, or use the BackupManager which only uses members that serve it",
+                    self.context
+                );
+                tracing::error!("{msg}");
+                self.last = Some((who.clone(), reason));
+                self.log.push(msg);
+            }
+            Outcome::Failed(reason) => {
+                let msg = format!(
+                    "state transfer of '{}' from {who} failed: {reason}; trying the next member",
+                    self.context
+                );
+                tracing::error!("{msg}");
+                self.last = Some((who.clone(), reason));
+                self.log.push(msg);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(i: u8) -> MemberId {
+        MemberId::from_bytes([i; 16])
+    }
+
+    fn cand(i: u8) -> (Rank, String) {
+        ((u64::from(i), m(i)), format!("n{i}"))
+    }
+
+    #[test]
+    fn asks_oldest_first_and_skips_failures() {
+        let mut p = TransferPlan::new("/app", (9, m(9)), vec![cand(3), cand(1), cand(2)], false);
+        assert_eq!(p.next(), Step::Ask(m(1), "n1".into()));
+        p.record(m(1), Outcome::NoSuchContext("no listener".into()));
+        assert_eq!(p.next(), Step::Ask(m(2), "n2".into()));
+        p.record(m(2), Outcome::Failed("timeout".into()));
+        assert_eq!(p.next(), Step::Ask(m(3), "n3".into()));
+        p.record(m(3), Outcome::Completed);
+        assert_eq!(p.next(), Step::Ready);
+        assert!(p.log[0].contains("n1") && p.log[0].contains("/app"));
+    }
+
+    #[test]
+    fn nobody_serving_is_ready_at_once() {
+        let mut p = TransferPlan::new("/app", (9, m(9)), vec![], false);
+        assert_eq!(p.next(), Step::Ready);
+        let mut p = TransferPlan::new("/app", (9, m(9)), vec![cand(1)], false);
+        p.record(m(1), Outcome::NoSuchContext("x".into()));
+        assert_eq!(p.next(), Step::Ready);
+    }
+
+    #[test]
+    fn simultaneous_start_oldest_goes_first() {
+        // The oldest starting node becomes ready; the younger ones retry.
+        let mut old = TransferPlan::new("/app", (1, m(1)), vec![cand(2), cand(3)], false);
+        old.record(m(2), Outcome::NotReady);
+        old.record(m(3), Outcome::NotReady);
+        assert_eq!(old.next(), Step::Ready);
+        let mut young = TransferPlan::new("/app", (3, m(3)), vec![cand(1), cand(2)], false);
+        young.record(m(1), Outcome::NotReady);
+        young.record(m(2), Outcome::NotReady);
+        assert_eq!(young.next(), Step::Retry);
+        young.restart(vec![cand(1), cand(2)]);
+        young.record(m(1), Outcome::Completed);
+        assert_eq!(young.next(), Step::Ready);
+    }
+
+    #[test]
+    fn backup_asks_everyone() {
+        let mut p = TransferPlan::new("/app", (9, m(9)), vec![cand(1), cand(2)], true);
+        p.record(m(1), Outcome::Completed);
+        assert_eq!(p.next(), Step::Ask(m(2), "n2".into()));
+        p.record(m(2), Outcome::Completed);
+        assert_eq!(p.next(), Step::Ready);
+    }
+}

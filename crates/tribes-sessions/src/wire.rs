@@ -1,0 +1,96 @@
+//! Wire messages: serde + rmp-serde data only, versioned. The topic carries the
+//! context (`tribes.sessions/<context>`), so a node that does not serve a context has
+//! no listener for its topic and fails a sync-ack at once ("no such context").
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Delta, SessionData};
+use crate::id::SessionId;
+
+/// The wire version this build speaks.
+pub(crate) const WIRE_VERSION: u8 = 1;
+
+/// The topic of a context.
+pub(crate) fn topic(context: &str) -> String {
+    format!("tribes.sessions/{context}")
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum Msg {
+    /// "I serve this context" (sync-ack: an ack means the receiver serves it too).
+    Hello,
+    /// Clean shutdown of the sender's manager; `expire` asks to expire its sessions.
+    Bye { expire: bool },
+    /// The changes of one unit of work.
+    Delta(Delta),
+    /// A whole session (full-session mode; backup copies).
+    Full(SessionData),
+    /// BackupManager: the receiver is the new primary of this session.
+    Adopt(SessionData),
+    /// BackupManager: the receiver no longer holds this session.
+    Drop(SessionId),
+    /// BackupManager: the session is now primary on the sender (after a fetch).
+    Claimed(SessionId),
+    /// BackupManager: asks the holders of a session for it.
+    Fetch(SessionId),
+    /// BackupManager: the answer to a fetch.
+    FetchReply(SessionData),
+    /// Last-access times (unix ms) of sessions read since the last batch.
+    Touches(Vec<(SessionId, u64)>),
+    /// Sessions expired (or invalidated) on the sender.
+    Expired(Vec<SessionId>),
+    /// State transfer: send me your sessions.
+    GetAll { request: u64 },
+    /// State transfer: a chunk of sessions.
+    Chunk { request: u64, sessions: Vec<SessionData> },
+    /// State transfer: the end, with the number of sessions sent.
+    Done { request: u64, sessions: u64 },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope<M> {
+    v: u8,
+    msg: M,
+}
+
+pub(crate) fn encode(msg: &Msg) -> bytes::Bytes {
+    bytes::Bytes::from(rmp_serde::to_vec(&Envelope { v: WIRE_VERSION, msg }).expect("session messages always encode"))
+}
+
+pub(crate) fn decode(bytes: &[u8]) -> Result<Msg, String> {
+    let env: Envelope<Msg> = rmp_serde::from_slice(bytes).map_err(|e| {
+        format!("undecodable session message ({e}): a peer runs an incompatible build (this one speaks version {WIRE_VERSION})")
+    })?;
+    if env.v != WIRE_VERSION {
+        return Err(format!(
+            "session message version {} (this build speaks {WIRE_VERSION}): upgrade every node to the same release",
+            env.v
+        ));
+    }
+    Ok(env.msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Blob, Op, Stamp};
+
+    #[test]
+    fn round_trip_and_size_of_a_one_attribute_delta() {
+        let msg = Msg::Delta(Delta {
+            id: SessionId::from_bytes([7; 16]),
+            base: 41,
+            stamp: Stamp {
+                version: 42,
+                writer: u64::MAX,
+            },
+            at_ms: 1_700_000_000_000,
+            ops: vec![Op::Set("k".into(), Blob(vec![1].into()))],
+        });
+        let bytes = encode(&msg);
+        assert_eq!(decode(&bytes).unwrap(), msg);
+        // 64 bytes of overhead besides key and value.
+        assert!(bytes.len() < 64 + 2, "{} bytes", bytes.len());
+        assert!(decode(b"garbage").is_err());
+    }
+}
