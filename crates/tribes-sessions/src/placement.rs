@@ -15,7 +15,10 @@ fn mix(mut x: u64) -> u64 {
 }
 
 pub(crate) fn score(member: MemberId, id: SessionId) -> u64 {
-    mix(crate::data::writer_of(member) ^ mix(id.hash64()))
+    let b = member.as_bytes();
+    let lo = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+    let hi = u64::from_le_bytes(b[8..].try_into().expect("8 bytes"));
+    mix(mix(lo) ^ mix(hi ^ 0x9e37_79b9_7f4a_7c15) ^ mix(id.hash64()))
 }
 
 /// The `k` best-ranked members for `id` among `members`, leaving out `exclude`.
