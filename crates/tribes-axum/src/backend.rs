@@ -1,0 +1,103 @@
+//! Every call the layer makes into `tribes-sessions`, in one place.
+
+use std::time::{Duration, SystemTime};
+
+use tribes_sessions::{Session as Handle, SessionId, SessionManager};
+
+use crate::extract::SessionError;
+
+/// Loads a session by its base id; `None` when unknown or expired.
+pub(crate) async fn get(manager: &SessionManager, id: &SessionId) -> Option<Handle> {
+    manager.get(id).await
+}
+
+/// Creates a session (mapped to [`SessionError`]).
+pub(crate) async fn create(manager: &SessionManager) -> Result<Handle, SessionError> {
+    manager.create(SystemTime::now()).map_err(|e| match e {
+        tribes_sessions::CreateError::TooManySessions { .. } => SessionError::TooManySessions {
+            retry_after: Duration::from_secs(1),
+            cause: e.to_string(),
+        },
+        other => SessionError::Unavailable {
+            cause: other.to_string(),
+        },
+    })
+}
+
+/// The outcome of a commit, as the layer sees it.
+#[derive(Debug)]
+pub(crate) enum CommitOutcome {
+    /// Applied locally and replicated (or queued, in async mode).
+    Ok,
+    /// The session was invalidated or expired meanwhile; the changes were dropped.
+    Gone(String),
+    /// Applied locally but not confirmed by every member, or refused.
+    Failed(String),
+}
+
+/// Commits a handle's changes (end of the unit of work).
+pub(crate) async fn commit(manager: &SessionManager, session: &Handle) -> CommitOutcome {
+    match manager.commit(session).await {
+        Ok(report) if report.all_ok() => CommitOutcome::Ok,
+        Ok(report) => CommitOutcome::Failed(describe(&report)),
+        Err(e @ tribes_sessions::ReplicationError::Gone { .. }) => CommitOutcome::Gone(e.to_string()),
+        Err(e) => CommitOutcome::Failed(e.to_string()),
+    }
+}
+
+fn describe(report: &tribes_sessions::CommitReport) -> String {
+    let failed: Vec<String> = report
+        .members
+        .iter()
+        .filter_map(|m| match &m.outcome {
+            tribes_sessions::AckOutcome::Failed(why) => Some(format!("{} failed: {why}", m.member)),
+            tribes_sessions::AckOutcome::TimedOut => Some(format!("{} did not ack in time", m.member)),
+            _ => None,
+        })
+        .collect();
+    format!(
+        "version {} applied here but not confirmed by every member ({}); check those members' health or raise the manager's ack timeout",
+        report.version,
+        failed.join(", ")
+    )
+}
+
+/// Records an access (reads replicate access times in batches).
+pub(crate) fn touch(manager: &SessionManager, id: &SessionId) {
+    manager.touch(id, SystemTime::now());
+}
+
+/// Binds the session to `route` (failover).
+pub(crate) async fn rebind(manager: &SessionManager, id: &SessionId, route: &str) -> CommitOutcome {
+    match manager.rebind(id, route).await {
+        Ok(None) => CommitOutcome::Gone(format!("session {id} is gone")),
+        Ok(Some(report)) if report.all_ok() => CommitOutcome::Ok,
+        Ok(Some(report)) => CommitOutcome::Failed(describe(&report)),
+        Err(e @ tribes_sessions::ReplicationError::Gone { .. }) => CommitOutcome::Gone(e.to_string()),
+        Err(e) => CommitOutcome::Failed(e.to_string()),
+    }
+}
+
+/// This node's route.
+pub(crate) fn local_route(manager: &SessionManager) -> String {
+    manager.route().to_string()
+}
+
+/// Whether this node is the session's primary.
+pub(crate) fn is_primary(manager: &SessionManager, id: &SessionId) -> bool {
+    manager.is_primary(id)
+}
+
+/// Whether the state transfer is done.
+pub(crate) fn is_ready(manager: &SessionManager) -> bool {
+    manager.is_ready()
+}
+
+/// Waits for readiness, at most `timeout`; whether the node is ready.
+pub(crate) async fn wait_ready(manager: &SessionManager, timeout: Duration) -> bool {
+    if manager.is_ready() {
+        return true;
+    }
+    let _ = tokio::time::timeout(timeout, manager.wait_ready()).await;
+    manager.is_ready()
+}

@@ -1,0 +1,342 @@
+//! [`ReplicatedSessions`]: the tower `Layer` and its configuration.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::HeaderName;
+use regex::Regex;
+use tower::Layer;
+use tribes_sessions::SessionManager;
+
+use crate::metrics::LayerCounters;
+use crate::service::{ReplicatedSessionsService, SessionLocks};
+
+/// The default session cookie name.
+pub const DEFAULT_COOKIE_NAME: &str = "TRIBESSESSIONID";
+
+/// The default filter: paths that never create, load or replicate a session.
+///
+/// Like the `filter` of Tomcat's `ReplicationValve`: common static assets and
+/// everything under `/static/`.
+pub const DEFAULT_FILTER: &str = r"(?i)^/static/|\.(gif|jpg|jpeg|png|css|js|ico|svg|txt|woff2?|map)$";
+
+/// When the `Secure` attribute is set on the session cookie.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Secure {
+    /// When the request came over HTTPS: the `X-Forwarded-Proto` or `Forwarded: proto=`
+    /// header of a TLS-terminating proxy, or an `https` URI scheme. The default.
+    #[default]
+    Auto,
+    /// Always: the cookie is only ever sent over HTTPS.
+    Always,
+    /// Never (plain-HTTP development setups).
+    Never,
+}
+
+/// The `SameSite` attribute of the session cookie.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SameSite {
+    /// `SameSite=Strict`: never sent on cross-site requests.
+    Strict,
+    /// `SameSite=Lax`: sent on top-level navigations only. The default.
+    #[default]
+    Lax,
+    /// `SameSite=None` (browsers then require `Secure`).
+    None,
+}
+
+/// When a session is replicated at the end of a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReplicateWhen {
+    /// Only when the request changed it (created, wrote, removed, cycled the id,
+    /// invalidated). A request that only reads sends nothing. The default.
+    #[default]
+    Changed,
+    /// After every request that loaded the session, changed or not (Tomcat's
+    /// behaviour; costs one message per read).
+    Always,
+}
+
+/// What a request gets when its session's synchronous replication fails
+/// (the members did not acknowledge in time, or the manager refused the commit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnSyncFailure {
+    /// `503 Service Unavailable` with `Retry-After: 1` instead of the handler's response:
+    /// the client learns its change may not have reached the other nodes.
+    ServiceUnavailable,
+    /// The handler's response, with a warning in the log and the failure counted.
+    /// The change is kept locally and reaches the others with the next change. The default.
+    #[default]
+    LogAndContinue,
+}
+
+/// What a request carrying a session gets while this node is not ready (its state
+/// transfer from the other members is still running).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotReady {
+    /// `503 Service Unavailable` with `Retry-After` (whole seconds, at least 1) at once,
+    /// so a load balancer retries on another node.
+    ServiceUnavailable {
+        /// The `Retry-After` to send.
+        retry_after: Duration,
+    },
+    /// Wait until the node is ready, at most `timeout`, then `503` as above.
+    Wait {
+        /// The longest wait.
+        timeout: Duration,
+    },
+}
+
+impl Default for NotReady {
+    fn default() -> Self {
+        NotReady::ServiceUnavailable {
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The layer's settings, shared by every request.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) cookie_name: String,
+    pub(crate) cookie_path: String,
+    pub(crate) cookie_domain: Option<String>,
+    pub(crate) secure: Secure,
+    pub(crate) http_only: bool,
+    pub(crate) same_site: SameSite,
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) replicate: ReplicateWhen,
+    pub(crate) filter: Option<Regex>,
+    pub(crate) sync_failure: OnSyncFailure,
+    pub(crate) primary_header: Option<HeaderName>,
+    pub(crate) not_ready: NotReady,
+    pub(crate) serialize_requests: bool,
+    pub(crate) rebind_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cookie_name: DEFAULT_COOKIE_NAME.to_owned(),
+            cookie_path: "/".to_owned(),
+            cookie_domain: None,
+            secure: Secure::Auto,
+            http_only: true,
+            same_site: SameSite::Lax,
+            max_age: None,
+            replicate: ReplicateWhen::Changed,
+            filter: Some(Regex::new(DEFAULT_FILTER).expect("the default filter is a valid regex")),
+            sync_failure: OnSyncFailure::LogAndContinue,
+            primary_header: None,
+            not_ready: NotReady::default(),
+            serialize_requests: false,
+            rebind_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Config {
+    /// The longest time a request may wait for the node to become ready.
+    pub(crate) fn retry_after(&self) -> Duration {
+        match self.not_ready {
+            NotReady::ServiceUnavailable { retry_after } => retry_after,
+            NotReady::Wait { .. } => Duration::from_secs(1),
+        }
+    }
+
+    pub(crate) fn is_filtered(&self, path: &str) -> bool {
+        self.filter.as_ref().is_some_and(|f| f.is_match(path))
+    }
+}
+
+/// Replicated sessions for an Axum (or any Tower) app: Tomcat's `ReplicationValve`
+/// and `JvmRouteBinderValve` as one tower [`Layer`].
+///
+/// For every request the layer reads the session cookie (`id.route`), hands the
+/// [`Session`](crate::Session) extractor a lazy handle, and when the response is
+/// ready commits what the handler changed to the
+/// [`SessionManager`](tribes_sessions::SessionManager), which replicates it to the
+/// other members (waiting for their acks in the manager's sync mode). A request whose
+/// cookie names another node's route, for a session this node holds (failover),
+/// rebinds the session here and gets a new cookie `id.thisroute`.
+///
+/// See the [crate docs](crate) for an example and the concurrency guarantees.
+///
+/// # Panics
+///
+/// The builder methods taking text panic on values that cannot be used: an invalid
+/// cookie name, path or domain, header name, or filter regex. These are programming
+/// errors found at startup.
+#[derive(Clone)]
+pub struct ReplicatedSessions {
+    pub(crate) manager: SessionManager,
+    pub(crate) config: Arc<Config>,
+    pub(crate) counters: Arc<LayerCounters>,
+    pub(crate) locks: Arc<SessionLocks>,
+}
+
+impl fmt::Debug for ReplicatedSessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplicatedSessions")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplicatedSessions {
+    /// A layer serving the sessions of `manager`'s context, with the defaults:
+    /// cookie `TRIBESSESSIONID` on path `/`, `HttpOnly`, `SameSite=Lax`, `Secure` on
+    /// HTTPS, no `Max-Age`; replicate only changed sessions; skip [`DEFAULT_FILTER`]
+    /// paths; log and continue on sync failures; `503` with `Retry-After: 1` while not
+    /// ready; requests of one session run concurrently.
+    pub fn new(manager: SessionManager) -> Self {
+        let counters = crate::metrics::counters_for(manager.context());
+        ReplicatedSessions {
+            manager,
+            config: Arc::new(Config::default()),
+            counters,
+            locks: Arc::new(SessionLocks::default()),
+        }
+    }
+
+    fn config(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(Arc::make_mut(&mut self.config));
+        self
+    }
+
+    /// The cookie's name (default `TRIBESSESSIONID`).
+    ///
+    /// # Panics
+    /// If `name` is empty or not a cookie token.
+    pub fn with_cookie_name(self, name: &str) -> Self {
+        assert!(
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)),
+            "cookie name {name:?} is not a valid cookie token: use letters, digits and -_."
+        );
+        let name = name.to_owned();
+        self.config(|c| c.cookie_name = name)
+    }
+
+    /// The cookie's `Path` (default `/`).
+    ///
+    /// # Panics
+    /// If `path` does not start with `/` or contains `;` or control characters.
+    pub fn with_cookie_path(self, path: &str) -> Self {
+        assert!(
+            path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic() && b != b';'),
+            "cookie path {path:?} must start with '/' and contain no ';', spaces or control characters"
+        );
+        let path = path.to_owned();
+        self.config(|c| c.cookie_path = path)
+    }
+
+    /// The cookie's `Domain` (default none: the request's host only).
+    ///
+    /// # Panics
+    /// If `domain` is empty or contains `;`, spaces or control characters.
+    pub fn with_cookie_domain(self, domain: &str) -> Self {
+        assert!(
+            !domain.is_empty() && domain.bytes().all(|b| b.is_ascii_graphic() && b != b';'),
+            "cookie domain {domain:?} must be a host name without ';' or spaces"
+        );
+        let domain = domain.to_owned();
+        self.config(|c| c.cookie_domain = Some(domain))
+    }
+
+    /// When the cookie gets `Secure` (default [`Secure::Auto`]: on HTTPS requests).
+    pub fn with_secure(self, secure: Secure) -> Self {
+        self.config(|c| c.secure = secure)
+    }
+
+    /// Whether the cookie gets `HttpOnly` (default `true`: scripts cannot read it).
+    pub fn with_http_only(self, http_only: bool) -> Self {
+        self.config(|c| c.http_only = http_only)
+    }
+
+    /// The cookie's `SameSite` (default [`SameSite::Lax`]).
+    pub fn with_same_site(self, same_site: SameSite) -> Self {
+        self.config(|c| c.same_site = same_site)
+    }
+
+    /// The cookie's `Max-Age` (default `None`: a browser-session cookie). The session
+    /// itself expires after the manager's max inactive interval either way.
+    pub fn with_max_age(self, max_age: Option<Duration>) -> Self {
+        self.config(|c| c.max_age = max_age)
+    }
+
+    /// When a session is replicated (default [`ReplicateWhen::Changed`]).
+    pub fn with_replicate(self, when: ReplicateWhen) -> Self {
+        self.config(|c| c.replicate = when)
+    }
+
+    /// Paths (a regex matched against the URI path) that never create, load, rebind or
+    /// replicate a session: their handlers can read an existing session, and writing
+    /// gives [`SessionError::FilteredPath`](crate::SessionError::FilteredPath).
+    /// Default [`DEFAULT_FILTER`].
+    ///
+    /// # Panics
+    /// If `pattern` is not a valid regex.
+    pub fn with_filter(self, pattern: &str) -> Self {
+        let re = Regex::new(pattern)
+            .unwrap_or_else(|e| panic!("session filter {pattern:?} is not a valid regex: {e}; fix the pattern"));
+        self.config(|c| c.filter = Some(re))
+    }
+
+    /// No filter: every path can create and replicate sessions.
+    pub fn without_filter(self) -> Self {
+        self.config(|c| c.filter = None)
+    }
+
+    /// What a request gets when its synchronous replication fails
+    /// (default [`OnSyncFailure::LogAndContinue`]).
+    pub fn with_sync_failure(self, on_failure: OnSyncFailure) -> Self {
+        self.config(|c| c.sync_failure = on_failure)
+    }
+
+    /// A response header telling whether this node is the session's primary, e.g.
+    /// `Some("x-tribes-primary")` gives `x-tribes-primary: true` (default none). The
+    /// response extension [`PrimaryIndicator`](crate::PrimaryIndicator) is set either
+    /// way, on responses of requests that loaded a session.
+    ///
+    /// # Panics
+    /// If the name is not a valid header name.
+    pub fn with_primary_indicator_header(self, name: Option<&str>) -> Self {
+        let name = name.map(|n| {
+            HeaderName::from_bytes(n.as_bytes())
+                .unwrap_or_else(|e| panic!("primary indicator header {n:?} is not a valid header name: {e}"))
+        });
+        self.config(|c| c.primary_header = name)
+    }
+
+    /// What requests carrying a session get while the node is not ready
+    /// (default `503` with `Retry-After: 1`).
+    pub fn with_not_ready(self, not_ready: NotReady) -> Self {
+        self.config(|c| c.not_ready = not_ready)
+    }
+
+    /// Whether the requests of one session run one after another on this node
+    /// (default `false`: concurrently, last writer wins). See the crate docs' table.
+    pub fn with_serialize_requests(self, serialize: bool) -> Self {
+        self.config(|c| c.serialize_requests = serialize)
+    }
+
+    /// After this node rebinds a session (failover), it does not rebind it again, to
+    /// this or another route, for `grace` (default 2 s): requests still in flight with
+    /// the old cookie, or a balancer alternating between nodes, are served without a
+    /// replicated route change on every request.
+    pub fn with_rebind_grace(self, grace: Duration) -> Self {
+        self.config(|c| c.rebind_grace = grace)
+    }
+}
+
+impl<S> Layer<S> for ReplicatedSessions {
+    type Service = ReplicatedSessionsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ReplicatedSessionsService::new(inner, self.clone())
+    }
+}

@@ -1,0 +1,319 @@
+//! `GET /metrics` in the Prometheus text format, and the layer's own counters.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tribes::Channel;
+use tribes_sessions::SessionManager;
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub(crate) struct Count(AtomicU64);
+
+impl Count {
+    pub(crate) fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What the layers of one context counted (shared by every layer of that context in
+/// the process, so [`metrics_router`] and [`status_router`](crate::status_router) can show it).
+#[derive(Debug, Default)]
+pub(crate) struct LayerCounters {
+    pub(crate) created: Count,
+    pub(crate) commits: Count,
+    pub(crate) invalidated: Count,
+    pub(crate) rebinds: Count,
+    pub(crate) sync_failures: Count,
+    pub(crate) stale_values: Count,
+    pub(crate) malformed_cookies: Count,
+    pub(crate) not_ready: Count,
+    pub(crate) too_many_sessions: Count,
+}
+
+impl LayerCounters {
+    pub(crate) fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
+        vec![
+            (
+                "sessions_created",
+                "Sessions created by requests on this node",
+                self.created.get(),
+            ),
+            (
+                "session_commits",
+                "Requests that committed (replicated) a session",
+                self.commits.get(),
+            ),
+            (
+                "sessions_invalidated",
+                "Sessions invalidated by requests on this node",
+                self.invalidated.get(),
+            ),
+            (
+                "session_rebinds",
+                "Sessions rebound to this node after a failover",
+                self.rebinds.get(),
+            ),
+            (
+                "session_sync_failures",
+                "Commits that were not confirmed by the cluster",
+                self.sync_failures.get(),
+            ),
+            (
+                "session_stale_values",
+                "Attributes that no longer decode into the requested type",
+                self.stale_values.get(),
+            ),
+            (
+                "session_malformed_cookies",
+                "Malformed session cookies ignored",
+                self.malformed_cookies.get(),
+            ),
+            (
+                "session_not_ready_rejections",
+                "Requests refused while the node was not ready",
+                self.not_ready.get(),
+            ),
+            (
+                "session_too_many_sessions",
+                "Session creations refused: max active reached",
+                self.too_many_sessions.get(),
+            ),
+        ]
+    }
+}
+
+/// The counters of `context`, shared in this process.
+pub(crate) fn counters_for(context: &str) -> Arc<LayerCounters> {
+    static ALL: OnceLock<Mutex<HashMap<String, Arc<LayerCounters>>>> = OnceLock::new();
+    let mut map = ALL
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    map.entry(context.to_owned()).or_default().clone()
+}
+
+#[derive(Clone)]
+struct MetricsState {
+    manager: SessionManager,
+    channel: Channel,
+}
+
+impl fmt::Debug for MetricsState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsState").finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+    context: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemberLabels {
+    node: String,
+    member: String,
+    member_id: String,
+}
+
+/// A router serving `GET /metrics`: this node's sessions, replication and channel
+/// statistics in the Prometheus text format, labelled by node (route), context and member.
+///
+/// Mount it anywhere, e.g. `app.merge(metrics_router(manager, channel))`, outside the
+/// [`ReplicatedSessions`](crate::ReplicatedSessions) layer.
+pub fn metrics_router(manager: SessionManager, channel: Channel) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(MetricsState { manager, channel })
+}
+
+fn counter_family<
+    L: prometheus_client::encoding::EncodeLabelSet + Clone + std::hash::Hash + Eq + fmt::Debug + Send + Sync + 'static,
+>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (L, u64)>,
+) {
+    let family = Family::<L, Counter>::default();
+    for (labels, v) in values {
+        family.get_or_create(&labels).inc_by(v);
+    }
+    registry.register(name, help, family);
+}
+
+fn gauge_family<
+    L: prometheus_client::encoding::EncodeLabelSet + Clone + std::hash::Hash + Eq + fmt::Debug + Send + Sync + 'static,
+>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (L, i64)>,
+) {
+    let family = Family::<L, Gauge>::default();
+    for (labels, v) in values {
+        family.get_or_create(&labels).set(v);
+    }
+    registry.register(name, help, family);
+}
+
+pub(crate) fn render(manager: &SessionManager, channel: &Channel) -> Result<String, fmt::Error> {
+    let mut registry = Registry::with_prefix("tribes");
+    let node = channel.local().name().to_owned();
+    let context = manager.context().to_owned();
+    let nl = NodeLabels {
+        node: node.clone(),
+        context: context.clone(),
+    };
+
+    // The manager's statistics: every number of `SessionManager::stats`, as a gauge.
+    for (name, value) in crate::status::manager_numbers(manager) {
+        let family = Family::<NodeLabels, Gauge<f64, AtomicU64>>::default();
+        family.get_or_create(&nl).set(value);
+        registry.register(
+            format!("manager_{name}"),
+            format!("tribes-sessions manager statistic '{name}'"),
+            family,
+        );
+    }
+    // The layer's counters.
+    for (name, help, value) in counters_for(&context).snapshot() {
+        counter_family(&mut registry, name, help, [(nl.clone(), value)]);
+    }
+
+    // The channel, per member.
+    let cs = channel.stats();
+    let per_member = |f: fn(&tribes::MemberStats) -> u64| {
+        cs.members
+            .iter()
+            .map(|m| {
+                (
+                    MemberLabels {
+                        node: node.clone(),
+                        member: m.name.clone(),
+                        member_id: m.id.clone(),
+                    },
+                    f(m),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    counter_family(
+        &mut registry,
+        "channel_messages_sent",
+        "Messages sent to a member",
+        per_member(|m| m.messages_out),
+    );
+    counter_family(
+        &mut registry,
+        "channel_bytes_sent",
+        "Payload bytes sent to a member",
+        per_member(|m| m.bytes_out),
+    );
+    counter_family(
+        &mut registry,
+        "channel_messages_received",
+        "Messages received from a member",
+        per_member(|m| m.messages_in),
+    );
+    counter_family(
+        &mut registry,
+        "channel_bytes_received",
+        "Payload bytes received from a member",
+        per_member(|m| m.bytes_in),
+    );
+    counter_family(
+        &mut registry,
+        "channel_acks",
+        "Acks received from a member",
+        per_member(|m| m.acks),
+    );
+    counter_family(
+        &mut registry,
+        "channel_send_failures",
+        "Sends to a member that failed",
+        per_member(|m| m.failures),
+    );
+    counter_family(
+        &mut registry,
+        "channel_ack_timeouts",
+        "Sends to a member whose ack timed out",
+        per_member(|m| m.timeouts),
+    );
+    gauge_family(
+        &mut registry,
+        "channel_queue_depth",
+        "Batches queued for a member, not yet written",
+        per_member(|m| m.queue_depth as u64)
+            .into_iter()
+            .map(|(l, v)| (l, i64::try_from(v).unwrap_or(i64::MAX))),
+    );
+    let node_only = NodeLabels {
+        node: node.clone(),
+        context,
+    };
+    gauge_family(
+        &mut registry,
+        "channel_members",
+        "Live members besides this node",
+        [(node_only.clone(), cs.members.len() as i64)],
+    );
+    counter_family(
+        &mut registry,
+        "channel_malformed_frames",
+        "Connections closed for malformed input",
+        [(node_only.clone(), cs.malformed_frames)],
+    );
+    counter_family(
+        &mut registry,
+        "channel_undeliverable",
+        "Messages that found no listener",
+        [(node_only.clone(), cs.undeliverable)],
+    );
+    gauge_family(
+        &mut registry,
+        "channel_uptime_seconds",
+        "Time since the channel started",
+        [(node_only, cs.uptime.as_secs() as i64)],
+    );
+
+    let mut out = String::new();
+    encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+async fn metrics(State(s): State<MetricsState>) -> Response {
+    match render(&s.manager, &s.channel) {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "encoding metrics failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed").into_response()
+        }
+    }
+}
