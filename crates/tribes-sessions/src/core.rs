@@ -683,8 +683,3 @@ impl Core {
         self.sessions.get(id)
     }
 }
-
-#[allow(dead_code)]
-fn _blob(b: &[u8]) -> Blob {
-    Blob(b.into())
-}

@@ -817,7 +817,7 @@ impl SessionManager {
                 .await;
         }
         self.stop();
-        let _ = self.inner.ready.send(Readiness::ShutDown);
+        self.inner.ready.send_replace(Readiness::ShutDown);
     }
 
     /// Stops at once without telling anyone, as a crash would (for tests): the
@@ -1108,11 +1108,11 @@ async fn run_startup(inner: Arc<Inner>) {
     match result {
         Ok(()) => {
             tracing::info!(context = %inner.context(), route = %inner.route, "session manager ready");
-            let _ = inner.ready.send(Readiness::Ready);
+            inner.ready.send_replace(Readiness::Ready);
         }
         Err(e) => {
             tracing::error!(context = %inner.context(), "{e}");
-            let _ = inner.ready.send(Readiness::Degraded(e));
+            inner.ready.send_replace(Readiness::Degraded(e));
         }
     }
 }

@@ -31,17 +31,25 @@ async fn killing_a_primary_keeps_every_session_and_restores_the_backups() {
     assert_eq!(held, 300);
     crash(a);
     let survivors = [&b.1, &c.1, &d.1];
-    wait_until("every session has one primary and one backup again", Duration::from_secs(10), || {
-        ids.iter().all(|id| {
-            survivors.iter().filter(|m| m.contains(id)).count() == 2
-                && survivors.iter().filter(|m| m.is_primary(id)).count() == 1
-        })
-    })
+    wait_until(
+        "every session has one primary and one backup again",
+        Duration::from_secs(10),
+        || {
+            ids.iter().all(|id| {
+                survivors.iter().filter(|m| m.contains(id)).count() == 2
+                    && survivors.iter().filter(|m| m.is_primary(id)).count() == 1
+            })
+        },
+    )
     .await;
     for (i, id) in ids.iter().enumerate() {
         let primary = survivors.iter().find(|m| m.is_primary(id)).unwrap();
         let s = primary.get(id).await.unwrap();
-        assert_eq!(s.get::<u32>("v").unwrap(), Some(i as u32 + 1000), "latest acknowledged write");
+        assert_eq!(
+            s.get::<u32>("v").unwrap(),
+            Some(i as u32 + 1000),
+            "latest acknowledged write"
+        );
     }
     // A session asked for on a node that does not hold it is fetched, and that node becomes primary.
     let id = ids[0];

@@ -31,7 +31,13 @@ async fn concurrent_updates_are_counted_and_converge() {
     let mut same = false;
     for _ in 0..100 {
         let (va, vb) = (a.1.get(&id).await.unwrap(), b.1.get(&id).await.unwrap());
-        let pair = |s: &tribes_sessions::Session| (s.get::<String>("x").unwrap(), s.get::<u8>("only-a").unwrap(), s.version());
+        let pair = |s: &tribes_sessions::Session| {
+            (
+                s.get::<String>("x").unwrap(),
+                s.get::<u8>("only-a").unwrap(),
+                s.version(),
+            )
+        };
         if pair(&va) == pair(&vb) {
             assert_eq!(pair(&va).1, Some(1), "non-conflicting attribute kept");
             same = true;
@@ -78,7 +84,10 @@ async fn reads_on_one_node_keep_a_session_alive_everywhere_then_it_expires_every
         assert!(b.1.contains(&id), "B expired a session read on A");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    wait_until("expired on both", Duration::from_secs(5), || !a.1.contains(&id) && !b.1.contains(&id)).await;
+    wait_until("expired on both", Duration::from_secs(5), || {
+        !a.1.contains(&id) && !b.1.contains(&id)
+    })
+    .await;
     // A late change to the expired session does not resurrect it.
     assert!(matches!(a.1.commit(&s).await, Err(ReplicationError::Gone { .. })));
     assert!(b.1.get(&id).await.is_none());

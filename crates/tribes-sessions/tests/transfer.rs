@@ -63,7 +63,12 @@ async fn hundred_thousand_sessions_and_concurrent_deltas_reach_a_joining_node() 
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(ok, "write {n} lost on B: {:?} vs {:?}", sa.get::<u32>("w"), sb.get::<u32>("w"));
+        assert!(
+            ok,
+            "write {n} lost on B: {:?} vs {:?}",
+            sa.get::<u32>("w"),
+            sb.get::<u32>("w")
+        );
     }
     eprintln!("100k sessions + {writes} concurrent writes transferred in {took:?}");
 }
@@ -77,7 +82,10 @@ async fn a_node_whose_only_peer_lacks_the_context_is_ready_at_once() {
     assert!(m.is_ready());
     assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
     let attempts = m.stats().state_transfer.attempts.join("\n");
-    assert!(attempts.contains("no-context") && attempts.contains(CONTEXT), "{attempts}");
+    assert!(
+        attempts.contains("no-context") && attempts.contains(CONTEXT),
+        "{attempts}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,7 +110,11 @@ async fn a_peer_without_the_context_is_skipped_for_the_next_one() {
     let stats = m.stats();
     assert_eq!(stats.state_transfer.from, vec!["serving".to_string()]);
     assert!(
-        stats.state_transfer.attempts.iter().any(|a| a.contains("lacking") && a.contains(CONTEXT)),
+        stats
+            .state_transfer
+            .attempts
+            .iter()
+            .any(|a| a.contains("lacking") && a.contains(CONTEXT)),
         "{:?}",
         stats.state_transfer.attempts
     );
@@ -125,7 +137,10 @@ async fn three_nodes_started_at_the_same_moment_converge() {
     );
     let ms = [ma.unwrap(), mb.unwrap(), mc.unwrap()];
     for m in &ms {
-        tokio::time::timeout(Duration::from_secs(10), m.wait_ready()).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(10), m.wait_ready())
+            .await
+            .unwrap()
+            .unwrap();
     }
     wait_mesh(&[&ms[0], &ms[1], &ms[2]]).await;
     let mut ids = Vec::new();

@@ -1,0 +1,317 @@
+//! The stored form of a session, and the one binary layout every backend keeps it in.
+//!
+//! ```text
+//! offset len  field
+//!      0   8  magic b"TRIBSESS"
+//!      8   2  format (u16 BE, this build writes and reads 1)
+//!     10   2  flags (u16 BE, 0)
+//!     12   8  version
+//!     20   8  created_ms
+//!     28   8  last_access_ms
+//!     36   8  max_inactive_secs
+//!     44   8  expires_at_ms
+//!     52   2  id length
+//!     54   4  data length
+//!     58   4  CRC-32 (IEEE) of bytes 0..58, the id and the data
+//!     62   .  id (UTF-8), then data
+//! ```
+//!
+//! The file store writes exactly this; PostgreSQL and Redis keep it in one bytes column or
+//! field beside the few values their queries need (version, expiry). Decoding checks magic,
+//! format, lengths and checksum before it trusts anything, so a torn, truncated or foreign
+//! record is reported as [`StoreError::Corrupt`](super::StoreError::Corrupt), never
+//! misread.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub(crate) const MAGIC: &[u8; 8] = b"TRIBSESS";
+pub(crate) const FORMAT: u16 = 1;
+pub(crate) const HEADER_LEN: usize = 62;
+/// The longest id a store accepts.
+pub(crate) const MAX_ID_LEN: usize = 128;
+
+/// One session as a store keeps it: its metadata in clear and its contents as opaque bytes.
+///
+/// The store never looks inside `data`; the session manager fills it (MessagePack of the
+/// session's attributes) and reads it back. All times are milliseconds since the Unix epoch,
+/// measured with the system clock, because stores (Redis natively) expire records by the
+/// system clock.
+///
+/// # Examples
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use tribes_sessions::StoredSession;
+///
+/// let now = SystemTime::now();
+/// let record = StoredSession::new("AAAAAAAAAAAAAAAAAAAAAA", 1, now, Duration::from_secs(1800), vec![0x80]);
+/// assert!(!record.is_expired(now));
+/// assert!(record.is_expired(now + Duration::from_secs(1800)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    /// The session id (the text of a `SessionId`; any of `A-Z a-z 0-9 - _ .`, not starting
+    /// with a dot, at most 128 characters).
+    pub id: String,
+    /// The session version; optimistic concurrency compares it (see
+    /// [`SessionStore::save`](super::SessionStore::save)).
+    pub version: u64,
+    /// When the session was created, ms since the Unix epoch.
+    pub created_ms: u64,
+    /// When the session was last accessed, ms since the Unix epoch.
+    pub last_access_ms: u64,
+    /// The inactivity timeout in seconds.
+    pub max_inactive_secs: u64,
+    /// When the store may forget the record, ms since the Unix epoch (usually
+    /// `last_access_ms + max_inactive_secs * 1000`; `u64::MAX` for never).
+    pub expires_at_ms: u64,
+    /// The session's contents, opaque to the store.
+    pub data: Vec<u8>,
+}
+
+impl StoredSession {
+    /// A record accessed at `now` that expires `max_inactive` later.
+    pub fn new(
+        id: impl Into<String>,
+        version: u64,
+        now: SystemTime,
+        max_inactive: std::time::Duration,
+        data: Vec<u8>,
+    ) -> Self {
+        let now_ms = unix_ms(now);
+        let max_inactive_secs = max_inactive.as_secs();
+        StoredSession {
+            id: id.into(),
+            version,
+            created_ms: now_ms,
+            last_access_ms: now_ms,
+            max_inactive_secs,
+            expires_at_ms: now_ms.saturating_add(max_inactive_secs.saturating_mul(1000)),
+            data,
+        }
+    }
+
+    /// Whether the record has expired at `now` (`expires_at_ms <= now`).
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        self.expires_at_ms <= unix_ms(now)
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 before it, saturating far after it).
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Whether `id` is one a store accepts: it becomes a file name and a key, so it is kept to a
+/// small safe alphabet.
+pub(crate) fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && !id.starts_with('.')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Encodes a record in the layout above.
+pub(crate) fn encode(record: &StoredSession) -> Vec<u8> {
+    let id = record.id.as_bytes();
+    let mut out = Vec::with_capacity(HEADER_LEN + id.len() + record.data.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT.to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes());
+    for v in [
+        record.version,
+        record.created_ms,
+        record.last_access_ms,
+        record.max_inactive_secs,
+        record.expires_at_ms,
+    ] {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    // Ids are checked (at most MAX_ID_LEN) before encoding; data over 4 GiB is refused by `check_len`.
+    out.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    out.extend_from_slice(&(record.data.len() as u32).to_be_bytes());
+    let mut crc = Crc32::new();
+    crc.update(&out);
+    crc.update(id);
+    crc.update(&record.data);
+    out.extend_from_slice(&crc.finish().to_be_bytes());
+    out.extend_from_slice(id);
+    out.extend_from_slice(&record.data);
+    out
+}
+
+/// Whether the record's data fits the layout's 32-bit length.
+pub(crate) fn data_fits(record: &StoredSession) -> bool {
+    u32::try_from(record.data.len()).is_ok()
+}
+
+/// The metadata fields of a header, without id and data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) version: u64,
+    pub(crate) created_ms: u64,
+    pub(crate) last_access_ms: u64,
+    pub(crate) max_inactive_secs: u64,
+    pub(crate) expires_at_ms: u64,
+    pub(crate) id_len: usize,
+    pub(crate) data_len: usize,
+    pub(crate) crc: u32,
+}
+
+fn be_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(a)
+}
+
+/// Decodes and checks the fixed header (the first [`HEADER_LEN`] bytes).
+pub(crate) fn decode_header(bytes: &[u8]) -> Result<Header, String> {
+    if bytes.len() < HEADER_LEN {
+        return Err(format!("truncated: {} bytes, a record has at least {HEADER_LEN}", bytes.len()));
+    }
+    if &bytes[..8] != MAGIC {
+        return Err("not a tribes session record (bad magic)".to_owned());
+    }
+    let format = u16::from_be_bytes([bytes[8], bytes[9]]);
+    if format > FORMAT {
+        return Err(format!(
+            "written by a newer version of tribes-sessions (record format {format}, this build reads up to {FORMAT})"
+        ));
+    }
+    if format == 0 {
+        return Err("record format 0 does not exist".to_owned());
+    }
+    Ok(Header {
+        version: be_u64(bytes, 12),
+        created_ms: be_u64(bytes, 20),
+        last_access_ms: be_u64(bytes, 28),
+        max_inactive_secs: be_u64(bytes, 36),
+        expires_at_ms: be_u64(bytes, 44),
+        id_len: usize::from(u16::from_be_bytes([bytes[52], bytes[53]])),
+        data_len: u32::from_be_bytes([bytes[54], bytes[55], bytes[56], bytes[57]]) as usize,
+        crc: u32::from_be_bytes([bytes[58], bytes[59], bytes[60], bytes[61]]),
+    })
+}
+
+/// Decodes a whole record and checks that it belongs to `expected_id`.
+pub(crate) fn decode(bytes: &[u8], expected_id: &str) -> Result<StoredSession, String> {
+    let h = decode_header(bytes)?;
+    let want = HEADER_LEN + h.id_len + h.data_len;
+    if bytes.len() != want {
+        return Err(format!("length mismatch: the header announces {want} bytes, the record has {}", bytes.len()));
+    }
+    let mut crc = Crc32::new();
+    crc.update(&bytes[..58]);
+    crc.update(&bytes[HEADER_LEN..]);
+    let crc = crc.finish();
+    if crc != h.crc {
+        return Err(format!("checksum mismatch (stored {:08x}, computed {crc:08x})", h.crc));
+    }
+    let id = std::str::from_utf8(&bytes[HEADER_LEN..HEADER_LEN + h.id_len])
+        .map_err(|_| "the id in the record is not UTF-8".to_owned())?;
+    if id != expected_id {
+        return Err(format!("the record belongs to session {id:?}"));
+    }
+    Ok(StoredSession {
+        id: id.to_owned(),
+        version: h.version,
+        created_ms: h.created_ms,
+        last_access_ms: h.last_access_ms,
+        max_inactive_secs: h.max_inactive_secs,
+        expires_at_ms: h.expires_at_ms,
+        data: bytes[HEADER_LEN + h.id_len..].to_vec(),
+    })
+}
+
+/// CRC-32 (IEEE 802.3, reflected, as zlib and PNG).
+struct Crc32(u32);
+
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+impl Crc32 {
+    fn new() -> Self {
+        Crc32(0xFFFF_FFFF)
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        let mut c = self.0;
+        for &b in bytes {
+            c = CRC_TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
+        }
+        self.0 = c;
+    }
+
+    fn finish(&self) -> u32 {
+        self.0 ^ 0xFFFF_FFFF
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> StoredSession {
+        StoredSession {
+            id: "abc-DEF_123".to_owned(),
+            version: 7,
+            created_ms: 1,
+            last_access_ms: 2,
+            max_inactive_secs: 3,
+            expires_at_ms: 4,
+            data: vec![1, 2, 3, 4, 5],
+        }
+    }
+
+    #[test]
+    fn store_record_round_trip_and_crc_reference() {
+        let mut c = Crc32::new();
+        c.update(b"123456789");
+        assert_eq!(c.finish(), 0xCBF4_3926);
+        let r = sample();
+        let bytes = encode(&r);
+        assert_eq!(bytes.len(), HEADER_LEN + r.id.len() + r.data.len());
+        assert_eq!(decode(&bytes, &r.id).unwrap(), r);
+    }
+
+    #[test]
+    fn store_record_rejects_damage() {
+        let r = sample();
+        let bytes = encode(&r);
+        // Every single flipped bit is caught.
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert!(decode(&b, &r.id).is_err(), "flip at {i} not caught");
+        }
+        // Every truncation is caught.
+        for n in 0..bytes.len() {
+            assert!(decode(&bytes[..n], &r.id).is_err(), "truncation to {n} not caught");
+        }
+        assert!(decode(&bytes, "other").unwrap_err().contains("belongs to"));
+        let mut newer = bytes.clone();
+        newer[9] = 2;
+        assert!(decode(&newer, &r.id).unwrap_err().contains("newer version"));
+    }
+
+    #[test]
+    fn store_record_ids() {
+        assert!(valid_id("AAAAAAAAAAAAAAAAAAAAAA"));
+        assert!(valid_id("a.b-c_d"));
+        for bad in ["", ".hidden", "a/b", "..", "a b", "é", &"x".repeat(129)] {
+            assert!(!valid_id(bad), "{bad:?}");
+        }
+    }
+}
