@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use tribes::MemberId;
 
-use crate::data::{Blob, Delta, Op, SessionData, Stamp, writer_of};
+use crate::data::{Delta, Op, SessionData, Stamp, writer_of};
 use crate::error::{CreateError, ReplicationError};
 use crate::id::SessionId;
 use crate::listener::{DestroyReason, Origin, SessionEvent};
@@ -676,10 +676,5 @@ impl Core {
             .map(|d| d.attrs.capacity() * std::mem::size_of::<crate::data::Attr>() + d.route.len())
             .sum();
         map + attrs
-    }
-
-    #[cfg(test)]
-    pub(crate) fn session(&self, id: &SessionId) -> Option<&SessionData> {
-        self.sessions.get(id)
     }
 }

@@ -21,7 +21,8 @@ const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 /// let text = id.to_string();
 /// assert_eq!(text.len(), 22);
 /// assert_eq!(text.parse::<SessionId>().unwrap(), id);
-/// let (parsed, route) = SessionId::parse_cookie(&format!("{text}.node-a")).unwrap();
+/// let cookie = format!("{text}.node-a");
+/// let (parsed, route) = SessionId::parse_cookie(&cookie).unwrap();
 /// assert_eq!((parsed, route), (id, Some("node-a")));
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -1,4 +1,82 @@
-//! Replicated sessions for tribes clusters (docs in progress).
+//! Replicated HTTP sessions on a [`tribes`] channel, as Tomcat's `DeltaManager` and
+//! `BackupManager`: a node can crash and the next request, sent anywhere, finds its
+//! session.
+//!
+//! # The two managers
+//!
+//! | | [`ManagerKind::Delta`] (all to all) | [`ManagerKind::Backup`] (primary + backups) |
+//! |---|---|---|
+//! | who holds a session | every member serving the context | its primary and `backup_count` backups, by rendezvous hashing over the members serving the context |
+//! | network per write | O(members) | O(backups) |
+//! | memory | every session on every node | sessions x (1 + backups) over the cluster |
+//! | a node joins | receives every session (state transfer, chunks of 1000) before it is ready | receives the sessions it must back up; primaries rebalance |
+//! | a node dies | nothing to do | the best-ranked surviving backup becomes primary and re-replicates |
+//! | a request on a node without the session | cannot happen | fetched from its holders; that node becomes its primary |
+//! | pick it for | small clusters (2-4 nodes), any load balancer | larger clusters, sticky load balancing |
+//!
+//! Guarantees of both: a change committed in sync-ack mode ([`tribes::SendMode::SyncAck`]) is
+//! on the members (Delta) or backups (Backup) when [`SessionManager::commit`] returns; in
+//! async mode it is queued. Concurrent writes are last-writer-wins per attribute: every
+//! write carries a stamp (the version it produced, then the writer), so every node ends
+//! with the same state whatever the arrival order; a delta made against an older version
+//! than the receiver holds is a conflict, counted in [`ManagerStats::conflicts`] and logged
+//! with both versions. Invalidated and expired sessions leave a tombstone (kept for
+//! max(max inactive, 10 min)) so no late delta resurrects them.
+//!
+//! # Contexts and who serves them
+//!
+//! Each manager serves one context on the topic `tribes.sessions/<context>`; several
+//! managers share one channel. A starting manager sends `Hello` with sync-ack to every
+//! member: members serving the context ack it (and register the sender), the others
+//! have no listener for the topic and tribes fails the ack at once ("no such context"),
+//! so nobody waits 60 s as in Tomcat. Members that join later are greeted the same way.
+//! The state transfer asks the members serving the context, oldest first; one that
+//! answers "not ready", dies, or stays silent past the attempt timeout (5 s) is skipped
+//! for the next one at once, each failure logged (and kept in
+//! [`TransferStats::attempts`]) with the member, the context and the cause. Nodes starting
+//! together converge: the oldest starting node becomes ready empty, the others then
+//! receive from it. The whole transfer is bounded by `state_transfer_timeout` (60 s).
+//!
+//! # Reads and expiry
+//!
+//! A unit of work without changes sends nothing. Its access time (from
+//! [`SessionManager::touch`] or an empty commit) travels in a batch every touch interval
+//! (2 s). A remote access is therefore known at most one interval (plus delivery) late;
+//! a session expires only when idle for its max inactive interval plus twice the touch
+//! interval, so it never expires while a user reads it on another node. Expiry is
+//! announced to the others.
+//!
+//! # Example
+//!
+//! Two nodes on loopback; the session created on A is on B when commit returns:
+//!
+//! ```
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::SystemTime;
+//! use tribes::{Channel, SendMode, StaticDiscovery};
+//! use tribes_sessions::{ManagerKind, SessionManager};
+//!
+//! let a = Channel::builder("node-a").bind("127.0.0.1:0".parse()?).start().await?;
+//! let b = Channel::builder("node-b")
+//!     .bind("127.0.0.1:0".parse()?)
+//!     .discovery(StaticDiscovery::new([a.local().addr()]))
+//!     .start()
+//!     .await?;
+//! b.watch_members().wait_for(|m| !m.is_empty()).await?;
+//! let start = |ch| SessionManager::builder("/shop").with_kind(ManagerKind::Delta).with_send_mode(SendMode::SyncAck).start(ch);
+//! let (ma, mb) = (start(a).await?, start(b).await?);
+//! ma.wait_ready().await?;
+//! mb.wait_ready().await?;
+//! while ma.stats().servers.is_empty() { tokio::time::sleep(std::time::Duration::from_millis(10)).await; }
+//!
+//! let session = ma.create(SystemTime::now())?;
+//! session.insert("user", "alice")?;
+//! let report = ma.commit(&session).await?;
+//! assert!(report.all_ok());
+//! let on_b = mb.get(&session.id()).await.expect("replicated");
+//! assert_eq!(on_b.get::<String>("user")?.as_deref(), Some("alice"));
+//! # Ok(()) }
+//! ```
 
 mod core;
 mod data;
