@@ -1,0 +1,275 @@
+//! Helpers: real tribes channels on loopback, real managers, axum served on 127.0.0.1:0
+//! and a real HTTP client that handles cookies by hand (to see every `Set-Cookie`).
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use tribes::{Channel, SendMode, StaticDiscovery};
+use tribes_axum::{ReplicatedSessions, Session, SessionError, metrics_router, status_router};
+use tribes_sessions::{SessionManager, SessionManagerBuilder};
+
+pub const COOKIE: &str = "TRIBESSESSIONID";
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// A channel called `name` on 127.0.0.1:0 that finds `peers`.
+pub async fn channel(name: &str, peers: &[SocketAddr]) -> Channel {
+    Channel::builder(name)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .discovery(StaticDiscovery::new(peers.iter().copied()).with_frequency(Duration::from_millis(100)))
+        .drop_time(Duration::from_millis(1500))
+        .start()
+        .await
+        .expect("channel starts")
+}
+
+/// Sync-ack commits, fast access batches.
+pub fn builder(context: &str) -> SessionManagerBuilder {
+    SessionManager::builder(context)
+        .with_send_mode(SendMode::SyncAck)
+        .with_ack_timeout(Duration::from_secs(3))
+        .with_touch_interval(Duration::from_millis(200))
+        .with_state_transfer_attempt_timeout(Duration::from_secs(2))
+        .with_state_transfer_timeout(Duration::from_secs(15))
+}
+
+/// One node: channel, manager and the HTTP server of [`app`].
+pub struct Node {
+    pub channel: Channel,
+    pub manager: SessionManager,
+    pub addr: SocketAddr,
+}
+
+impl Node {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+/// Starts a ready node `name` finding `peers`, with the layer configured by `layer`.
+pub async fn node(
+    name: &str,
+    peers: &[&Node],
+    manager: impl FnOnce(SessionManagerBuilder) -> SessionManagerBuilder,
+    layer: impl FnOnce(ReplicatedSessions) -> ReplicatedSessions,
+) -> Node {
+    let addrs: Vec<SocketAddr> = peers.iter().map(|n| n.channel.local().addr()).collect();
+    let ch = channel(name, &addrs).await;
+    if !addrs.is_empty() {
+        let mut w = ch.watch_members();
+        tokio::time::timeout(Duration::from_secs(5), w.wait_for(|m| m.len() >= addrs.len()))
+            .await
+            .expect("finds its peers")
+            .unwrap();
+    }
+    let m = manager(builder("/app"))
+        .start(ch.clone())
+        .await
+        .expect("manager starts");
+    tokio::time::timeout(Duration::from_secs(15), m.wait_ready())
+        .await
+        .expect("ready in time")
+        .expect("state transfer ok");
+    let addr = serve(app(m.clone(), ch.clone(), layer)).await;
+    Node {
+        channel: ch,
+        manager: m,
+        addr,
+    }
+}
+
+/// Waits until every manager sees all the others as serving the context.
+pub async fn wait_mesh(nodes: &[&Node]) {
+    let n = nodes.len() - 1;
+    wait_until(
+        "every node sees the others serve the context",
+        Duration::from_secs(10),
+        || nodes.iter().all(|x| x.manager.stats().servers.len() == n),
+    )
+    .await;
+}
+
+pub async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[derive(Deserialize)]
+pub struct Delay {
+    #[serde(default)]
+    delay_ms: u64,
+}
+
+/// The test app. Values are strings unless said otherwise; "-" means absent.
+pub fn app(
+    manager: SessionManager,
+    channel: Channel,
+    layer: impl FnOnce(ReplicatedSessions) -> ReplicatedSessions,
+) -> Router {
+    Router::new()
+        .route("/none", get(|| async { "no session here" }))
+        .route(
+            "/get/{key}",
+            get(|session: Session, Path(key): Path<String>| async move {
+                Ok::<_, SessionError>(session.get::<String>(&key).await?.unwrap_or_else(|| "-".into()))
+            }),
+        )
+        .route(
+            "/set/{key}/{value}",
+            post(
+                |session: Session, Path((key, value)): Path<(String, String)>| async move {
+                    session.insert(&key, value).await?;
+                    Ok::<_, SessionError>("ok")
+                },
+            ),
+        )
+        .route(
+            "/typed/{key}",
+            get(|session: Session, Path(key): Path<String>| async move {
+                match session.get::<u64>(&key).await {
+                    Ok(v) => v.map_or("-".to_string(), |v| v.to_string()),
+                    Err(e) if e.is_stale() => "stale".to_string(),
+                    Err(e) => format!("error: {e}"),
+                }
+            }),
+        )
+        .route(
+            "/incr",
+            post(|session: Session, Query(d): Query<Delay>| async move {
+                let n: u64 = session.get("n").await?.unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(d.delay_ms)).await;
+                session.insert("n", n + 1).await?;
+                Ok::<_, SessionError>((n + 1).to_string())
+            }),
+        )
+        .route(
+            "/invalidate",
+            post(|session: Session| async move {
+                session.invalidate().await?;
+                Ok::<_, SessionError>("bye")
+            }),
+        )
+        .route(
+            "/cycle",
+            post(|session: Session| async move {
+                Ok::<_, SessionError>(session.cycle_id().await?.unwrap_or_else(|| "-".into()))
+            }),
+        )
+        .route(
+            "/id",
+            get(|session: Session| async move { session.id().await.unwrap_or_else(|| "-".into()) }),
+        )
+        .route(
+            "/static/app.js",
+            post(|session: Session| async move {
+                match session.insert("x", "y").await {
+                    Err(SessionError::FilteredPath { .. }) => (StatusCode::OK, "filtered"),
+                    Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "other error"),
+                    Ok(()) => (StatusCode::OK, "written"),
+                }
+            }),
+        )
+        .layer(layer(ReplicatedSessions::new(manager.clone())))
+        .nest("/cluster", status_router(manager.clone(), channel.clone()))
+        .merge(metrics_router(manager, channel))
+}
+
+/// A response, reduced to what the tests look at.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub set_cookies: Vec<String>,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    /// The value of the session cookie set by the response, if any.
+    pub fn session_cookie(&self) -> Option<String> {
+        self.set_cookies.iter().find_map(|c| {
+            let first = c.split(';').next()?;
+            let (name, value) = first.split_once('=')?;
+            (name.trim() == COOKIE).then(|| value.trim().to_string())
+        })
+    }
+
+    /// The full `Set-Cookie` line of the session cookie.
+    pub fn session_set_cookie(&self) -> Option<&str> {
+        self.set_cookies
+            .iter()
+            .find(|c| c.starts_with(&format!("{COOKIE}=")))
+            .map(String::as_str)
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// Sends a request with an optional session cookie value and extra headers.
+pub async fn send(method: &str, url: &str, cookie: Option<&str>, headers: &[(&str, &str)]) -> Resp {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = client().request(method, url);
+    if let Some(c) = cookie {
+        req = req.header("cookie", format!("{COOKIE}={c}"));
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("request sent");
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+    let headers = resp.headers().clone();
+    let set_cookies = headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let body = resp.text().await.unwrap();
+    Resp {
+        status,
+        set_cookies,
+        headers,
+        body,
+    }
+}
+
+pub async fn get_(url: &str, cookie: Option<&str>) -> Resp {
+    send("GET", url, cookie, &[]).await
+}
+
+pub async fn post_(url: &str, cookie: Option<&str>) -> Resp {
+    send("POST", url, cookie, &[]).await
+}
+
+/// Polls `cond` every 20 ms until it holds; panics with `what` after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Splits a cookie value `id.route`.
+pub fn split(cookie: &str) -> (&str, &str) {
+    cookie.split_once('.').expect("cookie value is id.route")
+}

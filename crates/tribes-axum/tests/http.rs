@@ -1,0 +1,423 @@
+//! The layer over real HTTP: one or two nodes in this process, each a real tribes
+//! channel on loopback, a real session manager and axum on 127.0.0.1:0.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::*;
+use tribes_axum::{NotReady, Secure};
+
+async fn single() -> Node {
+    init_tracing();
+    node("A", &[], |b| b, |l| l).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lazy_handlers_that_do_not_write_create_and_send_nothing() {
+    let a = single().await;
+    let r = get_(&a.url("/none"), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.set_cookies.is_empty(),
+        "no cookie for a handler not touching the session: {r:?}"
+    );
+    let r = get_(&a.url("/get/x"), None).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "-"));
+    assert!(
+        r.set_cookies.is_empty(),
+        "reading a missing session creates nothing: {r:?}"
+    );
+    let r = get_(&a.url("/id"), None).await;
+    assert_eq!(r.body, "-");
+    assert_eq!(a.manager.session_count(), 0);
+
+    // An existing session that is only read: no cookie, no commit.
+    let c = post_(&a.url("/set/x/1"), None).await.session_cookie().expect("created");
+    let commits = a.manager.stats();
+    let r = get_(&a.url("/get/x"), Some(&c)).await;
+    assert_eq!(r.body, "1");
+    assert!(r.set_cookies.is_empty(), "{r:?}");
+    let after = a.manager.stats();
+    assert_eq!(after.deltas_applied, commits.deltas_applied);
+    assert_eq!(after.messages_sent, commits.messages_sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_attributes_and_secure_behind_a_tls_proxy() {
+    let a = single().await;
+    let r = post_(&a.url("/set/x/1"), None).await;
+    let line = r.session_set_cookie().expect("a session cookie").to_string();
+    let (id_part, route) = split(r.session_cookie().as_deref().unwrap()).to_owned_pair();
+    assert_eq!(id_part.len(), 22);
+    assert_eq!(route, "A");
+    assert!(line.contains("HttpOnly"), "{line}");
+    assert!(line.contains("SameSite=Lax"), "{line}");
+    assert!(line.contains("Path=/"), "{line}");
+    assert!(!line.contains("Secure"), "plain HTTP: {line}");
+    assert!(!line.contains("Max-Age"), "a browser-session cookie: {line}");
+
+    let r = send("POST", &a.url("/set/x/1"), None, &[("x-forwarded-proto", "https")]).await;
+    let line = r.session_set_cookie().expect("a session cookie");
+    assert!(line.contains("Secure"), "HTTPS via X-Forwarded-Proto: {line}");
+
+    let b = node(
+        "B",
+        &[],
+        |b| b,
+        |l| {
+            l.with_cookie_name("S")
+                .with_cookie_path("/shop")
+                .with_secure(Secure::Always)
+                .with_same_site(tribes_axum::SameSite::Strict)
+                .with_max_age(Some(Duration::from_secs(60)))
+                .with_http_only(false)
+        },
+    )
+    .await;
+    let r = post_(&b.url("/set/x/1"), None).await;
+    let line = r
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("S="))
+        .expect("cookie S")
+        .clone();
+    for part in ["Path=/shop", "Secure", "SameSite=Strict", "Max-Age=60"] {
+        assert!(line.contains(part), "{part} in {line}");
+    }
+    assert!(!line.contains("HttpOnly"), "{line}");
+}
+
+trait Pair {
+    fn to_owned_pair(self) -> (String, String);
+}
+impl Pair for (&str, &str) {
+    fn to_owned_pair(self) -> (String, String) {
+        (self.0.to_owned(), self.1.to_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_or_unknown_cookies_are_no_session() {
+    let a = single().await;
+    for bad in ["garbage", "", "a.b.c", "AAAAAAAAAAAAAAAAAAAAAA.A", "%%%"] {
+        let r = get_(&a.url("/get/x"), Some(bad)).await;
+        assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "-"), "cookie {bad:?}");
+        assert!(r.set_cookies.is_empty(), "cookie {bad:?}: {r:?}");
+    }
+    let r = post_(&a.url("/set/x/1"), Some("garbage")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let c = r.session_cookie().expect("a fresh session");
+    assert_eq!(get_(&a.url("/get/x"), Some(&c)).await.body, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_paths_never_create_sessions() {
+    let a = single().await;
+    let r = post_(&a.url("/static/app.js"), None).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "filtered"));
+    assert!(r.set_cookies.is_empty(), "{r:?}");
+    assert_eq!(a.manager.session_count(), 0);
+    // With an existing session: still nothing written or replicated.
+    let c = post_(&a.url("/set/x/1"), None).await.session_cookie().unwrap();
+    let r = post_(&a.url("/static/app.js"), Some(&c)).await;
+    assert_eq!(r.body, "filtered");
+    assert_eq!(get_(&a.url("/get/x"), Some(&c)).await.body, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_sessions_is_503_with_retry_after() {
+    init_tracing();
+    let a = node("A", &[], |b| b.with_max_active(1), |l| l).await;
+    let r = post_(&a.url("/set/x/1"), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = post_(&a.url("/set/x/1"), None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
+    assert!(r.headers.get("retry-after").is_some(), "{r:?}");
+    assert!(r.set_cookies.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_typed_attribute_is_a_typed_error_and_the_rest_works() {
+    let a = single().await;
+    let c = post_(&a.url("/set/n/not-a-number"), None)
+        .await
+        .session_cookie()
+        .unwrap();
+    assert_eq!(post_(&a.url("/set/other/fine"), Some(&c)).await.status, StatusCode::OK);
+    let r = get_(&a.url("/typed/n"), Some(&c)).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "stale"));
+    let r = get_(&a.url("/get/other"), Some(&c)).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "fine"));
+    // The handler's own error path (`?` on the stale value) is a 500 for that request only.
+    assert_eq!(
+        post_(&a.url("/incr"), Some(&c)).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(get_(&a.url("/get/other"), Some(&c)).await.body, "fine");
+    let metrics = get_(&a.url("/metrics"), None).await.body;
+    assert!(metrics.contains("tribes_session_stale_values_total"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serialized_requests_of_one_session_both_count() {
+    init_tracing();
+    let a = node("A", &[], |b| b, |l| l.with_serialize_requests(true)).await;
+    let c = post_(&a.url("/incr"), None).await.session_cookie().unwrap();
+    let url = a.url("/incr?delay_ms=300");
+    let (r1, r2) = tokio::join!(post_(&url, Some(&c)), post_(&url, Some(&c)));
+    assert_eq!((r1.status, r2.status), (StatusCode::OK, StatusCode::OK));
+    let mut got = [r1.body, r2.body];
+    got.sort();
+    assert_eq!(got, ["2".to_string(), "3".to_string()]);
+    assert_eq!(get_(&a.url("/typed/n"), Some(&c)).await.body, "3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_serialization_the_last_writer_wins() {
+    // Documented behaviour of the default mode: two overlapping increments read the
+    // same value, and one is lost (the manager counts the conflict).
+    let a = single().await;
+    let c = post_(&a.url("/incr"), None).await.session_cookie().unwrap();
+    let url = a.url("/incr?delay_ms=300");
+    let (r1, r2) = tokio::join!(post_(&url, Some(&c)), post_(&url, Some(&c)));
+    assert_eq!((r1.body.as_str(), r2.body.as_str()), ("2", "2"));
+    assert_eq!(get_(&a.url("/typed/n"), Some(&c)).await.body, "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_is_503_with_retry_after_or_a_bounded_wait() {
+    init_tracing();
+    // A peer that accepts connections and never answers: the state transfer cannot
+    // start until the discovery wait is over.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let ch = tribes::Channel::builder("A")
+        .bind("127.0.0.1:0".parse().unwrap())
+        .discovery(tribes::StaticDiscovery::new([silent_addr]))
+        .probe_timeout(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap();
+    let m = builder("/app")
+        .with_discovery_wait(Duration::from_secs(60))
+        .start(ch.clone())
+        .await
+        .unwrap();
+    assert!(!m.is_ready(), "the manager is still starting");
+    let addr = serve(app(m.clone(), ch.clone(), |l| l)).await;
+    let url = |p: &str| format!("http://{addr}{p}");
+    let cookie = format!("{}.A", tribes_sessions::SessionId::from_bytes([1; 16]));
+    let r = get_(&url("/get/x"), Some(&cookie)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
+    assert_eq!(r.headers.get("retry-after").unwrap(), "1");
+    // Creating a session is refused the same way; a handler not using it is served.
+    let r = post_(&url("/set/x/1"), None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
+    assert!(r.headers.get("retry-after").is_some());
+    assert_eq!(
+        get_(&url("/none"), Some(&cookie)).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(get_(&url("/none"), None).await.status, StatusCode::OK);
+    // The status endpoint still answers, and says so.
+    let st: serde_json::Value = get_(&url("/cluster/status"), None).await.body.parse().unwrap();
+    assert_eq!(st["ready"], false);
+
+    // Wait mode: bounded.
+    let addr2 = serve(app(m.clone(), ch.clone(), |l| {
+        l.with_not_ready(NotReady::Wait {
+            timeout: Duration::from_millis(300),
+        })
+    }))
+    .await;
+    let start = std::time::Instant::now();
+    let r = get_(&format!("http://{addr2}/get/x"), Some(&cookie)).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(start.elapsed() >= Duration::from_millis(300), "waited");
+    assert!(start.elapsed() < Duration::from_secs(5), "bounded");
+    m.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_without_the_layer_gets_a_clear_rejection() {
+    use axum::Router;
+    use axum::routing::get;
+    let app = Router::new().route("/", get(|_s: tribes_axum::Session| async { "x" }));
+    let addr = serve(app).await;
+    let r = get_(&format!("http://{addr}/"), None).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(r.body.contains("add ReplicatedSessions layer"), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_json_html_and_metrics() {
+    init_tracing();
+    let a = node("A", &[], |b| b, |l| l).await;
+    let b = node("B", &[&a], |b| b, |l| l).await;
+    wait_mesh(&[&a, &b]).await;
+    post_(&a.url("/set/x/1"), None).await.session_cookie().unwrap();
+
+    let st: serde_json::Value = get_(&a.url("/cluster/status"), None).await.body.parse().unwrap();
+    assert_eq!(st["route"], "A");
+    assert_eq!(st["ready"], true);
+    assert_eq!(st["context"], "/app");
+    assert_eq!(st["manager"], "delta");
+    assert_eq!(st["sessions"], 1);
+    let members = st["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1, "{st}");
+    assert_eq!(members[0]["route"], "B");
+    assert_eq!(members[0]["addr"], b.channel.local().addr().to_string());
+    assert!(members[0]["id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(st["replication"]["messages_sent"].as_u64().unwrap() >= 1, "{st}");
+    assert!(st["channel"]["members"].is_array());
+
+    for path in ["/cluster", "/cluster/status.html"] {
+        let r = get_(&a.url(path), None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(r.headers["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(r.body.contains("<h1>Node A</h1>"), "{}", r.body);
+        assert!(r.body.contains("<td>B</td>"), "{}", r.body);
+        assert!(r.body.contains("/app"));
+    }
+
+    let r = get_(&a.url("/metrics"), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let lines = r.body.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text");
+    let find = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .unwrap_or_else(|| panic!("{name} in {}", r.body))
+    };
+    let sessions = find("tribes_manager_sessions");
+    assert_eq!(sessions.labels.get("node"), Some("A"));
+    assert_eq!(sessions.labels.get("context"), Some("/app"));
+    assert!(
+        matches!(sessions.value, prometheus_parse::Value::Gauge(v) if v == 1.0),
+        "{:?}",
+        sessions.value
+    );
+    find("tribes_sessions_created_total");
+    find("tribes_manager_messages_sent");
+    find("tribes_manager_conflicts");
+    find("tribes_manager_state_transfer_duration_ms");
+    let sent = find("tribes_channel_messages_sent_total");
+    assert_eq!(sent.labels.get("member"), Some("B"));
+}
+
+async fn pair() -> (Node, Node) {
+    init_tracing();
+    let a = node(
+        "A",
+        &[],
+        |b| b,
+        |l| l.with_primary_indicator_header(Some("x-tribes-primary")),
+    )
+    .await;
+    let b = node(
+        "B",
+        &[&a],
+        |b| b,
+        |l| l.with_primary_indicator_header(Some("x-tribes-primary")),
+    )
+    .await;
+    wait_mesh(&[&a, &b]).await;
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_node_is_visible_on_the_other_and_rebinds_there() {
+    let (a, b) = pair().await;
+    let r = post_(&a.url("/set/user/alice"), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["x-tribes-primary"], "true");
+    let on_a = r.session_cookie().unwrap();
+    let (id, route) = split(&on_a);
+    assert_eq!(route, "A");
+
+    // Failover: the balancer sends the A cookie to B. B holds the session (sync
+    // replication), rebinds it and answers with the cookie id.B.
+    let r = get_(&b.url("/get/user"), Some(&on_a)).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "alice"));
+    let on_b = r.session_cookie().expect("rebound: a new cookie");
+    assert_eq!(on_b, format!("{id}.B"));
+    assert_eq!(r.headers["x-tribes-primary"], "true");
+    let line = r.session_set_cookie().unwrap();
+    assert!(line.contains("HttpOnly") && line.contains("Path=/"), "{line}");
+    // The route change reached A too.
+    wait_until("A sees the session bound to B", Duration::from_secs(5), || {
+        a.manager.stats().deltas_applied >= 1
+    })
+    .await;
+
+    // Both cookies keep working: sessions are keyed by the base id.
+    let r = get_(&b.url("/get/user"), Some(&on_b)).await;
+    assert_eq!(r.body, "alice");
+    assert!(r.set_cookies.is_empty(), "the cookie is current: {r:?}");
+    let r = get_(&b.url("/get/user"), Some(&on_a)).await;
+    assert_eq!(r.body, "alice", "an in-flight request with the old cookie still works");
+    assert_eq!(
+        r.session_cookie().as_deref(),
+        Some(on_b.as_str()),
+        "and learns the new cookie"
+    );
+    let r = post_(&b.url("/set/user/bob"), Some(&on_b)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(get_(&a.url("/get/user"), Some(&on_a)).await.body, "bob");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_removes_the_cookie_and_the_session_everywhere() {
+    let (a, b) = pair().await;
+    let c = post_(&a.url("/set/user/alice"), None).await.session_cookie().unwrap();
+    let sid: tribes_sessions::SessionId = split(&c).0.parse().unwrap();
+    assert!(b.manager.contains(&sid));
+    let r = post_(&a.url("/invalidate"), Some(&c)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let line = r.session_set_cookie().expect("cookie removed");
+    assert!(line.contains("Max-Age=0"), "{line}");
+    assert!(!a.manager.contains(&sid));
+    wait_until("B dropped the session", Duration::from_secs(5), || {
+        !b.manager.contains(&sid)
+    })
+    .await;
+    for n in [&a, &b] {
+        let r = get_(&n.url("/get/user"), Some(&c)).await;
+        assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "-"));
+        assert!(r.set_cookies.is_empty(), "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cycle_id_gives_a_new_id_and_the_old_one_stops_working() {
+    let (a, b) = pair().await;
+    let old = post_(&a.url("/set/user/alice"), None).await.session_cookie().unwrap();
+    let r = post_(&a.url("/cycle"), Some(&old)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let new = r.session_cookie().expect("new cookie");
+    assert_eq!(r.body, new);
+    assert_ne!(split(&new).0, split(&old).0);
+    assert_eq!(split(&new).1, "A");
+    for n in [&a, &b] {
+        assert_eq!(
+            get_(&n.url("/get/user"), Some(&old)).await.body,
+            "-",
+            "old id on {}",
+            n.manager.route()
+        );
+    }
+    assert_eq!(get_(&a.url("/get/user"), Some(&new)).await.body, "alice");
+    assert_eq!(get_(&b.url("/get/user"), Some(&new)).await.body, "alice");
+    // Invalidate then write in one request: a fresh session, a fresh cookie.
+    assert_eq!(post_(&a.url("/set/k/v"), Some(&new)).await.status, StatusCode::OK);
+}
