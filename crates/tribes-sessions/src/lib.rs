@@ -87,6 +87,7 @@ mod manager;
 mod placement;
 mod session;
 mod stats;
+mod store;
 mod transfer;
 mod wire;
 
@@ -98,3 +99,4 @@ pub use manager::{
 };
 pub use session::Session;
 pub use stats::{ManagerStats, MemberReplication, TransferStats};
+pub use store::*;

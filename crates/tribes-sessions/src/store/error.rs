@@ -137,6 +137,7 @@ impl StoreError {
 }
 
 /// Hides the password of a URL such as `postgres://user:secret@host/db`.
+#[cfg(any(feature = "postgres", feature = "redis", test))]
 pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
@@ -164,7 +165,12 @@ mod tests {
 
     #[test]
     fn store_error_messages_name_store_id_cause_fix() {
-        let e = StoreError::Conflict { store: "file store at /x".into(), id: "abc".into(), expected: 3, found: Some(4) };
+        let e = StoreError::Conflict {
+            store: "file store at /x".into(),
+            id: "abc".into(),
+            expected: 3,
+            found: Some(4),
+        };
         let m = e.to_string();
         assert!(m.contains("file store at /x") && m.contains("abc") && m.contains("version 4") && m.contains("retry"));
         let e = StoreError::Unavailable {
@@ -172,7 +178,10 @@ mod tests {
             cause: "connection refused".into(),
             hint: "is Redis running?",
         };
-        assert_eq!(e.to_string(), "redis store at redis://127.0.0.1:6379: connection refused: is Redis running?");
+        assert_eq!(
+            e.to_string(),
+            "redis store at redis://127.0.0.1:6379: connection refused: is Redis running?"
+        );
         assert_eq!(redact_url("postgres://u:pw@h:5/db"), "postgres://u:***@h:5/db");
         assert_eq!(redact_url("redis://:pw@h:5"), "redis://:***@h:5");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");

@@ -98,7 +98,8 @@ impl StoredSession {
 
 /// Milliseconds since the Unix epoch (0 before it, saturating far after it).
 pub(crate) fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Whether `id` is one a store accepts: it becomes a file name and a key, so it is kept to a
@@ -107,7 +108,9 @@ pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_ID_LEN
         && !id.starts_with('.')
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Encodes a record in the layout above.
@@ -166,7 +169,10 @@ fn be_u64(b: &[u8], at: usize) -> u64 {
 /// Decodes and checks the fixed header (the first [`HEADER_LEN`] bytes).
 pub(crate) fn decode_header(bytes: &[u8]) -> Result<Header, String> {
     if bytes.len() < HEADER_LEN {
-        return Err(format!("truncated: {} bytes, a record has at least {HEADER_LEN}", bytes.len()));
+        return Err(format!(
+            "truncated: {} bytes, a record has at least {HEADER_LEN}",
+            bytes.len()
+        ));
     }
     if &bytes[..8] != MAGIC {
         return Err("not a tribes session record (bad magic)".to_owned());
@@ -197,7 +203,10 @@ pub(crate) fn decode(bytes: &[u8], expected_id: &str) -> Result<StoredSession, S
     let h = decode_header(bytes)?;
     let want = HEADER_LEN + h.id_len + h.data_len;
     if bytes.len() != want {
-        return Err(format!("length mismatch: the header announces {want} bytes, the record has {}", bytes.len()));
+        return Err(format!(
+            "length mismatch: the header announces {want} bytes, the record has {}",
+            bytes.len()
+        ));
     }
     let mut crc = Crc32::new();
     crc.update(&bytes[..58]);

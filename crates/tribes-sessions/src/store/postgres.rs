@@ -1,0 +1,281 @@
+//! [`PostgresStore`]: one row per session in a PostgreSQL table (sqlx).
+
+use std::time::{Duration, SystemTime};
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use super::error::redact_url;
+use super::record::{self, StoredSession};
+use super::{SessionStore, StoreError, StoreFuture, check_id, check_record};
+
+/// Held while the migration runs, so nodes starting together do not race on `CREATE`.
+const MIGRATION_LOCK: i64 = 0x7472_6962_6573; // "tribes"
+const HINT_DOWN: &str = "is PostgreSQL running and reachable?";
+const HINT_TABLE: &str = "the table tribes_sessions is missing: call PostgresStore::migrate, or apply crates/tribes-sessions/migrations/*.sql";
+
+/// Sessions as rows of the table `tribes_sessions` in PostgreSQL.
+///
+/// The table comes from the migration shipped in the crate's `migrations/` directory
+/// ([`PostgresStore::MIGRATION`]); [`PostgresStore::connect`] applies it. A save is one
+/// statement: an upsert, or with an expected version an `UPDATE … WHERE version = $expected`,
+/// so concurrent writers on many nodes are detected by the database
+/// ([`StoreError::Conflict`]). [`delete_expired`](SessionStore::delete_expired) deletes by
+/// the indexed `expires_at_ms` column; run it periodically from one or every node.
+///
+/// Versions are stored as `BIGINT` (bit for bit, so versions above `i64::MAX` still
+/// compare correctly); `expires_at_ms` saturates at `i64::MAX` (never).
+///
+/// # Examples
+/// ```no_run
+/// # async fn demo() -> Result<(), tribes_sessions::StoreError> {
+/// use tribes_sessions::{PostgresStore, SessionStore};
+/// let store = PostgresStore::connect("postgres://app@127.0.0.1:5432/app").await?;
+/// store.health().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    name: String,
+}
+
+impl PostgresStore {
+    /// The SQL of the shipped migration (idempotent): the table and its expiry index.
+    pub const MIGRATION: &'static str = include_str!("../../migrations/20261122000000_tribes_sessions.sql");
+
+    /// Connects a pool (16 connections, 5 s to acquire one) to `url` and applies the
+    /// migration.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when PostgreSQL cannot be reached,
+    /// [`StoreError::Backend`] for a bad URL, failed authentication or a failed migration.
+    pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        let name = format!("postgres store at {}", redact_url(url));
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|e| pg_error(&name, "connect", None, e))?;
+        let store = PostgresStore { pool, name };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A store over an existing pool. It does not apply the migration: call
+    /// [`PostgresStore::migrate`], or apply [`PostgresStore::MIGRATION`] with your own tool.
+    pub fn from_pool(pool: PgPool) -> PostgresStore {
+        let o = pool.connect_options();
+        let name = format!(
+            "postgres store at postgres://{}@{}:{}/{}",
+            o.get_username(),
+            o.get_host(),
+            o.get_port(),
+            o.get_database().unwrap_or("")
+        );
+        PostgresStore { pool, name }
+    }
+
+    /// Applies [`PostgresStore::MIGRATION`] in a transaction under an advisory lock. Running
+    /// it again, or from many nodes at once, is harmless.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`], or [`StoreError::Backend`] when the SQL fails (for
+    /// example, no permission to create tables).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let err = |e| pg_error(&self.name, "migrate", None, e);
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::raw_sql(Self::MIGRATION).execute(&mut *tx).await.map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    /// The pool, for queries of your own.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn err(&self, operation: &'static str, id: Option<&str>) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+        let id = id.map(str::to_owned);
+        move |e| pg_error(&self.name, operation, id.as_deref(), e)
+    }
+}
+
+/// Maps an sqlx error: connection trouble is `Unavailable`, the rest `Backend`.
+fn pg_error(store: &str, operation: &'static str, id: Option<&str>, e: sqlx::Error) -> StoreError {
+    let unavailable = |cause: String| StoreError::Unavailable {
+        store: store.to_owned(),
+        cause,
+        hint: HINT_DOWN,
+    };
+    let backend = |hint| StoreError::Backend {
+        store: store.to_owned(),
+        operation,
+        id: id.map(str::to_owned),
+        cause: e.to_string(),
+        hint,
+    };
+    match &e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => unavailable(format!("{operation}: {e}")),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("42P01") => backend(Some(HINT_TABLE)),
+            // Class 08: connection exception; 57P01-57P03: shutdown, cannot connect now.
+            Some(code) if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03") => {
+                unavailable(format!("{operation}: {e}"))
+            }
+            Some("28P01" | "28000") => backend(Some("check the user and password in the URL")),
+            Some("3D000") => backend(Some("the database does not exist: create it")),
+            _ => backend(None),
+        },
+        _ => backend(None),
+    }
+}
+
+/// Versions are stored bit for bit as BIGINT.
+fn to_sql_version(v: u64) -> i64 {
+    v as i64
+}
+
+fn from_sql_version(v: i64) -> u64 {
+    v as u64
+}
+
+impl SessionStore for PostgresStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn load<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<StoredSession>> {
+        Box::pin(async move {
+            check_id(&self.name, id)?;
+            let row: Option<(i64, Vec<u8>)> =
+                sqlx::query_as("SELECT version, record FROM tribes_sessions WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(self.err("load", Some(id)))?;
+            let Some((version, bytes)) = row else { return Ok(None) };
+            let corrupt = |cause: String| StoreError::Corrupt {
+                store: self.name.clone(),
+                id: id.to_owned(),
+                cause,
+            };
+            let record = record::decode(&bytes, id).map_err(corrupt)?;
+            if record.version != from_sql_version(version) {
+                return Err(corrupt(format!(
+                    "the version column ({}) disagrees with the record ({})",
+                    from_sql_version(version),
+                    record.version
+                )));
+            }
+            Ok((!record.is_expired(SystemTime::now())).then_some(record))
+        })
+    }
+
+    fn save<'a>(&'a self, record: &'a StoredSession, expected_version: Option<u64>) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            check_record(&self.name, record)?;
+            let bytes = record::encode(record);
+            let version = to_sql_version(record.version);
+            let expires = i64::try_from(record.expires_at_ms).unwrap_or(i64::MAX);
+            let err = self.err("save", Some(&record.id));
+            let Some(expected) = expected_version else {
+                sqlx::query(
+                    "INSERT INTO tribes_sessions (id, version, expires_at_ms, record, updated_at) \
+                     VALUES ($1, $2, $3, $4, now()) \
+                     ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, \
+                     expires_at_ms = EXCLUDED.expires_at_ms, record = EXCLUDED.record, updated_at = now()",
+                )
+                .bind(&record.id)
+                .bind(version)
+                .bind(expires)
+                .bind(&bytes)
+                .execute(&self.pool)
+                .await
+                .map_err(&err)?;
+                return Ok(());
+            };
+            let updated = sqlx::query(
+                "UPDATE tribes_sessions SET version = $2, expires_at_ms = $3, record = $4, updated_at = now() \
+                 WHERE id = $1 AND version = $5",
+            )
+            .bind(&record.id)
+            .bind(version)
+            .bind(expires)
+            .bind(&bytes)
+            .bind(to_sql_version(expected))
+            .execute(&self.pool)
+            .await
+            .map_err(&err)?
+            .rows_affected();
+            if updated == 1 {
+                return Ok(());
+            }
+            // Nothing written: tell which version is there (informational, read after the fact).
+            let found: Option<i64> = sqlx::query_scalar("SELECT version FROM tribes_sessions WHERE id = $1")
+                .bind(&record.id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(&err)?;
+            Err(StoreError::Conflict {
+                store: self.name.clone(),
+                id: record.id.clone(),
+                expected,
+                found: found.map(from_sql_version),
+            })
+        })
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            check_id(&self.name, id)?;
+            let deleted = sqlx::query("DELETE FROM tribes_sessions WHERE id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(self.err("delete", Some(id)))?
+                .rows_affected();
+            Ok(deleted > 0)
+        })
+    }
+
+    fn delete_expired(&self, now: SystemTime) -> StoreFuture<'_, u64> {
+        let now_ms = i64::try_from(record::unix_ms(now)).unwrap_or(i64::MAX);
+        Box::pin(async move {
+            let deleted = sqlx::query("DELETE FROM tribes_sessions WHERE expires_at_ms <= $1")
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await
+                .map_err(self.err("delete_expired", None))?
+                .rows_affected();
+            Ok(deleted)
+        })
+    }
+
+    fn list_ids(&self) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            sqlx::query_scalar("SELECT id FROM tribes_sessions")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(self.err("list_ids", None))
+        })
+    }
+
+    fn health(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1 FROM tribes_sessions LIMIT 0")
+                .execute(&self.pool)
+                .await
+                .map_err(self.err("health", None))?;
+            Ok(())
+        })
+    }
+}
