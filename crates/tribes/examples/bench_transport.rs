@@ -28,21 +28,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (size, count) in SIZES {
         let raw = raw_throughput(size, count).await?;
         let tribes = tribes_throughput(size, count).await?;
-        rows.push(Row { what: format!("async {size} B: messages/s"), raw: raw.0, tribes: tribes.0, unit: "msg/s", higher_is_better: true });
-        rows.push(Row { what: format!("async {size} B: MB/s"), raw: raw.1, tribes: tribes.1, unit: "MB/s", higher_is_better: true });
+        rows.push(Row {
+            what: format!("async {size} B: messages/s"),
+            raw: raw.0,
+            tribes: tribes.0,
+            unit: "msg/s",
+            higher_is_better: true,
+        });
+        rows.push(Row {
+            what: format!("async {size} B: MB/s"),
+            raw: raw.1,
+            tribes: tribes.1,
+            unit: "MB/s",
+            higher_is_better: true,
+        });
     }
     let (raw50, raw99) = raw_rtt().await?;
     let (t50, t99) = tribes_rtt().await?;
-    rows.push(Row { what: "sync-ack 100 B round trip p50".into(), raw: raw50, tribes: t50, unit: "µs", higher_is_better: false });
-    rows.push(Row { what: "sync-ack 100 B round trip p99".into(), raw: raw99, tribes: t99, unit: "µs", higher_is_better: false });
+    rows.push(Row {
+        what: "sync-ack 100 B round trip p50".into(),
+        raw: raw50,
+        tribes: t50,
+        unit: "µs",
+        higher_is_better: false,
+    });
+    rows.push(Row {
+        what: "sync-ack 100 B round trip p99".into(),
+        raw: raw99,
+        tribes: t99,
+        unit: "µs",
+        higher_is_better: false,
+    });
 
-    let mut table = String::from(
-        "| measure | raw TCP | tribes | tribes / raw |\n|---|---:|---:|---:|\n",
-    );
+    let mut table = String::from("| measure | raw TCP | tribes | tribes / raw |\n|---|---:|---:|---:|\n");
     for r in &rows {
         let ratio = r.tribes / r.raw;
         let note = if r.higher_is_better { "" } else { " (lower is better)" };
-        table.push_str(&format!("| {} | {:.1} {} | {:.1} {} | {:.2}x{} |\n", r.what, r.raw, r.unit, r.tribes, r.unit, ratio, note));
+        table.push_str(&format!(
+            "| {} | {:.1} {} | {:.1} {} | {:.2}x{} |\n",
+            r.what, r.raw, r.unit, r.tribes, r.unit, ratio, note
+        ));
     }
     let report = format!(
         "# Transport benchmark\n\nTwo `tribes` channels on loopback (one connection, default interceptors) against a raw tokio TCP\nbaseline with the same framing job (u32 length prefix). Same machine, same run: {} cores.\nGoals: sync-ack p50 round trip within 2x of raw; async 64 KiB throughput at least 0.5x of raw.\n\n{table}",
@@ -119,7 +144,9 @@ async fn tribes_throughput(size: usize, count: usize) -> Result<(f64, f64), Box<
     let mut full = 0u64;
     for _ in 0..count {
         loop {
-            let r = b.send(&to, "bench", payload.clone(), SendOptions::mode(SendMode::Async)).await;
+            let r = b
+                .send(&to, "bench", payload.clone(), SendOptions::mode(SendMode::Async))
+                .await;
             match &r.outcomes[0].1 {
                 Delivery::Queued => break,
                 Delivery::Failed(SendError::QueueFull { .. }) => {
@@ -184,7 +211,9 @@ async fn tribes_rtt() -> Result<(f64, f64), Box<dyn std::error::Error>> {
     let mut samples = Vec::with_capacity(RTT_SAMPLES);
     for _ in 0..RTT_SAMPLES {
         let t = Instant::now();
-        let r = b.send(&to, "rtt", payload.clone(), SendOptions::mode(SendMode::SyncAck)).await;
+        let r = b
+            .send(&to, "rtt", payload.clone(), SendOptions::mode(SendMode::SyncAck))
+            .await;
         samples.push(t.elapsed());
         if !r.all_ok() {
             return Err(format!("sync-ack failed: {r:?}").into());

@@ -21,8 +21,9 @@ use crate::interceptor::{
 use crate::member::{Member, MemberId, unix_millis};
 use crate::membership::core::{Effect, Membership};
 use crate::membership::{CandidateStatus, Discovery, DiscoveryContext, MembershipEvent, MembershipInput, probe};
+use crate::seal::{Keyring, Sealer};
 use crate::sender::MemberSender;
-use crate::stats::{ChannelStats, Counters, MemberStats};
+use crate::stats::{ChannelStats, Counters, MemberStats, Refusals, Security};
 use crate::wire::{AckHeader, DEFAULT_MAX_FRAME_LEN, Frame, FrameCodec, FrameKind, GoodbyeHeader};
 
 /// When a send returns (Tomcat's `channelSendOptions`).
@@ -173,6 +174,11 @@ pub enum StartError {
         /// The last socket error.
         source: std::io::Error,
     },
+    /// Neither a cluster key nor plain text was chosen.
+    #[error(
+        "no cluster key: cluster traffic is sealed by default. Create a key file (`tribes-demo keygen cluster.key`, or printf '1 %s\\n' \"$(head -c 32 /dev/urandom | base64)\" > cluster.key), give the same file to every member and load it with Keyring::from_file; or call insecure_plaintext() on a network you trust entirely"
+    )]
+    NoClusterKey,
     /// Listening on a wildcard address without an advertised address.
     #[error(
         "the receiver listens on {bind}, which peers cannot dial: set advertise(ADDR) to this host's address as the other members reach it"
@@ -325,6 +331,7 @@ pub struct ChannelBuilder {
     listener_capacity: usize,
     interceptors: Vec<Arc<dyn Interceptor>>,
     payload: Bytes,
+    security: Option<Option<Keyring>>,
 }
 
 impl fmt::Debug for ChannelBuilder {
@@ -423,6 +430,21 @@ impl ChannelBuilder {
         self
     }
 
+    /// Seal every frame and heartbeat with this cluster keyring (required unless
+    /// [`ChannelBuilder::insecure_plaintext`] is chosen).
+    pub fn cluster_key(mut self, keyring: Keyring) -> Self {
+        self.security = Some(Some(keyring));
+        self
+    }
+
+    /// Send and accept plain-text frames: anyone who reaches the replication port
+    /// can read and inject messages. Only for a network you trust entirely; the
+    /// channel logs a warning at start.
+    pub fn insecure_plaintext(mut self) -> Self {
+        self.security = Some(None);
+        self
+    }
+
     /// The application payload advertised to other members.
     pub fn payload(mut self, payload: Bytes) -> Self {
         self.payload = payload;
@@ -487,7 +509,19 @@ impl ChannelBuilder {
         let (inputs_tx, inputs_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(1024);
         let (members_tx, _) = watch::channel(Arc::new(Vec::new()));
-        let codec = FrameCodec::new(self.max_frame_len);
+        let sealer = match self.security {
+            Some(Some(keyring)) => Some(Arc::new(Sealer::new(keyring))),
+            // TODO(flip): sealed by default once every caller passes a key.
+            Some(None) | None => {
+                tracing::warn!(member = %self.name,
+                    "INSECURE: cluster traffic is plain text; anyone who reaches {advertise} can read and inject sessions. Use a cluster key outside a fully trusted network.");
+                None
+            }
+        };
+        let codec = match &sealer {
+            Some(s) => FrameCodec::sealed(self.max_frame_len, s.clone()),
+            None => FrameCodec::new(self.max_frame_len),
+        };
         let inner = Arc::new(Inner {
             local: local_tx,
             config: Config {
@@ -510,6 +544,8 @@ impl ChannelBuilder {
             inputs: inputs_tx.clone(),
             shutdown: shutdown.clone(),
             candidates: Arc::default(),
+            refused: Arc::default(),
+            sealer,
             discovery_kinds: self.discovery.iter().map(|d| d.kind()).collect(),
             started: Instant::now(),
         });
@@ -533,6 +569,7 @@ impl ChannelBuilder {
                 shutdown: shutdown.clone(),
                 codec: codec.clone(),
                 candidates: inner.candidates.clone(),
+                refused: inner.refused.clone(),
                 probe_timeout: self.probe_timeout,
             };
             tokio::spawn(discovery.run(ctx).instrument(span.clone()));
@@ -580,6 +617,8 @@ pub(crate) struct Inner {
     pub(crate) inputs: mpsc::UnboundedSender<MembershipInput>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) candidates: Arc<Mutex<BTreeMap<String, CandidateStatus>>>,
+    pub(crate) refused: Arc<Refusals>,
+    pub(crate) sealer: Option<Arc<Sealer>>,
     pub(crate) discovery_kinds: Vec<&'static str>,
     pub(crate) started: Instant,
 }
@@ -690,6 +729,7 @@ impl Channel {
             listener_capacity: 1024,
             interceptors: Vec::new(),
             payload: Bytes::new(),
+            security: None,
         }
     }
 
@@ -729,6 +769,21 @@ impl Channel {
             .expect("listeners lock")
             .insert(topic.clone(), tx);
         Listener { topic, rx }
+    }
+
+    /// Replace the keyring of a sealed channel, for key rotation without downtime:
+    /// first give every member a keyring that also accepts the new key, then one that
+    /// seals with it, then one without the old key. Returns `false` (and changes
+    /// nothing) on a plain-text channel.
+    pub fn set_keyring(&self, keyring: Keyring) -> bool {
+        match &self.inner.sealer {
+            Some(s) => {
+                tracing::info!(send = keyring.send_id(), accepted = ?keyring.accepted_ids(), "cluster keyring replaced");
+                s.set_keyring(keyring);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Change the payload advertised to other members.
@@ -806,7 +861,22 @@ impl Channel {
                 .collect(),
             candidates: inner.candidates.lock().expect("candidates lock").clone(),
             malformed_frames: inner.counters.malformed.load(Ordering::Relaxed),
-            malformed_by_peer: inner.counters.malformed_by_peer.lock().expect("peer lock").clone(),
+            refused: inner.refused.snapshot(),
+            security: match &inner.sealer {
+                Some(s) => {
+                    let ring = s.keyring();
+                    Security {
+                        sealed: true,
+                        send_key: Some(ring.send_id()),
+                        accepted_keys: ring.accepted_ids(),
+                    }
+                }
+                None => Security {
+                    sealed: false,
+                    send_key: None,
+                    accepted_keys: Vec::new(),
+                },
+            },
             undeliverable: inner.counters.undeliverable.load(Ordering::Relaxed),
             foreign_domain: inner.counters.foreign_domain.load(Ordering::Relaxed),
         }

@@ -79,6 +79,7 @@ mod interceptor;
 mod member;
 mod membership;
 mod receiver;
+mod seal;
 mod sender;
 mod stats;
 mod wire;
@@ -95,5 +96,6 @@ pub use membership::{
     CandidateStatus, DepartureReason, Discovery, DiscoveryContext, MembershipEvent, MulticastDiscovery, ProbeError,
     StaticDiscovery,
 };
-pub use stats::{ChannelStats, MemberStats};
+pub use seal::{KeyError, Keyring};
+pub use stats::{ChannelStats, MemberStats, RefusedPeer, Security};
 pub use wire::{DEFAULT_MAX_FRAME_LEN, WireError};

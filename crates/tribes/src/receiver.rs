@@ -105,13 +105,7 @@ async fn serve_connection(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
                 tracing::debug!(%peer, error = %e, "connection closed");
             } else {
                 inner.counters.malformed.fetch_add(1, Ordering::Relaxed);
-                *inner
-                    .counters
-                    .malformed_by_peer
-                    .lock()
-                    .expect("peer lock")
-                    .entry(peer.to_string())
-                    .or_default() += 1;
+                inner.refused.record(peer.to_string(), e.to_string());
                 tracing::warn!(%peer, member = from.as_ref().map(|m| m.name.as_str()), error = %e,
                     "closing replication connection from {peer}: {e}");
             }

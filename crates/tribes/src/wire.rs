@@ -8,10 +8,10 @@
 //!  4      1    version        1
 //!  5      1    kind           1 message, 2 ack, 3 fail-ack, 4 hello, 5 ping, 6 pong,
 //!                             7 heartbeat, 8 goodbye
-//!  6      1    flags          bit 0: sealed (authenticated encryption; reserved)
-//!  7      1    key id         which cluster key sealed the frame (reserved, 0)
-//!  8     12    nonce          AEAD nonce (reserved, zero)
-//! 20     16    tag            AEAD authentication tag (reserved, zero)
+//!  6      1    flags          bit 0: sealed (ChaCha20-Poly1305 under the cluster key)
+//!  7      1    key id         which cluster key sealed the frame (0 when plain)
+//!  8     12    nonce          4-byte sender prefix + 64-bit counter (zero when plain)
+//! 20     16    tag            Poly1305 authentication tag (zero when plain)
 //! 36      4    header length  big-endian u32, at most 64 KiB
 //! 40      4    payload length big-endian u32; header + payload at most the frame limit
 //! 44      …    header         rmp-serde (MessagePack) of the kind's header struct
@@ -20,16 +20,18 @@
 //!
 //! The decoder checks magic, version, kind and both lengths before it reserves a
 //! single byte for the body, so a peer cannot make a node allocate past the limit.
-//! The key id, nonce and tag are in every frame already, so sealing frames needs no
-//! format break.
+//! A sealed frame has its header and payload encrypted; the tag authenticates them
+//! and every prefix byte but the tag itself (see [`crate::Keyring`]).
 
 use std::io;
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::member::{Member, MemberId};
+use crate::seal::Sealer;
 
 /// The four bytes every frame starts with.
 pub(crate) const MAGIC: [u8; 4] = *b"TRBS";
@@ -39,6 +41,8 @@ pub(crate) const VERSION: u8 = 1;
 pub(crate) const PREFIX_LEN: usize = 44;
 /// The largest header any kind may have.
 pub(crate) const MAX_HEADER_LEN: usize = 64 * 1024;
+/// Flag bit: the frame is sealed.
+const SEALED: u8 = 1;
 /// The default limit of header + payload in one frame (1 MiB).
 pub const DEFAULT_MAX_FRAME_LEN: usize = 1024 * 1024;
 
@@ -84,10 +88,6 @@ impl FrameKind {
 #[derive(Clone, Debug)]
 pub(crate) struct Frame {
     pub(crate) kind: FrameKind,
-    pub(crate) flags: u8,
-    pub(crate) key_id: u8,
-    pub(crate) nonce: [u8; 12],
-    pub(crate) tag: [u8; 16],
     pub(crate) header: Bytes,
     pub(crate) payload: Bytes,
 }
@@ -98,10 +98,6 @@ impl Frame {
         let header = rmp_serde::to_vec(header).expect("frame headers are plain data");
         Frame {
             kind,
-            flags: 0,
-            key_id: 0,
-            nonce: [0; 12],
-            tag: [0; 16],
             header: Bytes::from(header),
             payload,
         }
@@ -118,13 +114,6 @@ impl Frame {
     /// Bytes this frame takes on the wire.
     pub(crate) fn wire_len(&self) -> usize {
         PREFIX_LEN + self.header.len() + self.payload.len()
-    }
-
-    /// The frame as one contiguous buffer (for UDP datagrams).
-    pub(crate) fn to_bytes(&self) -> Bytes {
-        let mut buf = BytesMut::with_capacity(self.wire_len());
-        write_frame(self, &mut buf);
-        buf.freeze()
     }
 }
 
@@ -182,6 +171,39 @@ pub enum WireError {
         /// The decoder's complaint.
         source: rmp_serde::decode::Error,
     },
+    /// A plain-text frame reached a node that requires sealed frames.
+    #[error(
+        "plain-text frame from a node without the cluster key: give every member the same cluster key file (or run every member with insecure plain text)"
+    )]
+    Unsealed,
+    /// A sealed frame reached a node that runs without a cluster key.
+    #[error("sealed frame (key id {key_id}), but this node runs in plain text: start it with the cluster's key file")]
+    NoKey {
+        /// The key id in the frame.
+        key_id: u8,
+    },
+    /// Sealed with a key id this node does not accept.
+    #[error(
+        "sealed with key id {key_id}, which this node does not accept: the peer belongs to another cluster, or a rotation has not reached this node (add the key to its keyring)"
+    )]
+    UnknownKey {
+        /// The key id in the frame.
+        key_id: u8,
+    },
+    /// The authentication tag does not match: wrong key, forged or corrupted.
+    #[error(
+        "authentication failed under key id {key_id}: the peer has another key with that id, or the frame was forged or corrupted"
+    )]
+    Forged {
+        /// The key id in the frame.
+        key_id: u8,
+    },
+    /// A frame whose nonce was seen before.
+    #[error("replayed frame (counter {counter} seen before): someone is replaying captured traffic")]
+    Replayed {
+        /// The frame counter.
+        counter: u64,
+    },
     /// The frame was cut off (a datagram shorter than its lengths say).
     #[error("truncated frame: {len} bytes where {needed} were announced")]
     Truncated {
@@ -199,17 +221,47 @@ pub enum WireError {
 #[derive(Clone, Debug)]
 pub(crate) struct FrameCodec {
     max_frame_len: usize,
+    sealer: Option<Arc<Sealer>>,
+    /// On a stream: the sender prefix and counter of the last sealed frame.
+    last: Option<([u8; 4], u64)>,
+    /// Whether this codec decodes lone datagrams rather than a stream.
+    datagram: bool,
 }
 
 impl FrameCodec {
+    /// A codec for plain-text frames.
     pub(crate) fn new(max_frame_len: usize) -> Self {
-        FrameCodec { max_frame_len }
+        FrameCodec {
+            max_frame_len,
+            sealer: None,
+            last: None,
+            datagram: false,
+        }
     }
 
-    /// Decode one whole frame from a datagram.
+    /// A codec that seals every frame it writes and accepts only sealed frames.
+    pub(crate) fn sealed(max_frame_len: usize, sealer: Arc<Sealer>) -> Self {
+        FrameCodec {
+            max_frame_len,
+            sealer: Some(sealer),
+            last: None,
+            datagram: false,
+        }
+    }
+
+    /// The frame as one contiguous buffer (for UDP datagrams).
+    pub(crate) fn to_bytes(&self, frame: Frame) -> Result<Bytes, WireError> {
+        let mut buf = BytesMut::with_capacity(frame.wire_len());
+        self.clone().encode(frame, &mut buf)?;
+        Ok(buf.freeze())
+    }
+
+    /// Decode one whole frame from a datagram (each one checked for replay on its own).
     pub(crate) fn decode_datagram(&self, datagram: &[u8]) -> Result<Frame, WireError> {
         let mut buf = BytesMut::from(datagram);
         let mut codec = self.clone();
+        codec.last = None;
+        codec.datagram = true;
         match codec.decode(&mut buf)? {
             Some(frame) => Ok(frame),
             None => Err(WireError::Truncated {
@@ -273,34 +325,42 @@ impl Decoder for FrameCodec {
             return Ok(None);
         }
         let mut frame = src.split_to(total);
-        let flags = frame[6];
         let key_id = frame[7];
-        let nonce: [u8; 12] = frame[8..20].try_into().expect("12 bytes");
-        let tag: [u8; 16] = frame[20..36].try_into().expect("16 bytes");
+        match (frame[6] & SEALED != 0, &self.sealer) {
+            (true, Some(sealer)) => {
+                let nonce: [u8; 12] = frame[8..20].try_into().expect("12 bytes");
+                let tag: [u8; 16] = frame[20..36].try_into().expect("16 bytes");
+                let mut aad = [0u8; 28];
+                aad[..20].copy_from_slice(&frame[..20]);
+                aad[20..].copy_from_slice(&frame[36..44]);
+                let (sender, counter) = sealer.open(key_id, &nonce, &tag, &aad, &mut frame[PREFIX_LEN..])?;
+                match self.last {
+                    None if self.datagram => sealer.check_fresh(sender, counter)?,
+                    None => sealer.check_opener(sender, counter)?,
+                    Some((s, c)) if s == sender && counter > c => {}
+                    Some(_) => return Err(WireError::Replayed { counter }),
+                }
+                self.last = Some((sender, counter));
+            }
+            (true, None) => return Err(WireError::NoKey { key_id }),
+            (false, Some(_)) => return Err(WireError::Unsealed),
+            (false, None) => {}
+        }
         frame.advance(PREFIX_LEN);
         let header = frame.split_to(header_len).freeze();
         let payload = frame.freeze();
-        Ok(Some(Frame {
-            kind,
-            flags,
-            key_id,
-            nonce,
-            tag,
-            header,
-            payload,
-        }))
+        Ok(Some(Frame { kind, header, payload }))
     }
 }
 
-fn write_frame(frame: &Frame, dst: &mut BytesMut) {
+fn write_frame(frame: &Frame, flags: u8, dst: &mut BytesMut) {
     dst.reserve(frame.wire_len());
     dst.put_slice(&MAGIC);
     dst.put_u8(VERSION);
     dst.put_u8(frame.kind as u8);
-    dst.put_u8(frame.flags);
-    dst.put_u8(frame.key_id);
-    dst.put_slice(&frame.nonce);
-    dst.put_slice(&frame.tag);
+    dst.put_u8(flags);
+    dst.put_u8(0);
+    dst.put_bytes(0, 12 + 16);
     dst.put_u32(frame.header.len() as u32);
     dst.put_u32(frame.payload.len() as u32);
     dst.put_slice(&frame.header);
@@ -318,7 +378,25 @@ impl Encoder<Frame> for FrameCodec {
                 limit: self.max_frame_len,
             });
         }
-        write_frame(&frame, dst);
+        let start = dst.len();
+        match &self.sealer {
+            None => write_frame(&frame, 0, dst),
+            Some(sealer) => {
+                write_frame(&frame, SEALED, dst);
+                let (head, body) = dst[start..].split_at_mut(PREFIX_LEN);
+                let (key_id, nonce, tag) = sealer.seal(body, |key_id, nonce| {
+                    let mut aad = Vec::with_capacity(28);
+                    aad.extend_from_slice(&head[..7]);
+                    aad.push(key_id);
+                    aad.extend_from_slice(nonce);
+                    aad.extend_from_slice(&head[36..44]);
+                    aad
+                });
+                head[7] = key_id;
+                head[8..20].copy_from_slice(&nonce);
+                head[20..36].copy_from_slice(&tag);
+            }
+        }
         Ok(())
     }
 }

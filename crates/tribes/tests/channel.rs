@@ -20,23 +20,41 @@ async fn every_send_mode_delivers_in_order_per_sender() {
     converge(&[&a, &b, &c]).await;
 
     let mut inbox = a.listen("t");
-    for (round, mode) in [SendMode::Async, SendMode::UseAck, SendMode::SyncAck].into_iter().enumerate() {
+    for (round, mode) in [SendMode::Async, SendMode::UseAck, SendMode::SyncAck]
+        .into_iter()
+        .enumerate()
+    {
         let (b2, c2) = (b.clone(), c.clone());
         let a_id = a.local().id();
         let senders = [b2, c2].map(|ch| {
             tokio::spawn(async move {
                 for i in 0..300u32 {
-                    let report = ch.send(&[a_id], "t", Bytes::copy_from_slice(&i.to_be_bytes()), SendOptions::mode(mode)).await;
+                    let report = ch
+                        .send(
+                            &[a_id],
+                            "t",
+                            Bytes::copy_from_slice(&i.to_be_bytes()),
+                            SendOptions::mode(mode),
+                        )
+                        .await;
                     assert!(report.all_ok(), "{mode:?} message {i}: {report:?}");
                 }
             })
         });
         let mut next = [0u32; 2];
         while next.iter().any(|n| *n < 300) {
-            let m = tokio::time::timeout(Duration::from_secs(10), inbox.recv()).await.expect("message in time").unwrap();
+            let m = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
+                .await
+                .expect("message in time")
+                .unwrap();
             let i = u32::from_be_bytes(m.payload()[..4].try_into().unwrap());
             let from = if m.from().name() == "b" { 0 } else { 1 };
-            assert_eq!(i, next[from], "round {round} ({mode:?}): out of order from {}", m.from().name());
+            assert_eq!(
+                i,
+                next[from],
+                "round {round} ({mode:?}): out of order from {}",
+                m.from().name()
+            );
             next[from] += 1;
         }
         for s in senders {
@@ -67,13 +85,33 @@ async fn sync_ack_waits_for_processing_and_use_ack_does_not() {
         }
     });
     let a_id = a.local().id();
-    let r = b.send(&[a_id], "slow", Bytes::from_static(b"x"), SendOptions::mode(SendMode::SyncAck)).await;
+    let r = b
+        .send(
+            &[a_id],
+            "slow",
+            Bytes::from_static(b"x"),
+            SendOptions::mode(SendMode::SyncAck),
+        )
+        .await;
     assert!(matches!(r.get(a_id), Some(Delivery::Acked)), "{r:?}");
-    assert!(processed.load(Ordering::SeqCst), "sync-ack returned before the receiver finished processing");
+    assert!(
+        processed.load(Ordering::SeqCst),
+        "sync-ack returned before the receiver finished processing"
+    );
 
-    let r = b.send(&[a_id], "slow", Bytes::from_static(b"y"), SendOptions::mode(SendMode::UseAck)).await;
+    let r = b
+        .send(
+            &[a_id],
+            "slow",
+            Bytes::from_static(b"y"),
+            SendOptions::mode(SendMode::UseAck),
+        )
+        .await;
     assert!(matches!(r.get(a_id), Some(Delivery::Acked)), "{r:?}");
-    assert!(!processed.load(Ordering::SeqCst), "use-ack should return when the bytes arrive, before processing");
+    assert!(
+        !processed.load(Ordering::SeqCst),
+        "use-ack should return when the bytes arrive, before processing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,7 +138,14 @@ async fn ack_timeout_and_refusals_are_reported_per_member() {
     assert!(!r.all_ok());
 
     // A topic nobody listens to is refused at once, with a reason naming the fix.
-    let r = a.send(&[b.local().id()], "nobody", Bytes::new(), SendOptions::mode(SendMode::SyncAck)).await;
+    let r = a
+        .send(
+            &[b.local().id()],
+            "nobody",
+            Bytes::new(),
+            SendOptions::mode(SendMode::SyncAck),
+        )
+        .await;
     match r.get(b.local().id()) {
         Some(Delivery::Failed(SendError::Refused { reason, .. })) => {
             assert!(reason.contains("no listener for topic 'nobody'"), "{reason}")
@@ -123,7 +168,10 @@ async fn vanished_member_is_detected_restart_is_a_new_member_late_member_is_foun
     // Crash: every socket closes, no goodbye.
     drop(c);
     let crashed = Instant::now();
-    eventually("c to be removed", Duration::from_secs(3), || a.members().len() == 1 && b.members().len() == 1).await;
+    eventually("c to be removed", Duration::from_secs(3), || {
+        a.members().len() == 1 && b.members().len() == 1
+    })
+    .await;
     let detected = crashed.elapsed();
     loop {
         match events.recv().await.unwrap() {
@@ -156,7 +204,10 @@ async fn members_of_other_domains_never_join() {
     let b = node("b", 1, &addrs).domain("blue").start().await.unwrap();
     let c = node("c", 2, &addrs).domain("green").start().await.unwrap();
     converge(&[&a, &b]).await;
-    eventually("foreign heartbeats to be counted", Duration::from_secs(5), || a.stats().foreign_domain > 0).await;
+    eventually("foreign heartbeats to be counted", Duration::from_secs(5), || {
+        a.stats().foreign_domain > 0
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(a.members().len(), 1);
     assert!(c.members().is_empty());
@@ -174,7 +225,13 @@ async fn large_messages_arrive_whole_through_fragmentation() {
     let expected = payload.clone();
     let a_id = a.local().id();
     let send = tokio::spawn(async move {
-        b.send(&[a_id], "big", Bytes::from(payload), SendOptions::mode(SendMode::SyncAck)).await
+        b.send(
+            &[a_id],
+            "big",
+            Bytes::from(payload),
+            SendOptions::mode(SendMode::SyncAck),
+        )
+        .await
     });
     let m = inbox.recv().await.unwrap();
     assert_eq!(m.payload().len(), expected.len());
@@ -188,7 +245,11 @@ async fn large_messages_arrive_whole_through_fragmentation() {
 async fn a_pool_of_connections_keeps_order_with_the_order_interceptor() {
     init_tracing();
     let addrs = free_addrs(2);
-    let a = node("a", 0, &addrs).interceptor(OrderInterceptor::default()).start().await.unwrap();
+    let a = node("a", 0, &addrs)
+        .interceptor(OrderInterceptor::default())
+        .start()
+        .await
+        .unwrap();
     let b = node("b", 1, &addrs)
         .pool_size(4)
         .interceptor(OrderInterceptor::default())
@@ -202,10 +263,17 @@ async fn a_pool_of_connections_keeps_order_with_the_order_interceptor() {
         let size = if i % 50 == 0 { 200_000 } else { 16 };
         let mut p = vec![0u8; size];
         p[..4].copy_from_slice(&i.to_be_bytes());
-        assert!(b.send(&[a_id], "o", Bytes::from(p), SendOptions::default()).await.all_ok());
+        assert!(
+            b.send(&[a_id], "o", Bytes::from(p), SendOptions::default())
+                .await
+                .all_ok()
+        );
     }
     for i in 0..2000u32 {
-        let m = tokio::time::timeout(Duration::from_secs(10), inbox.recv()).await.unwrap().unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(10), inbox.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(u32::from_be_bytes(m.payload()[..4].try_into().unwrap()), i);
     }
 }

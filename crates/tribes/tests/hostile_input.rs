@@ -18,13 +18,20 @@ async fn throw(addr: std::net::SocketAddr, bytes: &[u8]) -> bool {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let _ = s.write_all(bytes).await;
     let mut buf = [0u8; 64];
-    matches!(tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await, Ok(Ok(0) | Err(_)))
+    matches!(
+        tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
 }
 
 #[test]
 fn garbage_never_hurts_the_receiver() {
     init_tracing();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let addrs = free_addrs(2);
     let (a, b) = rt.block_on(async {
         let a = node("a", 0, &addrs).max_frame_len(64 * 1024).start().await.unwrap();
@@ -48,8 +55,16 @@ fn garbage_never_hurts_the_receiver() {
     message_before_hello.extend_from_slice(&1u32.to_be_bytes());
     message_before_hello.extend_from_slice(&0u32.to_be_bytes());
     message_before_hello.push(0x90);
-    for bad in [&b"GET / HTTP/1.1\r\n\r\n"[..], &oversized, &unknown_kind, &message_before_hello] {
-        assert!(rt.block_on(throw(target, bad)), "the receiver should close a connection that sent {bad:?}");
+    for bad in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &oversized,
+        &unknown_kind,
+        &message_before_hello,
+    ] {
+        assert!(
+            rt.block_on(throw(target, bad)),
+            "the receiver should close a connection that sent {bad:?}"
+        );
     }
     let counted = a.stats().malformed_frames;
     assert!(counted >= 4, "malformed frames counted: {counted}");
@@ -57,20 +72,48 @@ fn garbage_never_hurts_the_receiver() {
     // Random bytes, with and without a valid-looking prefix.
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(64));
     runner
-        .run(&(proptest::collection::vec(any::<u8>(), 0..2048), any::<bool>()), |(data, prefix)| {
-            let mut bytes = if prefix { Vec::from(&b"TRBS\x01"[..]) } else { Vec::new() };
-            bytes.extend_from_slice(&data);
-            rt.block_on(throw(target, &bytes));
-            Ok(())
-        })
+        .run(
+            &(proptest::collection::vec(any::<u8>(), 0..2048), any::<bool>()),
+            |(data, prefix)| {
+                let mut bytes = if prefix {
+                    Vec::from(&b"TRBS\x01"[..])
+                } else {
+                    Vec::new()
+                };
+                bytes.extend_from_slice(&data);
+                rt.block_on(throw(target, &bytes));
+                Ok(())
+            },
+        )
         .unwrap();
 
     // The node keeps serving: b still gets sync-acks, and b is still a member.
     rt.block_on(async {
-        let r = b.send(&[a.local().id()], "t", Bytes::from_static(b"still here"), SendOptions::mode(SendMode::SyncAck)).await;
+        let r = b
+            .send(
+                &[a.local().id()],
+                "t",
+                Bytes::from_static(b"still here"),
+                SendOptions::mode(SendMode::SyncAck),
+            )
+            .await;
         assert!(matches!(r.get(a.local().id()), Some(Delivery::Acked)), "{r:?}");
-        eventually("membership to stay whole", Duration::from_secs(2), || a.members().len() == 1).await;
+        eventually("membership to stay whole", Duration::from_secs(2), || {
+            a.members().len() == 1
+        })
+        .await;
     });
     let stats = a.stats();
-    assert!(stats.malformed_by_peer.values().sum::<u64>() == stats.malformed_frames);
+    assert_eq!(
+        stats.refused.values().map(|r| r.count).sum::<u64>(),
+        stats.malformed_frames
+    );
+    assert!(
+        stats
+            .refused
+            .values()
+            .any(|r| r.last_reason.contains("not a tribes node")),
+        "{:?}",
+        stats.refused
+    );
 }

@@ -22,11 +22,18 @@ impl Drop for Netns {
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| format!("cannot run `ip`: {e} (install iproute2)"))?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run `ip`: {e} (install iproute2)"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("`ip {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -57,11 +64,20 @@ fn multicast_heartbeats_form_a_cluster_and_keep_domains_apart() {
     let out = Command::new("ip")
         .args(["netns", "exec", &ns.0])
         .arg(exe)
-        .args(["--exact", "inner_cluster_by_heartbeats_alone", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "inner_cluster_by_heartbeats_alone",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(INNER, "1")
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "inner multicast test failed:\n{text}");
     assert!(text.contains("1 passed"), "the inner test did not run:\n{text}");
 }
@@ -72,7 +88,11 @@ fn multicast_heartbeats_form_a_cluster_and_keep_domains_apart() {
 async fn inner_cluster_by_heartbeats_alone() {
     assert!(std::env::var_os(INNER).is_some(), "run through the outer test");
     init_tracing();
-    let mcast = || MulticastDiscovery::new().with_interface([127, 0, 0, 1].into()).with_frequency(Duration::from_millis(200));
+    let mcast = || {
+        MulticastDiscovery::new()
+            .with_interface([127, 0, 0, 1].into())
+            .with_frequency(Duration::from_millis(200))
+    };
     let start = |name: &'static str, domain: &'static str| {
         Channel::builder(name)
             .domain(domain)
@@ -84,15 +104,23 @@ async fn inner_cluster_by_heartbeats_alone() {
     let b = start("b", "blue").await.unwrap();
     let c = start("c", "blue").await.unwrap();
     let g = start("g", "green").await.unwrap();
-    eventually("the blue cluster to form by heartbeats", Duration::from_secs(10), || {
-        [&a, &b, &c].iter().all(|ch| ch.members().len() == 2)
+    eventually(
+        "the blue cluster to form by heartbeats",
+        Duration::from_secs(10),
+        || [&a, &b, &c].iter().all(|ch| ch.members().len() == 2),
+    )
+    .await;
+    eventually("green to count blue heartbeats", Duration::from_secs(5), || {
+        g.stats().foreign_domain > 0
     })
     .await;
-    eventually("green to count blue heartbeats", Duration::from_secs(5), || g.stats().foreign_domain > 0).await;
     assert!(g.members().is_empty(), "green must not see blue members");
     assert!(a.members().iter().all(|m| m.domain() == "blue"));
 
     // A member that stops sending heartbeats is dropped within drop_time (3 s).
     drop(c);
-    eventually("c to be dropped", Duration::from_secs(4), || a.members().len() == 1 && b.members().len() == 1).await;
+    eventually("c to be dropped", Duration::from_secs(4), || {
+        a.members().len() == 1 && b.members().len() == 1
+    })
+    .await;
 }

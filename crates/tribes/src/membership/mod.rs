@@ -73,6 +73,7 @@ pub struct DiscoveryContext {
     pub(crate) shutdown: CancellationToken,
     pub(crate) codec: FrameCodec,
     pub(crate) candidates: Arc<Mutex<BTreeMap<String, CandidateStatus>>>,
+    pub(crate) refused: Arc<crate::stats::Refusals>,
     pub(crate) probe_timeout: Duration,
 }
 
@@ -117,6 +118,11 @@ impl DiscoveryContext {
     /// timeout, or what answers is not a tribes node.
     pub async fn probe(&self, addr: SocketAddr) -> Result<Member, ProbeError> {
         probe::probe(&self.codec, &self.local(), addr, self.probe_timeout).await
+    }
+
+    /// Record that a peer was refused, and why (another cluster key, garbage, …).
+    pub fn refused(&self, peer: impl Into<String>, reason: impl Into<String>) {
+        self.refused.record(peer.into(), reason.into());
     }
 
     /// Record how a candidate address is doing, for [`crate::Channel::stats`].

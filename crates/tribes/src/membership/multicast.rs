@@ -127,7 +127,8 @@ impl Discovery for MulticastDiscovery {
                     _ = ctx.shutdown() => return,
                     _ = beat.tick() => {
                         let frame = Frame::new(FrameKind::Heartbeat, &MemberHeader { member: ctx.local() }, Default::default());
-                        if let Err(e) = socket.send_to(&frame.to_bytes(), target).await {
+                        let Ok(datagram) = ctx.codec.to_bytes(frame) else { continue };
+                        if let Err(e) = socket.send_to(&datagram, target).await {
                             tracing::warn!(group = %key, error = %e, "multicast heartbeat not sent");
                             ctx.report(&key, CandidateStatus { kind: "multicast", member: None, up: false, last_error: Some(e.to_string()) });
                         }
@@ -137,7 +138,10 @@ impl Discovery for MulticastDiscovery {
                         match ctx.codec.decode_datagram(&buf[..len]).and_then(|f| f.header::<MemberHeader>()) {
                             Ok(MemberHeader { member }) if member.id != local_id => ctx.heard(member),
                             Ok(_) => {}
-                            Err(e) => tracing::debug!(%from, error = %e, "ignoring a datagram that is not a heartbeat"),
+                            Err(e) => {
+                                tracing::debug!(%from, error = %e, "ignoring a heartbeat that does not open");
+                                ctx.refused(from.to_string(), e.to_string());
+                            }
                         }
                     }
                 }

@@ -4,11 +4,18 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tribes::{Channel, ChannelBuilder, StaticDiscovery};
+use tribes::{Channel, ChannelBuilder, Keyring, StaticDiscovery};
+
+/// The key every test cluster shares unless a test says otherwise.
+pub fn test_key() -> Keyring {
+    Keyring::new(1, [42; 32])
+}
 
 /// Free loopback ports, reserved by binding and released just before use.
 pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
     listeners.iter().map(|l| l.local_addr().unwrap()).collect()
 }
 
@@ -16,6 +23,7 @@ pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
 pub fn node(name: &str, i: usize, addrs: &[SocketAddr]) -> ChannelBuilder {
     let others: Vec<_> = addrs.iter().copied().filter(|a| *a != addrs[i]).collect();
     Channel::builder(name)
+        .cluster_key(test_key())
         .bind(addrs[i])
         .discovery(StaticDiscovery::new(others).with_frequency(Duration::from_millis(200)))
 }
