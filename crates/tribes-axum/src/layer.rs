@@ -191,7 +191,7 @@ impl ReplicatedSessions {
     /// paths; log and continue on sync failures; `503` with `Retry-After: 1` while not
     /// ready; requests of one session run concurrently.
     pub fn new(manager: SessionManager) -> Self {
-        let counters = crate::metrics::counters_for(manager.context());
+        let counters = crate::metrics::counters_for(&manager);
         ReplicatedSessions {
             manager,
             config: Arc::new(Config::default()),

@@ -52,47 +52,47 @@ impl LayerCounters {
     pub(crate) fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
         vec![
             (
-                "sessions_created",
+                "http_sessions_created",
                 "Sessions created by requests on this node",
                 self.created.get(),
             ),
             (
-                "session_commits",
-                "Requests that committed (replicated) a session",
+                "http_commits",
+                "Requests that committed (replicated) a changed session",
                 self.commits.get(),
             ),
             (
-                "sessions_invalidated",
+                "http_sessions_invalidated",
                 "Sessions invalidated by requests on this node",
                 self.invalidated.get(),
             ),
             (
-                "session_rebinds",
+                "http_rebinds",
                 "Sessions rebound to this node after a failover",
                 self.rebinds.get(),
             ),
             (
-                "session_sync_failures",
+                "http_sync_failures",
                 "Commits that were not confirmed by the cluster",
                 self.sync_failures.get(),
             ),
             (
-                "session_stale_values",
+                "http_stale_values",
                 "Attributes that no longer decode into the requested type",
                 self.stale_values.get(),
             ),
             (
-                "session_malformed_cookies",
+                "http_malformed_cookies",
                 "Malformed session cookies ignored",
                 self.malformed_cookies.get(),
             ),
             (
-                "session_not_ready_rejections",
+                "http_not_ready",
                 "Requests refused while the node was not ready",
                 self.not_ready.get(),
             ),
             (
-                "session_too_many_sessions",
+                "http_too_many_sessions",
                 "Session creations refused: max active reached",
                 self.too_many_sessions.get(),
             ),
@@ -100,14 +100,16 @@ impl LayerCounters {
     }
 }
 
-/// The counters of `context`, shared in this process.
-pub(crate) fn counters_for(context: &str) -> Arc<LayerCounters> {
-    static ALL: OnceLock<Mutex<HashMap<String, Arc<LayerCounters>>>> = OnceLock::new();
+/// The layer counters of `manager`'s node (route) and context, shared in this process.
+pub(crate) fn counters_for(manager: &SessionManager) -> Arc<LayerCounters> {
+    type Key = (String, String);
+    static ALL: OnceLock<Mutex<HashMap<Key, Arc<LayerCounters>>>> = OnceLock::new();
     let mut map = ALL
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    map.entry(context.to_owned()).or_default().clone()
+    let key = (manager.route().to_owned(), manager.context().to_owned());
+    map.entry(key).or_default().clone()
 }
 
 #[derive(Clone)]
@@ -126,6 +128,13 @@ impl fmt::Debug for MetricsState {
 struct NodeLabels {
     node: String,
     context: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicationLabels {
+    node: String,
+    context: String,
+    member: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -185,18 +194,170 @@ pub(crate) fn render(manager: &SessionManager, channel: &Channel) -> Result<Stri
         context: context.clone(),
     };
 
-    // The manager's statistics: every number of `SessionManager::stats`, as a gauge.
-    for (name, value) in crate::status::manager_numbers(manager) {
+    // The manager's statistics.
+    let ms = manager.stats();
+    let one = |v: u64| [(nl.clone(), v)];
+    let gauge = |v: f64| {
         let family = Family::<NodeLabels, Gauge<f64, AtomicU64>>::default();
-        family.get_or_create(&nl).set(value);
-        registry.register(
-            format!("manager_{name}"),
-            format!("tribes-sessions manager statistic '{name}'"),
-            family,
-        );
-    }
+        family.get_or_create(&nl).set(v);
+        family
+    };
+    registry.register(
+        "sessions_active",
+        "Sessions held by this node",
+        gauge(ms.sessions as f64),
+    );
+    registry.register(
+        "ready",
+        "1 when the node serves requests (state transfer over)",
+        gauge(f64::from(u8::from(ms.ready))),
+    );
+    registry.register(
+        "context_servers",
+        "Other members serving the context",
+        gauge(ms.servers.len() as f64),
+    );
+    registry.register(
+        "sessions_overhead_bytes",
+        "Estimated bookkeeping bytes beyond attribute data",
+        gauge(ms.overhead_bytes as f64),
+    );
+    let transfer = &ms.state_transfer;
+    registry.register(
+        "state_transfer_duration_seconds",
+        "How long the state transfer took (NaN while running)",
+        gauge(transfer.duration_ms.map_or(f64::NAN, |ms| ms as f64 / 1000.0)),
+    );
+    registry.register(
+        "state_transfer_sessions",
+        "Sessions received in the state transfer",
+        gauge(transfer.sessions_received as f64),
+    );
+    registry.register(
+        "state_transfer_attempts",
+        "State transfer attempts and skipped members",
+        gauge(transfer.attempts.len() as f64),
+    );
+    counter_family(
+        &mut registry,
+        "replication_messages_sent",
+        "Session messages sent (one per member)",
+        one(ms.messages_sent),
+    );
+    counter_family(
+        &mut registry,
+        "replication_bytes_sent",
+        "Bytes of session messages sent",
+        one(ms.bytes_sent),
+    );
+    counter_family(
+        &mut registry,
+        "replication_messages_received",
+        "Session messages received",
+        one(ms.messages_received),
+    );
+    counter_family(
+        &mut registry,
+        "replication_bytes_received",
+        "Bytes of session messages received",
+        one(ms.bytes_received),
+    );
+    counter_family(&mut registry, "replication_acks", "Sync-acks received", one(ms.acks));
+    counter_family(
+        &mut registry,
+        "replication_failures",
+        "Failed or timed-out session sends",
+        one(ms.failures),
+    );
+    counter_family(
+        &mut registry,
+        "replication_undecodable",
+        "Session messages that did not decode",
+        one(ms.undecodable),
+    );
+    counter_family(
+        &mut registry,
+        "replication_deltas_applied",
+        "Replicated deltas applied",
+        one(ms.deltas_applied),
+    );
+    counter_family(
+        &mut registry,
+        "replication_conflicts",
+        "Deltas made against an older version (last writer won)",
+        one(ms.conflicts),
+    );
+    counter_family(
+        &mut registry,
+        "replication_dropped_late",
+        "Late changes to destroyed sessions, dropped",
+        one(ms.dropped_late),
+    );
+    counter_family(
+        &mut registry,
+        "replication_dropped_in_snapshot",
+        "Queued changes the snapshot already had",
+        one(ms.dropped_in_snapshot),
+    );
+    counter_family(
+        &mut registry,
+        "sessions_expired",
+        "Sessions expired on this node",
+        one(ms.expired),
+    );
+    counter_family(
+        &mut registry,
+        "sessions_invalidated",
+        "Sessions invalidated (here or replicated)",
+        one(ms.invalidated),
+    );
+    counter_family(
+        &mut registry,
+        "sessions_promotions",
+        "Sessions this node took over as primary",
+        one(ms.promotions),
+    );
+    let per = |f: fn(&tribes_sessions::MemberReplication) -> u64| {
+        ms.per_member
+            .iter()
+            .map(|m| {
+                (
+                    ReplicationLabels {
+                        node: node.clone(),
+                        context: context.clone(),
+                        member: m.member.clone(),
+                    },
+                    f(m),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    counter_family(
+        &mut registry,
+        "replication_member_messages",
+        "Session messages sent to a member",
+        per(|m| m.messages),
+    );
+    counter_family(
+        &mut registry,
+        "replication_member_bytes",
+        "Bytes of session messages sent to a member",
+        per(|m| m.bytes),
+    );
+    counter_family(
+        &mut registry,
+        "replication_member_acks",
+        "Sync-acks received from a member",
+        per(|m| m.acks),
+    );
+    counter_family(
+        &mut registry,
+        "replication_member_failures",
+        "Failed or timed-out sends to a member",
+        per(|m| m.failures),
+    );
     // The layer's counters.
-    for (name, help, value) in counters_for(&context).snapshot() {
+    for (name, help, value) in counters_for(manager).snapshot() {
         counter_family(&mut registry, name, help, [(nl.clone(), value)]);
     }
 

@@ -68,50 +68,6 @@ struct MemberView {
     domain: String,
 }
 
-/// The manager's statistics as JSON.
-pub(crate) fn manager_stats(manager: &SessionManager) -> Value {
-    serde_json::to_value(manager.stats()).unwrap_or(Value::Null)
-}
-
-/// Every number in the manager's statistics, flattened to `a_b_c` names.
-pub(crate) fn manager_numbers(manager: &SessionManager) -> Vec<(String, f64)> {
-    let mut out = Vec::new();
-    flatten("", &manager_stats(manager), &mut out);
-    out
-}
-
-fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, f64)>) {
-    match v {
-        Value::Number(n) => {
-            if let Some(f) = n.as_f64() {
-                out.push((prefix.to_owned(), f));
-            }
-        }
-        Value::Bool(b) => out.push((prefix.to_owned(), if *b { 1.0 } else { 0.0 })),
-        Value::Object(m) => {
-            for (k, v) in m {
-                let key: String = k
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() {
-                            c.to_ascii_lowercase()
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect();
-                let name = if prefix.is_empty() {
-                    key
-                } else {
-                    format!("{prefix}_{key}")
-                };
-                flatten(&name, v, out);
-            }
-        }
-        _ => {}
-    }
-}
-
 pub(crate) fn status(manager: &SessionManager, channel: &Channel) -> Status {
     let local = channel.local();
     let stats = manager.stats();
@@ -132,7 +88,7 @@ pub(crate) fn status(manager: &SessionManager, channel: &Channel) -> Status {
             domain: m.domain().to_owned(),
         })
         .collect();
-    let layer = counters_for(manager.context())
+    let layer = counters_for(manager)
         .snapshot()
         .into_iter()
         .map(|(name, _, v)| (name.to_owned(), json!(v)))
@@ -257,12 +213,5 @@ mod tests {
             escape("<a href=\"x\">&'</a>"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;"
         );
-    }
-
-    #[test]
-    fn flattens_numbers() {
-        let mut out = Vec::new();
-        flatten("", &json!({"a": 1, "b": {"c-d": 2.5, "e": "x"}, "f": true}), &mut out);
-        assert_eq!(out, vec![("a".into(), 1.0), ("b_c_d".into(), 2.5), ("f".into(), 1.0)]);
     }
 }

@@ -157,7 +157,7 @@ async fn a_stale_typed_attribute_is_a_typed_error_and_the_rest_works() {
     );
     assert_eq!(get_(&a.url("/get/other"), Some(&c)).await.body, "fine");
     let metrics = get_(&a.url("/metrics"), None).await.body;
-    assert!(metrics.contains("tribes_session_stale_values_total"), "{metrics}");
+    assert!(metrics.contains("tribes_http_stale_values_total"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,7 +299,7 @@ async fn status_json_html_and_metrics() {
             .find(|s| s.metric == name)
             .unwrap_or_else(|| panic!("{name} in {}", r.body))
     };
-    let sessions = find("tribes_manager_sessions");
+    let sessions = find("tribes_sessions_active");
     assert_eq!(sessions.labels.get("node"), Some("A"));
     assert_eq!(sessions.labels.get("context"), Some("/app"));
     assert!(
@@ -307,10 +307,24 @@ async fn status_json_html_and_metrics() {
         "{:?}",
         sessions.value
     );
-    find("tribes_sessions_created_total");
-    find("tribes_manager_messages_sent");
-    find("tribes_manager_conflicts");
-    find("tribes_manager_state_transfer_duration_ms");
+    let num = |v: &prometheus_parse::Value| match v {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => *v,
+        other => panic!("a number: {other:?}"),
+    };
+    // Layer counters are per (route, context) in the process: other tests may add to them.
+    assert!(num(&find("tribes_http_sessions_created_total").value) >= 1.0);
+    assert!(num(&find("tribes_replication_messages_sent_total").value) >= 1.0);
+    find("tribes_replication_acks_total");
+    find("tribes_replication_conflicts_total");
+    find("tribes_replication_failures_total");
+    find("tribes_state_transfer_duration_seconds");
+    assert_eq!(
+        find("tribes_replication_member_bytes_total").labels.get("member"),
+        Some("B")
+    );
+    assert!(matches!(find("tribes_ready").value, prometheus_parse::Value::Gauge(v) if v == 1.0));
     let sent = find("tribes_channel_messages_sent_total");
     assert_eq!(sent.labels.get("member"), Some("B"));
 }
@@ -420,4 +434,43 @@ async fn cycle_id_gives_a_new_id_and_the_old_one_stops_working() {
     assert_eq!(get_(&b.url("/get/user"), Some(&new)).await.body, "alice");
     // Invalidate then write in one request: a fresh session, a fresh cookie.
     assert_eq!(post_(&a.url("/set/k/v"), Some(&new)).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_commit_no_member_confirms_is_503_or_logged_as_configured() {
+    init_tracing();
+    let a = node(
+        "A",
+        &[],
+        |b| b.with_ack_timeout(Duration::from_millis(500)),
+        |l| l.with_sync_failure(tribes_axum::OnSyncFailure::ServiceUnavailable),
+    )
+    .await;
+    let b = node("B", &[&a], |b| b, |l| l).await;
+    wait_mesh(&[&a, &b]).await;
+    // B's manager stops without a goodbye; its channel stays up, so A still sends to B
+    // and nothing applies or acks the change there.
+    b.manager.abort();
+    let r = post_(&a.url("/set/x/1"), None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
+    assert_eq!(r.headers["retry-after"], "1");
+    let c = r.session_cookie().expect("the session exists here: the cookie is kept");
+    assert_eq!(get_(&a.url("/get/x"), Some(&c)).await.body, "1", "applied locally");
+
+    // The default: log, count and answer normally.
+    let failures = || async {
+        let metrics = get_(&a.url("/metrics"), None).await.body;
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("tribes_http_sync_failures_total"))
+            .expect("counter present")
+            .to_string();
+        line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+    };
+    let before = failures().await;
+    assert!(before >= 1);
+    let lenient = serve(app(a.manager.clone(), a.channel.clone(), |l| l)).await;
+    let r = post_(&format!("http://{lenient}/set/y/2"), Some(&c)).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(failures().await, before + 1);
 }
