@@ -60,8 +60,9 @@ pub(crate) fn parse_value(value: &str) -> Option<CookieId> {
     Some(CookieId { id, route })
 }
 
-fn is_route_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+/// A byte allowed in a cookie value (RFC 6265 `cookie-octet`).
+pub(crate) fn is_route_byte(b: u8) -> bool {
+    matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
 }
 
 /// The cookie value for a session: `id.route`, or `id` if the route is empty.
@@ -155,6 +156,11 @@ mod tests {
         assert_eq!(parse_value("garbage"), None);
         assert_eq!(parse_value(&format!("{}.", id())), None);
         assert_eq!(parse_value(&format!("{}.a b", id())), None);
+        assert_eq!(parse_value(&format!("{}.a;b", id())), None);
+        assert_eq!(
+            parse_value(&format!("{}.n1:8080.x", id())).unwrap().route.as_deref(),
+            Some("n1:8080.x")
+        );
         let mut h = HeaderMap::new();
         h.insert(COOKIE, HeaderValue::from_str(&format!("x=1; S=bad; S={v}")).unwrap());
         assert!(matches!(read(&h, "S"), RequestCookie::Present(_)));

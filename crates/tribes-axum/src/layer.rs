@@ -190,7 +190,17 @@ impl ReplicatedSessions {
     /// HTTPS, no `Max-Age`; replicate only changed sessions; skip [`DEFAULT_FILTER`]
     /// paths; log and continue on sync failures; `503` with `Retry-After: 1` while not
     /// ready; requests of one session run concurrently.
+    ///
+    /// # Panics
+    /// If the node's route (its channel name) cannot be part of a cookie value: it must
+    /// be non-empty, without spaces, `"`, `,`, `;` or a backslash.
     pub fn new(manager: SessionManager) -> Self {
+        let route = manager.route();
+        assert!(
+            !route.is_empty() && route.bytes().all(crate::cookie::is_route_byte),
+            "the node's route {route:?} (its channel name) cannot be part of the session cookie: \
+             name the channel with letters, digits and -_.:~ only"
+        );
         let counters = crate::metrics::counters_for(&manager);
         ReplicatedSessions {
             manager,

@@ -33,9 +33,12 @@ impl fmt::Debug for StatusState {
 ///   kind), `sessions` (held by this node), `members` (the other live members, each
 ///   with `route`, `addr` and `id`), `replication` (the manager's statistics), `layer`
 ///   (the layer's counters) and `channel` (traffic per member).
-/// - `GET /` and `GET /status.html`: the same as a small HTML page, without external assets.
+/// - `GET /` and `GET /status.html`: the same as a small HTML page, without external
+///   assets, every text escaped.
 ///
-/// Mount it anywhere, e.g. `.nest("/cluster", status_router(manager, channel))`. Put it
+/// Mount it anywhere, e.g. `.nest("/cluster", status_router(manager, channel))`: the
+/// JSON is then at `/cluster/status` and the page at `/cluster` (axum 0.8 nests `/` at
+/// the prefix itself, without a trailing slash) and `/cluster/status.html`. Put it
 /// outside the [`ReplicatedSessions`](crate::ReplicatedSessions) layer, or call it
 /// without the session cookie, so that it answers while the node is not ready.
 pub fn status_router(manager: SessionManager, channel: Channel) -> Router {

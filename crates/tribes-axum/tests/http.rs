@@ -42,6 +42,35 @@ async fn lazy_handlers_that_do_not_write_create_and_send_nothing() {
     let after = a.manager.stats();
     assert_eq!(after.deltas_applied, commits.deltas_applied);
     assert_eq!(after.messages_sent, commits.messages_sent);
+
+    // ...but the read is recorded as an access (touch), so the session does not expire.
+    let sid: tribes_sessions::SessionId = split(&c).0.parse().unwrap();
+    let before = a.manager.get(&sid).await.unwrap().last_accessed();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(get_(&a.url("/get/x"), Some(&c)).await.body, "1");
+    assert!(a.manager.get(&sid).await.unwrap().last_accessed() > before, "touched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicate_always_commits_reads_too() {
+    init_tracing();
+    let a = node(
+        "A",
+        &[],
+        |b| b.with_replicate_only_changes(false),
+        |l| l.with_replicate(tribes_axum::ReplicateWhen::Always),
+    )
+    .await;
+    let b = node("B", &[&a], |b| b, |l| l).await;
+    wait_mesh(&[&a, &b]).await;
+    let c = post_(&a.url("/set/x/1"), None).await.session_cookie().unwrap();
+    let sent = a.manager.stats().messages_sent;
+    assert_eq!(get_(&a.url("/get/x"), Some(&c)).await.body, "1");
+    assert!(a.manager.stats().messages_sent > sent, "a read replicated");
+    // A handler that never touches the session still costs nothing.
+    let sent = a.manager.stats().messages_sent;
+    get_(&a.url("/none"), Some(&c)).await;
+    assert_eq!(a.manager.stats().messages_sent, sent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,4 +502,22 @@ async fn a_sync_commit_no_member_confirms_is_503_or_logged_as_configured() {
     let r = post_(&format!("http://{lenient}/set/y/2"), Some(&c)).await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     assert_eq!(failures().await, before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebind_grace_stops_ping_pong_between_nodes() {
+    let (a, b) = pair().await;
+    let on_a = post_(&a.url("/set/user/alice"), None).await.session_cookie().unwrap();
+    let (id, _) = split(&on_a);
+    // Failover to B: rebound.
+    let on_b = get_(&b.url("/get/user"), Some(&on_a)).await.session_cookie().unwrap();
+    assert_eq!(on_b, format!("{id}.B"));
+    // A non-sticky balancer sends the new cookie back to A: A has not rebound it, so it does.
+    let r = get_(&a.url("/get/user"), Some(&on_b)).await;
+    assert_eq!(r.session_cookie().unwrap(), format!("{id}.A"));
+    // ...and straight back to B with the A cookie: B rebound it moments ago, so it
+    // serves the request without moving the session again.
+    let r = get_(&b.url("/get/user"), Some(&on_a)).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "alice"));
+    assert!(r.set_cookies.is_empty(), "no rebind within the grace: {r:?}");
 }
