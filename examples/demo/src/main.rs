@@ -1,2 +1,194 @@
-//! Run with `cargo run -p tribes-demo`. (The demo arrives with the layer.)
-fn main() {}
+//! The tribes demo: an Axum app whose sessions are replicated across a cluster.
+//!
+//! Run with `cargo xtask demo` (three nodes on loopback), or one node by hand:
+//!
+//! ```sh
+//! cargo run -p tribes-demo -- --route a --http 127.0.0.1:8081 --cluster 127.0.0.1:4001 --member 127.0.0.1:4002
+//! ```
+//!
+//! Every flag can also come from the environment (`TRIBES_ROUTE`, `TRIBES_HTTP`, …).
+
+mod page;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Json, Response};
+use axum::routing::{get, post, put};
+use clap::{Parser, ValueEnum};
+use serde_json::json;
+use tribes::{Channel, MulticastDiscovery, SendMode, StaticDiscovery};
+use tribes_axum::{ReplicatedSessions, Session, metrics_router, status_router};
+use tribes_sessions::{ManagerKind, SessionManager};
+
+/// The name of the demo's session context.
+const CONTEXT: &str = "demo";
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Manager {
+    /// DeltaManager: every node holds every session.
+    Delta,
+    /// BackupManager: one primary and one backup per session.
+    Backup,
+}
+
+/// A node of the tribes demo cluster.
+#[derive(Debug, Parser)]
+#[command(name = "tribes-demo", version, about)]
+struct Args {
+    /// This node's route (Tomcat's jvmRoute): the suffix of its session cookies.
+    #[arg(long, env = "TRIBES_ROUTE")]
+    route: String,
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "TRIBES_HTTP", default_value = "127.0.0.1:8081")]
+    http: SocketAddr,
+    /// Address the cluster receiver listens on (and advertises).
+    #[arg(long, env = "TRIBES_CLUSTER", default_value = "127.0.0.1:4001")]
+    cluster: SocketAddr,
+    /// A static member's replication address (repeatable, or comma-separated in TRIBES_MEMBER).
+    #[arg(long = "member", env = "TRIBES_MEMBER", value_delimiter = ',')]
+    members: Vec<SocketAddr>,
+    /// Find members by multicast heartbeats (228.0.0.4:45564) instead of a static list.
+    #[arg(long, env = "TRIBES_MULTICAST")]
+    multicast: bool,
+    /// Which session manager replicates the sessions.
+    #[arg(long, env = "TRIBES_MANAGER", value_enum, default_value = "delta")]
+    manager: Manager,
+    /// Wait for every member's ack before answering (sync-ack replication).
+    #[arg(long, env = "TRIBES_SYNC")]
+    sync: bool,
+    /// Idle seconds before a session expires.
+    #[arg(long, env = "TRIBES_MAX_INACTIVE_SECS", default_value_t = 1800)]
+    max_inactive_secs: u64,
+    /// A link to another node's page, shown on this node's page (repeatable).
+    #[arg(long = "link", env = "TRIBES_LINK", value_delimiter = ',')]
+    links: Vec<String>,
+}
+
+#[derive(Clone)]
+struct App {
+    route: String,
+    links: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+
+    let mut channel = Channel::builder(&args.route).bind(args.cluster);
+    channel = if args.multicast {
+        channel.discovery(MulticastDiscovery::new())
+    } else {
+        channel.discovery(StaticDiscovery::new(args.members.clone()))
+    };
+    let channel = channel.start().await?;
+
+    let kind = match args.manager {
+        Manager::Delta => ManagerKind::Delta,
+        Manager::Backup => ManagerKind::Backup { backup_count: 1 },
+    };
+    let manager = SessionManager::builder(CONTEXT)
+        .with_kind(kind)
+        .with_send_mode(if args.sync { SendMode::SyncAck } else { SendMode::Async })
+        .with_max_inactive(Duration::from_secs(args.max_inactive_secs))
+        .start(channel.clone())
+        .await?;
+
+    let app = App {
+        route: args.route.clone(),
+        links: args.links.clone(),
+    };
+    let router = Router::new()
+        .route("/", get(home))
+        .route("/counter", get(counter))
+        .route("/session/invalidate", post(invalidate))
+        .route("/session/{key}", put(put_key).get(get_key).delete(delete_key))
+        .route("/static/hello.txt", get(|| async { "hello from a static file\n" }))
+        .layer(ReplicatedSessions::new(manager.clone()))
+        .with_state(app)
+        .nest("/cluster", status_router(manager.clone(), channel.clone()))
+        .merge(metrics_router(manager.clone(), channel.clone()));
+
+    let listener = tokio::net::TcpListener::bind(args.http).await?;
+    tracing::info!(route = %args.route, http = %args.http, cluster = %args.cluster, "tribes-demo serving");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shutting down: handing sessions over, saying goodbye");
+    manager.shutdown().await;
+    channel.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Turns session errors into responses without leaking details.
+struct AppError(tribes_axum::SessionError);
+
+impl From<tribes_axum::SessionError> for AppError {
+    fn from(e: tribes_axum::SessionError) -> Self {
+        AppError(e)
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        self.0.into_response()
+    }
+}
+
+async fn home(State(app): State<App>, session: Session) -> Result<Html<String>, AppError> {
+    let count = session.get::<u64>("count").await.unwrap_or(None).unwrap_or(0);
+    Ok(Html(page::render(
+        &app.route,
+        session.id().await.as_deref(),
+        count,
+        &app.links,
+    )))
+}
+
+async fn counter(State(app): State<App>, session: Session) -> Result<Json<serde_json::Value>, AppError> {
+    let count = session.get::<u64>("count").await.unwrap_or(None).unwrap_or(0) + 1;
+    session.insert("count", &count).await?;
+    Ok(Json(
+        json!({ "count": count, "node": app.route, "session": session.id().await }),
+    ))
+}
+
+async fn put_key(session: Session, Path(key): Path<String>, body: String) -> Result<StatusCode, AppError> {
+    session.insert(&key, &body).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_key(session: Session, Path(key): Path<String>) -> Response {
+    match session.get::<String>(&key).await {
+        Ok(Some(value)) => value.into_response(),
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
+        Err(e) => {
+            tracing::warn!(%key, error = %e, "attribute does not decode as text; treated as absent");
+            StatusCode::NOT_FOUND.into_response()
+        }
+    }
+}
+
+async fn delete_key(session: Session, Path(key): Path<String>) -> Result<StatusCode, AppError> {
+    session.remove(&key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn invalidate(session: Session) -> Result<StatusCode, AppError> {
+    session.invalidate().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

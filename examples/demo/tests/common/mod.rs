@@ -1,0 +1,262 @@
+//! A cluster of real `tribes-demo` processes and a real HTTP client with a cookie jar.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod cdp;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Free loopback ports (bound, then released just before use).
+pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+}
+
+/// One `tribes-demo` process.
+pub struct DemoNode {
+    pub route: String,
+    pub http: SocketAddr,
+    pub cluster: SocketAddr,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl DemoNode {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    /// Start (or restart) the process.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "node {} is already running", self.route);
+        let child = Command::new(env!("CARGO_BIN_EXE_tribes-demo"))
+            .args(&self.args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,tribes=info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("TRIBES_TEST_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("start tribes-demo");
+        self.child = Some(child);
+    }
+
+    /// `kill -9`: no goodbye, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "node {} ignored SIGTERM",
+                self.route
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+}
+
+impl Drop for DemoNode {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Options every node of a test cluster shares.
+#[derive(Clone, Default)]
+pub struct Options {
+    pub manager: Option<&'static str>,
+    pub sync: bool,
+    pub max_inactive_secs: Option<u64>,
+}
+
+/// `n` nodes named a, b, c… on free loopback ports, each listing the others.
+pub fn cluster(n: usize, opts: &Options) -> Vec<DemoNode> {
+    let addrs = free_addrs(2 * n);
+    let routes = ["a", "b", "c", "d", "e"];
+    (0..n)
+        .map(|i| {
+            let (http, cluster) = (addrs[2 * i], addrs[2 * i + 1]);
+            let mut args = vec![
+                "--route".to_string(),
+                routes[i].to_string(),
+                "--http".into(),
+                http.to_string(),
+                "--cluster".into(),
+                cluster.to_string(),
+            ];
+            for j in (0..n).filter(|j| *j != i) {
+                args.push("--member".into());
+                args.push(addrs[2 * j + 1].to_string());
+            }
+            if let Some(m) = opts.manager {
+                args.extend(["--manager".into(), m.into()]);
+            }
+            if opts.sync {
+                args.push("--sync".into());
+            }
+            if let Some(s) = opts.max_inactive_secs {
+                args.extend(["--max-inactive-secs".into(), s.to_string()]);
+            }
+            DemoNode {
+                route: routes[i].into(),
+                http,
+                cluster,
+                args,
+                child: None,
+            }
+        })
+        .collect()
+}
+
+/// A browser-like client: one cookie jar for every node (cookies ignore ports).
+pub struct Browser {
+    pub client: reqwest::Client,
+    jar: std::sync::Arc<reqwest::cookie::Jar>,
+}
+
+impl std::ops::Deref for Browser {
+    type Target = reqwest::Client;
+    fn deref(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+impl Browser {
+    pub fn new() -> Self {
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+        let client = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        Browser { client, jar }
+    }
+
+    /// The TRIBESSESSIONID value the jar would send to `node`.
+    pub fn session_cookie(&self, node: &DemoNode) -> Option<String> {
+        use reqwest::cookie::CookieStore;
+        let url: reqwest::Url = node.url("/").parse().unwrap();
+        let header = self.jar.cookies(&url)?;
+        header
+            .to_str()
+            .ok()?
+            .split("; ")
+            .find_map(|c| c.strip_prefix("TRIBESSESSIONID=").map(str::to_string))
+    }
+}
+
+pub async fn status(node: &DemoNode) -> Option<Value> {
+    let r = reqwest::Client::new()
+        .get(node.url("/cluster/status"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    r.json().await.ok()
+}
+
+/// Poll until `cond` holds for the node's status, or panic naming `what`.
+pub async fn wait_status(node: &DemoNode, what: &str, limit: Duration, cond: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = status(node).await {
+            if cond(&s) {
+                return s;
+            }
+            if start.elapsed() > limit {
+                panic!(
+                    "node {}: timed out after {limit:?} waiting for {what}; last status: {s}",
+                    node.route
+                );
+            }
+        } else if start.elapsed() > limit {
+            panic!(
+                "node {}: timed out after {limit:?} waiting for {what}; no status answer",
+                node.route
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn members(s: &Value) -> usize {
+    s["members"].as_array().map_or(0, |m| m.len())
+}
+
+pub fn sessions(s: &Value) -> u64 {
+    s["sessions"].as_u64().unwrap_or(0)
+}
+
+pub fn ready(s: &Value) -> bool {
+    s["ready"].as_bool() == Some(true)
+}
+
+/// Wait until the node is ready and sees `others` members.
+pub async fn wait_ready(node: &DemoNode, others: usize) -> Value {
+    wait_status(
+        node,
+        &format!("ready with {others} members"),
+        Duration::from_secs(30),
+        |s| ready(s) && members(s) == others,
+    )
+    .await
+}
+
+/// `GET /counter` and return the count.
+pub async fn count(client: &Browser, node: &DemoNode) -> u64 {
+    let r = client.get(node.url("/counter")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "GET /counter on {}", node.route);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["node"], node.route.as_str());
+    v["count"].as_u64().unwrap()
+}
+
+/// `GET /session/{key}`: `Some(value)` on 200, `None` on 404.
+pub async fn get_key(client: &Browser, node: &DemoNode, key: &str) -> Option<String> {
+    let r = client.get(node.url(&format!("/session/{key}"))).send().await.unwrap();
+    match r.status().as_u16() {
+        200 => Some(r.text().await.unwrap()),
+        404 => None,
+        s => panic!("GET /session/{key} on {}: status {s}", node.route),
+    }
+}
+
+pub async fn put_key(client: &Browser, node: &DemoNode, key: &str, value: &str) {
+    let r = client
+        .put(node.url(&format!("/session/{key}")))
+        .body(value.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "PUT /session/{key} on {}", node.route);
+}
