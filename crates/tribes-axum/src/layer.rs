@@ -54,7 +54,9 @@ pub enum ReplicateWhen {
     #[default]
     Changed,
     /// After every request that loaded the session, changed or not (Tomcat's
-    /// behaviour; costs one message per read).
+    /// behaviour; costs one message per read). The manager sends a whole unchanged
+    /// session only when built with `with_replicate_only_changes(false)`; otherwise
+    /// such a commit records the access and sends nothing.
     Always,
 }
 

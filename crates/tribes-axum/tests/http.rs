@@ -461,8 +461,17 @@ async fn cycle_id_gives_a_new_id_and_the_old_one_stops_working() {
     }
     assert_eq!(get_(&a.url("/get/user"), Some(&new)).await.body, "alice");
     assert_eq!(get_(&b.url("/get/user"), Some(&new)).await.body, "alice");
-    // Invalidate then write in one request: a fresh session, a fresh cookie.
-    assert_eq!(post_(&a.url("/set/k/v"), Some(&new)).await.status, StatusCode::OK);
+    // Invalidate then write in one request: a fresh session and cookie; the old one is gone everywhere.
+    let r = post_(&a.url("/relogin/bob"), Some(&new)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let fresh = r.session_cookie().expect("a fresh cookie");
+    assert_eq!(r.body, fresh);
+    assert_eq!(r.set_cookies.len(), 1, "only the new cookie: {r:?}");
+    assert_ne!(split(&fresh).0, split(&new).0);
+    for n in [&a, &b] {
+        assert_eq!(get_(&n.url("/get/user"), Some(&new)).await.body, "-");
+        assert_eq!(get_(&n.url("/get/user"), Some(&fresh)).await.body, "bob");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -163,6 +163,14 @@ pub fn app(
             }),
         )
         .route(
+            "/relogin/{user}",
+            post(|session: Session, Path(user): Path<String>| async move {
+                session.invalidate().await?;
+                session.insert("user", user).await?;
+                Ok::<_, SessionError>(session.id().await.unwrap_or_default())
+            }),
+        )
+        .route(
             "/cycle",
             post(|session: Session| async move {
                 Ok::<_, SessionError>(session.cycle_id().await?.unwrap_or_else(|| "-".into()))
