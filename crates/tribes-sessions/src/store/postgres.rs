@@ -1,8 +1,10 @@
 //! [`PostgresStore`]: one row per session in a PostgreSQL table (sqlx).
 
+use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use super::error::redact_url;
 use super::record::{self, StoredSession};
@@ -51,12 +53,19 @@ impl PostgresStore {
     /// [`StoreError::Backend`] for a bad URL, failed authentication or a failed migration.
     pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
         let name = format!("postgres store at {}", redact_url(url));
+        let err = |e| pg_error(&name, "connect", None, e);
+        let options = PgConnectOptions::from_str(url).map_err(err)?;
+        // One direct connection first: a pool would only say "timed out", this says why.
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(err)?
+            .close()
+            .await
+            .map_err(err)?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
-            .await
-            .map_err(|e| pg_error(&name, "connect", None, e))?;
+            .connect_lazy_with(options);
         let store = PostgresStore { pool, name };
         store.migrate().await?;
         Ok(store)
@@ -83,15 +92,16 @@ impl PostgresStore {
     /// [`StoreError::Unavailable`], or [`StoreError::Backend`] when the SQL fails (for
     /// example, no permission to create tables).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let err = |e| pg_error(&self.name, "migrate", None, e);
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(MIGRATION_LOCK)
-            .execute(&mut *tx)
+        // One simple-query string runs as one transaction; the advisory lock lasts until its end.
+        let sql = format!(
+            "BEGIN;\nSELECT pg_advisory_xact_lock({MIGRATION_LOCK});\n{}\nCOMMIT;",
+            Self::MIGRATION
+        );
+        sqlx::raw_sql(&sql)
+            .execute(&self.pool)
             .await
-            .map_err(err)?;
-        sqlx::raw_sql(Self::MIGRATION).execute(&mut *tx).await.map_err(err)?;
-        tx.commit().await.map_err(err)
+            .map_err(|e| pg_error(&self.name, "migrate", None, e))?;
+        Ok(())
     }
 
     /// The pool, for queries of your own.

@@ -1,0 +1,857 @@
+//! One conformance suite over every session store, against real servers.
+//!
+//! PostgreSQL and Redis come from `scripts/test-services.sh DIR` (then `. DIR/env`). When a
+//! variable is missing the backend's tests print `SKIPPED: …` and pass, unless `CI` is set:
+//! then they fail.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tribes_sessions::{SessionStore, StoreError, StoredSession};
+
+type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A backend under test: the store, and a way to put raw bytes where a record would be.
+trait Backend: Send + Sync {
+    fn store(&self) -> &dyn SessionStore;
+    /// Writes `bytes` as the stored record of `id`, bypassing the store's encoder (where the
+    /// backend keeps a version beside the record, it is 0).
+    fn write_raw<'a>(&'a self, id: &'a str, bytes: &'a [u8]) -> BoxFut<'a, ()>;
+}
+
+/// The variable's value; `None` (skip) outside CI, a failure in CI.
+fn service_env(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var_os("CI").is_some() => panic!(
+            "{var} is not set and CI is: run `scripts/test-services.sh target/test-services && . target/test-services/env` before the tests"
+        ),
+        _ => {
+            eprintln!(
+                "SKIPPED: {var} is not set (run scripts/test-services.sh target/test-services and source its env file)"
+            );
+            None
+        }
+    }
+}
+
+/// Ids unique to one test run, so tests may share a database.
+fn unique(tag: &str) -> String {
+    format!("{tag}-{:016x}", rand::random::<u64>())
+}
+
+fn record(id: &str, version: u64, ttl: Duration, data: &[u8]) -> StoredSession {
+    StoredSession::new(id, version, SystemTime::now(), ttl, data.to_vec())
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+mod suite {
+    use super::*;
+
+    pub(crate) async fn round_trip(b: &dyn Backend) {
+        let s = b.store();
+        let id = unique("rt");
+        assert_eq!(s.load(&id).await.unwrap(), None);
+        let mut r = record(&id, 1, HOUR, b"\x81\xa4user\xa5alice");
+        r.created_ms -= 5000;
+        s.save(&r, None).await.unwrap();
+        assert_eq!(s.load(&id).await.unwrap(), Some(r.clone()));
+        // Large data, and a replace.
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
+        let r2 = StoredSession {
+            version: 2,
+            data: big,
+            ..r.clone()
+        };
+        s.save(&r2, Some(1)).await.unwrap();
+        assert_eq!(s.load(&id).await.unwrap(), Some(r2));
+        // Empty data is data.
+        let r3 = StoredSession {
+            version: 3,
+            data: Vec::new(),
+            ..r
+        };
+        s.save(&r3, None).await.unwrap();
+        assert_eq!(s.load(&id).await.unwrap(), Some(r3));
+        // Ids that cannot be keys or file names are refused, naming the store.
+        for bad in ["", "../etc/passwd", ".hidden", "a/b", "a b"] {
+            let e = s.load(bad).await.unwrap_err();
+            assert!(matches!(e, StoreError::InvalidId { .. }), "{bad:?}: {e}");
+            assert!(e.to_string().starts_with(s.name()), "{e}");
+            assert!(matches!(
+                s.save(&record(bad, 1, HOUR, b""), None).await,
+                Err(StoreError::InvalidId { .. })
+            ));
+        }
+        s.health().await.unwrap();
+    }
+
+    pub(crate) async fn conflict(b: &dyn Backend) {
+        let s = b.store();
+        let id = unique("cf");
+        s.save(&record(&id, 1, HOUR, b"one"), None).await.unwrap();
+        s.save(&record(&id, 2, HOUR, b"two"), Some(1)).await.unwrap();
+        let e = s.save(&record(&id, 2, HOUR, b"lost?"), Some(1)).await.unwrap_err();
+        match &e {
+            StoreError::Conflict {
+                id: eid,
+                expected,
+                found,
+                store,
+            } => {
+                assert_eq!((eid.as_str(), *expected, *found), (id.as_str(), 1, Some(2)));
+                assert_eq!(store, s.name());
+            }
+            other => panic!("expected a conflict, got {other}"),
+        }
+        assert!(e.to_string().contains(&id) && e.to_string().contains("reload"), "{e}");
+        assert_eq!(
+            s.load(&id).await.unwrap().unwrap().data,
+            b"two",
+            "a conflicting save must write nothing"
+        );
+        // Expecting a version of a session that does not exist.
+        let ghost = unique("ghost");
+        let e = s.save(&record(&ghost, 6, HOUR, b""), Some(5)).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreError::Conflict {
+                    expected: 5,
+                    found: None,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(s.load(&ghost).await.unwrap(), None);
+    }
+
+    /// Many writers increment one session with load / save(expected) / retry: every
+    /// increment lands exactly once, conflicts are detected, none is silently lost.
+    pub(crate) async fn concurrent_writers(b: Arc<dyn Backend>) {
+        let id = unique("race");
+        b.store().save(&record(&id, 1, HOUR, b""), None).await.unwrap();
+        let writers = 12u8;
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let b = b.clone();
+            let id = id.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut conflicts = 0u32;
+                loop {
+                    let cur = b.store().load(&id).await.unwrap().unwrap();
+                    let mut next = cur.clone();
+                    next.version += 1;
+                    next.data.push(w);
+                    match b.store().save(&next, Some(cur.version)).await {
+                        Ok(()) => return conflicts,
+                        Err(StoreError::Conflict { .. }) => conflicts += 1,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }));
+        }
+        let mut conflicts = 0;
+        for t in tasks {
+            conflicts += t.await.unwrap();
+        }
+        let end = b.store().load(&id).await.unwrap().unwrap();
+        assert_eq!(end.version, 1 + u64::from(writers));
+        let mut seen = end.data.clone();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..writers).collect::<Vec<_>>(), "every write exactly once");
+        eprintln!(
+            "{}: {conflicts} conflicts detected among {writers} writers",
+            b.store().name()
+        );
+    }
+
+    pub(crate) async fn delete(b: &dyn Backend) {
+        let s = b.store();
+        let id = unique("del");
+        s.save(&record(&id, 1, HOUR, b"x"), None).await.unwrap();
+        assert!(s.delete(&id).await.unwrap());
+        assert_eq!(s.load(&id).await.unwrap(), None);
+        assert!(!s.delete(&id).await.unwrap());
+        assert!(!s.list_ids().await.unwrap().contains(&id));
+        // A deleted session can be created again.
+        s.save(&record(&id, 1, HOUR, b"y"), None).await.unwrap();
+        assert_eq!(s.load(&id).await.unwrap().unwrap().data, b"y");
+    }
+
+    pub(crate) async fn expiry(b: &dyn Backend) {
+        let s = b.store();
+        let (short, long, past) = (unique("exp-short"), unique("exp-long"), unique("exp-past"));
+        let mut r = record(&short, 1, Duration::ZERO, b"s");
+        r.expires_at_ms += 400;
+        s.save(&r, None).await.unwrap();
+        s.save(&record(&long, 1, HOUR, b"l"), None).await.unwrap();
+        let mut p = record(&past, 1, HOUR, b"p");
+        p.expires_at_ms = p.last_access_ms - 1000;
+        s.save(&p, None).await.unwrap();
+        // Already expired: never returned, whether or not it was deleted yet.
+        assert_eq!(s.load(&past).await.unwrap(), None);
+        assert!(s.load(&short).await.unwrap().is_some(), "not expired yet");
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert_eq!(s.load(&short).await.unwrap(), None, "expired by the system clock");
+        let deleted = s.delete_expired(SystemTime::now()).await.unwrap();
+        eprintln!("{}: delete_expired removed {deleted}", s.name());
+        let ids = s.list_ids().await.unwrap();
+        assert!(
+            !ids.contains(&short) && !ids.contains(&past),
+            "expired records are gone after delete_expired"
+        );
+        assert!(ids.contains(&long));
+        assert!(
+            s.load(&long).await.unwrap().is_some(),
+            "a live session survives delete_expired"
+        );
+        // A renewed session is not deleted: save with a later expiry.
+        let mut renewed = record(&short, 2, HOUR, b"again");
+        renewed.expires_at_ms = u64::MAX; // never
+        s.save(&renewed, None).await.unwrap();
+        s.delete_expired(SystemTime::now() + Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(s.load(&short).await.unwrap(), Some(renewed));
+        s.delete(&short).await.unwrap();
+    }
+
+    pub(crate) async fn list_ids(b: &dyn Backend) {
+        let s = b.store();
+        let ids: Vec<String> = (0..40).map(|i| unique(&format!("list{i}"))).collect();
+        for id in &ids {
+            s.save(&record(id, 1, HOUR, id.as_bytes()), None).await.unwrap();
+        }
+        s.delete(&ids[0]).await.unwrap();
+        let listed = s.list_ids().await.unwrap();
+        assert!(!listed.contains(&ids[0]));
+        for id in &ids[1..] {
+            assert!(listed.contains(id), "{id} missing from list_ids");
+        }
+        let mut dedup = listed.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(dedup.len(), listed.len(), "no duplicates");
+    }
+
+    pub(crate) async fn corrupt_isolated(b: &dyn Backend) {
+        let s = b.store();
+        let (good1, good2, garbage, newer) = (unique("ok1"), unique("ok2"), unique("garbage"), unique("newer"));
+        s.save(&record(&good1, 1, HOUR, b"1"), None).await.unwrap();
+        b.write_raw(&garbage, b"\x00\x01 this is not a session \xff").await;
+        // A record from a future format: magic, then format 2, then anything.
+        let mut future = b"TRIBSESS\x00\x02".to_vec();
+        future.extend_from_slice(&[0u8; 80]);
+        b.write_raw(&newer, &future).await;
+        s.save(&record(&good2, 1, HOUR, b"2"), None).await.unwrap();
+
+        let e = s.load(&garbage).await.unwrap_err();
+        assert!(e.is_corrupt(), "{e}");
+        let m = e.to_string();
+        assert!(m.starts_with(s.name()) && m.contains(&garbage), "{m}");
+        let e = s.load(&newer).await.unwrap_err();
+        assert!(e.is_corrupt() && e.to_string().contains("newer version"), "{e}");
+
+        // Every other session still loads.
+        assert_eq!(s.load(&good1).await.unwrap().unwrap().data, b"1");
+        assert_eq!(s.load(&good2).await.unwrap().unwrap().data, b"2");
+        // The bad ones are listed (an operator can find them), expiry sweeps do not fail.
+        let ids = s.list_ids().await.unwrap();
+        assert!(ids.contains(&garbage) && ids.contains(&newer) && ids.contains(&good1));
+        s.delete_expired(SystemTime::now()).await.unwrap();
+        // A version-checked save over an unreadable record is a conflict; an unconditional
+        // one replaces it; delete removes it.
+        let e = s.save(&record(&garbage, 2, HOUR, b"fix"), Some(1)).await.unwrap_err();
+        assert!(e.is_conflict(), "{e}");
+        s.save(&record(&garbage, 2, HOUR, b"fix"), None).await.unwrap();
+        assert_eq!(s.load(&garbage).await.unwrap().unwrap().data, b"fix");
+        assert!(s.delete(&newer).await.unwrap());
+        assert_eq!(s.load(&newer).await.unwrap(), None);
+    }
+}
+
+/// One test per suite function for a backend made by `$make` (an async expression giving
+/// `Option<impl Backend + 'static>`; `None` skips).
+macro_rules! conformance {
+    ($make:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn round_trip() {
+            let Some(b) = $make else { return };
+            crate::suite::round_trip(&b).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn conflict() {
+            let Some(b) = $make else { return };
+            crate::suite::conflict(&b).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn concurrent_writers() {
+            let Some(b) = $make else { return };
+            crate::suite::concurrent_writers(std::sync::Arc::new(b)).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn delete() {
+            let Some(b) = $make else { return };
+            crate::suite::delete(&b).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn expiry() {
+            let Some(b) = $make else { return };
+            crate::suite::expiry(&b).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn list_ids() {
+            let Some(b) = $make else { return };
+            crate::suite::list_ids(&b).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn corrupt_isolated() {
+            let Some(b) = $make else { return };
+            crate::suite::corrupt_isolated(&b).await;
+        }
+    };
+}
+
+#[cfg(feature = "file")]
+mod store_file {
+    use std::path::PathBuf;
+    use std::time::{Duration, SystemTime};
+
+    use tribes_sessions::{FileStore, SessionStore};
+
+    use super::*;
+
+    pub(crate) struct FileBackend {
+        store: FileStore,
+    }
+
+    impl Backend for FileBackend {
+        fn store(&self) -> &dyn SessionStore {
+            &self.store
+        }
+        fn write_raw<'a>(&'a self, id: &'a str, bytes: &'a [u8]) -> BoxFut<'a, ()> {
+            Box::pin(async move { std::fs::write(self.store.dir().join(format!("{id}.session")), bytes).unwrap() })
+        }
+    }
+
+    pub(crate) fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tribes-store-{tag}-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    pub(crate) async fn backend() -> Option<FileBackend> {
+        Some(FileBackend {
+            store: FileStore::open(temp_dir("conf")).await.unwrap(),
+        })
+    }
+
+    conformance!(backend().await);
+
+    /// A crash mid-save leaves a temp file and the old record: the old record loads, the temp
+    /// file is not a session and is cleaned up; a torn write under the real name is corrupt,
+    /// not misread.
+    #[tokio::test]
+    async fn crash_mid_write() {
+        let dir = temp_dir("crash");
+        let store = FileStore::open(&dir).await.unwrap();
+        let id = unique("crash");
+        store.save(&record(&id, 1, HOUR, b"old"), None).await.unwrap();
+        // What a crash between write and rename leaves: a partial hidden temp file.
+        let tmp = dir.join(format!(".{id}.00000000deadbeef.tmp"));
+        std::fs::write(&tmp, b"TRIBSESS\x00\x01partial").unwrap();
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&tmp)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        drop(store);
+
+        let store = FileStore::open(&dir).await.unwrap();
+        assert!(!tmp.exists(), "stale temp file removed on open");
+        assert_eq!(store.load(&id).await.unwrap().unwrap().data, b"old");
+        assert_eq!(store.list_ids().await.unwrap(), vec![id.clone()]);
+
+        // A torn file under the real name (a filesystem without atomic rename, a disk error).
+        let path = dir.join(format!("{id}.session"));
+        let full = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &full[..full.len() - 2]).unwrap();
+        let e = store.load(&id).await.unwrap_err();
+        assert!(e.is_corrupt() && e.to_string().contains("length mismatch"), "{e}");
+        // A valid file copied under another name is caught too.
+        let other = unique("copy");
+        std::fs::write(dir.join(format!("{other}.session")), &full).unwrap();
+        let e = store.load(&other).await.unwrap_err();
+        assert!(e.to_string().contains("belongs to"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Files carry a version header: magic and format first.
+    #[tokio::test]
+    async fn file_has_version_header() {
+        let dir = temp_dir("header");
+        let store = FileStore::open(&dir).await.unwrap();
+        store.save(&record("abc", 9, HOUR, b"d"), None).await.unwrap();
+        let bytes = std::fs::read(dir.join("abc.session")).unwrap();
+        assert_eq!(&bytes[..10], b"TRIBSESS\x00\x01");
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            leftovers,
+            vec![std::ffi::OsString::from("abc.session")],
+            "no temp file left behind"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The directory vanishing is an error naming the store and the fix.
+    #[tokio::test]
+    async fn directory_gone() {
+        let dir = temp_dir("gone");
+        let store = FileStore::open(&dir).await.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let e = store.save(&record("abc", 1, HOUR, b""), None).await.unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.starts_with(&format!("file store at {}", dir.display())) && m.contains("abc"),
+            "{m}"
+        );
+        assert!(m.contains("does the directory still exist"), "{m}");
+        assert!(store.health().await.is_err());
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod store_postgres {
+    use tribes_sessions::{PostgresStore, SessionStore};
+
+    use super::*;
+
+    pub(crate) struct PgBackend {
+        store: PostgresStore,
+    }
+
+    impl Backend for PgBackend {
+        fn store(&self) -> &dyn SessionStore {
+            &self.store
+        }
+        fn write_raw<'a>(&'a self, id: &'a str, bytes: &'a [u8]) -> BoxFut<'a, ()> {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO tribes_sessions (id, version, expires_at_ms, record) VALUES ($1, 0, 9000000000000000, $2) \
+                     ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, version = 0",
+                )
+                .bind(id)
+                .bind(bytes)
+                .execute(self.store.pool())
+                .await
+                .unwrap();
+            })
+        }
+    }
+
+    pub(crate) async fn backend() -> Option<PgBackend> {
+        let url = service_env("TRIBES_TEST_POSTGRES_URL")?;
+        Some(PgBackend {
+            store: PostgresStore::connect(&url).await.unwrap(),
+        })
+    }
+
+    conformance!(backend().await);
+
+    /// The migration is idempotent and safe when many nodes start at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migrate_concurrently() {
+        let Some(b) = backend().await else { return };
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let s = b.store.clone();
+            tasks.push(tokio::spawn(async move { s.migrate().await }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        b.store.health().await.unwrap();
+    }
+
+    /// An unreachable server: the error names the store and asks whether it is running.
+    #[tokio::test]
+    async fn unreachable() {
+        let e = PostgresStore::connect("postgres://u:secret@127.0.0.1:1/db")
+            .await
+            .unwrap_err();
+        let m = e.to_string();
+        eprintln!("{m}");
+        assert!(e.is_unavailable(), "{m}");
+        assert!(
+            m.starts_with("postgres store at postgres://u:***@127.0.0.1:1/db"),
+            "{m}"
+        );
+        assert!(m.contains("is PostgreSQL running") && !m.contains("secret"), "{m}");
+    }
+}
+
+#[cfg(feature = "redis")]
+mod store_redis {
+    use tribes_sessions::{RedisStore, SessionStore};
+
+    use super::*;
+
+    pub(crate) struct RedisBackend {
+        pub(crate) store: RedisStore,
+        pub(crate) raw: redis::aio::MultiplexedConnection,
+    }
+
+    impl Backend for RedisBackend {
+        fn store(&self) -> &dyn SessionStore {
+            &self.store
+        }
+        fn write_raw<'a>(&'a self, id: &'a str, bytes: &'a [u8]) -> BoxFut<'a, ()> {
+            Box::pin(async move {
+                let key = format!("{}{id}", self.store.prefix());
+                let _: () = redis::cmd("HSET")
+                    .arg(&key)
+                    .arg("v")
+                    .arg("0")
+                    .arg("r")
+                    .arg(bytes)
+                    .query_async(&mut self.raw.clone())
+                    .await
+                    .unwrap();
+            })
+        }
+    }
+
+    pub(crate) async fn backend() -> Option<RedisBackend> {
+        let url = service_env("TRIBES_TEST_REDIS_URL")?;
+        let prefix = format!("test:{:016x}:", rand::random::<u64>());
+        let store = RedisStore::connect(&url).await.unwrap().with_prefix(prefix);
+        let raw = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        Some(RedisBackend { store, raw })
+    }
+
+    conformance!(backend().await);
+
+    /// A key of another type where a session should be: corrupt, isolated, replaceable.
+    #[tokio::test]
+    async fn wrong_type_key() {
+        let Some(b) = backend().await else { return };
+        let id = unique("str");
+        let key = format!("{}{id}", b.store.prefix());
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg("garbage")
+            .query_async(&mut b.raw.clone())
+            .await
+            .unwrap();
+        let e = b.store.load(&id).await.unwrap_err();
+        assert!(e.is_corrupt() && e.to_string().contains(&id), "{e}");
+        assert!(
+            b.store
+                .save(&record(&id, 2, HOUR, b""), Some(1))
+                .await
+                .unwrap_err()
+                .is_conflict()
+        );
+        b.store.save(&record(&id, 2, HOUR, b"ok"), None).await.unwrap();
+        assert_eq!(b.store.load(&id).await.unwrap().unwrap().data, b"ok");
+    }
+
+    /// The TTL is native: PEXPIRE to the record's expiry.
+    #[tokio::test]
+    async fn native_ttl() {
+        let Some(b) = backend().await else { return };
+        let id = unique("ttl");
+        b.store
+            .save(&record(&id, 1, Duration::from_secs(100), b""), None)
+            .await
+            .unwrap();
+        let key = format!("{}{id}", b.store.prefix());
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut b.raw.clone())
+            .await
+            .unwrap();
+        assert!((95_000..=100_000).contains(&pttl), "{pttl}");
+    }
+
+    /// Nothing listening: the error names the store and asks whether Redis runs.
+    #[tokio::test]
+    async fn unreachable() {
+        let e = RedisStore::connect("redis://:secret@127.0.0.1:1").await.unwrap_err();
+        let m = e.to_string();
+        eprintln!("{m}");
+        assert!(e.is_unavailable(), "{m}");
+        assert!(m.starts_with("redis store at redis://:***@127.0.0.1:1: "), "{m}");
+        assert!(m.contains("is Redis running") && !m.contains("secret"), "{m}");
+    }
+}
+
+#[cfg(feature = "redis")]
+mod store_redis_cluster {
+    use tribes_sessions::{RedisStore, SessionStore};
+
+    use super::*;
+
+    pub(crate) struct ClusterBackend {
+        store: RedisStore,
+        raw: redis::cluster_async::ClusterConnection,
+    }
+
+    impl Backend for ClusterBackend {
+        fn store(&self) -> &dyn SessionStore {
+            &self.store
+        }
+        fn write_raw<'a>(&'a self, id: &'a str, bytes: &'a [u8]) -> BoxFut<'a, ()> {
+            Box::pin(async move {
+                let key = format!("{}{id}", self.store.prefix());
+                let _: () = redis::cmd("HSET")
+                    .arg(&key)
+                    .arg("v")
+                    .arg("0")
+                    .arg("r")
+                    .arg(bytes)
+                    .query_async(&mut self.raw.clone())
+                    .await
+                    .unwrap();
+            })
+        }
+    }
+
+    fn urls() -> Option<Vec<String>> {
+        Some(
+            service_env("TRIBES_TEST_REDIS_CLUSTER_URLS")?
+                .split(',')
+                .map(str::to_owned)
+                .collect(),
+        )
+    }
+
+    pub(crate) async fn backend() -> Option<ClusterBackend> {
+        let urls = urls()?;
+        let prefix = format!("test:{:016x}:", rand::random::<u64>());
+        let store = RedisStore::connect_cluster(&urls).await.unwrap().with_prefix(prefix);
+        let raw = redis::cluster::ClusterClient::new(urls)
+            .unwrap()
+            .get_async_connection()
+            .await
+            .unwrap();
+        Some(ClusterBackend { store, raw })
+    }
+
+    conformance!(backend().await);
+
+    /// Keys land on every master, and list_ids finds them all.
+    #[tokio::test]
+    async fn spread_over_masters() {
+        let Some(b) = backend().await else { return };
+        let ids: Vec<String> = (0..60).map(|i| unique(&format!("spread{i}"))).collect();
+        for id in &ids {
+            b.store.save(&record(id, 1, HOUR, b""), None).await.unwrap();
+        }
+        let mut masters = std::collections::HashSet::new();
+        for id in &ids {
+            let slot: u16 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(format!("{}{id}", b.store.prefix()))
+                .query_async(&mut b.raw.clone())
+                .await
+                .unwrap();
+            masters.insert(slot / 5462);
+        }
+        assert_eq!(
+            masters.len(),
+            3,
+            "the ids should hash to all three masters' slot ranges"
+        );
+        let mut listed = b.store.list_ids().await.unwrap();
+        listed.sort();
+        let mut want = ids.clone();
+        want.sort();
+        assert_eq!(listed, want);
+        b.store.health().await.unwrap();
+    }
+}
+
+/// A Redis that goes away mid-run (kill -9) and comes back: errors name the store, nothing is
+/// corrupted, every acknowledged save survives, and the same store object works again.
+#[cfg(feature = "redis")]
+mod store_redis_outage {
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use tribes_sessions::{RedisStore, SessionStore};
+
+    use super::*;
+
+    /// A private redis-server with an fsync-always append log, killed on drop.
+    struct Server {
+        child: Child,
+    }
+
+    impl Server {
+        fn start(port: u16, dir: &Path) -> Server {
+            let child = Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
+                .args([
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--protected-mode",
+                    "no",
+                ])
+                .arg("--dir")
+                .arg(dir)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server (scripts/test-services.sh installs it)");
+            Server { child }
+        }
+
+        fn kill(&mut self) {
+            let _ = self.child.kill(); // SIGKILL
+            let _ = self.child.wait();
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
+
+    async fn wait_until<F: Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+        for _ in 0..200 {
+            if f().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_and_restarted() {
+        // The shared Redis being configured means redis-server is installed.
+        if service_env("TRIBES_TEST_REDIS_URL").is_none() {
+            return;
+        }
+        let dir: PathBuf = std::env::temp_dir().join(format!("tribes-redis-outage-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("redis://127.0.0.1:{port}");
+        let mut server = Server::start(port, &dir);
+        let store = Arc::new({
+            let mut attempt = 0;
+            loop {
+                match RedisStore::connect(&url).await {
+                    Ok(s) => break s,
+                    Err(e) if attempt < 50 => {
+                        attempt += 1;
+                        let _ = e;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        let (a, b) = (unique("a"), unique("b"));
+        store.save(&record(&a, 1, HOUR, b"a1"), None).await.unwrap();
+        store.save(&record(&b, 1, HOUR, b"b1"), None).await.unwrap();
+
+        // A writer bumps `a` as fast as it can; we kill Redis under it.
+        let acked = Arc::new(AtomicU64::new(1));
+        let writer = {
+            let (store, acked, a) = (store.clone(), acked.clone(), a.clone());
+            tokio::spawn(async move {
+                let mut errors = Vec::new();
+                let mut v = 1;
+                while errors.len() < 3 {
+                    let next = StoredSession {
+                        data: format!("a{}", v + 1).into_bytes(),
+                        ..record(&a, v + 1, HOUR, b"")
+                    };
+                    match store.save(&next, Some(v)).await {
+                        Ok(()) => {
+                            v += 1;
+                            acked.store(v, Ordering::SeqCst);
+                        }
+                        Err(e) => errors.push(e),
+                    }
+                }
+                errors
+            })
+        };
+        wait_until("some saves", || {
+            let acked = acked.clone();
+            async move { acked.load(Ordering::SeqCst) > 20 }
+        })
+        .await;
+        server.kill();
+        let errors = writer.await.unwrap();
+        let last_acked = acked.load(Ordering::SeqCst);
+        for e in &errors {
+            let m = e.to_string();
+            assert!(e.is_unavailable(), "{m}");
+            assert!(
+                m.starts_with(&format!("redis store at {url}: ")) && m.contains("is Redis running"),
+                "{m}"
+            );
+        }
+        eprintln!("while down: {}", errors[0]);
+        let e = store.load(&b).await.unwrap_err();
+        assert!(e.is_unavailable() && e.to_string().starts_with(store.name()), "{e}");
+        assert!(store.health().await.is_err());
+
+        // Back on the same port and data directory: the same store object works again.
+        let _server = Server::start(port, &dir);
+        wait_until("the store to reconnect", || {
+            let store = store.clone();
+            async move { store.health().await.is_ok() }
+        })
+        .await;
+        let got = store.load(&a).await.unwrap().expect("a survives");
+        // Every acknowledged save is there; one in flight at the kill may or may not be.
+        assert!(
+            got.version == last_acked || got.version == last_acked + 1,
+            "{} vs {last_acked}",
+            got.version
+        );
+        assert_eq!(
+            got.data,
+            format!("a{}", got.version).into_bytes(),
+            "record and version agree"
+        );
+        assert_eq!(store.load(&b).await.unwrap().unwrap().data, b"b1");
+        let mut ids = store.list_ids().await.unwrap();
+        ids.sort();
+        let mut want = vec![a.clone(), b.clone()];
+        want.sort();
+        assert_eq!(ids, want);
+        store
+            .save(&record(&a, got.version + 1, HOUR, b"after"), Some(got.version))
+            .await
+            .unwrap();
+        drop(_server);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
