@@ -530,3 +530,30 @@ async fn rebind_grace_stops_ping_pong_between_nodes() {
     assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "alice"));
     assert!(r.set_cookies.is_empty(), "no rebind within the grace: {r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_manager_failover_rebinds_and_moves_the_primary() {
+    init_tracing();
+    let kind = tribes_sessions::ManagerKind::Backup { backup_count: 1 };
+    let hdr = |l: tribes_axum::ReplicatedSessions| l.with_primary_indicator_header(Some("x-tribes-primary"));
+    let a = node("A", &[], |b| b.with_kind(kind), hdr).await;
+    let b = node("B", &[&a], |b| b.with_kind(kind), hdr).await;
+    wait_mesh(&[&a, &b]).await;
+    let r = post_(&a.url("/set/user/alice"), None).await;
+    assert_eq!(r.headers["x-tribes-primary"], "true");
+    let on_a = r.session_cookie().unwrap();
+    let sid: tribes_sessions::SessionId = split(&on_a).0.parse().unwrap();
+    assert!(
+        b.manager.contains(&sid) && !b.manager.is_primary(&sid),
+        "B is the backup"
+    );
+    let r = get_(&b.url("/get/user"), Some(&on_a)).await;
+    assert_eq!(r.body, "alice");
+    assert_eq!(r.session_cookie().unwrap(), format!("{}.B", split(&on_a).0));
+    assert_eq!(r.headers["x-tribes-primary"], "true");
+    assert!(b.manager.is_primary(&sid));
+    wait_until("A is no longer primary", Duration::from_secs(5), || {
+        !a.manager.is_primary(&sid)
+    })
+    .await;
+}
