@@ -4,6 +4,11 @@
 //! variable is missing the backend's tests print `SKIPPED: …` and pass, unless `CI` is set:
 //! then they fail.
 
+#![cfg_attr(
+    not(any(feature = "file", feature = "postgres", feature = "redis")),
+    allow(dead_code, unused_imports, unused_macros)
+)]
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

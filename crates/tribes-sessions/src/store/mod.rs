@@ -65,6 +65,12 @@
 //! # }).unwrap();
 //! ```
 
+// The record codec and the checks serve the backends; with none enabled they are unused.
+#![cfg_attr(
+    not(any(feature = "file", feature = "postgres", feature = "redis")),
+    allow(dead_code)
+)]
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
