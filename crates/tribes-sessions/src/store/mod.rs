@@ -85,6 +85,8 @@ mod postgres;
 mod record;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "tower-sessions")]
+mod tower_bridge;
 
 pub use error::StoreError;
 #[cfg(feature = "file")]
@@ -94,6 +96,8 @@ pub use postgres::PostgresStore;
 pub use record::StoredSession;
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
+#[cfg(feature = "tower-sessions")]
+pub use tower_bridge::TowerSessionStore;
 
 /// The future every [`SessionStore`] method returns: boxed and `Send`, so the trait is
 /// object-safe.

@@ -1,0 +1,222 @@
+//! The tower-sessions bridge: two tribes nodes on loopback, two axum apps using
+//! tower-sessions' own layer and `Session` extractor over `TowerSessionStore`, and a real
+//! HTTP client with a cookie jar. A login made on node 1 is read on node 2 after node 1 died.
+#![cfg(feature = "tower-sessions")]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::Path;
+use axum::routing::{get, post};
+use tower_sessions::cookie::time;
+use tower_sessions::{Expiry, Session, SessionManagerLayer};
+use tribes::{Channel, SendMode, StaticDiscovery};
+use tribes_sessions::{ManagerKind, SessionId, SessionManager, TowerSessionStore};
+
+async fn channel(name: &str, peers: &[SocketAddr]) -> Channel {
+    Channel::builder(name)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .discovery(StaticDiscovery::new(peers.iter().copied()).with_frequency(Duration::from_millis(100)))
+        .drop_time(Duration::from_millis(1500))
+        .start()
+        .await
+        .expect("channel starts")
+}
+
+async fn manager(ch: Channel) -> SessionManager {
+    let m = SessionManager::builder("/app")
+        .with_kind(ManagerKind::Delta)
+        .with_send_mode(SendMode::SyncAck)
+        .with_ack_timeout(Duration::from_secs(3))
+        .with_state_transfer_attempt_timeout(Duration::from_secs(2))
+        .with_state_transfer_timeout(Duration::from_secs(15))
+        .start(ch)
+        .await
+        .expect("manager starts");
+    tokio::time::timeout(Duration::from_secs(15), m.wait_ready())
+        .await
+        .expect("ready in time")
+        .unwrap();
+    m
+}
+
+/// A plain tower-sessions app: nothing tribes-specific but the store.
+fn app(manager: SessionManager) -> Router {
+    let layer = SessionManagerLayer::new(TowerSessionStore::new(manager))
+        .with_secure(false)
+        .with_expiry(Expiry::OnInactivity(time::Duration::minutes(30)));
+    Router::new()
+        .route(
+            "/login/{user}",
+            post(|session: Session, Path(user): Path<String>| async move {
+                session.insert("user", &user).await.unwrap();
+                let visits: u32 = session.get("visits").await.unwrap().unwrap_or(0);
+                session.insert("visits", visits + 1).await.unwrap();
+                "ok"
+            }),
+        )
+        .route(
+            "/whoami",
+            get(|session: Session| async move {
+                let user: Option<String> = session.get("user").await.unwrap();
+                let visits: u32 = session.get("visits").await.unwrap().unwrap_or(0);
+                format!("{} {visits}", user.as_deref().unwrap_or("-"))
+            }),
+        )
+        .route(
+            "/logout",
+            post(|session: Session| async move {
+                session.flush().await.unwrap();
+                "bye"
+            }),
+        )
+        .layer(layer)
+}
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_tower_login_on_node1_read_on_node2_after_node1_died() {
+    let ch1 = channel("node-1", &[]).await;
+    let ch2 = channel("node-2", &[ch1.local().addr()]).await;
+    let mut w = ch2.watch_members();
+    tokio::time::timeout(Duration::from_secs(5), w.wait_for(|m| !m.is_empty()))
+        .await
+        .expect("finds node 1")
+        .unwrap();
+    let (m1, m2) = (manager(ch1.clone()).await, manager(ch2.clone()).await);
+    wait_until("both managers see each other", || {
+        m1.stats().servers.len() == 1 && m2.stats().servers.len() == 1
+    })
+    .await;
+    let (a1, a2) = (serve(app(m1.clone())).await, serve(app(m2.clone())).await);
+
+    // Cookies are per host, not per port: one jar serves both nodes, as behind a load balancer.
+    let client = reqwest::Client::builder().cookie_store(true).build().unwrap();
+    let login = client.post(format!("http://{a1}/login/alice")).send().await.unwrap();
+    assert!(login.status().is_success());
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .expect("tower-sessions sets its cookie")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.starts_with("id="), "{cookie}");
+    assert_eq!(
+        client
+            .get(format!("http://{a1}/whoami"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "alice 1"
+    );
+
+    // The session is a tribes session, replicated to node 2 by the sync-ack commit.
+    assert_eq!(m1.session_count(), 1);
+    assert_eq!(m2.session_count(), 1, "replicated before the response");
+
+    // Node 1 dies: manager aborted (no goodbye), channel gone.
+    m1.abort();
+    ch1.shutdown().await;
+    wait_until("node 2 drops node 1", || m2.stats().servers.is_empty()).await;
+
+    assert_eq!(
+        client
+            .get(format!("http://{a2}/whoami"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "alice 1"
+    );
+    // Writes on node 2 go on in the same session.
+    assert!(
+        client
+            .post(format!("http://{a2}/login/alice"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    assert_eq!(
+        client
+            .get(format!("http://{a2}/whoami"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "alice 2"
+    );
+    assert_eq!(m2.session_count(), 1, "the same session, not a new one");
+
+    // Logout invalidates it in the cluster.
+    assert!(
+        client
+            .post(format!("http://{a2}/logout"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    assert_eq!(
+        client
+            .get(format!("http://{a2}/whoami"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "- 0"
+    );
+    m2.shutdown().await;
+    ch2.shutdown().await;
+}
+
+/// The tower-sessions id and the tribes id name the same session: what tower-sessions put in
+/// the cookie is what the manager holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_tower_cookie_names_the_tribes_session() {
+    let ch = channel("solo", &[]).await;
+    let m = manager(ch.clone()).await;
+    let addr = serve(app(m.clone())).await;
+    let client = reqwest::Client::new();
+    let res = client.post(format!("http://{addr}/login/bob")).send().await.unwrap();
+    let cookie = res.headers().get("set-cookie").unwrap().to_str().unwrap().to_owned();
+    let value = cookie.trim_start_matches("id=").split(';').next().unwrap();
+    let tower_id: tower_sessions::session::Id = value.parse().unwrap();
+    let sid = SessionId::from_bytes(tower_id.0.to_le_bytes());
+    let session = m.get(&sid).await.expect("the cookie's id is the manager's session");
+    assert_eq!(session.get::<String>("user").unwrap().as_deref(), Some("bob"));
+    assert_eq!(
+        session.max_inactive(),
+        Duration::from_secs(1800),
+        "Expiry::OnInactivity(30 min) is the max inactive interval"
+    );
+    m.shutdown().await;
+    ch.shutdown().await;
+}
