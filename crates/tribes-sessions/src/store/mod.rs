@@ -1,69 +1,7 @@
-//! Persistent and shared session stores: one [`SessionStore`] trait, three backends.
+//! The store guide, `GUIDE.md` beside this file: module docs here, and the public docs of
+//! [`SessionStore`] (this module is private).
 //!
-//! A store keeps [`StoredSession`] records: a session's metadata in clear (id, version,
-//! times) and its contents as opaque bytes. It serves the two uses of Tomcat's
-//! `PersistentManager` / `FileStore` / `JDBCStore`:
-//!
-//! 1. **Behind replication**: the cluster manager writes sessions through (or behind) to
-//!    the store, so a full-cluster restart loses nothing and idle sessions can leave memory.
-//! 2. **Shared store, no replication**: every node reads and writes the store, which is the
-//!    truth (autoscaling groups). Concurrent writers to one session are detected by the
-//!    session version: [`SessionStore::save`] with `expected_version` fails with
-//!    [`StoreError::Conflict`] instead of overwriting, so no write is silently lost.
-//!
-//! # Which store
-//!
-//! | store | feature | pick it when | expiry | concurrency check |
-//! |---|---|---|---|---|
-//! | [`FileStore`] | `file` (default) | one node, or replication in front of it, and a local disk: restarts without a database | [`delete_expired`](SessionStore::delete_expired) scans the directory | atomic within one process (not across processes sharing a directory) |
-//! | `PostgresStore` | `postgres` | you already run PostgreSQL; shared mode with durable, queryable sessions | `delete_expired` with an index on `expires_at_ms` | in SQL (`UPDATE … WHERE version = $expected`) |
-//! | `RedisStore` | `redis` | shared mode with many nodes and short-lived sessions; Redis or Redis Cluster | native (`PX` on every save); `delete_expired` does nothing | a Lua script, atomic on the key's node (works on Redis Cluster) |
-//!
-//! # Guarantees, all backends
-//!
-//! - Every save is atomic: a reader sees the old record or the new one, never a mix, even
-//!   if the process or the server dies mid-write (file: temp file, fsync, rename, fsync of
-//!   the directory; PostgreSQL: one statement; Redis: one script).
-//! - A record that cannot be decoded (damaged bytes, a foreign value, a record written by a
-//!   newer version) is [`StoreError::Corrupt`] naming the id and the cause; every other
-//!   session still loads, and [`list_ids`](SessionStore::list_ids) still lists it so an
-//!   operator can delete it.
-//! - [`load`](SessionStore::load) returns `None` for a record whose `expires_at_ms` has
-//!   passed by the system clock, whether or not it was deleted yet.
-//! - Errors name the store and say what to check: `redis store at redis://127.0.0.1:6379:
-//!   connection refused (os error 111): is Redis running and reachable?`.
-//!
-//! # The trait's shape
-//!
-//! [`SessionStore`] methods return [`StoreFuture`], a boxed `Send` future, so the trait is
-//! object-safe (`Arc<dyn SessionStore>` is what a manager holds) without the `async-trait`
-//! crate; one allocation per call is nothing next to a disk or network round trip.
-//! Implementations write `Box::pin(async move { … })`.
-//!
-//! # Examples
-//!
-//! ```
-//! # #[cfg(feature = "file")]
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! use std::time::{Duration, SystemTime};
-//! use tribes_sessions::{FileStore, SessionStore, StoredSession};
-//!
-//! let dir = std::env::temp_dir().join(format!("tribes-doc-{}", std::process::id()));
-//! let store = FileStore::open(&dir).await?;
-//! let mut record = StoredSession::new("AAAAAAAAAAAAAAAAAAAAAA", 1, SystemTime::now(), Duration::from_secs(60), vec![0x80]);
-//! store.save(&record, None).await?;
-//!
-//! // Another writer saved version 2 meanwhile; our save of version 2 over version 1 fails.
-//! record.version = 2;
-//! store.save(&record, Some(1)).await?;
-//! let err = store.save(&record, Some(1)).await.unwrap_err();
-//! assert!(err.is_conflict());
-//!
-//! assert_eq!(store.load(&record.id).await?.unwrap().version, 2);
-//! # std::fs::remove_dir_all(&dir).unwrap();
-//! # Ok::<(), tribes_sessions::StoreError>(())
-//! # }).unwrap();
-//! ```
+#![doc = include_str!("GUIDE.md")]
 
 // The record codec and the checks serve the backends; with none enabled they are unused.
 #![cfg_attr(
@@ -105,8 +43,9 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>>
 
 /// A place that keeps sessions outside the process: a directory, a PostgreSQL table, a Redis.
 ///
-/// All methods may be called concurrently from many tasks. See the [module docs](self) for
-/// what each backend guarantees and when to pick which.
+/// All methods may be called concurrently from many tasks.
+///
+#[doc = include_str!("GUIDE.md")]
 pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// The store's kind and address as errors show it, such as `file store at /var/lib/app`
     /// or `redis store at redis://127.0.0.1:6379` (without passwords).
