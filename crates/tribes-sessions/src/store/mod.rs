@@ -2,7 +2,6 @@
 //! [`SessionStore`] (this module is private).
 //!
 #![doc = include_str!("GUIDE.md")]
-
 // The record codec and the checks serve the backends; with none enabled they are unused.
 #![cfg_attr(
     not(any(feature = "file", feature = "postgres", feature = "redis")),
