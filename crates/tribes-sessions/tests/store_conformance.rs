@@ -335,6 +335,12 @@ mod store_file {
         store: FileStore,
     }
 
+    impl Drop for FileBackend {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(self.store.dir());
+        }
+    }
+
     impl Backend for FileBackend {
         fn store(&self) -> &dyn SessionStore {
             &self.store
