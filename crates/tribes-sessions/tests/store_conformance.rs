@@ -198,8 +198,21 @@ mod suite {
         let mut p = record(&past, 1, HOUR, b"p");
         p.expires_at_ms = p.last_access_ms - 1000;
         s.save(&p, None).await.unwrap();
-        // Already expired: never returned, whether or not it was deleted yet.
+        // Already expired: never returned, whether or not it was deleted yet, and absent for
+        // a version-checked save.
         assert_eq!(s.load(&past).await.unwrap(), None);
+        let e = s.save(&record(&past, 2, HOUR, b"p2"), Some(1)).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreError::Conflict {
+                    expected: 1,
+                    found: None,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert!(s.load(&short).await.unwrap().is_some(), "not expired yet");
         tokio::time::sleep(Duration::from_millis(900)).await;
         assert_eq!(s.load(&short).await.unwrap(), None, "expired by the system clock");

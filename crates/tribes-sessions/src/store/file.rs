@@ -199,9 +199,11 @@ impl Inner {
     fn save(&self, id: &str, bytes: &[u8], expected: Option<u64>) -> io::Result<SaveOutcome> {
         let _guard = self.stripe(id);
         if let Some(expected) = expected {
+            // An expired record counts as absent, as on Redis where it is gone.
             let found = self
                 .read(id)?
                 .and_then(|b| record::decode(&b, id).ok())
+                .filter(|r| !r.is_expired(SystemTime::now()))
                 .map(|r| r.version);
             if found != Some(expected) {
                 return Ok(SaveOutcome::Conflict(found));

@@ -62,7 +62,8 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// With `expected_version: Some(v)`, the save happens only if the stored record has
     /// version `v` (optimistic concurrency: the caller loaded version `v`, changed it and now
     /// writes `record.version`, usually `v + 1`). With `None` it happens unconditionally
-    /// (creating a session, or a write-through from the node that owns it).
+    /// (creating a session, or a write-through from the node that owns it). An expired record
+    /// counts as absent: saving over it with `Some(v)` is a conflict with `found: None`.
     ///
     /// # Errors
     /// [`StoreError::Conflict`] when the stored version is not `expected_version` (or there is

@@ -196,6 +196,8 @@ impl SessionStore for PostgresStore {
             let bytes = record::encode(record);
             let version = to_sql_version(record.version);
             let expires = i64::try_from(record.expires_at_ms).unwrap_or(i64::MAX);
+            // An expired row counts as absent for the version check, as on Redis where it is gone.
+            let now_ms = i64::try_from(record::unix_ms(SystemTime::now())).unwrap_or(i64::MAX);
             let err = self.err("save", Some(&record.id));
             let Some(expected) = expected_version else {
                 sqlx::query(
@@ -215,13 +217,14 @@ impl SessionStore for PostgresStore {
             };
             let updated = sqlx::query(
                 "UPDATE tribes_sessions SET version = $2, expires_at_ms = $3, record = $4, updated_at = now() \
-                 WHERE id = $1 AND version = $5",
+                 WHERE id = $1 AND version = $5 AND expires_at_ms > $6",
             )
             .bind(&record.id)
             .bind(version)
             .bind(expires)
             .bind(&bytes)
             .bind(to_sql_version(expected))
+            .bind(now_ms)
             .execute(&self.pool)
             .await
             .map_err(&err)?
@@ -230,11 +233,13 @@ impl SessionStore for PostgresStore {
                 return Ok(());
             }
             // Nothing written: tell which version is there (informational, read after the fact).
-            let found: Option<i64> = sqlx::query_scalar("SELECT version FROM tribes_sessions WHERE id = $1")
-                .bind(&record.id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(&err)?;
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM tribes_sessions WHERE id = $1 AND expires_at_ms > $2")
+                    .bind(&record.id)
+                    .bind(now_ms)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(&err)?;
             Err(StoreError::Conflict {
                 store: self.name.clone(),
                 id: record.id.clone(),

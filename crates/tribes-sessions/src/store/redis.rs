@@ -25,7 +25,7 @@ const HINT_CLUSTER_DOWN: &str =
 /// The save: version check, replace, expiry, all atomic on the key's node.
 ///
 /// KEYS[1] the key; ARGV[1] expected version ('' for none), ARGV[2] new version, ARGV[3] the
-/// record, ARGV[4] TTL in ms ('0' for none). Returns {1, ''} when saved, {0, found} on a
+/// record, ARGV[4] TTL in ms ('0' for none, '-1' for already expired: the key is deleted). Returns {1, ''} when saved, {0, found} on a
 /// version mismatch (found is '' when there is no readable record).
 const SAVE_SCRIPT: &str = r"
 local t = redis.call('TYPE', KEYS[1])['ok']
@@ -35,6 +35,7 @@ if ARGV[1] ~= '' then
   if found ~= ARGV[1] then return {0, found} end
 end
 redis.call('DEL', KEYS[1])
+if ARGV[4] == '-1' then return {1, ''} end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'r', ARGV[3])
 if ARGV[4] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 return {1, ''}
@@ -42,7 +43,8 @@ return {1, ''}
 
 /// Sessions as Redis hashes `<prefix><id>` with the fields `v` (version, for the check in
 /// the save script) and `r` (the checksummed record), expiring natively (`PEXPIRE` to the
-/// record's `expires_at_ms` on every save).
+/// record's `expires_at_ms` on every save; saving a record that has already expired deletes
+/// the key).
 ///
 /// [`save`](SessionStore::save) is one Lua script, so the version check and the write are
 /// atomic on the key's node; every operation touches one key, so it works the same on Redis
@@ -332,13 +334,13 @@ impl SessionStore for RedisStore {
         Box::pin(async move {
             check_record(&self.name, record)?;
             let bytes = record::encode(record);
-            let ttl_ms = if record.expires_at_ms == u64::MAX {
+            let now_ms = record::unix_ms(SystemTime::now());
+            let ttl_ms: i64 = if record.expires_at_ms == u64::MAX {
                 0
+            } else if record.expires_at_ms <= now_ms {
+                -1
             } else {
-                record
-                    .expires_at_ms
-                    .saturating_sub(record::unix_ms(SystemTime::now()))
-                    .max(1)
+                i64::try_from(record.expires_at_ms - now_ms).unwrap_or(i64::MAX)
             };
             let mut invocation = self.script.key(self.key(&record.id));
             invocation
