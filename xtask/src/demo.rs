@@ -43,9 +43,10 @@ fn target_dir() -> PathBuf {
 }
 
 /// The command that starts one node, so the guide can print it for restarts.
-fn node_command(binary: &Path, node: &Node) -> Command {
+fn node_command(binary: &Path, key: &Path, node: &Node) -> Command {
     let mut cmd = Command::new(binary);
     cmd.args(["--route", node.route, "--http", node.http, "--cluster", node.cluster]);
+    cmd.arg("--cluster-key-file").arg(key);
     for other in NODES.iter().filter(|o| o.route != node.route) {
         cmd.args(["--member", other.cluster]);
         cmd.args(["--link", &format!("http://{}/", other.http)]);
@@ -84,6 +85,19 @@ fn start_nginx() -> Option<Child> {
 pub(crate) fn run() -> Result<(), String> {
     crate::run("cargo", &["build", "--quiet", "-p", "tribes-demo"])?;
     let binary = target_dir().join("debug/tribes-demo");
+    // The demo cluster's own key: made once, kept for restarts.
+    let key = target_dir().join("xtask-demo/cluster.key");
+    if !key.exists() {
+        std::fs::create_dir_all(key.parent().expect("a parent")).map_err(|e| e.to_string())?;
+        let made = Command::new(&binary)
+            .arg("keygen")
+            .arg(&key)
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !made.success() {
+            return Err(format!("tribes-demo keygen {} failed", key.display()));
+        }
+    }
     let mut children: Vec<(String, Child)> = Vec::new();
     for node in &NODES {
         if std::net::TcpStream::connect(node.http).is_ok() {
@@ -92,7 +106,7 @@ pub(crate) fn run() -> Result<(), String> {
                 node.http
             ));
         }
-        let child = node_command(&binary, node)
+        let child = node_command(&binary, &key, node)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
         children.push((format!("node {}", node.route), child));
@@ -151,7 +165,7 @@ pub(crate) fn run() -> Result<(), String> {
                     reported[i] = true;
                     println!("xtask: {name} exited ({status})");
                     if let Some(node) = NODES.get(i) {
-                        let cmd = node_command(&binary, node);
+                        let cmd = node_command(&binary, &key, node);
                         let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
                         println!("xtask: restart it with: {} {}", binary.display(), args.join(" "));
                     }

@@ -229,6 +229,7 @@ async fn not_ready_is_503_with_retry_after_or_a_bounded_wait() {
         }
     });
     let ch = tribes::Channel::builder("A")
+        .cluster_key(tribes::Keyring::new(1, [42; 32]))
         .bind("127.0.0.1:0".parse().unwrap())
         .discovery(tribes::StaticDiscovery::new([silent_addr]))
         .probe_timeout(Duration::from_secs(60))

@@ -56,8 +56,10 @@
 //! use tribes::{Channel, SendMode, StaticDiscovery};
 //! use tribes_sessions::{ManagerKind, SessionManager};
 //!
-//! let a = Channel::builder("node-a").bind("127.0.0.1:0".parse()?).start().await?;
+//! let key = tribes::Keyring::generate(1, &mut rand::rng()); // every member: the same key file
+//! let a = Channel::builder("node-a").cluster_key(key.clone()).bind("127.0.0.1:0".parse()?).start().await?;
 //! let b = Channel::builder("node-b")
+//!     .cluster_key(key)
 //!     .bind("127.0.0.1:0".parse()?)
 //!     .discovery(StaticDiscovery::new([a.local().addr()]))
 //!     .start()

@@ -307,6 +307,7 @@ enum Bind {
 /// # async fn run() -> Result<(), tribes::StartError> {
 /// use tribes::{Channel, SendMode, StaticDiscovery};
 /// let channel = Channel::builder("node-a")
+///     .cluster_key(tribes::Keyring::from_file("cluster.key").expect("the cluster key file"))
 ///     .bind("127.0.0.1:4000".parse().unwrap())
 ///     .discovery(StaticDiscovery::new(["127.0.0.1:4001".parse().unwrap()]))
 ///     .send_mode(SendMode::SyncAck)
@@ -511,12 +512,12 @@ impl ChannelBuilder {
         let (members_tx, _) = watch::channel(Arc::new(Vec::new()));
         let sealer = match self.security {
             Some(Some(keyring)) => Some(Arc::new(Sealer::new(keyring))),
-            // TODO(flip): sealed by default once every caller passes a key.
-            Some(None) | None => {
+            Some(None) => {
                 tracing::warn!(member = %self.name,
                     "INSECURE: cluster traffic is plain text; anyone who reaches {advertise} can read and inject sessions. Use a cluster key outside a fully trusted network.");
                 None
             }
+            None => return Err(StartError::NoClusterKey),
         };
         let codec = match &sealer {
             Some(s) => FrameCodec::sealed(self.max_frame_len, s.clone()),
@@ -684,8 +685,10 @@ impl Inner {
 /// use bytes::Bytes;
 /// use tribes::{Channel, SendMode, SendOptions, StaticDiscovery};
 ///
-/// let a = Channel::builder("a").bind("127.0.0.1:0".parse()?).start().await?;
+/// let key = tribes::Keyring::from_file("cluster.key")?;
+/// let a = Channel::builder("a").cluster_key(key.clone()).bind("127.0.0.1:0".parse()?).start().await?;
 /// let b = Channel::builder("b")
+///     .cluster_key(key)
 ///     .bind("127.0.0.1:0".parse()?)
 ///     .discovery(StaticDiscovery::new([a.local().addr()]))
 ///     .start()

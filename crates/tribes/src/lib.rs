@@ -12,11 +12,14 @@
 //!
 //! ```
 //! use bytes::Bytes;
-//! use tribes::{Channel, SendMode, SendOptions, StaticDiscovery};
+//! use tribes::{Channel, Keyring, SendMode, SendOptions, StaticDiscovery};
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let a = Channel::builder("node-a").bind("127.0.0.1:0".parse()?).start().await?;
+//! // Every member shares the cluster key (in production: Keyring::from_file("cluster.key")?).
+//! let key = Keyring::generate(1, &mut rand::rng());
+//! let a = Channel::builder("node-a").cluster_key(key.clone()).bind("127.0.0.1:0".parse()?).start().await?;
 //! let b = Channel::builder("node-b")
+//!     .cluster_key(key)
 //!     .bind("127.0.0.1:0".parse()?)
 //!     .discovery(StaticDiscovery::new([a.local().addr()]))
 //!     .start()

@@ -95,6 +95,7 @@ async fn inner_cluster_by_heartbeats_alone() {
     };
     let start = |name: &'static str, domain: &'static str| {
         Channel::builder(name)
+            .cluster_key(common::test_key())
             .domain(domain)
             .bind("127.0.0.1:0".parse().unwrap())
             .discovery(mcast())

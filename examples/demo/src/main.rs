@@ -18,9 +18,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::{get, post, put};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
-use tribes::{Channel, MulticastDiscovery, SendMode, StaticDiscovery};
+use tribes::{Channel, Keyring, MulticastDiscovery, SendMode, StaticDiscovery};
 use tribes_axum::{ReplicatedSessions, Session, metrics_router, status_router};
 use tribes_sessions::{ManagerKind, SessionManager};
 
@@ -37,11 +37,19 @@ enum Manager {
 
 /// A node of the tribes demo cluster.
 #[derive(Debug, Parser)]
-#[command(name = "tribes-demo", version, about)]
+#[command(
+    name = "tribes-demo",
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// This node's route (Tomcat's jvmRoute): the suffix of its session cookies.
-    #[arg(long, env = "TRIBES_ROUTE")]
-    route: String,
+    #[arg(long, env = "TRIBES_ROUTE", required = true)]
+    route: Option<String>,
     /// Address the HTTP server listens on.
     #[arg(long, env = "TRIBES_HTTP", default_value = "127.0.0.1:8081")]
     http: SocketAddr,
@@ -66,6 +74,46 @@ struct Args {
     /// A link to another node's page, shown on this node's page (repeatable).
     #[arg(long = "link", env = "TRIBES_LINK", value_delimiter = ',')]
     links: Vec<String>,
+    /// The cluster key file every member shares (create one with `tribes-demo keygen PATH`).
+    #[arg(long, env = "TRIBES_CLUSTER_KEY_FILE")]
+    cluster_key_file: Option<std::path::PathBuf>,
+    /// Send cluster traffic in plain text (only on a network you trust entirely).
+    #[arg(long, env = "TRIBES_INSECURE_PLAINTEXT", conflicts_with = "cluster_key_file")]
+    insecure_plaintext: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a new random cluster key file (give the same file to every member).
+    Keygen {
+        /// Where to write the key file (it must not exist yet).
+        path: std::path::PathBuf,
+    },
+}
+
+fn keygen(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| {
+            format!(
+                "cannot create {}: {e} (keygen never overwrites a key file)",
+                path.display()
+            )
+        })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(Keyring::generate(1, &mut rand::rng()).to_file_text().as_bytes())?;
+    println!(
+        "wrote a new cluster key to {}; give every member the same file",
+        path.display()
+    );
+    Ok(())
 }
 
 #[derive(Clone)]
@@ -80,8 +128,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
+    if let Some(Command::Keygen { path }) = &args.command {
+        return keygen(path);
+    }
+    let route = args.route.clone().expect("clap requires --route");
 
-    let mut channel = Channel::builder(&args.route).bind(args.cluster);
+    let mut channel = Channel::builder(&route).bind(args.cluster);
+    channel = match (&args.cluster_key_file, args.insecure_plaintext) {
+        (Some(path), _) => channel.cluster_key(Keyring::from_file(path)?),
+        (None, true) => channel.insecure_plaintext(),
+        (None, false) => channel,
+    };
     channel = if args.multicast {
         channel.discovery(MulticastDiscovery::new())
     } else {
@@ -101,7 +158,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
 
     let app = App {
-        route: args.route.clone(),
+        route: route.clone(),
         links: args.links.clone(),
     };
     let router = Router::new()
@@ -116,7 +173,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .merge(metrics_router(manager.clone(), channel.clone()));
 
     let listener = tokio::net::TcpListener::bind(args.http).await?;
-    tracing::info!(route = %args.route, http = %args.http, cluster = %args.cluster, "tribes-demo serving");
+    tracing::info!(route = %route, http = %args.http, cluster = %args.cluster, "tribes-demo serving");
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

@@ -99,9 +99,27 @@ pub struct Options {
     pub max_inactive_secs: Option<u64>,
 }
 
+/// A fresh cluster key file made by `tribes-demo keygen`, shared by a test's nodes.
+pub fn key_file() -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cluster-{}-{n}.key", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let status = Command::new(env!("CARGO_BIN_EXE_tribes-demo"))
+        .arg("keygen")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "tribes-demo keygen failed");
+    path
+}
+
 /// `n` nodes named a, b, c… on free loopback ports, each listing the others.
 pub fn cluster(n: usize, opts: &Options) -> Vec<DemoNode> {
     let addrs = free_addrs(2 * n);
+    let key = key_file();
     let routes = ["a", "b", "c", "d", "e"];
     (0..n)
         .map(|i| {
@@ -113,6 +131,8 @@ pub fn cluster(n: usize, opts: &Options) -> Vec<DemoNode> {
                 http.to_string(),
                 "--cluster".into(),
                 cluster.to_string(),
+                "--cluster-key-file".into(),
+                key.display().to_string(),
             ];
             for j in (0..n).filter(|j| *j != i) {
                 args.push("--member".into());
