@@ -6,6 +6,7 @@
 //!   test with cargo-nextest (plain `cargo test` where nextest is missing), doc tests.
 //! - `cargo xtask bench transport|sessions|http`: benchmarks; results in `benches/results/`.
 
+mod bench_http;
 mod demo;
 
 use std::process::{Command, ExitCode};
@@ -18,6 +19,7 @@ commands:
   test               fmt check, clippy -D warnings, all tests (nextest), doc tests: what CI runs
   bench transport    two channels on loopback vs a raw tokio TCP baseline -> benches/results/transport.md
   bench sessions     state transfer, deltas, memory and wire bytes per session -> benches/results/sessions.md
+  bench http         wrk on the counter: bare axum, tower-sessions, tribes-demo 1 and 3 nodes -> benches/results/http.md
 ";
 
 fn main() -> ExitCode {
@@ -89,6 +91,7 @@ fn bench(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("transport") => example("tribes", "bench_transport"),
         Some("sessions") => example("tribes-sessions", "bench_sessions"),
+        Some("http") => bench_http::run(),
         Some(which) => Err(format!("no benchmark named {which}\n{HELP}")),
         None => Err(format!("name a benchmark\n{HELP}")),
     }
