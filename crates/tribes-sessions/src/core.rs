@@ -104,6 +104,18 @@ impl Core {
         self.sessions.contains_key(id)
     }
 
+    /// For the simulation: every session held, in no particular order.
+    #[cfg(test)]
+    pub(crate) fn sessions(&self) -> impl Iterator<Item = &SessionData> {
+        self.sessions.values()
+    }
+
+    /// For the simulation: whether `id` has a tombstone here.
+    #[cfg(test)]
+    pub(crate) fn is_tombstoned(&self, id: &SessionId) -> bool {
+        self.tombs.contains_key(id)
+    }
+
     pub(crate) fn is_primary(&self, id: &SessionId) -> bool {
         match (&self.cfg.kind, self.sessions.get(id)) {
             (_, None) => false,
