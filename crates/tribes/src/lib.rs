@@ -48,6 +48,7 @@
 //! | `GroupChannel` | [`Channel`], built with [`ChannelBuilder`] |
 //! | `McastService` | [`MulticastDiscovery`] (group 228.0.0.4:45564, 500 ms, drop after 3 s) |
 //! | `StaticMembershipInterceptor` | [`StaticDiscovery`] |
+//! | cloud / DNS membership (autoscaling, Kubernetes headless services) | [`DnsDiscovery`] |
 //! | `TcpFailureDetector` | built into the membership: silent members are verified over TCP before removal |
 //! | `NioReceiver` (`autoBind`) | the receiver, [`ChannelBuilder::bind_range`] (default 127.0.0.1:4000-4100) |
 //! | `PooledParallelSender` | per-member connection pool, [`ChannelBuilder::pool_size`] |
@@ -96,8 +97,8 @@ pub use interceptor::{
 };
 pub use member::{Member, MemberId};
 pub use membership::{
-    CandidateStatus, DepartureReason, Discovery, DiscoveryContext, MembershipEvent, MulticastDiscovery, ProbeError,
-    StaticDiscovery,
+    CandidateStatus, DepartureReason, Discovery, DiscoveryContext, DnsDiscovery, MembershipEvent, MulticastDiscovery,
+    ProbeError, StaticDiscovery,
 };
 pub use seal::{KeyError, Keyring};
 pub use stats::{ChannelStats, MemberStats, RefusedPeer, Security};

@@ -1,11 +1,14 @@
 //! Who is in the cluster: the membership decisions ([`core`]) and the ways members
 //! are found ([`Discovery`]): a static list, multicast heartbeats, and whatever a
-//! user plugs in (the DNS kind comes this way).
+//! DNS names (autoscaling groups, Kubernetes headless services), and whatever a
+//! user plugs in.
 
 pub(crate) mod core;
+mod dns;
 mod multicast;
 pub(crate) mod probe;
 mod statics;
+mod watcher;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use self::core::{DepartureReason, MembershipEvent};
+pub use dns::DnsDiscovery;
 pub use multicast::MulticastDiscovery;
 pub use probe::ProbeError;
 pub use statics::StaticDiscovery;
@@ -131,5 +135,13 @@ impl DiscoveryContext {
             .lock()
             .expect("candidates lock")
             .insert(candidate.into(), status);
+    }
+
+    /// Stop showing a candidate that is no longer configured (a DNS answer that dropped it).
+    pub fn forget(&self, candidate: &str) {
+        self.candidates
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(candidate);
     }
 }
