@@ -26,7 +26,7 @@ const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 /// assert_eq!((parsed, route), (id, Some("node-a")));
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SessionId([u8; 16]);
+pub struct SessionId(#[serde(with = "serde_bytes")] [u8; 16]);
 
 impl SessionId {
     /// A fresh id from the given random number generator (pass `&mut rand::rng()`,

@@ -29,7 +29,8 @@ use crate::wire::{AckHeader, DEFAULT_MAX_FRAME_LEN, Frame, FrameCodec, FrameKind
 /// When a send returns (Tomcat's `channelSendOptions`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum SendMode {
-    /// Queued in a bounded per-member queue; returns at once (Tomcat's async, 8).
+    /// Queued in a bounded per-member queue; returns at once while the queue has room,
+    /// and waits for room (at most the ack timeout) when it is full (Tomcat's async, 8).
     #[default]
     Async,
     /// Returns when the receiver has the bytes (Tomcat's use-ack, 2).
@@ -82,15 +83,17 @@ pub enum SendError {
         /// The id asked for.
         member: MemberId,
     },
-    /// The member's async queue is full: it is slow or unreachable.
+    /// The member's async queue stayed full for the whole ack timeout: it is slow or unreachable.
     #[error(
-        "the send queue to {member} is full ({capacity} batches): the member is slow or unreachable; raise queue_capacity or use an ack mode for backpressure"
+        "the send queue to {member} stayed full ({capacity} batches) for {waited:?}: the member is slow or unreachable; the message was not sent (raise queue_capacity or the ack timeout)"
     )]
     QueueFull {
         /// The member.
         member: String,
         /// The queue's capacity.
         capacity: usize,
+        /// How long the send waited for room.
+        waited: Duration,
     },
     /// No connection could be made.
     #[error("cannot connect to {member}: {reason}")]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// so peers can tell a restart (state must be transferred again) from a member
 /// that was only unreachable for a while.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct MemberId(pub(crate) [u8; 16]);
+pub struct MemberId(#[serde(with = "serde_bytes")] pub(crate) [u8; 16]);
 
 impl MemberId {
     /// A fresh id drawn from the given random number generator.

@@ -135,16 +135,25 @@ impl MemberSender {
         let conn = self.pick();
         let batch = Batch { frames };
         if mode == SendMode::Async {
-            return match self.conns[conn].try_send(batch) {
-                Ok(()) => Delivery::Queued,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+            // Returns at once while the queue has room; a full queue (a slow or
+            // unreachable member) holds the caller back for at most the ack timeout
+            // rather than dropping the message.
+            let batch = match self.conns[conn].try_send(batch) {
+                Ok(()) => return Delivery::Queued,
+                Err(mpsc::error::TrySendError::Closed(_)) => return Delivery::Failed(SendError::ShuttingDown),
+                Err(mpsc::error::TrySendError::Full(batch)) => batch,
+            };
+            return match tokio::time::timeout(timeout, self.conns[conn].send(batch)).await {
+                Ok(Ok(())) => Delivery::Queued,
+                Ok(Err(_)) => Delivery::Failed(SendError::ShuttingDown),
+                Err(_) => {
                     self.counters.failures.fetch_add(1, Ordering::Relaxed);
                     Delivery::Failed(SendError::QueueFull {
                         member: self.member.to_string(),
                         capacity: self.inner.config.queue_capacity,
+                        waited: timeout,
                     })
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Failed(SendError::ShuttingDown),
             };
         }
         let (tx, rx) = oneshot::channel();
