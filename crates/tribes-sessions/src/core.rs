@@ -669,6 +669,29 @@ impl Core {
         }
     }
 
+    /// The session as held, expired or not (what a store saves).
+    pub(crate) fn export(&self, id: &SessionId) -> Option<SessionData> {
+        self.sessions.get(id).cloned()
+    }
+
+    /// Merges a session loaded from a store (every field by its stamp, as a replicated
+    /// full session); `false` when it was destroyed here meanwhile.
+    pub(crate) fn import(&mut self, data: &SessionData, out: &mut Vec<Effect>) -> bool {
+        self.merge_full(data, Origin::Replicated, out)
+    }
+
+    /// Shared store mode: the store's copy replaces the one held here (the store is the truth).
+    pub(crate) fn replace(&mut self, data: SessionData) {
+        self.tombs.remove(&data.id);
+        self.sessions.insert(data.id, data);
+    }
+
+    /// Shared store mode: forgets the copy held here (no tombstone: the store decides).
+    pub(crate) fn forget(&mut self, id: &SessionId) {
+        self.sessions.remove(id);
+        self.touches.remove(id);
+    }
+
     /// On a clean shutdown with `expire`: destroy the sessions this node serves.
     pub(crate) fn expire_all(&mut self, now_ms: u64, out: &mut Vec<Effect>) {
         let ids: Vec<SessionId> = self.sessions.keys().copied().collect();

@@ -111,6 +111,39 @@ pub enum ReplicationError {
         /// The limit.
         max: usize,
     },
+    /// The session store refused or failed the save (or delete) of a commit. The change is
+    /// applied on this node (and replicated), but not in the store: a full-cluster restart
+    /// (or, in shared mode, another node) would not see it.
+    #[error(
+        "session {id} of context '{context}' was applied here but not saved to the store: {source} (the request should be retried; check the store's health in the manager stats)"
+    )]
+    Store {
+        /// The context.
+        context: String,
+        /// The session.
+        id: SessionId,
+        /// The store's error (names the store, the cause and the fix).
+        source: Box<crate::StoreError>,
+    },
+    /// Shared store mode: another request (on this or another node) saved the session after
+    /// this unit of work loaded it. This unit of work's changes were not saved (nothing
+    /// written) and the local copy was dropped; counted in `ManagerStats::store_conflicts`.
+    #[error(
+        "session {id} of context '{context}' was changed by another request in {store} since this one loaded version {expected} (store has {}): this request's changes were NOT saved; reload the session and retry",
+        match found { Some(v) => format!("version {v}"), None => "no record".to_owned() }
+    )]
+    Conflict {
+        /// The context.
+        context: String,
+        /// The session.
+        id: SessionId,
+        /// The store's name.
+        store: String,
+        /// The version this unit of work loaded.
+        expected: u64,
+        /// The version in the store, `None` when the record is gone.
+        found: Option<u64>,
+    },
     /// The manager has shut down.
     #[error("the session manager of context '{context}' has shut down: nothing was sent")]
     ShutDown {

@@ -86,6 +86,7 @@ mod error;
 mod id;
 mod listener;
 mod manager;
+mod persist;
 mod placement;
 mod session;
 mod stats;
@@ -99,6 +100,7 @@ pub use listener::{Clock, DestroyReason, Origin, SessionEvent, SessionListener, 
 pub use manager::{
     AckOutcome, CommitReport, ManagerKind, MemberAck, Readiness, ReplicationMode, SessionManager, SessionManagerBuilder,
 };
+pub use persist::{StoreMode, StoreStats};
 pub use session::Session;
 pub use stats::{ManagerStats, MemberReplication, TransferStats};
 pub use store::*;

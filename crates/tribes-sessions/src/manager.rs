@@ -14,9 +14,11 @@ use tribes::{Channel, Delivery, Incoming, MemberId, MembershipEvent, SendError, 
 use crate::core::{Commit, Core, CoreConfig, Effect, Filter};
 use crate::error::{CreateError, ReplicationError, StartError, StateTransferError};
 use crate::id::SessionId;
-use crate::listener::{Clock, Origin, SessionEvent, SessionListener, SystemClock, unix_ms};
+use crate::listener::{Clock, DestroyReason, Origin, SessionEvent, SessionListener, SystemClock, unix_ms};
+use crate::persist::{StoreMode, StoreState};
 use crate::session::{HandleState, Limits, Session};
 use crate::stats::{ManagerStats, MemberReplication, TransferStats};
+use crate::store::{SessionStore, StoreError, StoredSession};
 use crate::transfer::{Outcome, Step, TransferPlan};
 use crate::wire::{self, Msg};
 
@@ -128,6 +130,7 @@ pub struct SessionManagerBuilder {
     touch_interval: Duration,
     chunk_size: usize,
     discovery_wait: Duration,
+    store: Option<(Arc<dyn SessionStore>, StoreMode)>,
 }
 
 impl fmt::Debug for SessionManagerBuilder {
@@ -242,6 +245,22 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Keeps the sessions in `store` as well (Tomcat's `PersistentManager`), or, with
+    /// [`StoreMode::Shared`], in the store only (no replication). Which mode when:
+    ///
+    /// | mode | the truth | a commit returns | whole cluster SIGKILLed | pick it for |
+    /// |---|---|---|---|---|
+    /// | [`StoreMode::WriteThrough`] | memory, replicated; store a copy | after the store saved it | nothing acknowledged is lost | restarts of the whole cluster must keep sessions (use with sync-ack) |
+    /// | [`StoreMode::WriteBehind`] | memory, replicated; store a copy | before the store saved it | the queued writes are lost | fast commits; restarts may lose the last seconds |
+    /// | [`StoreMode::Shared`] | the store | after a versioned save (conflicts reported) | nothing acknowledged is lost | autoscaling, no cluster channel peers, any load balancer |
+    ///
+    /// With a store, a starting node (write-through, write-behind) loads every stored session
+    /// before it is ready, and invalidated, expired and re-id'd sessions are deleted from it.
+    pub fn with_store(mut self, store: Arc<dyn SessionStore>, mode: StoreMode) -> Self {
+        self.store = Some((store, mode));
+        self
+    }
+
     /// Starts the manager on `channel`: it announces the context to the members,
     /// then receives the sessions in the background. Watch [`SessionManager::ready`].
     ///
@@ -278,7 +297,12 @@ impl SessionManagerBuilder {
         core.begin_transfer();
         let (ready_tx, _) = watch::channel(Readiness::Starting);
         let (outbox, outbox_rx) = mpsc::unbounded_channel();
+        let store = self
+            .store
+            .as_ref()
+            .map(|(store, mode)| Arc::new(StoreState::new(store.clone(), *mode)));
         let inner = Arc::new(Inner {
+            store,
             route: Arc::from(local.name()),
             local: local.id(),
             topic,
@@ -299,6 +323,10 @@ impl SessionManagerBuilder {
         let t2 = tokio::spawn(run_driver(inner.clone(), listener, events));
         let t3 = tokio::spawn(run_startup(inner.clone()));
         inner.tasks().extend([t1, t2, t3]);
+        if inner.store.is_some() {
+            let t4 = tokio::spawn(run_store(inner.clone()));
+            inner.tasks().push(t4);
+        }
         Ok(SessionManager { inner })
     }
 }
@@ -343,6 +371,7 @@ struct Inner {
     fetches: Mutex<HashMap<SessionId, Vec<oneshot::Sender<()>>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shut: AtomicBool,
+    store: Option<Arc<StoreState>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -372,15 +401,35 @@ impl Inner {
         &self.b.context
     }
 
+    fn shared(&self) -> bool {
+        self.store.as_ref().is_some_and(|s| s.mode == StoreMode::Shared)
+    }
+
     fn perform(&self, effects: Vec<Effect>) {
+        let shared = self.shared();
         for e in effects {
             match e {
                 Effect::Send(to, msg) => {
-                    if !to.is_empty() {
+                    if !to.is_empty() && !shared {
                         let _ = self.outbox.send((to, msg));
                     }
                 }
-                Effect::Event(ev) => self.notify(&ev),
+                Effect::Event(ev) => {
+                    if let SessionEvent::Destroyed {
+                        id,
+                        reason: DestroyReason::Expired,
+                        origin: Origin::Local,
+                    } = &ev
+                        && let Some(store) = self.store.as_ref().filter(|s| s.mode.is_persist())
+                    {
+                        // Expired here: gone from the store too (shared mode leaves expiry to the store).
+                        let (store, id) = (store.clone(), *id);
+                        tokio::spawn(async move {
+                            let _ = store.delete(&id).await;
+                        });
+                    }
+                    self.notify(&ev)
+                }
             }
         }
     }
@@ -543,6 +592,7 @@ impl SessionManager {
             touch_interval: Duration::from_secs(2),
             chunk_size: 1000,
             discovery_wait: Duration::from_secs(2),
+            store: None,
         }
     }
 
@@ -598,17 +648,44 @@ impl SessionManager {
     /// For the BackupManager, a session this node does not hold is fetched from its
     /// holders (one round trip, bounded by the ack timeout) and this node becomes its
     /// primary at the next commit.
+    ///
+    /// With a store: in [`StoreMode::Shared`] the session is always read from the store
+    /// (the copy held here is used only while the store fails); in the other modes a
+    /// session this node does not hold is looked up in the store.
     pub async fn get(&self, id: &SessionId) -> Option<Session> {
         let now_ms = self.inner.now_ms();
-        let found = self.inner.core().get(now_ms, id);
-        let data = match found {
-            Some(d) => d,
-            None if matches!(self.inner.b.kind, ManagerKind::Backup { .. }) => {
-                self.fetch(id).await;
-                self.inner.core().get(now_ms, id)?
-            }
-            None => return None,
+        let store = self.inner.store.clone();
+        let mut found = match store.as_ref().filter(|s| s.mode == StoreMode::Shared) {
+            Some(store) => match store.load(id).await {
+                Ok(Some(d)) => {
+                    self.inner.core().replace(d);
+                    self.inner.core().get(now_ms, id)
+                }
+                Ok(None) => {
+                    self.inner.core().forget(id);
+                    return None;
+                }
+                Err(e) => {
+                    tracing::warn!(context = %self.context(), "{e}: using the copy held here, if any");
+                    self.inner.core().get(now_ms, id)
+                }
+            },
+            None => self.inner.core().get(now_ms, id),
         };
+        if found.is_none() && matches!(self.inner.b.kind, ManagerKind::Backup { .. }) && !self.inner.shared() {
+            self.fetch(id).await;
+            found = self.inner.core().get(now_ms, id);
+        }
+        if found.is_none()
+            && let Some(store) = store.as_ref().filter(|s| s.mode.is_persist())
+            && let Ok(Some(d)) = store.load(id).await
+        {
+            let mut out = Vec::new();
+            self.inner.core().import(&d, &mut out);
+            self.inner.perform(out);
+            found = self.inner.core().get(now_ms, id);
+        }
+        let data = found?;
         Some(Session::new(HandleState {
             key: *id,
             base: data.version,
@@ -642,8 +719,43 @@ impl SessionManager {
 
     /// Records an access without a change (a read-only request): nothing is sent
     /// now; the access time travels in the next batch. Returns whether the session exists.
+    /// With a store, the access is saved to it at most once per touch interval per session
+    /// (in the background), so a session only read does not expire in the store.
     pub fn touch(&self, id: &SessionId, now: SystemTime) -> bool {
-        self.inner.core().touch(unix_ms(now), id)
+        let now_ms = unix_ms(now);
+        let (before, ok) = {
+            let mut core = self.inner.core();
+            let before = core.export(id).map(|d| d.last_access_ms);
+            (before, core.touch(now_ms, id))
+        };
+        if let (true, Some(before), Some(store)) = (ok, before, self.inner.store.clone())
+            && now_ms.saturating_sub(before) >= self.inner.b.touch_interval.as_millis() as u64
+        {
+            self.inner.store_touch(store, *id);
+        }
+        ok
+    }
+
+    /// The session `id` as a store record (the whole session with its version), without
+    /// touching it; `None` when this node does not hold it.
+    pub fn export(&self, id: &SessionId) -> Option<StoredSession> {
+        self.inner.core().export(id).map(|d| crate::persist::to_record(&d))
+    }
+
+    /// Adds a session exported by [`SessionManager::export`] or [`Session::to_stored`] (or
+    /// loaded from a [`SessionStore`]) to this node, merged with any copy held here field by
+    /// field (the newer write wins). It is not replicated: every node imports for itself.
+    /// Returns `false` when the session was invalidated here (it is not resurrected).
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the record's data is not a session of this build.
+    pub fn import(&self, record: &StoredSession) -> Result<bool, StoreError> {
+        let name = format!("import into context '{}'", self.context());
+        let data = crate::persist::from_record(&name, record)?;
+        let mut out = Vec::new();
+        let imported = self.inner.core().import(&data, &mut out);
+        self.inner.perform(out);
+        Ok(imported)
     }
 
     /// Ends a unit of work: applies the session's recorded changes here and
@@ -660,7 +772,7 @@ impl SessionManager {
             });
         }
         let now_ms = self.inner.now_ms();
-        let (key, base, ops, _) = session.take_ops();
+        let (key, base, ops, was_new) = session.take_ops();
         let mut out = Vec::new();
         let commit = self
             .inner
@@ -678,25 +790,33 @@ impl SessionManager {
         }
         self.inner.perform(out);
         let version = data.as_ref().map_or(base + 1, |d| d.version);
-        let Some(msg) = msg else {
-            return Ok(CommitReport {
-                version,
-                ..Default::default()
-            });
-        };
-        let (bytes, members) = if to.is_empty() {
-            (0, Vec::new())
-        } else {
-            self.inner
-                .send(&to, &msg, self.inner.b.send_mode, self.inner.b.ack_timeout)
-                .await
-        };
-        Ok(CommitReport {
+        let changed = msg.is_some() || was_new;
+        let store = self.inner.store.clone();
+        if changed && let Some(store) = store.as_ref().filter(|s| s.mode == StoreMode::Shared) {
+            self.inner.save_shared(store, key, base, was_new, data.as_ref()).await?;
+        }
+        let mut report = CommitReport {
             version,
-            sent: !to.is_empty(),
-            bytes,
-            members,
-        })
+            ..Default::default()
+        };
+        if let Some(msg) = msg
+            && !to.is_empty()
+            && !self.inner.shared()
+        {
+            let (bytes, members) = self
+                .inner
+                .send(&to, &msg, self.inner.b.send_mode, self.inner.b.ack_timeout)
+                .await;
+            report.sent = true;
+            report.bytes = bytes;
+            report.members = members;
+        }
+        if changed && let Some(store) = store.as_ref().filter(|s| s.mode.is_persist()) {
+            self.inner
+                .persist_after_commit(store, key, data.as_ref().map(|d| d.id))
+                .await?;
+        }
+        Ok(report)
     }
 
     /// Binds the session to another route (Tomcat's `JvmRouteBinderValve` after a
@@ -785,6 +905,8 @@ impl SessionManager {
             overhead_bytes: overhead,
             state_transfer: lock(&i.transfer).stats.clone(),
             per_member: lock(&i.per_member).values().cloned().collect(),
+            store_conflicts: i.store.as_ref().map_or(0, |s| s.conflicts.load(Ordering::Relaxed)),
+            store: i.store.as_ref().map(|s| s.stats()),
         }
     }
 
@@ -806,7 +928,10 @@ impl SessionManager {
                 }
             }
         }
-        if !servers.is_empty() {
+        if let Some(store) = self.inner.store.clone() {
+            self.inner.flush(&store).await;
+        }
+        if !servers.is_empty() && !self.inner.shared() {
             self.inner
                 .send(
                     &servers,
@@ -1032,6 +1157,14 @@ async fn stream_snapshot(inner: Arc<Inner>, to: MemberId, request: u64, sessions
 /// Announces the context, then runs the state transfer and reports readiness.
 async fn run_startup(inner: Arc<Inner>) {
     let started = tokio::time::Instant::now();
+    if inner.shared() {
+        // The store is the truth: nothing to receive from anyone.
+        inner.core().finish_transfer(inner.now_ms(), &mut Vec::new());
+        lock(&inner.transfer).stats.duration_ms = Some(0);
+        tracing::info!(context = %inner.context(), route = %inner.route, "session manager ready (shared store)");
+        inner.ready.send_replace(Readiness::Ready);
+        return;
+    }
     // Give discovery a moment to find the configured members.
     let deadline = started + inner.b.discovery_wait;
     while inner.channel.members().is_empty() && tokio::time::Instant::now() < deadline {
@@ -1099,6 +1232,10 @@ async fn run_startup(inner: Arc<Inner>) {
     let mut out = Vec::new();
     inner.core().finish_transfer(inner.now_ms(), &mut out);
     inner.perform(out);
+    let result = match (result, inner.store.clone().filter(|s| s.mode.is_persist())) {
+        (Ok(()), Some(store)) => load_all_until(&inner, &store, started + total, total).await,
+        (result, _) => result,
+    };
     {
         let mut t = lock(&inner.transfer);
         t.stats.duration_ms = Some(started.elapsed().as_millis() as u64);
@@ -1182,6 +1319,194 @@ async fn ask(inner: &Arc<Inner>, member: MemberId, deadline: tokio::time::Instan
         }
         if tokio::time::Instant::now() >= deadline {
             return Outcome::Failed("total state transfer timeout reached".into());
+        }
+    }
+}
+
+/// Loads every stored session (a starting node with a write-through or write-behind store),
+/// retrying until `deadline` while the store fails.
+async fn load_all_until(
+    inner: &Arc<Inner>,
+    store: &Arc<StoreState>,
+    deadline: tokio::time::Instant,
+    total: Duration,
+) -> Result<(), StateTransferError> {
+    loop {
+        match load_all(inner, store).await {
+            Ok(n) => {
+                tracing::info!(context = %inner.context(), store = %store.name(), sessions = n, "sessions loaded from the store");
+                lock(&inner.transfer).stats.from.push(store.name().to_owned());
+                return Ok(());
+            }
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(context = %inner.context(), "loading the stored sessions failed, retrying: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                return Err(StateTransferError::TimedOut {
+                    context: inner.context().to_string(),
+                    member: store.name().to_owned(),
+                    cause: e.to_string(),
+                    timeout: total,
+                });
+            }
+        }
+    }
+}
+
+async fn load_all(inner: &Arc<Inner>, store: &Arc<StoreState>) -> Result<usize, StoreError> {
+    let ids = store.store.list_ids().await?;
+    let mut n = 0;
+    for text in ids {
+        let Ok(id) = text.parse::<SessionId>() else {
+            tracing::warn!(store = %store.name(), id = %text, "not a session id of this manager: skipped");
+            continue;
+        };
+        match store.load(&id).await {
+            Ok(Some(d)) => {
+                let mut out = Vec::new();
+                n += usize::from(inner.core().import(&d, &mut out));
+                inner.perform(out);
+            }
+            Ok(None) => {}
+            Err(e) if e.is_corrupt() => tracing::error!("{e}"),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Store upkeep: health checks, deleting expired records, the write-behind queue.
+async fn run_store(inner: Arc<Inner>) {
+    let Some(store) = inner.store.clone() else { return };
+    let behind = matches!(store.mode, StoreMode::WriteBehind { .. });
+    let mut health = tokio::time::interval(Duration::from_secs(5));
+    let mut expire = tokio::time::interval(Duration::from_secs(60));
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = health.tick() => store.set_health(store.store.health().await),
+            _ = expire.tick() => {
+                if let Err(e) = store.store.delete_expired(SystemTime::now()).await {
+                    tracing::warn!(context = %inner.context(), "{e}");
+                }
+            }
+            _ = store.wake.notified(), if behind => {
+                while let Some(id) = store.dequeue() {
+                    if inner.persist(&store, id).await.is_err() {
+                        // Kept for later: a store outage delays writes, it does not drop them.
+                        store.enqueue(id);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        store.wake.notify_one();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Saves the session `id` as held here, or deletes it from the store when it is gone.
+    async fn persist(&self, store: &StoreState, id: SessionId) -> Result<(), StoreError> {
+        let _order = store.stripe(&id).lock().await;
+        let data = self.core().export(&id);
+        match data {
+            Some(d) => store.save(&d, None).await,
+            None => store.delete(&id).await,
+        }
+    }
+
+    /// Write-through and write-behind: after a commit of session `key` (now `now`, or gone).
+    async fn persist_after_commit(
+        &self,
+        store: &StoreState,
+        key: SessionId,
+        now: Option<SessionId>,
+    ) -> Result<(), ReplicationError> {
+        let mut ids = vec![key];
+        ids.extend(now.filter(|n| *n != key));
+        for id in ids {
+            if store.mode == StoreMode::WriteThrough || !store.enqueue(id) {
+                self.persist(store, id)
+                    .await
+                    .map_err(|source| ReplicationError::Store {
+                        context: self.context().to_string(),
+                        id,
+                        source: Box::new(source),
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Shared mode: saves the committed session with the version its unit of work loaded.
+    async fn save_shared(
+        &self,
+        store: &StoreState,
+        key: SessionId,
+        base: u64,
+        was_new: bool,
+        data: Option<&crate::data::SessionData>,
+    ) -> Result<(), ReplicationError> {
+        let store_err = |id, source| ReplicationError::Store {
+            context: self.context().to_string(),
+            id,
+            source: Box::new(source),
+        };
+        let Some(d) = data else {
+            // Invalidated: gone for every node.
+            return store.delete(&key).await.map_err(|e| store_err(key, e));
+        };
+        // A new session, or a new id (fixation protection), has no record yet.
+        let expected = (!was_new && d.id == key).then_some(base);
+        match store.save(d, expected).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict {
+                store, expected, found, ..
+            }) => {
+                self.core().forget(&d.id);
+                tracing::warn!(context = %self.context(), id = %d.id, expected, ?found, "concurrent write detected: changes not saved");
+                return Err(ReplicationError::Conflict {
+                    context: self.context().to_string(),
+                    id: d.id,
+                    store,
+                    expected,
+                    found,
+                });
+            }
+            Err(e) => return Err(store_err(d.id, e)),
+        }
+        if d.id != key {
+            store.delete(&key).await.map_err(|e| store_err(key, e))?;
+        }
+        Ok(())
+    }
+
+    /// Saves a read access in the background (throttled by the caller).
+    fn store_touch(self: &Arc<Self>, store: Arc<StoreState>, id: SessionId) {
+        if store.mode == StoreMode::Shared {
+            let Some(d) = self.core().export(&id) else { return };
+            tokio::spawn(async move {
+                // Same version, newer access; a concurrent writer wins (its save has the access too).
+                let record = crate::persist::to_record(&d);
+                let _ = store.store.save(&record, Some(d.version)).await;
+            });
+        } else if !store.enqueue(id) {
+            let inner = self.clone();
+            tokio::spawn(async move {
+                let _ = inner.persist(&store, id).await;
+            });
+        }
+    }
+
+    /// Write-behind: saves every queued session now (a clean shutdown).
+    async fn flush(&self, store: &StoreState) {
+        while let Some(id) = store.dequeue() {
+            if let Err(e) = self.persist(store, id).await {
+                tracing::error!(context = %self.context(), %id, "session not saved at shutdown: {e}");
+            }
         }
     }
 }

@@ -237,6 +237,13 @@ impl Session {
         s.ops.push(Op::MaxInactive(ms));
     }
 
+    /// The session as this handle sees it (committed state plus this unit of work's changes
+    /// so far), with its version, as a store record; see
+    /// [`SessionManager::import`](crate::SessionManager::import).
+    pub fn to_stored(&self) -> crate::StoredSession {
+        crate::persist::to_record(&self.lock().data)
+    }
+
     /// Takes the recorded changes (and marks the handle as no longer new).
     pub(crate) fn take_ops(&self) -> (SessionId, u64, Vec<Op>, bool) {
         let mut s = self.lock();

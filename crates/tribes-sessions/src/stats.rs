@@ -79,4 +79,9 @@ pub struct ManagerStats {
     pub state_transfer: TransferStats,
     /// Traffic per member.
     pub per_member: Vec<MemberReplication>,
+    /// Shared store mode: commits refused because another request saved the session first
+    /// (each one a [`ReplicationError::Conflict`](crate::ReplicationError::Conflict)).
+    pub store_conflicts: u64,
+    /// The session store, when the manager has one: name, mode, health, queue depth, counters.
+    pub store: Option<crate::StoreStats>,
 }

@@ -57,6 +57,29 @@ pub(crate) fn encode(msg: &Msg) -> bytes::Bytes {
     bytes::Bytes::from(rmp_serde::to_vec(&Envelope { v: WIRE_VERSION, msg }).expect("session messages always encode"))
 }
 
+/// A whole session as a store keeps it (the `data` of a `StoredSession`): the same
+/// MessagePack envelope as the wire, so a record names the format it was written in.
+pub(crate) fn encode_session(data: &SessionData) -> Vec<u8> {
+    rmp_serde::to_vec(&Envelope {
+        v: WIRE_VERSION,
+        msg: data,
+    })
+    .expect("sessions always encode")
+}
+
+/// The inverse of [`encode_session`].
+pub(crate) fn decode_session(bytes: &[u8]) -> Result<SessionData, String> {
+    let env: Envelope<SessionData> = rmp_serde::from_slice(bytes)
+        .map_err(|e| format!("the session data does not decode ({e}): written by an incompatible build?"))?;
+    if env.v != WIRE_VERSION {
+        return Err(format!(
+            "session data format {} (this build reads {WIRE_VERSION}): upgrade every node to the same release",
+            env.v
+        ));
+    }
+    Ok(env.msg)
+}
+
 pub(crate) fn decode(bytes: &[u8]) -> Result<Msg, String> {
     let env: Envelope<Msg> = rmp_serde::from_slice(bytes).map_err(|e| {
         format!("undecodable session message ({e}): a peer runs an incompatible build (this one speaks version {WIRE_VERSION})")
