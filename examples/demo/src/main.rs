@@ -7,6 +7,11 @@
 //! ```
 //!
 //! Every flag can also come from the environment (`TRIBES_ROUTE`, `TRIBES_HTTP`, …).
+//!
+//! `--store file:DIR|postgres://…|redis://…` keeps the sessions in a store as well:
+//! `--store-mode persist` (default) writes through with `--sync` (a whole-cluster restart
+//! loses no acknowledged write) and behind without; `--store-mode shared` turns replication
+//! off and makes the store the truth (no `--member` needed). See docs/stores.md.
 
 mod page;
 
@@ -21,8 +26,8 @@ use axum::routing::{get, post, put};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use tribes::{Channel, Keyring, MulticastDiscovery, SendMode, StaticDiscovery};
-use tribes_axum::{ReplicatedSessions, Session, metrics_router, status_router};
-use tribes_sessions::{ManagerKind, SessionManager};
+use tribes_axum::{OnSyncFailure, ReplicatedSessions, Session, metrics_router, status_router};
+use tribes_sessions::{ManagerKind, SessionManager, StoreMode};
 
 /// The name of the demo's session context.
 const CONTEXT: &str = "demo";
@@ -80,6 +85,47 @@ struct Args {
     /// Send cluster traffic in plain text (only on a network you trust entirely).
     #[arg(long, env = "TRIBES_INSECURE_PLAINTEXT", conflicts_with = "cluster_key_file")]
     insecure_plaintext: bool,
+    /// Keep sessions in a store too: `file:DIR`, `postgres://…` or `redis://…`.
+    #[arg(long, env = "TRIBES_STORE")]
+    store: Option<String>,
+    /// How the store is used: `persist` (behind replication: write-through with --sync,
+    /// write-behind without) or `shared` (no replication, the store is the truth).
+    #[arg(
+        long,
+        env = "TRIBES_STORE_MODE",
+        value_enum,
+        default_value = "persist",
+        requires = "store"
+    )]
+    store_mode: StoreModeArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum StoreModeArg {
+    /// Behind replication: write-through with --sync (a full-cluster restart loses no
+    /// acknowledged write), else write-behind (queue of 10000, flushed on shutdown).
+    Persist,
+    /// No replication: every node reads and writes the store; concurrent writes to one
+    /// session are refused (503) and counted in /cluster/status.
+    Shared,
+}
+
+/// Opens the store named by `--store`.
+async fn open_store(
+    spec: &str,
+) -> Result<std::sync::Arc<dyn tribes_sessions::SessionStore>, Box<dyn std::error::Error>> {
+    if let Some(dir) = spec.strip_prefix("file:") {
+        return Ok(std::sync::Arc::new(tribes_sessions::FileStore::open(dir).await?));
+    }
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        return Ok(std::sync::Arc::new(
+            tribes_sessions::PostgresStore::connect(spec).await?,
+        ));
+    }
+    if spec.starts_with("redis://") || spec.starts_with("rediss://") {
+        return Ok(std::sync::Arc::new(tribes_sessions::RedisStore::connect(spec).await?));
+    }
+    Err(format!("--store {spec:?}: use file:DIR, postgres://… or redis://…").into())
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,12 +196,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Manager::Delta => ManagerKind::Delta,
         Manager::Backup => ManagerKind::Backup { backup_count: 1 },
     };
-    let manager = SessionManager::builder(CONTEXT)
+    let mut builder = SessionManager::builder(CONTEXT)
         .with_kind(kind)
         .with_send_mode(if args.sync { SendMode::SyncAck } else { SendMode::Async })
-        .with_max_inactive(Duration::from_secs(args.max_inactive_secs))
-        .start(channel.clone())
-        .await?;
+        .with_max_inactive(Duration::from_secs(args.max_inactive_secs));
+    if let Some(spec) = &args.store {
+        let mode = match (args.store_mode, args.sync) {
+            (StoreModeArg::Shared, _) => StoreMode::Shared,
+            (StoreModeArg::Persist, true) => StoreMode::WriteThrough,
+            (StoreModeArg::Persist, false) => StoreMode::WriteBehind { queue: 10_000 },
+        };
+        builder = builder.with_store(open_store(spec).await?, mode);
+    }
+    let manager = builder.start(channel.clone()).await?;
+    // With a store, a write the store did not take (or a shared-mode conflict) is a 503.
+    let sessions = match args.store {
+        Some(_) => ReplicatedSessions::new(manager.clone()).with_sync_failure(OnSyncFailure::ServiceUnavailable),
+        None => ReplicatedSessions::new(manager.clone()),
+    };
 
     let app = App {
         route: route.clone(),
@@ -167,7 +225,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/session/invalidate", post(invalidate))
         .route("/session/{key}", put(put_key).get(get_key).delete(delete_key))
         .route("/static/hello.txt", get(|| async { "hello from a static file\n" }))
-        .layer(ReplicatedSessions::new(manager.clone()))
+        .layer(sessions)
         .with_state(app)
         .nest("/cluster", status_router(manager.clone(), channel.clone()))
         .merge(metrics_router(manager.clone(), channel.clone()));
