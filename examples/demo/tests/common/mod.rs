@@ -97,6 +97,8 @@ pub struct Options {
     pub manager: Option<&'static str>,
     pub sync: bool,
     pub max_inactive_secs: Option<u64>,
+    /// More flags for every node (such as `--store file:DIR`).
+    pub extra_args: Vec<String>,
 }
 
 /// A fresh cluster key file made by `tribes-demo keygen`, shared by a test's nodes.
@@ -147,6 +149,7 @@ pub fn cluster(n: usize, opts: &Options) -> Vec<DemoNode> {
             if let Some(s) = opts.max_inactive_secs {
                 args.extend(["--max-inactive-secs".into(), s.to_string()]);
             }
+            args.extend(opts.extra_args.iter().cloned());
             DemoNode {
                 route: routes[i].into(),
                 http,

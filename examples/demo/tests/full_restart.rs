@@ -1,0 +1,114 @@
+//! The whole cluster SIGKILLed and restarted: with `--sync --store …` (write-through) no
+//! acknowledged write is lost. File store always; PostgreSQL and Redis when
+//! `TRIBES_TEST_POSTGRES_URL` / `TRIBES_TEST_REDIS_URL` are set (SKIPPED otherwise, a failure
+//! when `CI` is set).
+
+mod common;
+
+use common::*;
+
+fn service_env(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var_os("CI").is_some() => panic!(
+            "{var} is not set and CI is: run `scripts/test-services.sh target/test-services && . target/test-services/env` before the tests"
+        ),
+        _ => {
+            eprintln!(
+                "SKIPPED: {var} is not set (run scripts/test-services.sh target/test-services and source its env file)"
+            );
+            None
+        }
+    }
+}
+
+async fn full_restart(store: String) {
+    let opts = Options {
+        sync: true,
+        extra_args: vec!["--store".into(), store.clone()],
+        ..Options::default()
+    };
+    let mut nodes = cluster(3, &opts);
+    for n in nodes.iter_mut() {
+        n.start();
+    }
+    for n in &nodes {
+        wait_ready(n, 2).await;
+    }
+    let status = wait_status(&nodes[0], "store in status", std::time::Duration::from_secs(10), |s| {
+        s["replication"]["store"]["healthy"] == true
+    })
+    .await;
+    assert_eq!(status["replication"]["store"]["mode"], "WriteThrough", "{status}");
+
+    // Every browser writes through every node; each 204 is an acknowledged write.
+    let browsers: Vec<Browser> = (0..9).map(|_| Browser::new()).collect();
+    for (i, b) in browsers.iter().enumerate() {
+        put_key(b, &nodes[i % 3], "value", &format!("v{i}-first")).await;
+        put_key(b, &nodes[(i + 1) % 3], "value", &format!("v{i}-last")).await;
+        put_key(b, &nodes[(i + 2) % 3], "other", &format!("o{i}")).await;
+    }
+    // One invalidated session stays gone.
+    let gone = Browser::new();
+    put_key(&gone, &nodes[0], "value", "doomed").await;
+    let cookie = gone.session_cookie(&nodes[0]).unwrap();
+    let r = gone.post(nodes[1].url("/session/invalidate")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+
+    // SIGKILL every node: no goodbye, no flush.
+    for n in nodes.iter_mut() {
+        n.kill9();
+    }
+    for n in nodes.iter_mut() {
+        n.start();
+    }
+    for n in &nodes {
+        wait_ready(n, 2).await;
+    }
+    for (i, b) in browsers.iter().enumerate() {
+        for n in &nodes {
+            assert_eq!(
+                get_key(b, n, "value").await.as_deref(),
+                Some(format!("v{i}-last").as_str()),
+                "browser {i} on node {} after the full restart ({store})",
+                n.route
+            );
+            assert_eq!(get_key(b, n, "other").await.as_deref(), Some(format!("o{i}").as_str()));
+        }
+    }
+    // The invalidated session did not come back.
+    let stale = reqwest::Client::new()
+        .get(nodes[2].url("/session/value"))
+        .header("cookie", format!("TRIBESSESSIONID={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 404, "an invalidated session was resurrected");
+}
+
+#[tokio::test]
+async fn full_cluster_sigkill_restart_file_store() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "full-restart-{}-{:x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    full_restart(format!("file:{}", dir.display())).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn full_cluster_sigkill_restart_postgres_store() {
+    let Some(url) = service_env("TRIBES_TEST_POSTGRES_URL") else {
+        return;
+    };
+    full_restart(url).await;
+}
+
+#[tokio::test]
+async fn full_cluster_sigkill_restart_redis_store() {
+    let Some(url) = service_env("TRIBES_TEST_REDIS_URL") else {
+        return;
+    };
+    full_restart(url).await;
+}
