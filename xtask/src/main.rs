@@ -16,6 +16,7 @@ cargo xtask <command>
 
 commands:
   demo               start a three-node tribes-demo cluster on loopback (nginx in front if installed)
+  faults             the fault matrix over real tribes-demo processes -> benches/results/faults.md
   test               fmt check, clippy -D warnings, all tests (nextest), doc tests: what CI runs
   bench transport    two channels on loopback vs a raw tokio TCP baseline -> benches/results/transport.md
   bench sessions     state transfer, deltas, memory and wire bytes per session -> benches/results/sessions.md
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(),
         Some("test") => test(),
         Some("bench") => bench(&args[1..]),
+        Some("faults") => faults(),
         _ => {
             print!("{HELP}");
             return if args.is_empty() {
@@ -67,18 +69,64 @@ fn has_nextest() -> bool {
         .unwrap_or(false)
 }
 
+/// Start PostgreSQL and Redis (standalone and cluster) for the store tests and
+/// return their URLs as environment variables. Without them (not root, no apt),
+/// the store tests say they are skipped, except under `CI`, where they fail.
+fn test_services() -> Vec<(String, String)> {
+    let root = demo::root();
+    let dir = demo::target_dir().join("test-services");
+    let script = root.join("scripts/test-services.sh");
+    eprintln!("xtask: starting PostgreSQL and Redis with {}", script.display());
+    let started = Command::new("bash").arg(&script).arg("start").arg(&dir).status();
+    if !matches!(started, Ok(s) if s.success()) {
+        eprintln!("xtask: the store servers did not start ({started:?}); store tests will be skipped");
+        return Vec::new();
+    }
+    let env = std::fs::read_to_string(dir.join("env")).unwrap_or_default();
+    env.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}
+
 fn test() -> Result<(), String> {
     run("cargo", &["fmt", "--all", "--", "--check"])?;
     run(
         "cargo",
-        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
     )?;
+    let services = test_services();
+    let with_services = |program: &str, args: &[&str]| -> Result<(), String> {
+        eprintln!("xtask: running {program} {}", args.join(" "));
+        let status = Command::new(program)
+            .args(args)
+            .envs(services.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .status()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("`{program} {}` failed with {status}", args.join(" ")))
+        }
+    };
     if has_nextest() {
-        run("cargo", &["nextest", "run", "--workspace", "--no-fail-fast"])?;
+        with_services(
+            "cargo",
+            &["nextest", "run", "--workspace", "--all-features", "--no-fail-fast"],
+        )?;
     } else {
-        run("cargo", &["test", "--workspace", "--no-fail-fast"])?;
+        with_services("cargo", &["test", "--workspace", "--all-features", "--no-fail-fast"])?;
     }
-    run("cargo", &["test", "--workspace", "--doc"])
+    with_services("cargo", &["test", "--workspace", "--all-features", "--doc"])
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
@@ -95,4 +143,38 @@ fn bench(args: &[String]) -> Result<(), String> {
         Some(which) => Err(format!("no benchmark named {which}\n{HELP}")),
         None => Err(format!("name a benchmark\n{HELP}")),
     }
+}
+
+/// Run the fault-matrix tests (they are part of `test` too) and gather their rows.
+fn faults() -> Result<(), String> {
+    let rows_dir = demo::target_dir().join("faults");
+    let _ = std::fs::remove_dir_all(&rows_dir);
+    let result = run(
+        "cargo",
+        &[
+            "test",
+            "-p",
+            "tribes-demo",
+            "--test",
+            "faults",
+            "--",
+            "--test-threads",
+            "1",
+        ],
+    );
+    let mut rows: Vec<String> = std::fs::read_dir(&rows_dir)
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    rows.sort();
+    let table = format!(
+        "# Fault matrix\n\nReal `tribes-demo` processes under load from real HTTP clients (one cookie jar per user, each\nwriting an increasing counter into its session and failing over to the next node on an error), one\nrow per fault. Every acknowledged write (a 204) is read back from the surviving nodes at the end.\nMade by `cargo xtask faults`; each row is also a test in `cargo xtask test`.\n\n| cell | fault | load held | written | lost | notes |\n|---|---|---|---|---|---|\n{}",
+        rows.concat()
+    );
+    let out = demo::root().join("benches/results/faults.md");
+    std::fs::write(&out, &table).map_err(|e| e.to_string())?;
+    println!("{table}\nwritten to {}", out.display());
+    result
 }
