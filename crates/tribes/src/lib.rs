@@ -53,6 +53,7 @@
 //! | `NioReceiver` (`autoBind`) | the receiver, [`ChannelBuilder::bind_range`] (default 127.0.0.1:4000-4100) |
 //! | `PooledParallelSender` | per-member connection pool, [`ChannelBuilder::pool_size`] |
 //! | `channelSendOptions` | [`SendMode`]: async, use-ack, sync-ack |
+//! | `FarmWarDeployer` | [`Farm`]: a directory replicated to every member |
 //! | interceptors | [`Interceptor`]: [`ThroughputInterceptor`], [`DomainFilterInterceptor`], [`OrderInterceptor`], [`CompressionInterceptor`], [`FragmentationInterceptor`] |
 //!
 //! # Membership and failure detection
@@ -79,6 +80,7 @@
 //! MessagePack data and payloads are opaque bytes.
 
 mod channel;
+pub mod farm;
 mod interceptor;
 mod member;
 mod membership;
@@ -91,6 +93,7 @@ mod wire;
 pub use channel::{
     Channel, ChannelBuilder, Delivery, Incoming, Listener, SendError, SendMode, SendOptions, SendReport, StartError,
 };
+pub use farm::{Farm, FarmBuilder, FarmEvent};
 pub use interceptor::{
     CompressionInterceptor, DomainFilterInterceptor, FragmentationInterceptor, Interceptor, InterceptorError,
     MemberThroughput, Message, OrderInterceptor, ThroughputInterceptor,
