@@ -169,12 +169,12 @@ async fn rolling_restart_under_load_loses_no_session() {
     let urls = start_all(&mut nodes).await;
     let load = Load::start(urls.clone(), 16, 10_000);
     let started = Instant::now();
-    for i in 0..nodes.len() {
+    for node in nodes.iter_mut() {
         tokio::time::sleep(Duration::from_millis(800)).await;
-        let status = nodes[i].terminate();
+        let status = node.terminate();
         assert!(status.success());
-        nodes[i].start();
-        wait_ready(&nodes[i], 2).await;
+        node.start();
+        wait_ready(node, 2).await;
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
     let took = started.elapsed();
