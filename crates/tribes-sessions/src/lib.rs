@@ -46,6 +46,27 @@
 //! interval, so it never expires while a user reads it on another node. Expiry is
 //! announced to the others.
 //!
+//! # Stores: persistent and shared sessions
+//!
+//! [`SessionManagerBuilder::with_store`] adds a [`SessionStore`] (file, PostgreSQL, Redis)
+//! and a [`StoreMode`]. Which mode when:
+//!
+//! | mode | the truth | a commit returns | whole cluster SIGKILLed | pick it for |
+//! |---|---|---|---|---|
+//! | no store (default) | memory, replicated | after replication (sync-ack) or at once (async) | every session is lost | sessions you can afford to lose in a full outage |
+//! | `StoreMode::WriteThrough` | memory, replicated; the store keeps a copy | after replication **and** the store's save | nothing acknowledged is lost | restarts of the whole cluster (deploys, power loss) must keep sessions; use with sync-ack |
+//! | `StoreMode::WriteBehind { queue }` | memory, replicated; the store keeps a copy | before the store saved it (queued) | the queued writes (at most `queue` sessions) are lost; a clean shutdown flushes | fast commits, a slow store; losing the last seconds on a crash is fine |
+//! | `StoreMode::Shared` | the store | after a versioned save; a concurrent writer gets `ReplicationError::Conflict` | nothing acknowledged is lost | autoscaling groups, no cluster peers, any load balancer; PostgreSQL or Redis (the file store checks versions only within one process) |
+//!
+//! Write-through and write-behind load every stored session when a node starts (before it
+//! is ready) and look in the store when `get` misses; invalidated, expired and re-id'd
+//! sessions are deleted from it. A read-only request saves its access time at most once per
+//! touch interval. In shared mode a node needs no cluster peers and sends nothing; a commit
+//! whose session was saved by someone else since it was loaded fails with
+//! [`ReplicationError::Conflict`] (nothing written, counted in
+//! [`ManagerStats::store_conflicts`]); a failed save is [`ReplicationError::Store`]. The
+//! store's name, mode, health and write-behind queue depth are in [`ManagerStats::store`].
+//!
 //! # Example
 //!
 //! Two nodes on loopback; the session created on A is on B when commit returns:
@@ -89,6 +110,8 @@ mod manager;
 mod persist;
 mod placement;
 mod session;
+#[cfg(test)]
+mod sim;
 mod stats;
 mod store;
 mod transfer;
