@@ -516,7 +516,11 @@ impl Core {
                 }
             }
             Msg::Drop(id) => {
-                self.sessions.remove(&id);
+                // A stale drop (sent before this node claimed the session) must not
+                // remove the primary's copy.
+                if !self.is_primary(&id) {
+                    self.sessions.remove(&id);
+                }
             }
             Msg::Claimed(id) => {
                 let k = self.backup_count();
