@@ -110,8 +110,6 @@ mod manager;
 mod persist;
 mod placement;
 mod session;
-#[cfg(test)]
-mod sim;
 mod stats;
 mod store;
 mod transfer;
