@@ -169,8 +169,9 @@ pub(crate) fn valid_name(name: &str) -> bool {
 /// What the farm members say to each other on [`TOPIC`].
 #[derive(Debug, Serialize, Deserialize)]
 enum FarmMessage {
-    /// The sender's files and versions.
-    Manifest { entries: Vec<(String, Entry)> },
+    /// The sender's files and versions; with `reply`, send yours back (a farm that
+    /// starts after its channel may have missed the manifests peers sent on joining).
+    Manifest { entries: Vec<(String, Entry)>, reply: bool },
     /// Send me these files.
     Want { names: Vec<String> },
     /// One piece of a file, in order; `offset + data.len() == entry.size` ends it.
@@ -404,7 +405,7 @@ impl Runner {
                     if !greeted {
                         greeted = true;
                         let ids: Vec<MemberId> = self.channel.members().iter().map(|m| m.id()).collect();
-                        self.send_manifest(&ids);
+                        self.send_manifest(&ids, true);
                     }
                 }
                 incoming = listener.recv() => {
@@ -417,12 +418,12 @@ impl Runner {
                     drop(incoming);
                 }
                 event = events.recv() => match event {
-                    Ok(MembershipEvent::Added(m) | MembershipEvent::Back(m)) => self.send_manifest(&[m.id()]),
+                    Ok(MembershipEvent::Added(m) | MembershipEvent::Back(m)) => self.send_manifest(&[m.id()], false),
                     Ok(MembershipEvent::Disappeared { member, .. }) => self.abort_from(member.id()),
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         let ids: Vec<MemberId> = self.channel.members().iter().map(|m| m.id()).collect();
-                        self.send_manifest(&ids);
+                        self.send_manifest(&ids, true);
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
@@ -497,9 +498,9 @@ impl Runner {
         }
     }
 
-    fn send_manifest(&self, to: &[MemberId]) {
+    fn send_manifest(&self, to: &[MemberId], reply: bool) {
         let entries = self.state.manifest();
-        self.send(to, FarmMessage::Manifest { entries });
+        self.send(to, FarmMessage::Manifest { entries, reply });
     }
 
     fn send_file(&self, to: &[MemberId], name: &str, entry: &Entry) {
@@ -510,7 +511,10 @@ impl Runner {
 
     fn handle(&mut self, from: MemberId, from_name: &str, message: FarmMessage) {
         match message {
-            FarmMessage::Manifest { entries } => {
+            FarmMessage::Manifest { entries, reply } => {
+                if reply {
+                    self.send_manifest(&[from], false);
+                }
                 let names = self.state.wanted(&entries);
                 if !names.is_empty() {
                     tracing::info!(from = %from_name, files = names.len(), "asking a member for newer farm files");

@@ -25,7 +25,7 @@ use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::{get, post, put};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
-use tribes::{Channel, Keyring, MulticastDiscovery, SendMode, StaticDiscovery};
+use tribes::{Channel, DnsDiscovery, Farm, Keyring, MulticastDiscovery, SendMode, StaticDiscovery};
 use tribes_axum::{OnSyncFailure, ReplicatedSessions, Session, metrics_router, status_router};
 use tribes_sessions::{ManagerKind, SessionManager, StoreMode};
 
@@ -67,6 +67,17 @@ struct Args {
     /// Find members by multicast heartbeats (228.0.0.4:45564) instead of a static list.
     #[arg(long, env = "TRIBES_MULTICAST")]
     multicast: bool,
+    /// Find members by resolving this DNS name every 5 s (SRV records, else A/AAAA
+    /// records with this node's cluster port), e.g. a Kubernetes headless service.
+    #[arg(long, env = "TRIBES_DNS", conflicts_with = "multicast")]
+    dns: Option<String>,
+    /// The DNS server to ask for --dns (default: the system resolver).
+    #[arg(long, env = "TRIBES_DNS_SERVER", requires = "dns")]
+    dns_server: Option<SocketAddr>,
+    /// Replicate this directory to every member (Tomcat's farm deployer): files put
+    /// here appear in every other member's --farm-dir.
+    #[arg(long, env = "TRIBES_FARM_DIR")]
+    farm_dir: Option<std::path::PathBuf>,
     /// Which session manager replicates the sessions.
     #[arg(long, env = "TRIBES_MANAGER", value_enum, default_value = "delta")]
     manager: Manager,
@@ -187,10 +198,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     channel = if args.multicast {
         channel.discovery(MulticastDiscovery::new())
+    } else if let Some(name) = &args.dns {
+        let mut dns = DnsDiscovery::new(name, args.cluster.port());
+        if let Some(server) = args.dns_server {
+            dns = dns.with_server(server);
+        }
+        channel.discovery(dns)
     } else {
         channel.discovery(StaticDiscovery::new(args.members.clone()))
     };
     let channel = channel.start().await?;
+    let _farm = match &args.farm_dir {
+        Some(dir) => Some(
+            Farm::builder(channel.clone(), dir)
+                .on_change(|event| tracing::info!(?event, "farm"))
+                .start()?,
+        ),
+        None => None,
+    };
 
     let kind = match args.manager {
         Manager::Delta => ManagerKind::Delta,
