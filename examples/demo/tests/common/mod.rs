@@ -31,6 +31,11 @@ impl DemoNode {
         format!("http://{}{}", self.http, path)
     }
 
+    /// Add flags for this node only (they apply from its next start).
+    pub fn push_args<S: Into<String>>(&mut self, args: impl IntoIterator<Item = S>) {
+        self.args.extend(args.into_iter().map(Into::into));
+    }
+
     /// Start (or restart) the process.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "node {} is already running", self.route);
