@@ -43,7 +43,11 @@ async fn wait_file(dir: &Path, name: &str, want: &[u8], limit: Duration) {
 fn no_temp_files(dir: &Path) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
-        assert!(!name.starts_with('.'), "leftover temporary file {name} in {}", dir.display());
+        assert!(
+            !name.starts_with('.'),
+            "leftover temporary file {name} in {}",
+            dir.display()
+        );
     }
 }
 
