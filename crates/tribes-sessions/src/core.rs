@@ -494,6 +494,7 @@ impl Core {
                 | Msg::Claimed(_)
                 | Msg::Touches(_)
                 | Msg::Expired(_)
+                | Msg::Merge { .. }
         );
         if self.transferring && queueable {
             self.queue.push((from, msg));
@@ -509,6 +510,11 @@ impl Core {
             }
             Msg::Full(data) | Msg::FetchReply(data) => {
                 self.merge_full(&data, Origin::Replicated, out);
+            }
+            Msg::Merge { sessions } => {
+                for data in &sessions {
+                    self.merge_full(data, Origin::Replicated, out);
+                }
             }
             Msg::Adopt(data) => {
                 if self.merge_full(&data, Origin::Replicated, out) {

@@ -984,9 +984,19 @@ async fn run_driver(
                 handle_incoming(&inner, incoming);
             }
             event = events.recv() => match event {
-                Ok(MembershipEvent::Added(m) | MembershipEvent::Back(m)) => {
+                Ok(MembershipEvent::Added(m)) => {
                     let inner = inner.clone();
                     let t = tokio::spawn(async move { inner.hello(m.id()).await });
+                    inner_tasks_push(&t);
+                }
+                Ok(MembershipEvent::Back(m)) => {
+                    // A healed partition: both sides may have changed sessions the
+                    // other never saw. Each side pushes its copies; merges converge.
+                    let inner = inner.clone();
+                    let t = tokio::spawn(async move {
+                        inner.hello(m.id()).await;
+                        reconcile(inner, m.id()).await;
+                    });
                     inner_tasks_push(&t);
                 }
                 Ok(MembershipEvent::Disappeared { member, reason }) => {
@@ -1117,6 +1127,32 @@ impl Inner {
     fn is_serving(&self) -> bool {
         self.ready.borrow().is_serving()
     }
+}
+
+/// After a partition heals, push this node's copies of the sessions `to` should hold.
+async fn reconcile(inner: Arc<Inner>, to: MemberId) {
+    if !inner.is_serving() {
+        return;
+    }
+    let sessions = inner.core().snapshot_for(to);
+    let total = sessions.len();
+    let mut it = sessions.into_iter().peekable();
+    while it.peek().is_some() {
+        let chunk: Vec<_> = it.by_ref().take(inner.b.chunk_size).collect();
+        let (_, acks) = inner
+            .send(
+                &[to],
+                &Msg::Merge { sessions: chunk },
+                SendMode::SyncAck,
+                inner.b.attempt_timeout,
+            )
+            .await;
+        if !acks.iter().all(|a| a.outcome == AckOutcome::Acked) {
+            tracing::warn!(context = %inner.context(), member = %inner.name_of(to), ?acks, "reconciliation after a heal aborted");
+            return;
+        }
+    }
+    tracing::info!(context = %inner.context(), member = %inner.name_of(to), sessions = total, "member back: sessions reconciled");
 }
 
 async fn stream_snapshot(inner: Arc<Inner>, to: MemberId, request: u64, sessions: Vec<crate::data::SessionData>) {

@@ -45,6 +45,9 @@ pub(crate) enum Msg {
     Chunk { request: u64, sessions: Vec<SessionData> },
     /// State transfer: the end, with the number of sessions sent.
     Done { request: u64, sessions: u64 },
+    /// After a partition heals (a member is back): the sender's sessions that the
+    /// receiver should hold, merged last-writer-wins, so both sides converge.
+    Merge { sessions: Vec<SessionData> },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -101,7 +104,8 @@ mod tests {
     #[test]
     fn round_trip_and_size_of_a_one_attribute_delta() {
         let msg = Msg::Delta(Delta {
-            id: SessionId::from_bytes([7; 16]),
+            // A random id: bytes above 127 must not cost extra.
+            id: SessionId::from_bytes([0xc8; 16]),
             base: 41,
             stamp: Stamp {
                 version: 42,

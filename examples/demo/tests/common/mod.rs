@@ -24,6 +24,8 @@ pub struct DemoNode {
     pub cluster: SocketAddr,
     args: Vec<String>,
     child: Option<Child>,
+    /// Run the process as this uid and gid (tests that partition by socket owner).
+    pub run_as: Option<u32>,
 }
 
 impl DemoNode {
@@ -39,7 +41,12 @@ impl DemoNode {
     /// Start (or restart) the process.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "node {} is already running", self.route);
-        let child = Command::new(env!("CARGO_BIN_EXE_tribes-demo"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tribes-demo"));
+        if let Some(id) = self.run_as {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(id).gid(id);
+        }
+        let child = cmd
             .args(&self.args)
             .env(
                 "RUST_LOG",
@@ -120,6 +127,9 @@ pub fn key_file() -> std::path::PathBuf {
         .status()
         .unwrap();
     assert!(status.success(), "tribes-demo keygen failed");
+    // Readable by a node that a test runs under another uid.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     path
 }
 
@@ -161,6 +171,7 @@ pub fn cluster(n: usize, opts: &Options) -> Vec<DemoNode> {
                 cluster,
                 args,
                 child: None,
+                run_as: None,
             }
         })
         .collect()
