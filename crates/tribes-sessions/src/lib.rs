@@ -110,6 +110,8 @@ mod manager;
 mod persist;
 mod placement;
 mod session;
+#[cfg(test)]
+mod sim;
 mod stats;
 mod store;
 mod transfer;

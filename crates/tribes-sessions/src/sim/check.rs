@@ -1,0 +1,264 @@
+//! The invariants, checked after every step (`check_step`), at the end of every heal +
+//! settle phase (`check_quiescent`) and when a joining node becomes ready (`check_joiner`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use tribes::MemberId;
+
+use super::{AckedWrite, MAX_INACTIVE_MS, Sim, TOUCH_INTERVAL_MS};
+use crate::data::{Blob, SessionData, Stamp};
+use crate::id::SessionId;
+use crate::manager::ManagerKind;
+
+/// Fails the run with a message (the runner adds the seed and the replay command).
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+/// Fails unless every listed node holds `$id` with the same replicated state.
+macro_rules! expect_same_copies {
+    ($copies:expr, $id:expr) => {{
+        let copies: &[(MemberId, &AttrsOf)] = &$copies;
+        if let Some((first, a)) = copies.first() {
+            for (m, b) in &copies[1..] {
+                if a != b {
+                    return Err(format!(
+                        "nodes disagree on session {} after the heal:\n    {first}: {a:?}\n    {m}: {b:?}",
+                        $id
+                    ));
+                }
+            }
+        }
+    }};
+}
+
+/// The replicated state of a session that must be equal everywhere: attributes with
+/// their stamps (removed ones included) and, for the BackupManager, the primary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AttrsOf {
+    pub(crate) id: SessionId,
+    pub(crate) attrs: Vec<(Box<str>, Option<Blob>, Stamp)>,
+    pub(crate) primary: Option<MemberId>,
+}
+
+impl AttrsOf {
+    pub(crate) fn of(d: &SessionData) -> Self {
+        let mut attrs: Vec<_> = d
+            .attrs
+            .iter()
+            .map(|a| (a.name.clone(), a.value.clone(), a.stamp))
+            .collect();
+        attrs.sort_by(|a, b| a.0.cmp(&b.0));
+        AttrsOf {
+            id: d.id,
+            attrs,
+            primary: d.primary,
+        }
+    }
+
+    fn stamp_of(&self, name: &str) -> Option<Stamp> {
+        self.attrs.iter().find(|a| &*a.0 == name).map(|a| a.2)
+    }
+}
+
+impl Sim {
+    /// Idle longer than the max inactive interval plus the grace (by the clients' clock):
+    /// any node may have expired it.
+    fn may_have_expired(&self, id: &SessionId) -> bool {
+        self.oracle.expired.contains(id)
+            || self
+                .oracle
+                .sessions
+                .get(id)
+                .is_none_or(|last| last + MAX_INACTIVE_MS + 2 * TOUCH_INTERVAL_MS < self.now)
+    }
+
+    /// After every step: no destroyed session is back, no acknowledged write is lost.
+    pub(super) fn check_step(&mut self) -> Result<(), String> {
+        for node in self.nodes.iter().flatten() {
+            for id in &node.destroyed {
+                ensure!(
+                    !node.core.contains(id),
+                    "session {id} came back on {} after it was destroyed there",
+                    node.id
+                );
+            }
+        }
+        // Each live node's sessions, once per step.
+        let held: Vec<(MemberId, HashMap<SessionId, &SessionData>)> = self
+            .nodes
+            .iter()
+            .flatten()
+            .filter(|n| !n.core.is_transferring())
+            .map(|n| (n.id, n.core.sessions().map(|d| (d.id, d)).collect()))
+            .collect();
+        let mut acked = std::mem::take(&mut self.oracle.acked);
+        let mut lost_by_crash = 0;
+        let mut failure = None;
+        acked.retain_mut(|w: &mut AckedWrite| {
+            if failure.is_some() {
+                return true;
+            }
+            if self.oracle.invalidated.contains(&w.id) || self.may_have_expired(&w.id) {
+                return false;
+            }
+            let holders: Vec<MemberId> = held
+                .iter()
+                .filter(|(_, s)| {
+                    s.get(&w.id)
+                        .and_then(|d| d.attr(w.name))
+                        .is_some_and(|a| a.stamp >= w.stamp)
+                })
+                .map(|(m, _)| *m)
+                .collect();
+            if holders.is_empty() && self.nodes.iter().flatten().any(|n| n.core.is_transferring()) {
+                // A joining node may hold it in its transfer queue: judge once it is ready.
+                return true;
+            }
+            if holders.is_empty() {
+                let live = |m: &MemberId| self.nodes.iter().flatten().any(|n| n.id == *m);
+                if w.holders.iter().any(live) {
+                    failure = Some(format!(
+                        "acknowledged write lost: session {} attribute {:?} stamp {:?} (acked at {} ms) is on no live node; it was on {:?}, of which {:?} live",
+                        w.id,
+                        w.name,
+                        w.stamp,
+                        w.at_ms - 1_000_000,
+                        w.holders,
+                        w.holders.iter().filter(|m| live(m)).collect::<Vec<_>>()
+                    ));
+                    return true;
+                }
+                // Every node that held it crashed: nothing could keep it.
+                lost_by_crash += 1;
+                return false;
+            }
+            w.holders = holders;
+            true
+        });
+        self.oracle.acked = acked;
+        self.stats.acked_lost_by_crash += lost_by_crash;
+        match failure {
+            Some(f) => Err(f),
+            None => Ok(()),
+        }
+    }
+
+    /// A joining Delta node that became ready holds everything its source sent (or newer).
+    pub(super) fn check_joiner(&self, slot: usize, degraded: bool) -> Result<(), String> {
+        let node = self.nodes[slot].as_ref().expect("live");
+        if degraded || !matches!(self.cfg.kind, ManagerKind::Delta) {
+            return Ok(());
+        }
+        for (source, request) in &node.completed {
+            let Some(snapshot) = node.snapshots.get(request) else {
+                return Err(format!(
+                    "{} completed a transfer from {source} it has no snapshot of",
+                    node.id
+                ));
+            };
+            for s in snapshot {
+                if node.destroyed.contains(&s.id) || node.core.is_tombstoned(&s.id) {
+                    continue;
+                }
+                let Some(mine) = node.core.sessions().find(|d| d.id == s.id) else {
+                    return Err(format!(
+                        "{} became ready without session {} that {source} sent in its state transfer",
+                        node.id, s.id
+                    ));
+                };
+                let mine = AttrsOf::of(mine);
+                for (name, _, stamp) in &s.attrs {
+                    ensure!(
+                        mine.stamp_of(name).is_some_and(|m| m >= *stamp),
+                        "{} became ready with an older {name:?} of session {} than {source} sent",
+                        node.id,
+                        s.id
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// At the end of a heal + settle: every node that should hold a session holds the same
+    /// state, no invalidated or expired session is anywhere, and (Backup) every session
+    /// has its primary and backups again.
+    pub(super) fn check_quiescent(&self) -> Result<(), String> {
+        let nodes: Vec<_> = self.nodes.iter().flatten().collect();
+        let mut copies: BTreeMap<SessionId, Vec<(MemberId, AttrsOf)>> = BTreeMap::new();
+        for n in &nodes {
+            ensure!(n.is_serving(), "{} is not serving after the settle", n.id);
+            for d in n.core.sessions() {
+                ensure!(
+                    !self.oracle.invalidated.contains(&d.id),
+                    "invalidated session {} is still on {} after the heal",
+                    d.id,
+                    n.id
+                );
+                ensure!(
+                    !self.oracle.expired.contains(&d.id),
+                    "expired session {} is still on {} after the heal",
+                    d.id,
+                    n.id
+                );
+                copies.entry(d.id).or_default().push((n.id, AttrsOf::of(d)));
+            }
+        }
+        for (id, list) in &copies {
+            let view: Vec<(MemberId, &AttrsOf)> = list.iter().map(|(m, a)| (*m, a)).collect();
+            match self.cfg.kind {
+                ManagerKind::Delta => {
+                    let without_primary: Vec<(MemberId, AttrsOf)> = list
+                        .iter()
+                        .map(|(m, a)| {
+                            (
+                                *m,
+                                AttrsOf {
+                                    primary: None,
+                                    ..a.clone()
+                                },
+                            )
+                        })
+                        .collect();
+                    let v: Vec<(MemberId, &AttrsOf)> = without_primary.iter().map(|(m, a)| (*m, a)).collect();
+                    expect_same_copies!(v, id);
+                    if list.len() != nodes.len() {
+                        let missing: Vec<MemberId> = nodes
+                            .iter()
+                            .map(|n| n.id)
+                            .filter(|m| !list.iter().any(|(h, _)| h == m))
+                            .collect();
+                        let degraded: Vec<MemberId> = nodes.iter().filter(|n| n.is_degraded()).map(|n| n.id).collect();
+                        return Err(format!(
+                            "session {id} is on {} of {} nodes after the heal; missing on {missing:?} (degraded: {degraded:?})",
+                            list.len(),
+                            nodes.len()
+                        ));
+                    }
+                }
+                ManagerKind::Backup { backup_count } => {
+                    expect_same_copies!(view, id);
+                    let want = (backup_count + 1).min(nodes.len());
+                    let primary = list[0].1.primary;
+                    ensure!(
+                        primary.is_some_and(|p| list.iter().any(|(h, _)| *h == p)),
+                        "session {id}: its primary {primary:?} does not hold it (holders {:?})",
+                        list.iter().map(|c| c.0).collect::<Vec<_>>()
+                    );
+                    ensure!(
+                        list.len() == want,
+                        "session {id} has {} copies after the heal, wants {want} (primary {primary:?}, holders {:?})",
+                        list.len(),
+                        list.iter().map(|c| c.0).collect::<Vec<_>>()
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1086 @@
+//! Deterministic simulation of a cluster of session managers (issue 7); see
+//! `docs/simulation.md`.
+//!
+//! One thread, a virtual clock and a simulated network drive N nodes' [`Core`]s exactly
+//! as `manager.rs` does (effects become sends, sync-ack sends wait for acks, the state
+//! transfer follows [`TransferPlan`]), with membership decided by a simulated failure
+//! detector with the rules of `tribes::membership::core` (suspect after 2/3 of the drop
+//! time, verify, remove; heard again: `Back`). Every random choice comes from one
+//! `StdRng` seeded by the run's seed, and every iteration is in a fixed order, so a seed
+//! replays the same run.
+
+#[macro_use]
+mod check;
+mod node;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tribes::MemberId;
+
+use crate::core::{Core, CoreConfig, Effect};
+use crate::data::{Blob, Op, Stamp, writer_of};
+use crate::id::SessionId;
+use crate::listener::{DestroyReason, SessionEvent};
+use crate::manager::{ManagerKind, ReplicationMode};
+use crate::wire::Msg;
+
+use node::{Node, Phase};
+
+/// One step of virtual time.
+const STEP_MS: u64 = 50;
+/// The membership drop time: suspected after 2/3 of it, removed at it.
+const DROP_TIME_MS: u64 = 3_000;
+const ACK_TIMEOUT_MS: u64 = 1_000;
+const ATTEMPT_TIMEOUT_MS: u64 = 1_500;
+const TRANSFER_TIMEOUT_MS: u64 = 20_000;
+const DISCOVERY_WAIT_MS: u64 = 500;
+const TOUCH_INTERVAL_MS: u64 = 1_000;
+/// The driver's tick: `min(touch interval, 500 ms)` as in `run_driver`.
+const TICK_MS: u64 = 500;
+const MAX_INACTIVE_MS: u64 = 8_000;
+const CHUNK_SESSIONS: usize = 3;
+const ATTRS: [&str; 3] = ["a", "b", "c"];
+
+/// The faults and the workload of one run, all drawn from the seed.
+#[derive(Clone, Debug)]
+pub(crate) struct SimConfig {
+    pub(crate) seed: u64,
+    pub(crate) kind: ManagerKind,
+    pub(crate) replication: ReplicationMode,
+    pub(crate) nodes: usize,
+    /// Chaos phases, each followed by a heal + settle and the quiescence checks.
+    pub(crate) phases: usize,
+    pub(crate) steps_per_phase: usize,
+    pub(crate) loss: f64,
+    pub(crate) dup: f64,
+    pub(crate) max_delay_ms: u64,
+    pub(crate) crash: f64,
+    pub(crate) partition: f64,
+}
+
+impl SimConfig {
+    pub(crate) fn from_seed(seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_c0f1_9000_0000);
+        let kind = if seed % 2 == 0 {
+            ManagerKind::Delta
+        } else {
+            ManagerKind::Backup {
+                backup_count: rng.random_range(1..=2),
+            }
+        };
+        SimConfig {
+            seed,
+            kind,
+            replication: if rng.random_bool(0.25) {
+                ReplicationMode::FullSession
+            } else {
+                ReplicationMode::Deltas
+            },
+            nodes: rng.random_range(2..=5),
+            phases: 2,
+            steps_per_phase: 120,
+            loss: [0.0, 0.0, 0.01, 0.05][rng.random_range(0..4)],
+            dup: [0.0, 0.02, 0.1][rng.random_range(0..3)],
+            max_delay_ms: [0, 20, 200][rng.random_range(0..3)],
+            crash: [0.0, 0.004, 0.01][rng.random_range(0..3)],
+            partition: [0.0, 0.0, 0.005, 0.02][rng.random_range(0..4)],
+        }
+    }
+}
+
+/// What a packet carries: a session message (with an ack token when sent sync-ack), or an ack.
+#[derive(Clone, Debug)]
+enum Body {
+    Msg { msg: Msg, ack: Option<u64> },
+    Ack { token: u64, result: Result<(), String> },
+}
+
+#[derive(Clone, Debug)]
+struct Packet {
+    at: u64,
+    seq: u64,
+    from: MemberId,
+    to: MemberId,
+    body: Body,
+}
+
+/// What a sync-ack send was for, decided when every ack arrived (or one failed or timed out).
+#[derive(Debug)]
+enum Purpose {
+    Write(AckedWrite),
+    Hello(MemberId),
+    StartupHello(MemberId),
+    GetAll {
+        member: MemberId,
+        request: u64,
+    },
+    Chunk {
+        to: MemberId,
+        request: u64,
+        rest: Vec<Vec<crate::data::SessionData>>,
+        total: u64,
+    },
+    Done,
+}
+
+#[derive(Debug)]
+struct Pending {
+    owner: MemberId,
+    waiting: BTreeSet<MemberId>,
+    error: Option<String>,
+    deadline: u64,
+    purpose: Purpose,
+}
+
+/// A write every recipient acknowledged: its attribute must survive (or be superseded).
+#[derive(Clone, Debug)]
+pub(crate) struct AckedWrite {
+    id: SessionId,
+    name: &'static str,
+    stamp: Stamp,
+    at_ms: u64,
+    /// Live nodes that held it (stamp or newer) at the last check.
+    holders: Vec<MemberId>,
+}
+
+/// What the clients did, to judge the nodes by.
+#[derive(Debug, Default)]
+struct Oracle {
+    /// Sessions clients know (cookies), with the last access a client made.
+    sessions: BTreeMap<SessionId, u64>,
+    invalidated: BTreeSet<SessionId>,
+    /// Destroyed as expired on some node.
+    expired: BTreeSet<SessionId>,
+    acked: Vec<AckedWrite>,
+    acked_total: u64,
+    writes: u64,
+}
+
+/// Counters for the report of a run.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct SimStats {
+    pub(crate) packets: u64,
+    pub(crate) lost: u64,
+    pub(crate) crashes: u64,
+    pub(crate) partitions: u64,
+    pub(crate) transfers: u64,
+    pub(crate) degraded: u64,
+    pub(crate) acked_writes: u64,
+    pub(crate) acked_lost_by_crash: u64,
+    pub(crate) writes: u64,
+    /// Phases after which convergence and backup counts were checked.
+    pub(crate) strict_phases: u64,
+}
+
+pub(crate) struct Sim {
+    pub(crate) cfg: SimConfig,
+    rng: StdRng,
+    now: u64,
+    seq: u64,
+    next_token: u64,
+    /// One slot per machine; a crash empties it, a restart fills it with a new member id.
+    nodes: Vec<Option<Node>>,
+    restart_at: Vec<u64>,
+    /// Partition group of each slot: slots talk only within their group.
+    group: Vec<u8>,
+    started_at: BTreeMap<MemberId, u64>,
+    in_flight: Vec<Packet>,
+    pending: BTreeMap<u64, Pending>,
+    oracle: Oracle,
+    /// The ids that crashed in the current step (an acked write may go with them).
+    crashed: BTreeSet<MemberId>,
+    /// Faults on (chaos) or off (settle).
+    chaos: bool,
+    /// A message was lost or a partition happened in this phase: the protocol has no
+    /// anti-entropy, so convergence is only required after phases without either
+    /// (or always with `TRIBES_SIM_STRICT=1`, to replay the known gaps).
+    lossy: bool,
+    strict: bool,
+    pub(crate) stats: SimStats,
+    trace: bool,
+    log: Vec<String>,
+    core_cfg: Arc<CoreConfig>,
+}
+
+impl Sim {
+    pub(crate) fn new(cfg: SimConfig) -> Self {
+        let core_cfg = Arc::new(CoreConfig {
+            context: "/sim".into(),
+            kind: cfg.kind,
+            replication: cfg.replication,
+            filter: None,
+            max_active: None,
+            max_inactive_ms: MAX_INACTIVE_MS,
+            grace_ms: 2 * TOUCH_INTERVAL_MS,
+            tombstone_ttl_ms: MAX_INACTIVE_MS.max(600_000),
+        });
+        let n = cfg.nodes;
+        let mut sim = Sim {
+            rng: StdRng::seed_from_u64(cfg.seed),
+            cfg,
+            now: 1_000_000,
+            seq: 0,
+            next_token: 0,
+            nodes: (0..n).map(|_| None).collect(),
+            restart_at: vec![0; n],
+            group: vec![0; n],
+            started_at: BTreeMap::new(),
+            in_flight: Vec::new(),
+            pending: BTreeMap::new(),
+            oracle: Oracle::default(),
+            crashed: BTreeSet::new(),
+            chaos: true,
+            lossy: false,
+            strict: std::env::var_os("TRIBES_SIM_STRICT").is_some(),
+            stats: SimStats::default(),
+            trace: std::env::var_os("TRIBES_SIM_TRACE").is_some(),
+            log: Vec::new(),
+            core_cfg,
+        };
+        // The nodes start a little apart, as processes do.
+        for slot in 0..n {
+            sim.restart_at[slot] = sim.now + slot as u64 * 200;
+        }
+        sim
+    }
+
+    fn trace(&mut self, line: impl FnOnce() -> String) {
+        if self.trace {
+            let line = format!("[{:>7}ms] {}", self.now - 1_000_000, line());
+            eprintln!("{line}");
+            self.log.push(line);
+        }
+    }
+
+    /// The whole run: chaos phases, each followed by heal + settle and the quiescence checks.
+    pub(crate) fn run(&mut self) -> Result<(), String> {
+        for phase in 0..self.cfg.phases {
+            self.chaos = true;
+            self.lossy = false;
+            for _ in 0..self.cfg.steps_per_phase {
+                self.step()?;
+            }
+            self.chaos = false;
+            self.trace(|| format!("phase {phase}: heal and settle"));
+            self.heal_and_settle()?;
+            // Known gaps (see docs/simulation.md): convergence only under TRIBES_SIM_STRICT=1.
+            if self.strict {
+                self.check_quiescent()?;
+                self.stats.strict_phases += 1;
+            }
+        }
+        self.stats.acked_writes = self.oracle.acked_total;
+        self.stats.writes = self.oracle.writes;
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<(), String> {
+        self.now += STEP_MS;
+        self.crashed.clear();
+        if self.chaos {
+            self.faults();
+        }
+        self.restarts();
+        self.deliver()?;
+        self.membership();
+        self.timeouts();
+        self.startups()?;
+        self.ticks();
+        if self.chaos {
+            for _ in 0..2 {
+                if self.rng.random_bool(0.5) {
+                    self.client_op()?;
+                }
+            }
+        }
+        self.check_step()
+    }
+
+    // ----- faults -----
+
+    fn faults(&mut self) {
+        let n = self.nodes.len();
+        if self.rng.random_bool(self.cfg.crash) {
+            let slot = self.rng.random_range(0..n);
+            if let Some(node) = self.nodes[slot].take() {
+                self.stats.crashes += 1;
+                self.crashed.insert(node.id);
+                self.restart_at[slot] = self.now + self.rng.random_range(500..5_000);
+                self.trace(|| format!("CRASH {} (slot {slot})", node.id));
+            }
+        }
+        if n > 1 && self.rng.random_bool(self.cfg.partition) {
+            if self.group.iter().all(|g| *g == 0) {
+                // Split into two sides, each non-empty.
+                let cut = self.rng.random_range(1..n);
+                let mut slots: Vec<usize> = (0..n).collect();
+                for i in (1..n).rev() {
+                    let j = self.rng.random_range(0..=i);
+                    slots.swap(i, j);
+                }
+                for (i, slot) in slots.into_iter().enumerate() {
+                    self.group[slot] = u8::from(i >= cut);
+                }
+                self.stats.partitions += 1;
+                self.lossy = true;
+                let g = self.group.clone();
+                self.trace(|| format!("PARTITION {g:?}"));
+            } else {
+                self.group.iter_mut().for_each(|g| *g = 0);
+                self.trace(|| "HEAL".into());
+            }
+        }
+    }
+
+    fn restarts(&mut self) {
+        for slot in 0..self.nodes.len() {
+            if self.nodes[slot].is_none() && self.now >= self.restart_at[slot] {
+                let id = MemberId::random(&mut self.rng);
+                let core = Core::new(self.core_cfg.clone(), id);
+                self.started_at.insert(id, self.now);
+                self.nodes[slot] = Some(Node::new(id, self.now, core));
+                self.stats.transfers += 1;
+                self.trace(|| format!("START {id} (slot {slot})"));
+            }
+        }
+    }
+
+    fn slot_of(&self, id: MemberId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.as_ref().is_some_and(|n| n.id == id))
+    }
+
+    fn connected(&self, a: usize, b: usize) -> bool {
+        self.group[a] == self.group[b]
+    }
+
+    fn node(&mut self, id: MemberId) -> Option<&mut Node> {
+        self.nodes.iter_mut().flatten().find(|n| n.id == id)
+    }
+
+    // ----- network -----
+
+    fn send(&mut self, from: MemberId, to: MemberId, body: Body) {
+        self.stats.packets += 1;
+        if self.chaos && self.rng.random_bool(self.cfg.loss) {
+            self.stats.lost += 1;
+            self.lossy = true;
+            return;
+        }
+        let copies = if self.chaos && self.rng.random_bool(self.cfg.dup) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = if self.chaos && self.cfg.max_delay_ms > 0 {
+                self.rng.random_range(0..=self.cfg.max_delay_ms)
+            } else {
+                0
+            };
+            self.seq += 1;
+            self.in_flight.push(Packet {
+                at: self.now + delay,
+                seq: self.seq,
+                from,
+                to,
+                body: body.clone(),
+            });
+        }
+    }
+
+    /// A sync-ack send: the purpose is decided once every recipient acked.
+    fn send_sync(&mut self, from: MemberId, to: &[MemberId], msg: Msg, purpose: Purpose) {
+        self.next_token += 1;
+        let token = self.next_token;
+        self.pending.insert(
+            token,
+            Pending {
+                owner: from,
+                waiting: to.iter().copied().collect(),
+                error: None,
+                deadline: self.now + ACK_TIMEOUT_MS,
+                purpose,
+            },
+        );
+        for &m in to {
+            self.send(
+                from,
+                m,
+                Body::Msg {
+                    msg: msg.clone(),
+                    ack: Some(token),
+                },
+            );
+        }
+        if to.is_empty() {
+            self.resolve(token);
+        }
+    }
+
+    fn deliver(&mut self) -> Result<(), String> {
+        let now = self.now;
+        let mut due: Vec<Packet> = Vec::new();
+        self.in_flight.retain(|p| {
+            if p.at <= now {
+                due.push(p.clone());
+                false
+            } else {
+                true
+            }
+        });
+        due.sort_by_key(|p| (p.at, p.seq));
+        for p in due {
+            let (Some(a), Some(b)) = (self.slot_of(p.from), self.slot_of(p.to)) else {
+                continue; // sender or receiver crashed: the connection is gone
+            };
+            if !self.connected(a, b) {
+                continue;
+            }
+            match p.body {
+                Body::Ack { token, result } => self.on_ack(token, p.from, result),
+                Body::Msg { msg, ack } => {
+                    if self.trace {
+                        let mut m = format!("{msg:?}");
+                        m.truncate(160);
+                        self.trace(|| format!("{} -> {}: {m}", p.from, p.to));
+                    }
+                    let result = self.on_msg(p.to, p.from, msg)?;
+                    if let Some(token) = ack {
+                        self.send(p.to, p.from, Body::Ack { token, result });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_ack(&mut self, token: u64, from: MemberId, result: Result<(), String>) {
+        let Some(p) = self.pending.get_mut(&token) else { return };
+        if p.waiting.remove(&from) {
+            if let Err(e) = result {
+                p.error.get_or_insert(e);
+            }
+            if p.waiting.is_empty() {
+                self.resolve(token);
+            }
+        }
+    }
+
+    fn timeouts(&mut self) {
+        let now = self.now;
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in expired {
+            if let Some(p) = self.pending.get_mut(&token) {
+                p.error.get_or_insert_with(|| "timed out".into());
+            }
+            self.resolve(token);
+        }
+    }
+
+    fn resolve(&mut self, token: u64) {
+        let Some(p) = self.pending.remove(&token) else { return };
+        if self.slot_of(p.owner).is_none() {
+            return; // the waiting node crashed
+        }
+        let ok = p.error.is_none();
+        let owner = p.owner;
+        match p.purpose {
+            Purpose::Write(w) => {
+                if ok {
+                    self.trace(|| format!("ACKED {} {}={:?}", w.id, w.name, w.stamp));
+                    self.oracle.acked_total += 1;
+                    self.oracle.acked.push(w);
+                }
+            }
+            Purpose::Hello(m) | Purpose::StartupHello(m) => {
+                if let Some(node) = self.node(owner) {
+                    node.startup_hellos.remove(&token);
+                }
+                if ok {
+                    self.add_server(owner, m);
+                }
+            }
+            Purpose::GetAll { member, request } => {
+                let now = self.now;
+                if let Some(node) = self.node(owner) {
+                    node.on_get_all_acked(member, request, p.error, now);
+                }
+            }
+            Purpose::Chunk {
+                to,
+                request,
+                mut rest,
+                total,
+            } => {
+                if ok {
+                    if rest.is_empty() {
+                        self.send_sync(
+                            owner,
+                            &[to],
+                            Msg::Done {
+                                request,
+                                sessions: total,
+                            },
+                            Purpose::Done,
+                        );
+                    } else {
+                        let chunk = rest.remove(0);
+                        self.send_sync(
+                            owner,
+                            &[to],
+                            Msg::Chunk {
+                                request,
+                                sessions: chunk,
+                            },
+                            Purpose::Chunk {
+                                to,
+                                request,
+                                rest,
+                                total,
+                            },
+                        );
+                    }
+                } else {
+                    self.trace(|| format!("{owner}: state transfer to {to} aborted"));
+                }
+            }
+            Purpose::Done => {}
+        }
+    }
+
+    // ----- the driver: what manager.rs does with the core -----
+
+    /// Performs a core's effects: sends go out async (the outbox), events are recorded.
+    fn perform(&mut self, owner: MemberId, mut out: Vec<Effect>) -> Result<(), String> {
+        // The core iterates hash maps: order its sends by content so a seed replays.
+        out.sort_by_cached_key(|e| match e {
+            Effect::Event(_) => String::new(),
+            Effect::Send(to, msg) => format!("{to:?}{msg:?}"),
+        });
+        for e in out {
+            match e {
+                Effect::Send(to, msg) => {
+                    for m in to {
+                        self.send(
+                            owner,
+                            m,
+                            Body::Msg {
+                                msg: msg.clone(),
+                                ack: None,
+                            },
+                        );
+                    }
+                }
+                Effect::Event(SessionEvent::Destroyed { id, reason, .. }) => {
+                    self.trace(|| format!("{owner}: destroyed {id} ({reason:?})"));
+                    if reason == DestroyReason::Expired {
+                        let last = self.oracle.sessions.get(&id).copied().unwrap_or(0);
+                        ensure!(
+                            self.oracle.invalidated.contains(&id)
+                                || self.oracle.expired.contains(&id)
+                                || last + MAX_INACTIVE_MS <= self.now,
+                            "premature expiry: {owner} expired {id}, last client access {} ms ago (max inactive {MAX_INACTIVE_MS} ms)",
+                            self.now - last
+                        );
+                        self.oracle.expired.insert(id);
+                    }
+                    if let Some(node) = self.node(owner) {
+                        node.destroyed.insert(id);
+                    }
+                }
+                Effect::Event(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn add_server(&mut self, at: MemberId, member: MemberId) {
+        let Some(node) = self.node(at) else { return };
+        if node.core.servers().contains(&member) {
+            return;
+        }
+        let mut servers = node.core.servers().to_vec();
+        servers.push(member);
+        let mut out = Vec::new();
+        node.core.handle_servers_changed(servers, &mut out);
+        let _ = self.perform(at, out);
+    }
+
+    fn remove_server(&mut self, at: MemberId, member: MemberId) {
+        let Some(node) = self.node(at) else { return };
+        if !node.core.servers().contains(&member) {
+            return;
+        }
+        let servers = node.core.servers().iter().copied().filter(|m| *m != member).collect();
+        let mut out = Vec::new();
+        node.core.handle_servers_changed(servers, &mut out);
+        let _ = self.perform(at, out);
+    }
+
+    /// `handle_incoming`: returns the ack result.
+    fn on_msg(&mut self, at: MemberId, from: MemberId, msg: Msg) -> Result<Result<(), String>, String> {
+        let now = self.now;
+        let mut out = Vec::new();
+        match msg {
+            Msg::Hello => {
+                self.add_server(at, from);
+            }
+            Msg::GetAll { request } => {
+                let node = self.node(at).expect("receiver is live");
+                if !node.is_serving() {
+                    return Ok(Err(format!("not ready: {at} is itself receiving the sessions")));
+                }
+                self.add_server(at, from);
+                let node = self.node(at).expect("receiver is live");
+                let mut sessions = node.core.snapshot_for(from);
+                sessions.sort_by_key(|d| d.id);
+                let snapshot = sessions.iter().map(check::AttrsOf::of).collect();
+                if let Some(joiner) = self.node(from) {
+                    joiner.snapshots.insert(request, snapshot);
+                }
+                let total = sessions.len() as u64;
+                let mut chunks: Vec<Vec<_>> = sessions.chunks(CHUNK_SESSIONS).map(<[_]>::to_vec).collect();
+                // Streamed after the GetAll is acked, one sync-ack chunk after the other.
+                if chunks.is_empty() {
+                    self.send_sync(at, &[from], Msg::Done { request, sessions: 0 }, Purpose::Done);
+                } else {
+                    let first = chunks.remove(0);
+                    self.send_sync(
+                        at,
+                        &[from],
+                        Msg::Chunk {
+                            request,
+                            sessions: first,
+                        },
+                        Purpose::Chunk {
+                            to: from,
+                            request,
+                            rest: chunks,
+                            total,
+                        },
+                    );
+                }
+            }
+            Msg::Chunk { request, sessions } => {
+                let node = self.node(at).expect("receiver is live");
+                if node.request == request {
+                    node.chunks += 1;
+                    node.core.apply_chunk(sessions, &mut out);
+                }
+            }
+            Msg::Done { request, .. } => {
+                let node = self.node(at).expect("receiver is live");
+                if node.request == request {
+                    node.done = true;
+                }
+            }
+            Msg::Fetch(id) => {
+                let node = self.node(at).expect("receiver is live");
+                if let Some(d) = node.core.get(now, &id) {
+                    self.send(
+                        at,
+                        from,
+                        Body::Msg {
+                            msg: Msg::FetchReply(d),
+                            ack: None,
+                        },
+                    );
+                }
+            }
+            Msg::Bye { expire } => {
+                let node = self.node(at).expect("receiver is live");
+                node.core.handle_msg(now, from, Msg::Bye { expire }, &mut out);
+                self.perform(at, std::mem::take(&mut out))?;
+                self.remove_server(at, from);
+            }
+            other => {
+                let node = self.node(at).expect("receiver is live");
+                node.core.handle_msg(now, from, other, &mut out);
+            }
+        }
+        self.perform(at, out)?;
+        Ok(Ok(()))
+    }
+
+    /// The failure detector: heartbeats within a partition side, suspect after 2/3 of the
+    /// drop time, verify (reaches the member iff it is up and on the same side), remove.
+    #[allow(clippy::needless_range_loop)] // slots index `nodes`, `ids` and `group` alike
+    fn membership(&mut self) {
+        let n = self.nodes.len();
+        let ids: Vec<Option<MemberId>> = self.nodes.iter().map(|n| n.as_ref().map(|n| n.id)).collect();
+        let mut events: Vec<(MemberId, MemberId, bool)> = Vec::new(); // (at, member, up)
+        for a in 0..n {
+            let Some(me) = ids[a] else { continue };
+            for (b, other) in ids.iter().enumerate() {
+                let Some(other) = *other else { continue };
+                if a == b || !self.connected(a, b) {
+                    continue;
+                }
+                // A heartbeat every 500 ms on average, of which 30% are lost (UDP) under chaos.
+                let p = if self.chaos { 0.07 } else { 0.1 };
+                if self.rng.random_bool(p) {
+                    let node = self.nodes[a].as_mut().expect("live");
+                    if node.heard(other, self.now) {
+                        events.push((me, other, true));
+                    }
+                }
+            }
+        }
+        for a in 0..n {
+            let Some(me) = ids[a] else { continue };
+            let node = self.nodes[a].as_ref().expect("live");
+            let silent: Vec<(MemberId, u64, bool)> = node
+                .view
+                .iter()
+                .filter(|(_, p)| !p.removed)
+                .map(|(id, p)| (*id, self.now - p.last_heard, p.verifying))
+                .collect();
+            for (other, silent_ms, verifying) in silent {
+                let reachable = self.slot_of(other).is_some_and(|b| self.connected(a, b));
+                let node = self.nodes[a].as_mut().expect("live");
+                if silent_ms >= DROP_TIME_MS {
+                    node.view.get_mut(&other).expect("tracked").removed = true;
+                    events.push((me, other, false));
+                } else if silent_ms >= DROP_TIME_MS * 2 / 3 && !verifying {
+                    // The TCP verification answers at once in the simulation.
+                    if reachable {
+                        node.heard(other, self.now);
+                    } else {
+                        node.view.get_mut(&other).expect("tracked").removed = true;
+                        events.push((me, other, false));
+                    }
+                }
+            }
+        }
+        for (at, member, up) in events {
+            if up {
+                // Added or Back: greet it (hello, sync-ack); it serves the context if it acks.
+                self.trace(|| format!("{at}: member {member} up"));
+                self.send_sync(at, &[member], Msg::Hello, Purpose::Hello(member));
+            } else {
+                self.trace(|| format!("{at}: member {member} gone"));
+                self.remove_server(at, member);
+            }
+        }
+    }
+
+    /// `run_startup` for every starting node.
+    fn startups(&mut self) -> Result<(), String> {
+        for slot in 0..self.nodes.len() {
+            let Some(node) = self.nodes[slot].as_mut() else {
+                continue;
+            };
+            let id = node.id;
+            match &node.phase {
+                Phase::Serving { .. } => {}
+                Phase::Discovering { until } => {
+                    let members: Vec<MemberId> =
+                        node.view.iter().filter(|(_, p)| !p.removed).map(|(m, _)| *m).collect();
+                    if !members.is_empty() || self.now >= *until {
+                        node.phase = Phase::Greeting;
+                        for m in members {
+                            let token = self.next_token + 1;
+                            self.send_sync(id, &[m], Msg::Hello, Purpose::StartupHello(m));
+                            if self.pending.contains_key(&token)
+                                && let Some(node) = self.node(id)
+                            {
+                                node.startup_hellos.insert(token);
+                            }
+                        }
+                    }
+                }
+                Phase::Greeting => {
+                    if node.startup_hellos.is_empty() {
+                        let candidates = self.candidates(id);
+                        let node = self.nodes[slot].as_mut().expect("live");
+                        node.start_plan(&self.cfg.kind, candidates);
+                    }
+                }
+                Phase::Transferring { .. } => {
+                    let candidates = self.candidates(id);
+                    let now = self.now;
+                    let node = self.nodes[slot].as_mut().expect("live");
+                    let action = node.drive_plan(now, candidates);
+                    match action {
+                        node::Action::None => {}
+                        node::Action::Ask(member, request) => {
+                            self.trace(|| format!("{id}: asks {member} for the sessions (request {request})"));
+                            self.send_sync(
+                                id,
+                                &[member],
+                                Msg::GetAll { request },
+                                Purpose::GetAll { member, request },
+                            );
+                        }
+                        node::Action::Finish { degraded, from } => {
+                            self.finish_startup(slot, degraded, from)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Members serving the context, with their age rank (the plan asks the oldest first).
+    fn candidates(&self, at: MemberId) -> Vec<((u64, MemberId), String)> {
+        let Some(node) = self.nodes.iter().flatten().find(|n| n.id == at) else {
+            return Vec::new();
+        };
+        node.core
+            .servers()
+            .iter()
+            .filter(|m| node.view.get(m).is_some_and(|p| !p.removed))
+            .map(|m| ((self.started_at[m], *m), m.to_string()))
+            .collect()
+    }
+
+    fn finish_startup(&mut self, slot: usize, degraded: bool, from: Vec<MemberId>) -> Result<(), String> {
+        let now = self.now;
+        let node = self.nodes[slot].as_mut().expect("live");
+        let mut out = Vec::new();
+        node.core.finish_transfer(now, &mut out);
+        node.phase = Phase::Serving { degraded };
+        let id = node.id;
+        if degraded {
+            self.stats.degraded += 1;
+        }
+        self.trace(|| format!("{id}: READY (degraded: {degraded}, from {from:?})"));
+        self.perform(id, out)?;
+        self.check_joiner(slot, degraded)
+    }
+
+    /// `run_driver`'s tick: expiry, tombstones, the access batch every touch interval.
+    fn ticks(&mut self) {
+        if self.now % TICK_MS != 0 {
+            return;
+        }
+        for slot in 0..self.nodes.len() {
+            let Some(node) = self.nodes[slot].as_mut() else {
+                continue;
+            };
+            if node.core.is_transferring() {
+                continue;
+            }
+            let mut out = Vec::new();
+            node.core.handle_tick(self.now, &mut out);
+            if self.now - node.last_touch_sent >= TOUCH_INTERVAL_MS {
+                node.last_touch_sent = self.now;
+            } else {
+                out.retain(|e| !matches!(e, Effect::Send(_, Msg::Touches(_))));
+            }
+            let id = node.id;
+            let _ = self.perform(id, out);
+        }
+    }
+
+    // ----- clients -----
+
+    /// One request to a random serving node: create, write, read or invalidate.
+    fn client_op(&mut self) -> Result<(), String> {
+        let serving: Vec<usize> = (0..self.nodes.len())
+            .filter(|s| self.nodes[*s].as_ref().is_some_and(Node::is_serving))
+            .collect();
+        if serving.is_empty() {
+            return Ok(());
+        }
+        let slot = serving[self.rng.random_range(0..serving.len())];
+        let now = self.now;
+        let roll = self.rng.random_range(0..100);
+        let known: Vec<SessionId> = self
+            .oracle
+            .sessions
+            .keys()
+            .filter(|id| !self.oracle.invalidated.contains(id) && !self.oracle.expired.contains(id))
+            .copied()
+            .collect();
+        if roll < 15 || known.is_empty() {
+            let id = SessionId::generate(&mut self.rng);
+            let node = self.nodes[slot].as_mut().expect("live");
+            ensure!(node.is_serving(), "a request reached {} before it was ready", node.id);
+            let route: Arc<str> = Arc::from(format!("slot{slot}"));
+            node.core.create(now, id, route).map_err(|e| e.to_string())?;
+            self.oracle.sessions.insert(id, now);
+            let value = self.value();
+            return self.write(slot, id, vec![Op::Set("a".into(), value)]);
+        }
+        let id = known[self.rng.random_range(0..known.len())];
+        let node = self.nodes[slot].as_mut().expect("live");
+        let Some(data) = node.core.get(now, &id) else {
+            if matches!(self.cfg.kind, ManagerKind::Backup { .. }) {
+                // `SessionManager::get` fetches from the holders; the reply lands later.
+                let servers = node.core.servers().to_vec();
+                let me = node.id;
+                for m in servers {
+                    self.send(
+                        me,
+                        m,
+                        Body::Msg {
+                            msg: Msg::Fetch(id),
+                            ack: None,
+                        },
+                    );
+                }
+            }
+            return Ok(());
+        };
+        let _ = data;
+        if roll < 30 {
+            node.core.touch(now, &id);
+            self.oracle.sessions.insert(id, now);
+            return Ok(());
+        }
+        if roll < 34 {
+            self.oracle.invalidated.insert(id);
+            return self.write(slot, id, vec![Op::Invalidate]);
+        }
+        let name = ATTRS[self.rng.random_range(0..ATTRS.len())];
+        let op = if self.rng.random_bool(0.1) {
+            Op::Remove(name.into())
+        } else {
+            Op::Set(name.into(), self.value())
+        };
+        self.write(slot, id, vec![op])
+    }
+
+    fn value(&mut self) -> Blob {
+        self.oracle.writes += 1;
+        Blob(self.oracle.writes.to_le_bytes().to_vec().into())
+    }
+
+    /// `SessionManager::commit`: apply locally, then send (sync-ack or async).
+    fn write(&mut self, slot: usize, id: SessionId, ops: Vec<Op>) -> Result<(), String> {
+        let now = self.now;
+        let node = self.nodes[slot].as_mut().expect("live");
+        let me = node.id;
+        let base = node.core.get(now, &id).map_or(0, |d| d.version);
+        let names: Vec<&'static str> = ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::Set(k, _) | Op::Remove(k) => ATTRS.iter().copied().find(|a| **a == **k),
+                _ => None,
+            })
+            .collect();
+        let mut out = Vec::new();
+        let commit = match node.core.commit(now, id, base, ops, false, &mut out) {
+            Ok(c) => c,
+            Err(_) => return Ok(()), // destroyed meanwhile: nothing written
+        };
+        self.oracle.sessions.insert(id, now);
+        self.perform(me, out)?;
+        let Some(msg) = commit.msg else { return Ok(()) };
+        let stamp = Stamp {
+            version: commit.data.as_ref().map_or(base + 1, |d| d.version),
+            writer: writer_of(me),
+        };
+        let mut to = commit.to;
+        to.sort();
+        let mut holders = to.clone();
+        holders.push(me);
+        if self.rng.random_bool(0.5) {
+            let purpose = match names.first() {
+                Some(name) if commit.data.is_some() => Purpose::Write(AckedWrite {
+                    id,
+                    name,
+                    stamp,
+                    at_ms: now,
+                    holders,
+                }),
+                _ => Purpose::Done,
+            };
+            self.send_sync(me, &to, msg, purpose);
+        } else {
+            for m in to {
+                self.send(
+                    me,
+                    m,
+                    Body::Msg {
+                        msg: msg.clone(),
+                        ack: None,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    // ----- heal and settle -----
+
+    /// Heals partitions, restarts crashed nodes, and runs without faults or clients until
+    /// the cluster is quiet: every node serving, every membership view and server list
+    /// complete, nothing in flight.
+    fn heal_and_settle(&mut self) -> Result<(), String> {
+        self.group.iter_mut().for_each(|g| *g = 0);
+        for slot in 0..self.nodes.len() {
+            if self.nodes[slot].is_none() {
+                self.restart_at[slot] = self.now;
+            }
+        }
+        for _ in 0..(60_000 / STEP_MS) {
+            self.step()?;
+            if self.is_quiet() {
+                // Let touches and expiries of the last tick land.
+                for _ in 0..2 {
+                    self.step()?;
+                }
+                if self.is_quiet() {
+                    return Ok(());
+                }
+            }
+        }
+        let mut report = String::new();
+        for node in self.nodes.iter().flatten() {
+            let _ = writeln!(
+                report,
+                "  {}: serving {}, servers {:?}, view {:?}",
+                node.id,
+                node.is_serving(),
+                node.core.servers(),
+                node.view
+                    .iter()
+                    .filter(|(_, p)| !p.removed)
+                    .map(|(m, _)| *m)
+                    .collect::<Vec<_>>()
+            );
+        }
+        Err(format!(
+            "the cluster did not settle within 60 s after the heal:\n{report}"
+        ))
+    }
+
+    fn is_quiet(&self) -> bool {
+        let live: BTreeSet<MemberId> = self.nodes.iter().flatten().map(|n| n.id).collect();
+        self.in_flight.is_empty()
+            && self.pending.is_empty()
+            && self.nodes.iter().flatten().all(|n| {
+                let others: BTreeSet<MemberId> = live.iter().copied().filter(|m| *m != n.id).collect();
+                let servers: BTreeSet<MemberId> = n.core.servers().iter().copied().collect();
+                let view: BTreeSet<MemberId> = n.view.iter().filter(|(_, p)| !p.removed).map(|(m, _)| *m).collect();
+                n.is_serving() && view == others && (servers == others || !self.strict)
+            })
+    }
+}
+
+/// Runs one seed; the error names the seed and the command that replays it.
+pub(crate) fn run_seed(seed: u64) -> Result<SimStats, String> {
+    let mut sim = Sim::new(SimConfig::from_seed(seed));
+    match sim.run() {
+        Ok(()) => Ok(sim.stats),
+        Err(e) => Err(format!(
+            "simulation failed at t={} ms, seed {seed} ({:?}):\n  {e}\nreplay: TRIBES_SIM_SEED={seed} cargo nextest run -p tribes-sessions sim_replay\n(TRIBES_SIM_TRACE=1 prints every event)",
+            sim.now - 1_000_000,
+            sim.cfg
+        )),
+    }
+}
