@@ -112,3 +112,8 @@ pub use layer::{
 pub use metrics::metrics_router;
 pub use service::{PrimaryIndicator, ReplicatedSessionsService};
 pub use status::status_router;
+
+/// The README examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

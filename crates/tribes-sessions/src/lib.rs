@@ -127,3 +127,8 @@ pub use persist::{StoreMode, StoreStats};
 pub use session::Session;
 pub use stats::{ManagerStats, MemberReplication, TransferStats};
 pub use store::*;
+
+/// The README examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

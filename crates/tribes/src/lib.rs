@@ -106,3 +106,8 @@ pub use membership::{
 pub use seal::{KeyError, Keyring};
 pub use stats::{ChannelStats, MemberStats, RefusedPeer, Security};
 pub use wire::{DEFAULT_MAX_FRAME_LEN, WireError};
+
+/// The README examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
