@@ -284,11 +284,14 @@ impl FarmBuilder {
         self
     }
 
-    /// Create the directory if needed, start listening on [`TOPIC`] and watching.
+    /// Create the directory if needed, start listening on [`TOPIC`] and watching
+    /// (two tasks on the current Tokio runtime).
     ///
     /// # Errors
-    /// The directory cannot be created or is not a directory.
+    /// The directory cannot be created or is not a directory, or no Tokio runtime runs.
     pub fn start(self) -> io::Result<Farm> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| io::Error::other(format!("Farm::start needs a Tokio runtime: {e}")))?;
         fs::create_dir_all(&self.dir)?;
         if !fs::metadata(&self.dir)?.is_dir() {
             return Err(io::Error::other(format!("{} is not a directory", self.dir.display())));
@@ -301,7 +304,7 @@ impl FarmBuilder {
             channel: self.channel.clone(),
             dir: self.dir.clone(),
         };
-        tokio::spawn(sender.run(jobs, stop.clone()));
+        runtime.spawn(sender.run(jobs, stop.clone()));
         let runner = Runner {
             local: self.channel.local().id(),
             channel: self.channel,
@@ -311,7 +314,7 @@ impl FarmBuilder {
             transfers: HashMap::new(),
             on_change: self.on_change,
         };
-        tokio::spawn(runner.run(listener, events, self.poll_interval, stop.clone()));
+        runtime.spawn(runner.run(listener, events, self.poll_interval, stop.clone()));
         Ok(Farm {
             dir: self.dir,
             _stop: stop.drop_guard(),
@@ -600,6 +603,12 @@ impl Runner {
                 t.written
             ));
         }
+        if data.is_empty() && t.written < entry.size {
+            return Err(format!(
+                "the transfer ended at {} of {} bytes (the file changed while it was sent)",
+                t.written, entry.size
+            ));
+        }
         if t.written + data.len() as u64 > entry.size {
             return Err(format!("more data than the announced {} bytes", entry.size));
         }
@@ -720,7 +729,10 @@ impl Sender {
         };
         let mut offset = 0u64;
         loop {
-            let mut data = vec![0u8; CHUNK];
+            // Never more than announced: a file that grew since it was hashed is sent
+            // as announced and fails the digest check, to be republished by the next poll.
+            let want = usize::try_from(entry.size.saturating_sub(offset)).map_or(CHUNK, |left| left.min(CHUNK));
+            let mut data = vec![0u8; want];
             let read = match read_full(&mut file, &mut data) {
                 Ok(n) => n,
                 Err(e) => {

@@ -241,3 +241,40 @@ async fn a_records_with_configured_port() {
         n.shutdown().await;
     }
 }
+
+/// When the DNS server stops answering, the candidates found so far are kept (and
+/// the failure is logged with the name, the server and the cause).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_dns_server_keeps_the_current_candidates() {
+    init_tracing();
+    let mut dns = TestDns::start().await;
+    dns.add(Record::from_rdata(
+        Name::from_str("node.tribes.test.").unwrap(),
+        0,
+        RData::A(A(Ipv4Addr::LOCALHOST)),
+    ))
+    .await;
+    let addrs = free_addrs(2);
+    let name = "cluster.tribes.test.";
+    dns.set(name, RecordType::SRV, vec![srv(addrs[0].port()), srv(addrs[1].port())])
+        .await;
+    let a = dns_node("a", addrs[0], &dns, name, 0).start().await.unwrap();
+    let b = dns_node("b", addrs[1], &dns, name, 0).start().await.unwrap();
+    eventually("a and b to find each other", Duration::from_secs(5), || {
+        names(&a) == ["b"] && names(&b) == ["a"]
+    })
+    .await;
+    dns._server.shutdown_gracefully().await.unwrap();
+    drop(dns);
+    // Long enough for lookups to time out (1 s per attempt at this refresh) and fail.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(names(&a), ["b"]);
+    let stats = a.stats();
+    let candidate = stats
+        .candidates
+        .get(&addrs[1].to_string())
+        .expect("b is still a candidate");
+    assert!(candidate.up);
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -71,7 +71,8 @@ impl DnsDiscovery {
         }
     }
 
-    /// Resolve every `refresh` instead of every 5 s.
+    /// Resolve every `refresh` instead of every 5 s. Each lookup attempt also times
+    /// out after `refresh` (at least 1 s, at most 5 s).
     pub fn with_refresh(mut self, refresh: Duration) -> Self {
         self.refresh = refresh;
         self
@@ -114,6 +115,10 @@ impl DnsDiscovery {
                 TokioResolver::builder_tokio().map_err(|e| format!("cannot read the system DNS configuration: {e}"))?
             }
         };
+        let mut builder = builder;
+        // A lookup that hangs delays the next refresh: give up sooner than the default 5 s
+        // when refreshing often (at least 1 s, at most 5 s per attempt).
+        builder.options_mut().timeout = self.refresh.clamp(Duration::from_secs(1), Duration::from_secs(5));
         Ok(builder.build())
     }
 }
