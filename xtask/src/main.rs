@@ -126,7 +126,22 @@ fn test() -> Result<(), String> {
     } else {
         with_services("cargo", &["test", "--workspace", "--all-features", "--no-fail-fast"])?;
     }
-    with_services("cargo", &["test", "--workspace", "--all-features", "--doc"])
+    with_services("cargo", &["test", "--workspace", "--all-features", "--doc"])?;
+    // crates.io readiness: docs without warnings, and the three crates package and
+    // pass the registry's checks in dependency order (the build itself ran above).
+    eprintln!("xtask: running cargo doc with RUSTDOCFLAGS=-D warnings");
+    let doc = Command::new("cargo")
+        .args(["doc", "--no-deps", "--all-features", "-p", "tribes", "-p", "tribes-sessions", "-p", "tribes-axum"])
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .status()
+        .map_err(|e| format!("cannot run cargo doc: {e}"))?;
+    if !doc.success() {
+        return Err("`cargo doc` found warnings in the public docs".into());
+    }
+    run(
+        "cargo",
+        &["publish", "--dry-run", "--no-verify", "--allow-dirty", "-p", "tribes", "-p", "tribes-sessions", "-p", "tribes-axum"],
+    )
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
