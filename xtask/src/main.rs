@@ -131,7 +131,17 @@ fn test() -> Result<(), String> {
     // pass the registry's checks in dependency order (the build itself ran above).
     eprintln!("xtask: running cargo doc with RUSTDOCFLAGS=-D warnings");
     let doc = Command::new("cargo")
-        .args(["doc", "--no-deps", "--all-features", "-p", "tribes", "-p", "tribes-sessions", "-p", "tribes-axum"])
+        .args([
+            "doc",
+            "--no-deps",
+            "--all-features",
+            "-p",
+            "tribes",
+            "-p",
+            "tribes-sessions",
+            "-p",
+            "tribes-axum",
+        ])
         .env("RUSTDOCFLAGS", "-D warnings")
         .status()
         .map_err(|e| format!("cannot run cargo doc: {e}"))?;
@@ -140,7 +150,18 @@ fn test() -> Result<(), String> {
     }
     run(
         "cargo",
-        &["publish", "--dry-run", "--no-verify", "--allow-dirty", "-p", "tribes", "-p", "tribes-sessions", "-p", "tribes-axum"],
+        &[
+            "publish",
+            "--dry-run",
+            "--no-verify",
+            "--allow-dirty",
+            "-p",
+            "tribes",
+            "-p",
+            "tribes-sessions",
+            "-p",
+            "tribes-axum",
+        ],
     )
 }
 
