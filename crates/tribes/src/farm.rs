@@ -311,7 +311,7 @@ impl FarmBuilder {
             out,
             dir: self.dir.clone(),
             state: FarmState::default(),
-            transfers: HashMap::new(),
+            inbox: Inbox::new(self.dir.clone()),
             on_change: self.on_change,
         };
         runtime.spawn(runner.run(listener, events, self.poll_interval, stop.clone()));
@@ -384,7 +384,7 @@ struct Runner {
     local: MemberId,
     dir: PathBuf,
     state: FarmState,
-    transfers: HashMap<(MemberId, String), Transfer>,
+    inbox: Inbox,
     on_change: Option<Callback>,
 }
 
@@ -422,7 +422,7 @@ impl Runner {
                 }
                 event = events.recv() => match event {
                     Ok(MembershipEvent::Added(m) | MembershipEvent::Back(m)) => self.send_manifest(&[m.id()], false),
-                    Ok(MembershipEvent::Disappeared { member, .. }) => self.abort_from(member.id()),
+                    Ok(MembershipEvent::Disappeared { member, .. }) => self.inbox.abort(Some(member.id())),
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         let ids: Vec<MemberId> = self.channel.members().iter().map(|m| m.id()).collect();
@@ -432,9 +432,7 @@ impl Runner {
                 },
             }
         }
-        for (_, t) in self.transfers.drain() {
-            let _ = fs::remove_file(&t.temp);
-        }
+        self.inbox.abort(None);
     }
 
     fn emit(&self, event: FarmEvent) {
@@ -536,11 +534,20 @@ impl Runner {
                 entry,
                 offset,
                 data,
-            } => {
-                if let Err(reason) = self.chunk(from, from_name, &name, entry, offset, &data) {
-                    if let Some(t) = self.transfers.remove(&(from, name.clone())) {
-                        let _ = fs::remove_file(&t.temp);
-                    }
+            } => match self.inbox.chunk(&mut self.state, from, &name, entry, offset, &data) {
+                Ok(Some(path)) => {
+                    let version = self.state.entry(&name).map_or(0, |e| e.version.counter);
+                    tracing::info!(file = %name, from = %from_name, version, "farm file received");
+                    self.emit(FarmEvent::Received {
+                        name,
+                        path,
+                        version,
+                        from: from_name.to_string(),
+                    });
+                }
+                Ok(None) => {}
+                Err(reason) => {
+                    self.inbox.discard(from, &name);
                     tracing::warn!(file = %name, from = %from_name, %reason, "farm transfer rejected");
                     self.emit(FarmEvent::Rejected {
                         name,
@@ -548,31 +555,49 @@ impl Runner {
                         reason,
                     });
                 }
-            }
+            },
+        }
+    }
+}
+
+/// Files being received, each in a hidden temporary file of the farm directory.
+struct Inbox {
+    dir: PathBuf,
+    transfers: HashMap<(MemberId, String), Transfer>,
+}
+
+impl Inbox {
+    fn new(dir: PathBuf) -> Self {
+        Inbox {
+            dir,
+            transfers: HashMap::new(),
         }
     }
 
-    /// Take one chunk; on the last one, verify and publish the file atomically.
+    /// Take one chunk; on the last one, verify the size and digest and publish the
+    /// file atomically (fsync, rename, fsync of the directory). Returns the published
+    /// path when this chunk completed a winning transfer.
+    ///
+    /// # Errors
+    /// Why the transfer is rejected; the caller then calls [`Inbox::discard`].
     fn chunk(
         &mut self,
+        state: &mut FarmState,
         from: MemberId,
-        from_name: &str,
         name: &str,
         entry: Entry,
         offset: u64,
         data: &[u8],
-    ) -> Result<(), String> {
+    ) -> Result<Option<PathBuf>, String> {
         if !valid_name(name) {
             return Err(format!("invalid file name {name:?}"));
         }
         let key = (from, name.to_string());
         if offset == 0 {
-            if let Some(old) = self.transfers.remove(&key) {
-                let _ = fs::remove_file(&old.temp);
-            }
-            if !self.state.wins(name, &entry) {
-                tracing::debug!(file = %name, from = %from_name, "farm file not newer than ours: ignored");
-                return Ok(());
+            self.discard(from, name);
+            if !state.wins(name, &entry) {
+                tracing::debug!(file = %name, "farm file not newer than ours: ignored");
+                return Ok(None);
             }
             let temp = self
                 .dir
@@ -595,7 +620,7 @@ impl Runner {
         }
         let Some(t) = self.transfers.get_mut(&key) else {
             // A transfer we ignored (not newer) or lost: nothing to do.
-            return Ok(());
+            return Ok(None);
         };
         if t.entry != entry || t.written != offset {
             return Err(format!(
@@ -618,19 +643,19 @@ impl Runner {
         t.hasher.update(data);
         t.written += data.len() as u64;
         if t.written < entry.size {
-            return Ok(());
+            return Ok(None);
         }
         let Some(t) = self.transfers.remove(&key) else {
-            return Ok(());
+            return Ok(None);
         };
         let digest: [u8; 32] = t.hasher.finalize().into();
         if digest != entry.sha256 {
             let _ = fs::remove_file(&t.temp);
             return Err("SHA-256 mismatch: the transfer is corrupt".into());
         }
-        if !self.state.wins(name, &entry) {
+        if !state.wins(name, &entry) {
             let _ = fs::remove_file(&t.temp);
-            return Ok(());
+            return Ok(None);
         }
         let target = self.dir.join(name);
         let committed = t
@@ -642,21 +667,21 @@ impl Runner {
             let _ = fs::remove_file(&t.temp);
             return Err(format!("cannot publish {}: {e}", target.display()));
         }
-        tracing::info!(file = %name, from = %from_name, version = entry.version.counter, "farm file received");
-        let version = entry.version.counter;
-        self.state.accepted(name, entry);
-        self.emit(FarmEvent::Received {
-            name: name.to_string(),
-            path: target,
-            version,
-            from: from_name.to_string(),
-        });
-        Ok(())
+        state.accepted(name, entry);
+        Ok(Some(target))
     }
 
-    fn abort_from(&mut self, member: MemberId) {
+    /// Drop the transfer of `name` from `from`, if any, and its temporary file.
+    fn discard(&mut self, from: MemberId, name: &str) {
+        if let Some(t) = self.transfers.remove(&(from, name.to_string())) {
+            let _ = fs::remove_file(&t.temp);
+        }
+    }
+
+    /// Drop every transfer from `member` (it left), or every transfer (`None`).
+    fn abort(&mut self, member: Option<MemberId>) {
         self.transfers.retain(|(from, _), t| {
-            if *from == member {
+            if member.is_none_or(|m| m == *from) {
                 let _ = fs::remove_file(&t.temp);
                 false
             } else {
@@ -968,6 +993,149 @@ mod tests {
         s.observe("a", stamp(1, 1));
         s.retain_observed(&|_| false);
         assert!(!s.observe("a", stamp(1, 1)), "first sight again");
+    }
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let dir = std::env::temp_dir().join(format!(
+                "tribes-farm-{tag}-{}-{:x}",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
+            fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+
+        fn names(&self) -> Vec<String> {
+            let mut names: Vec<String> = fs::read_dir(&self.0)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn entry_for(bytes: &[u8], counter: u64, origin: u8) -> Entry {
+        Entry {
+            version: Version {
+                counter,
+                origin: id(origin),
+            },
+            size: bytes.len() as u64,
+            sha256: Sha256::digest(bytes).into(),
+        }
+    }
+
+    #[test]
+    fn a_complete_transfer_is_published_with_its_bytes() {
+        let dir = TempDir::new("ok");
+        let mut inbox = Inbox::new(dir.0.clone());
+        let mut state = FarmState::default();
+        let bytes: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let entry = entry_for(&bytes, 1, 2);
+        assert_eq!(
+            inbox.chunk(&mut state, id(2), "a.war", entry.clone(), 0, &bytes[..400]),
+            Ok(None)
+        );
+        assert_eq!(dir.names().len(), 1, "only the hidden temporary file so far");
+        assert!(dir.names()[0].starts_with(TEMP_PREFIX));
+        assert_eq!(
+            inbox.chunk(&mut state, id(2), "a.war", entry.clone(), 400, &bytes[400..800]),
+            Ok(None)
+        );
+        let done = inbox
+            .chunk(&mut state, id(2), "a.war", entry.clone(), 800, &bytes[800..])
+            .unwrap();
+        assert_eq!(done, Some(dir.0.join("a.war")));
+        assert_eq!(fs::read(dir.0.join("a.war")).unwrap(), bytes);
+        assert_eq!(dir.names(), ["a.war"], "no temporary file left");
+        assert_eq!(state.entry("a.war"), Some(&entry));
+    }
+
+    #[test]
+    fn a_corrupt_or_partial_transfer_is_never_visible() {
+        let dir = TempDir::new("bad");
+        let mut inbox = Inbox::new(dir.0.clone());
+        let mut state = FarmState::default();
+        let bytes = vec![7u8; 100];
+        // The digest announced is not the digest of the bytes sent.
+        let mut lying = entry_for(&bytes, 1, 2);
+        lying.sha256 = [0; 32];
+        let err = inbox.chunk(&mut state, id(2), "a.war", lying, 0, &bytes).unwrap_err();
+        assert!(err.contains("SHA-256"), "{err}");
+        assert!(dir.names().is_empty(), "{:?}", dir.names());
+        assert_eq!(state.entry("a.war"), None);
+
+        // A gap in the chunks.
+        let entry = entry_for(&bytes, 1, 2);
+        assert_eq!(
+            inbox.chunk(&mut state, id(2), "a.war", entry.clone(), 0, &bytes[..50]),
+            Ok(None)
+        );
+        let err = inbox
+            .chunk(&mut state, id(2), "a.war", entry.clone(), 60, &bytes[60..])
+            .unwrap_err();
+        assert!(err.contains("does not continue"), "{err}");
+        inbox.discard(id(2), "a.war");
+        assert!(dir.names().is_empty(), "{:?}", dir.names());
+
+        // More than announced, and a transfer that ends early.
+        let err = inbox
+            .chunk(&mut state, id(2), "a.war", entry_for(&bytes[..10], 1, 2), 0, &bytes)
+            .unwrap_err();
+        assert!(err.contains("more data"), "{err}");
+        inbox.discard(id(2), "a.war");
+        assert_eq!(
+            inbox.chunk(&mut state, id(2), "a.war", entry.clone(), 0, &bytes[..50]),
+            Ok(None)
+        );
+        let err = inbox.chunk(&mut state, id(2), "a.war", entry, 50, &[]).unwrap_err();
+        assert!(err.contains("ended at 50 of 100"), "{err}");
+        inbox.discard(id(2), "a.war");
+
+        // A sender that leaves mid-transfer leaves nothing behind.
+        let entry = entry_for(&bytes, 1, 3);
+        assert_eq!(
+            inbox.chunk(&mut state, id(3), "b.war", entry, 0, &bytes[..50]),
+            Ok(None)
+        );
+        inbox.abort(Some(id(3)));
+        assert!(dir.names().is_empty(), "{:?}", dir.names());
+    }
+
+    #[test]
+    fn traversing_names_and_older_versions_touch_nothing() {
+        let dir = TempDir::new("names");
+        let mut inbox = Inbox::new(dir.0.join("farm"));
+        fs::create_dir_all(dir.0.join("farm")).unwrap();
+        let mut state = FarmState::default();
+        let bytes = b"pwned".to_vec();
+        for name in ["../escape", "/etc/passwd", ".hidden", "a/b"] {
+            let err = inbox
+                .chunk(&mut state, id(2), name, entry_for(&bytes, 1, 2), 0, &bytes)
+                .unwrap_err();
+            assert!(err.contains("invalid file name"), "{name}: {err}");
+        }
+        assert_eq!(dir.names(), ["farm"], "nothing written outside the farm directory");
+
+        let newer = entry_for(b"v2", 2, 2);
+        inbox.chunk(&mut state, id(2), "a", newer.clone(), 0, b"v2").unwrap();
+        assert_eq!(
+            inbox.chunk(&mut state, id(3), "a", entry_for(b"v1", 1, 9), 0, b"v1"),
+            Ok(None)
+        );
+        assert_eq!(fs::read(dir.0.join("farm/a")).unwrap(), b"v2");
+        assert_eq!(state.entry("a"), Some(&newer));
     }
 
     #[test]
