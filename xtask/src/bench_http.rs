@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const THREADS: &str = "2";
-const CONNECTIONS: &str = "32";
+pub(crate) const THREADS: &str = "2";
+pub(crate) const CONNECTIONS: &str = "32";
 const WARMUP: &str = "2s";
 const DURATION: &str = "8s";
 
@@ -29,7 +29,7 @@ const DURATION: &str = "8s";
 /// session id the counter JSON echoes). Each session thus has at most one request in
 /// flight and there are as many sessions as connections. A response counting 1 is a new
 /// session: their number shows the cookies were kept.
-const LUA: &str = r#"
+pub(crate) const LUA: &str = r#"
 pool = {}
 name = nil
 created = 0
@@ -74,7 +74,7 @@ end
 "#;
 
 /// Child processes killed (and reaped) when dropped.
-struct Procs(Vec<(String, Child)>);
+pub(crate) struct Procs(pub(crate) Vec<(String, Child)>);
 
 impl Drop for Procs {
     fn drop(&mut self) {
@@ -99,18 +99,18 @@ struct Scenario {
     server: Server,
 }
 
-struct Measured {
-    label: &'static str,
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    sessions_created: u64,
-    requests: u64,
+pub(crate) struct Measured {
+    pub(crate) label: &'static str,
+    pub(crate) rps: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) sessions_created: u64,
+    pub(crate) requests: u64,
     /// CPU seconds of every server process during the measured run.
-    server_cpu: f64,
-    non_2xx: u64,
-    socket_errors: String,
-    note: String,
+    pub(crate) server_cpu: f64,
+    pub(crate) non_2xx: u64,
+    pub(crate) socket_errors: String,
+    pub(crate) note: String,
 }
 
 pub(crate) fn run() -> Result<(), String> {
@@ -189,7 +189,7 @@ pub(crate) fn run() -> Result<(), String> {
 }
 
 /// The flags giving `tribes-demo` a cluster key, if this build takes them.
-fn cluster_key_args(demo: &Path, work: &Path) -> Result<Vec<String>, String> {
+pub(crate) fn cluster_key_args(demo: &Path, work: &Path) -> Result<Vec<String>, String> {
     let help = Command::new(demo)
         .arg("--help")
         .output()
@@ -239,13 +239,13 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 /// A free port on 127.0.0.1 (bound, read and released).
-fn free_addr() -> Result<SocketAddr, String> {
+pub(crate) fn free_addr() -> Result<SocketAddr, String> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("no free port: {e}"))
 }
 
-fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Child, String> {
+pub(crate) fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Child, String> {
     let out = std::fs::File::create(log).map_err(|e| e.to_string())?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
     Command::new(program)
@@ -333,23 +333,8 @@ fn scenario(
             https[0]
         }
     };
-    let url = format!("http://{target}/counter");
-    let script = script.display().to_string();
-    wrk(&["-t", THREADS, "-c", CONNECTIONS, "-d", WARMUP, "-s", &script, &url])?;
-    let cpu_before: u64 = procs.0.iter().map(|(_, c)| cpu_ticks(c.id())).sum();
-    let out = wrk(&[
-        "-t",
-        THREADS,
-        "-c",
-        CONNECTIONS,
-        "-d",
-        DURATION,
-        "--latency",
-        "-s",
-        &script,
-        &url,
-    ])?;
-    let cpu_after: u64 = procs.0.iter().map(|(_, c)| cpu_ticks(c.id())).sum();
+    let pids: Vec<u32> = procs.0.iter().map(|(_, c)| c.id()).collect();
+    let (out, server_cpu) = measure(target, script, &pids, WARMUP, DURATION)?;
     let mut note = String::new();
     for (i, http) in status_addrs.iter().enumerate() {
         if let Ok(r) = http_get(*http, "/cluster/status") {
@@ -363,9 +348,39 @@ fn scenario(
         }
     }
     let mut measured = parse_wrk(s.label, &out, note)?;
-    measured.server_cpu = cpu_after.saturating_sub(cpu_before) as f64 / CLOCK_TICKS;
+    measured.server_cpu = server_cpu;
     drop(procs);
     Ok(measured)
+}
+
+/// wrk on `GET http://{target}/counter` with the session-keeping `script`: a `warmup` run, then
+/// a measured `duration` run with `--latency`. Returns wrk's output and the CPU seconds the
+/// `pids` spent during the measured run.
+pub(crate) fn measure(
+    target: SocketAddr,
+    script: &Path,
+    pids: &[u32],
+    warmup: &str,
+    duration: &str,
+) -> Result<(String, f64), String> {
+    let url = format!("http://{target}/counter");
+    let script = script.display().to_string();
+    wrk(&["-t", THREADS, "-c", CONNECTIONS, "-d", warmup, "-s", &script, &url])?;
+    let cpu_before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    let out = wrk(&[
+        "-t",
+        THREADS,
+        "-c",
+        CONNECTIONS,
+        "-d",
+        duration,
+        "--latency",
+        "-s",
+        &script,
+        &url,
+    ])?;
+    let cpu_after: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    Ok((out, cpu_after.saturating_sub(cpu_before) as f64 / CLOCK_TICKS))
 }
 
 /// `USER_HZ`: the unit of the CPU times in `/proc/PID/stat` (100 on Linux).
@@ -401,7 +416,7 @@ fn wrk(args: &[&str]) -> Result<String, String> {
     Ok(text)
 }
 
-fn wait_until(limit: Duration, mut ok: impl FnMut() -> bool) -> Result<(), ()> {
+pub(crate) fn wait_until(limit: Duration, mut ok: impl FnMut() -> bool) -> Result<(), ()> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if ok() {
@@ -413,7 +428,7 @@ fn wait_until(limit: Duration, mut ok: impl FnMut() -> bool) -> Result<(), ()> {
 }
 
 /// A plain HTTP/1.1 GET; the whole response (head and body).
-fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
@@ -423,7 +438,7 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
 }
 
 /// How many members the status JSON lists.
-fn members(status: &str) -> usize {
+pub(crate) fn members(status: &str) -> usize {
     let Some(start) = status.find("\"members\":[") else {
         return usize::MAX;
     };
@@ -454,7 +469,7 @@ fn millis(v: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|n| n * scale)
 }
 
-fn parse_wrk(label: &'static str, out: &str, note: String) -> Result<Measured, String> {
+pub(crate) fn parse_wrk(label: &'static str, out: &str, note: String) -> Result<Measured, String> {
     let bad = || format!("cannot read wrk's output for {label}:\n{out}");
     let mut rps = None;
     let (mut p50, mut p99) = (None, None);

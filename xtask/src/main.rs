@@ -4,9 +4,10 @@
 //!   front when it is installed); Ctrl-C stops everything.
 //! - `cargo xtask test`: everything CI runs: fmt check, clippy `-D warnings`, every
 //!   test with cargo-nextest (plain `cargo test` where nextest is missing), doc tests.
-//! - `cargo xtask bench transport|sessions|http`: benchmarks; results in `benches/results/`.
+//! - `cargo xtask bench transport|sessions|http|stores`: benchmarks; results in `benches/results/`.
 
 mod bench_http;
+mod bench_stores;
 mod demo;
 
 use std::process::{Command, ExitCode};
@@ -21,6 +22,8 @@ commands:
   bench transport    two channels on loopback vs a raw tokio TCP baseline -> benches/results/transport.md
   bench sessions     state transfer, deltas, memory and wire bytes per session -> benches/results/sessions.md
   bench http         wrk on the counter: bare axum, tower-sessions, tribes-demo 1 and 3 nodes -> benches/results/http.md
+  bench stores       wrk on the counter over Redis and PostgreSQL: tower-sessions' stores vs tribes shared,
+                     write-through, write-behind -> benches/results/stores.md
 ";
 
 fn main() -> ExitCode {
@@ -176,6 +179,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         Some("transport") => example("tribes", "bench_transport"),
         Some("sessions") => example("tribes-sessions", "bench_sessions"),
         Some("http") => bench_http::run(),
+        Some("stores") => bench_stores::run(),
         Some(which) => Err(format!("no benchmark named {which}\n{HELP}")),
         None => Err(format!("name a benchmark\n{HELP}")),
     }
