@@ -45,6 +45,10 @@ pub(crate) fn target_dir() -> PathBuf {
 /// The command that starts one node, so the guide can print it for restarts.
 fn node_command(binary: &Path, key: &Path, node: &Node) -> Command {
     let mut cmd = Command::new(binary);
+    // Quiet nodes, so the guide stays on screen; RUST_LOG=info shows everything.
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "warn");
+    }
     cmd.args(["--route", node.route, "--http", node.http, "--cluster", node.cluster]);
     cmd.arg("--cluster-key-file").arg(key);
     for other in NODES.iter().filter(|o| o.route != node.route) {
