@@ -84,10 +84,10 @@ pub(crate) fn is_https(headers: &HeaderMap, uri: &Uri) -> bool {
     if let Some(fwd) = headers.get(FORWARDED).and_then(|v| v.to_str().ok()) {
         let first = fwd.split(',').next().unwrap_or("");
         for pair in first.split(';') {
-            if let Some((k, v)) = pair.trim().split_once('=') {
-                if k.trim().eq_ignore_ascii_case("proto") {
-                    return v.trim().trim_matches('"').eq_ignore_ascii_case("https");
-                }
+            if let Some((k, v)) = pair.trim().split_once('=')
+                && k.trim().eq_ignore_ascii_case("proto")
+            {
+                return v.trim().trim_matches('"').eq_ignore_ascii_case("https");
             }
         }
     }

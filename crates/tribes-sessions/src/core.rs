@@ -287,7 +287,7 @@ impl Core {
     fn apply_delta(&mut self, d: &Delta, origin: Origin, out: &mut Vec<Effect>) -> Option<SessionId> {
         if self.tombs.contains_key(&d.id) {
             self.counters.dropped_gone += 1;
-            tracing::debug!(context = %self.cfg.context, session = %d.id, "late delta for a destroyed session dropped");
+            tracing::debug!(context = %self.cfg.context, session = %d.id.log_id(), "late delta for a destroyed session dropped");
             return None;
         }
         let mut created = false;
@@ -314,7 +314,7 @@ impl Core {
         if !created && d.base < data.version {
             self.counters.conflicts += 1;
             tracing::warn!(
-                context = %self.cfg.context, session = %d.id, local_version = data.version, delta_base = d.base,
+                context = %self.cfg.context, session = %d.id.log_id(), local_version = data.version, delta_base = d.base,
                 delta_version = d.stamp.version,
                 "conflicting update: the delta was made against version {} but this node holds version {}; last writer wins",
                 d.base, data.version

@@ -86,9 +86,40 @@ impl fmt::Display for SessionId {
     }
 }
 
+impl SessionId {
+    /// A short, stable hash of the id for logs (OWASP: never log a session id in
+    /// full). The same id gives the same text on every node, so log lines correlate,
+    /// but the 32-bit hash reveals nothing usable of the 128-bit id.
+    pub fn log_id(&self) -> LogId {
+        use std::hash::{Hash, Hasher};
+        // Fixed keys: the same on every node and every run.
+        let mut h = std::hash::DefaultHasher::new();
+        self.0.hash(&mut h);
+        LogId(h.finish() as u32)
+    }
+}
+
+/// The log form of a [`SessionId`]: `#` and 8 hex digits of a hash of the id.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct LogId(u32);
+
+impl fmt::Display for LogId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{:08x}", self.0)
+    }
+}
+
+impl fmt::Debug for LogId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Debug output shows only [`SessionId::log_id`], so `?id` in a log is safe;
+/// `Display` gives the id itself (for cookies).
 impl fmt::Debug for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionId({self})")
+        write!(f, "SessionId({})", self.log_id())
     }
 }
 
@@ -161,5 +192,18 @@ mod tests {
         assert!("AAAAAAAAAAAAAAAAAAAAA=".parse::<SessionId>().is_err());
         assert!("AAAAAAAAAAAAAAAAAAAAAB".parse::<SessionId>().is_err());
         assert_eq!(SessionId::from_bytes([0xff; 16]).to_string(), "_____________________w");
+    }
+
+    #[test]
+    fn logs_show_a_stable_hash_never_the_id() {
+        let id = SessionId::generate(&mut rand::rng());
+        let full = id.to_string();
+        let log = id.log_id().to_string();
+        assert_eq!(log.len(), 9, "{log}");
+        assert!(log.starts_with('#'));
+        assert_eq!(log, id.log_id().to_string(), "stable, so nodes' logs correlate");
+        let debug = format!("{id:?}");
+        assert!(!debug.contains(&full), "Debug must not print the id: {debug}");
+        assert!(!debug.contains(&full[..8]), "not even a prefix: {debug}");
     }
 }

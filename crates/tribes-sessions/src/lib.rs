@@ -118,7 +118,7 @@ mod transfer;
 mod wire;
 
 pub use error::{AttributeError, CreateError, ReplicationError, StartError, StateTransferError};
-pub use id::{ParseIdError, SessionId};
+pub use id::{LogId, ParseIdError, SessionId};
 pub use listener::{Clock, DestroyReason, Origin, SessionEvent, SessionListener, SystemClock};
 pub use manager::{
     AckOutcome, CommitReport, ManagerKind, MemberAck, Readiness, ReplicationMode, SessionManager, SessionManagerBuilder,

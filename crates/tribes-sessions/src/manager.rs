@@ -1395,7 +1395,7 @@ async fn load_all(inner: &Arc<Inner>, store: &Arc<StoreState>) -> Result<usize, 
     let mut n = 0;
     for text in ids {
         let Ok(id) = text.parse::<SessionId>() else {
-            tracing::warn!(store = %store.name(), id = %text, "not a session id of this manager: skipped");
+            tracing::warn!(store = %store.name(), id_len = text.len(), "a record whose id is not a session id of this manager: skipped");
             continue;
         };
         match store.load(&id).await {
@@ -1503,7 +1503,7 @@ impl Inner {
                 store, expected, found, ..
             }) => {
                 self.core().forget(&d.id);
-                tracing::warn!(context = %self.context(), id = %d.id, expected, ?found, "concurrent write detected: changes not saved");
+                tracing::warn!(context = %self.context(), session = %d.id.log_id(), expected, ?found, "concurrent write detected: changes not saved");
                 return Err(ReplicationError::Conflict {
                     context: self.context().to_string(),
                     id: d.id,
@@ -1541,7 +1541,7 @@ impl Inner {
     async fn flush(&self, store: &StoreState) {
         while let Some(id) = store.dequeue() {
             if let Err(e) = self.persist(store, id).await {
-                tracing::error!(context = %self.context(), %id, "session not saved at shutdown: {e}");
+                tracing::error!(context = %self.context(), session = %id.log_id(), "session not saved at shutdown: {e}");
             }
         }
     }

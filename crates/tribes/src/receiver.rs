@@ -92,11 +92,11 @@ async fn serve_connection(inner: Arc<Inner>, stream: TcpStream, peer: SocketAddr
     };
     match result {
         Ok(()) => {
-            if let Some(m) = &from {
-                if !inner.shutdown.is_cancelled() {
-                    // The sender's side closed: a strong hint that it died. Verify.
-                    let _ = inner.inputs.send(MembershipInput::ConnectionLost(m.id));
-                }
+            if let Some(m) = &from
+                && !inner.shutdown.is_cancelled()
+            {
+                // The sender's side closed: a strong hint that it died. Verify.
+                let _ = inner.inputs.send(MembershipInput::ConnectionLost(m.id));
             }
         }
         Err(e) => {

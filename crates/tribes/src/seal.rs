@@ -336,10 +336,10 @@ impl Sealer {
             return Err(WireError::Replayed { counter });
         }
         order.push_back((sender, counter));
-        if order.len() > REMEMBERED {
-            if let Some(old) = order.pop_front() {
-                seen.remove(&old);
-            }
+        if order.len() > REMEMBERED
+            && let Some(old) = order.pop_front()
+        {
+            seen.remove(&old);
         }
         Ok(())
     }

@@ -368,10 +368,10 @@ impl Connection {
         let mut pending = self.pending.lock().expect("pending lock");
         let mut failed = false;
         for frame in &batch.frames {
-            if let Ok(h) = frame.header::<MessageHeader>() {
-                if let Some(p) = pending.remove(&h.id) {
-                    let _ = p.tx.send(Err(error.clone()));
-                }
+            if let Ok(h) = frame.header::<MessageHeader>()
+                && let Some(p) = pending.remove(&h.id)
+            {
+                let _ = p.tx.send(Err(error.clone()));
             }
             failed = true;
         }

@@ -67,7 +67,7 @@ pub(crate) struct SimConfig {
 impl SimConfig {
     pub(crate) fn from_seed(seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_c0f1_9000_0000);
-        let kind = if seed % 2 == 0 {
+        let kind = if seed.is_multiple_of(2) {
             ManagerKind::Delta
         } else {
             ManagerKind::Backup {
@@ -863,7 +863,7 @@ impl Sim {
 
     /// `run_driver`'s tick: expiry, tombstones, the access batch every touch interval.
     fn ticks(&mut self) {
-        if self.now % TICK_MS != 0 {
+        if !self.now.is_multiple_of(TICK_MS) {
             return;
         }
         for slot in 0..self.nodes.len() {

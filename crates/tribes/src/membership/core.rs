@@ -161,11 +161,11 @@ impl Membership {
 
     /// A connection to or from the member closed: verify it at once.
     pub(crate) fn handle_connection_lost(&mut self, _now: Instant, id: MemberId, out: &mut Vec<Effect>) {
-        if let Some(tracked) = self.members.get_mut(&id) {
-            if !tracked.verifying {
-                tracked.verifying = true;
-                out.push(Effect::Verify(tracked.member.clone()));
-            }
+        if let Some(tracked) = self.members.get_mut(&id)
+            && !tracked.verifying
+        {
+            tracked.verifying = true;
+            out.push(Effect::Verify(tracked.member.clone()));
         }
     }
 

@@ -59,12 +59,11 @@ impl Browser {
         let start = Instant::now();
         let ws_url = loop {
             let list = reqwest::get(format!("http://127.0.0.1:{port}/json/list")).await;
-            if let Ok(r) = list {
-                if let Ok(targets) = r.json::<Vec<Value>>().await {
-                    if let Some(t) = targets.iter().find(|t| t["type"] == "page") {
-                        break t["webSocketDebuggerUrl"].as_str().unwrap().to_string();
-                    }
-                }
+            if let Ok(r) = list
+                && let Ok(targets) = r.json::<Vec<Value>>().await
+                && let Some(t) = targets.iter().find(|t| t["type"] == "page")
+            {
+                break t["webSocketDebuggerUrl"].as_str().unwrap().to_string();
             }
             assert!(
                 start.elapsed() < Duration::from_secs(20),
