@@ -1201,15 +1201,20 @@ async fn run_startup(inner: Arc<Inner>) {
         inner.ready.send_replace(Readiness::Ready);
         return;
     }
-    // Give discovery a moment to find the configured members.
+    // Give discovery a moment to find the configured members: wait until every
+    // candidate was probed and every one that answered is a member. (A candidate is
+    // reported up a moment before the membership task adds its member; planning the
+    // transfer in between would make this node ready without the state.)
     let deadline = started + inner.b.discovery_wait;
-    while inner.channel.members().is_empty() && tokio::time::Instant::now() < deadline {
+    while tokio::time::Instant::now() < deadline {
         let stats = inner.channel.stats();
-        if stats
-            .candidates
-            .values()
-            .all(|c| c.up || c.last_error.as_deref() != Some("not probed yet"))
-        {
+        let members = inner.channel.members();
+        let settled = stats.candidates.values().all(|c| match (&c.member, c.up) {
+            (Some(name), true) => members.iter().any(|m| m.name() == name),
+            (None, true) => true,
+            (_, false) => c.last_error.as_deref() != Some("not probed yet"),
+        });
+        if settled {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
