@@ -210,14 +210,10 @@ impl Connection {
     async fn run(self, mut rx: mpsc::Receiver<Batch>) {
         let min_backoff = Duration::from_millis(50);
         let mut backoff = min_backoff;
-        let mut waiting: Option<Batch> = None;
         loop {
-            let first = match waiting.take() {
-                Some(b) => b,
-                None => tokio::select! {
-                    _ = self.cancel.cancelled() => return,
-                    b = rx.recv() => match b { Some(b) => b, None => return },
-                },
+            let first = tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                b = rx.recv() => match b { Some(b) => b, None => return },
             };
             let connect =
                 tokio::time::timeout(self.inner.config.probe_timeout, TcpStream::connect(self.member.addr)).await;
