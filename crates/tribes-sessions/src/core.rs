@@ -22,6 +22,8 @@ use crate::manager::{ManagerKind, ReplicationMode};
 use crate::placement;
 use crate::wire::Msg;
 
+mod anti_entropy;
+
 pub(crate) type Filter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 pub(crate) struct CoreConfig {
@@ -34,6 +36,8 @@ pub(crate) struct CoreConfig {
     /// How late an expiry may be, to cover access times not yet received (2 x touch interval).
     pub(crate) grace_ms: u64,
     pub(crate) tombstone_ttl_ms: u64,
+    /// How often to run an anti-entropy round with one other member (0: never).
+    pub(crate) sync_interval_ms: u64,
 }
 
 /// What the driver must do.
@@ -53,6 +57,10 @@ pub(crate) struct Counters {
     pub(crate) invalidated: u64,
     pub(crate) promotions: u64,
     pub(crate) snapshot_sessions: u64,
+    /// Anti-entropy rounds started by this node.
+    pub(crate) sync_rounds: u64,
+    /// Sessions anti-entropy found different and repaired (sent, destroyed or dropped).
+    pub(crate) sync_repaired: u64,
 }
 
 /// The outcome of a local commit: what to send and the session as it now is.
@@ -73,6 +81,11 @@ pub(crate) struct Core {
     touches: HashMap<SessionId, u64>,
     transferring: bool,
     queue: Vec<(MemberId, Msg)>,
+    next_sync_ms: u64,
+    sync_cursor: usize,
+    /// Sessions idle past their interval here, with when to expire them unless a member
+    /// answers the `Expiring` question with a later access.
+    expiring: HashMap<SessionId, u64>,
     pub(crate) counters: Counters,
 }
 
@@ -88,6 +101,9 @@ impl Core {
             touches: HashMap::new(),
             transferring: false,
             queue: Vec::new(),
+            next_sync_ms: 0,
+            sync_cursor: 0,
+            expiring: HashMap::new(),
             counters: Counters::default(),
         }
     }
@@ -143,6 +159,16 @@ impl Core {
             ManagerKind::Delta => self.servers.clone(),
             ManagerKind::Backup { backup_count } => placement::top(&self.all(), id, backup_count, Some(self.local)),
         }
+    }
+
+    /// BackupManager: the other members that hold `id`: its primary and the primary's
+    /// backups (a read on a backup must reach the primary too).
+    fn holders(&self, id: SessionId) -> Vec<MemberId> {
+        let primary = self.sessions.get(&id).and_then(|d| d.primary).unwrap_or(self.local);
+        let mut holders = placement::top(&self.all(), id, self.backup_count(), Some(primary));
+        holders.push(primary);
+        holders.retain(|m| *m != self.local);
+        holders
     }
 
     fn replicate(&self, name: &str) -> bool {
@@ -495,9 +521,14 @@ impl Core {
                 | Msg::Touches(_)
                 | Msg::Expired(_)
                 | Msg::Merge { .. }
+                | Msg::Expiring(_)
         );
         if self.transferring && queueable {
             self.queue.push((from, msg));
+            return;
+        }
+        if self.transferring && matches!(msg, Msg::Digest { .. } | Msg::Detail { .. } | Msg::Want(_)) {
+            // Without the state yet, this node cannot compare; the next round will.
             return;
         }
         self.apply_msg(now_ms, from, msg, out);
@@ -562,6 +593,18 @@ impl Core {
                     for id in ids {
                         self.destroy(now_ms, id, DestroyReason::Expired, Origin::Replicated, out);
                     }
+                }
+            }
+            Msg::Digest { buckets } => self.on_digest(from, &buckets, out),
+            Msg::Detail { buckets, held, gone } => self.on_detail(now_ms, from, &buckets, held, gone, out),
+            Msg::Want(ids) => self.on_want(from, &ids, out),
+            Msg::Expiring(ids) => {
+                let list: Vec<(SessionId, u64)> = ids
+                    .iter()
+                    .filter_map(|id| self.sessions.get(id).map(|d| (*id, d.last_access_ms)))
+                    .collect();
+                if !list.is_empty() {
+                    out.push(Effect::Send(vec![from], Msg::Touches(list)));
                 }
             }
             Msg::Hello | Msg::Fetch(_) | Msg::GetAll { .. } | Msg::Chunk { .. } | Msg::Done { .. } => {}
@@ -636,16 +679,50 @@ impl Core {
         }
     }
 
-    /// Periodic work: expire idle sessions, forget old tombstones, send the access batch.
+    /// Periodic work: expire idle sessions, forget old tombstones, send the access batch,
+    /// and every `sync_interval_ms` an anti-entropy round with the next member.
     pub(crate) fn handle_tick(&mut self, now_ms: u64, out: &mut Vec<Effect>) {
+        self.sync_tick(now_ms, out);
         let grace = self.cfg.grace_ms;
-        let expired: Vec<SessionId> = self
-            .sessions
-            .values()
-            .filter(|d| d.expires_at_ms().saturating_add(grace) < now_ms)
-            .map(|d| d.id)
-            .collect();
+        let idle = |d: &SessionData| d.expires_at_ms().saturating_add(grace) < now_ms;
+        // Expiry in two steps: a session idle here is first asked about (the members
+        // answer with their last access: a touch batch may have been lost), and expired
+        // a grace later if no later access arrived meanwhile.
+        let mut ask: Vec<SessionId> = Vec::new();
+        let mut expired: Vec<SessionId> = Vec::new();
+        for d in self.sessions.values() {
+            if !idle(d) {
+                continue;
+            }
+            match self.expiring.get(&d.id) {
+                _ if self.servers.is_empty() => expired.push(d.id),
+                None => ask.push(d.id),
+                Some(at) if *at <= now_ms => expired.push(d.id),
+                Some(_) => {}
+            }
+        }
+        self.expiring.retain(|id, _| self.sessions.get(id).is_some_and(idle));
+        if !ask.is_empty() {
+            for id in &ask {
+                self.expiring.insert(*id, now_ms + grace);
+            }
+            match self.cfg.kind {
+                ManagerKind::Delta => out.push(Effect::Send(self.servers.clone(), Msg::Expiring(ask))),
+                ManagerKind::Backup { .. } => {
+                    let mut per: HashMap<MemberId, Vec<SessionId>> = HashMap::new();
+                    for id in ask {
+                        for m in self.holders(id) {
+                            per.entry(m).or_default().push(id);
+                        }
+                    }
+                    for (m, ids) in per {
+                        out.push(Effect::Send(vec![m], Msg::Expiring(ids)));
+                    }
+                }
+            }
+        }
         for id in &expired {
+            self.expiring.remove(id);
             self.destroy(now_ms, *id, DestroyReason::Expired, Origin::Local, out);
         }
         if !expired.is_empty() && !self.servers.is_empty() {
@@ -668,7 +745,7 @@ impl Core {
             ManagerKind::Backup { .. } => {
                 let mut per: HashMap<MemberId, Vec<(SessionId, u64)>> = HashMap::new();
                 for (id, at) in touches {
-                    for m in self.recipients(id) {
+                    for m in self.holders(id) {
                         per.entry(m).or_default().push((id, at));
                     }
                 }

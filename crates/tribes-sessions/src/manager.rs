@@ -128,6 +128,7 @@ pub struct SessionManagerBuilder {
     listeners: Vec<Arc<dyn SessionListener>>,
     clock: Arc<dyn Clock>,
     touch_interval: Duration,
+    sync_interval: Duration,
     chunk_size: usize,
     discovery_wait: Duration,
     store: Option<(Arc<dyn SessionStore>, StoreMode)>,
@@ -239,6 +240,16 @@ impl SessionManagerBuilder {
         self.touch_interval = interval;
         self
     }
+    /// How often this node runs an anti-entropy round with one other member, round
+    /// robin (default 10 s; zero turns it off). A round compares 256 bucket
+    /// fingerprints (2 KiB) and repairs only the sessions that differ: lost async
+    /// deltas, access times and expiries, and changes made on both sides of a
+    /// partition, where an invalidation always wins. A member that comes back after a
+    /// partition gets a round at once.
+    pub fn with_sync_interval(mut self, interval: Duration) -> Self {
+        self.sync_interval = interval;
+        self
+    }
     /// How long `start` waits for the channel to find its first member (default 2 s).
     pub fn with_discovery_wait(mut self, wait: Duration) -> Self {
         self.discovery_wait = wait;
@@ -292,6 +303,11 @@ impl SessionManagerBuilder {
             max_inactive_ms: self.max_inactive.as_millis() as u64,
             grace_ms: 2 * self.touch_interval.as_millis() as u64,
             tombstone_ttl_ms: (self.max_inactive.as_millis() as u64).max(600_000),
+            // In shared-store mode the store is the truth: nothing to reconcile.
+            sync_interval_ms: match self.store {
+                Some((_, StoreMode::Shared)) => 0,
+                _ => self.sync_interval.as_millis() as u64,
+            },
         });
         let mut core = Core::new(cfg, local.id());
         core.begin_transfer();
@@ -590,6 +606,7 @@ impl SessionManager {
             listeners: Vec::new(),
             clock: Arc::new(SystemClock),
             touch_interval: Duration::from_secs(2),
+            sync_interval: Duration::from_secs(10),
             chunk_size: 1000,
             discovery_wait: Duration::from_secs(2),
             store: None,
@@ -991,11 +1008,15 @@ async fn run_driver(
                 }
                 Ok(MembershipEvent::Back(m)) => {
                     // A healed partition: both sides may have changed sessions the
-                    // other never saw. Each side pushes its copies; merges converge.
+                    // other never saw. An anti-entropy round at once repairs them.
                     let inner = inner.clone();
                     let t = tokio::spawn(async move {
                         inner.hello(m.id()).await;
-                        reconcile(inner, m.id()).await;
+                        if inner.is_serving() {
+                            let mut out = Vec::new();
+                            inner.core().sync_with(m.id(), &mut out);
+                            inner.perform(out);
+                        }
                     });
                     inner_tasks_push(&t);
                 }
@@ -1057,6 +1078,13 @@ fn handle_incoming(inner: &Arc<Inner>, incoming: Incoming) {
     let mut out = Vec::new();
     match msg {
         Msg::Hello => inner.add_server(from),
+        Msg::Digest { buckets } => {
+            // A digest also says the sender serves the context (a lost Hello is repaired).
+            if !inner.core().servers().contains(&from) && inner.channel.members().iter().any(|m| m.id() == from) {
+                inner.add_server(from);
+            }
+            inner.core().handle_msg(now_ms, from, Msg::Digest { buckets }, &mut out);
+        }
         Msg::GetAll { request } => {
             if !inner.is_serving() {
                 incoming.fail(format!(
@@ -1127,32 +1155,6 @@ impl Inner {
     fn is_serving(&self) -> bool {
         self.ready.borrow().is_serving()
     }
-}
-
-/// After a partition heals, push this node's copies of the sessions `to` should hold.
-async fn reconcile(inner: Arc<Inner>, to: MemberId) {
-    if !inner.is_serving() {
-        return;
-    }
-    let sessions = inner.core().snapshot_for(to);
-    let total = sessions.len();
-    let mut it = sessions.into_iter().peekable();
-    while it.peek().is_some() {
-        let chunk: Vec<_> = it.by_ref().take(inner.b.chunk_size).collect();
-        let (_, acks) = inner
-            .send(
-                &[to],
-                &Msg::Merge { sessions: chunk },
-                SendMode::SyncAck,
-                inner.b.attempt_timeout,
-            )
-            .await;
-        if !acks.iter().all(|a| a.outcome == AckOutcome::Acked) {
-            tracing::warn!(context = %inner.context(), member = %inner.name_of(to), ?acks, "reconciliation after a heal aborted");
-            return;
-        }
-    }
-    tracing::info!(context = %inner.context(), member = %inner.name_of(to), sessions = total, "member back: sessions reconciled");
 }
 
 async fn stream_snapshot(inner: Arc<Inner>, to: MemberId, request: u64, sessions: Vec<crate::data::SessionData>) {

@@ -45,9 +45,25 @@ pub(crate) enum Msg {
     Chunk { request: u64, sessions: Vec<SessionData> },
     /// State transfer: the end, with the number of sessions sent.
     Done { request: u64, sessions: u64 },
-    /// After a partition heals (a member is back): the sender's sessions that the
-    /// receiver should hold, merged last-writer-wins, so both sides converge.
+    /// Sessions the receiver should hold (anti-entropy, or the answer to [`Msg::Want`]),
+    /// merged field by field, last writer wins, so both sides converge.
     Merge { sessions: Vec<SessionData> },
+    /// Anti-entropy, step 1: the fingerprint of each bucket of the sessions the sender
+    /// and the receiver should agree on (see `core::anti_entropy`).
+    Digest { buckets: Vec<u64> },
+    /// Anti-entropy, step 2: the receiver of a digest lists, for the buckets that differ,
+    /// each session it holds (id, fingerprint, last access) and the ids it destroyed.
+    Detail {
+        buckets: Vec<u8>,
+        held: Vec<(SessionId, u64, u64)>,
+        gone: Vec<SessionId>,
+    },
+    /// Anti-entropy, step 3: send me your copies of these sessions (as a [`Msg::Merge`]).
+    Want(Vec<SessionId>),
+    /// These sessions look idle past their interval here: answer with your last access
+    /// times (a [`Msg::Touches`]) before the sender expires them (a lost touch batch
+    /// must not end a session a user is still using).
+    Expiring(Vec<SessionId>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -79,6 +79,9 @@ impl Sim {
 
     /// After every step: no destroyed session is back, no acknowledged write is lost.
     pub(super) fn check_step(&mut self) -> Result<(), String> {
+        if let Some(v) = self.violation.take() {
+            return Err(v);
+        }
         for node in self.nodes.iter().flatten() {
             for id in &node.destroyed {
                 ensure!(
