@@ -1,4 +1,7 @@
 //! One error enum per operation. Each says whether anything changed.
+//!
+//! Messages name a session by [`SessionId::log_id`] (a short hash), never by its id
+//! (OWASP: session ids are secrets and stay out of logs); the error's `id` field has it.
 
 use std::time::Duration;
 
@@ -44,7 +47,8 @@ pub enum AttributeError {
     },
     /// The session would grow over `max_session_len`.
     #[error(
-        "session {id} would be {len} bytes with attribute '{name}', over the limit of {max} (session unchanged; store less, or raise with_max_session_len)"
+        "session {} would be {len} bytes with attribute '{name}', over the limit of {max} (session unchanged; store less, or raise with_max_session_len)",
+        .id.log_id()
     )]
     SessionTooLarge {
         /// The session.
@@ -57,7 +61,7 @@ pub enum AttributeError {
         max: usize,
     },
     /// The session was invalidated by this handle.
-    #[error("session {id} is invalidated: create a new session")]
+    #[error("session {} is invalidated: create a new session", .id.log_id())]
     Invalidated {
         /// The session.
         id: SessionId,
@@ -89,7 +93,8 @@ pub enum ReplicationError {
     /// The session was invalidated or expired meanwhile (possibly on another node);
     /// the changes were dropped so it is not resurrected.
     #[error(
-        "session {id} of context '{context}' was invalidated or expired meanwhile: its changes were dropped; create a new session"
+        "session {} of context '{context}' was invalidated or expired meanwhile: its changes were dropped; create a new session",
+        .id.log_id()
     )]
     Gone {
         /// The context.
@@ -99,7 +104,8 @@ pub enum ReplicationError {
     },
     /// The whole session would exceed `max_session_len`.
     #[error(
-        "session {id} of context '{context}' is {len} bytes, over max_session_len {max}: nothing was applied or sent; store less"
+        "session {} of context '{context}' is {len} bytes, over max_session_len {max}: nothing was applied or sent; store less",
+        .id.log_id()
     )]
     TooLarge {
         /// The context.
@@ -115,7 +121,8 @@ pub enum ReplicationError {
     /// applied on this node (and replicated), but not in the store: a full-cluster restart
     /// (or, in shared mode, another node) would not see it.
     #[error(
-        "session {id} of context '{context}' was applied here but not saved to the store: {source} (the request should be retried; check the store's health in the manager stats)"
+        "session {} of context '{context}' was applied here but not saved to the store: {source} (the request should be retried; check the store's health in the manager stats)",
+        .id.log_id()
     )]
     Store {
         /// The context.
@@ -129,7 +136,8 @@ pub enum ReplicationError {
     /// this unit of work loaded it. This unit of work's changes were not saved (nothing
     /// written) and the local copy was dropped; counted in `ManagerStats::store_conflicts`.
     #[error(
-        "session {id} of context '{context}' was changed by another request in {store} since this one loaded version {expected} (store has {}): this request's changes were NOT saved; reload the session and retry",
+        "session {} of context '{context}' was changed by another request in {store} since this one loaded version {expected} (store has {}): this request's changes were NOT saved; reload the session and retry",
+        .id.log_id(),
         match found { Some(v) => format!("version {v}"), None => "no record".to_owned() }
     )]
     Conflict {

@@ -100,8 +100,35 @@ impl SessionId {
 }
 
 /// The log form of a [`SessionId`]: `#` and 8 hex digits of a hash of the id.
+///
+/// Error messages and log lines show this, never the id itself. Code that needs the id
+/// has it from the value that failed (for example [`StoreError::id`](crate::StoreError::id)).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct LogId(u32);
+
+impl LogId {
+    /// The log form of an id given as text (a store key, a cookie value `id.route`):
+    /// the same as [`SessionId::log_id`] when the text is a session id, so store errors
+    /// and log lines about one session correlate; otherwise a hash of the text.
+    ///
+    /// Operators can map the ids a store lists to what its errors show:
+    /// ```
+    /// use tribes_sessions::{LogId, SessionId};
+    /// let id = SessionId::generate(&mut rand::rng());
+    /// assert_eq!(LogId::of_text(&id.to_string()), id.log_id());
+    /// assert_eq!(LogId::of_text(&format!("{id}.node-a")), id.log_id());
+    /// assert!(!LogId::of_text("some-other-key").to_string().contains("some"));
+    /// ```
+    pub fn of_text(text: &str) -> LogId {
+        use std::hash::{Hash, Hasher};
+        if let Ok((id, _)) = SessionId::parse_cookie(text) {
+            return id.log_id();
+        }
+        let mut h = std::hash::DefaultHasher::new();
+        text.hash(&mut h);
+        LogId(h.finish() as u32)
+    }
+}
 
 impl fmt::Display for LogId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

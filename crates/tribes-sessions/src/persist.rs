@@ -249,7 +249,7 @@ pub(crate) fn from_record(store: &str, r: &StoredSession) -> Result<SessionData,
     };
     let mut d = wire::decode_session(&r.data).map_err(corrupt)?;
     if d.id.to_string() != r.id {
-        return Err(corrupt(format!("the data belongs to session {}", d.id)));
+        return Err(corrupt(format!("the data belongs to session {}", d.id.log_id())));
     }
     // The record's clear metadata wins where it is newer (a store may refresh the access).
     d.version = d.version.max(r.version);

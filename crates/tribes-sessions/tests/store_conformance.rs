@@ -112,7 +112,10 @@ mod suite {
             }
             other => panic!("expected a conflict, got {other}"),
         }
-        assert!(e.to_string().contains(&id) && e.to_string().contains("reload"), "{e}");
+        // The session is named by its log hash, never by its id (OWASP: ids stay out of logs).
+        let hash = tribes_sessions::LogId::of_text(&id).to_string();
+        assert!(e.to_string().contains(&hash) && !e.to_string().contains(&id), "{e}");
+        assert!(e.to_string().contains("reload"), "{e}");
         assert_eq!(
             s.load(&id).await.unwrap().unwrap().data,
             b"two",
@@ -271,7 +274,11 @@ mod suite {
         let e = s.load(&garbage).await.unwrap_err();
         assert!(e.is_corrupt(), "{e}");
         let m = e.to_string();
-        assert!(m.starts_with(s.name()) && m.contains(&garbage), "{m}");
+        let hash = tribes_sessions::LogId::of_text(&garbage).to_string();
+        assert!(
+            m.starts_with(s.name()) && m.contains(&hash) && !m.contains(&garbage),
+            "{m}"
+        );
         let e = s.load(&newer).await.unwrap_err();
         assert!(e.is_corrupt() && e.to_string().contains("newer version"), "{e}");
 
@@ -443,10 +450,12 @@ mod store_file {
         let dir = temp_dir("gone");
         let store = FileStore::open(&dir).await.unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        let e = store.save(&record("abc", 1, HOUR, b""), None).await.unwrap_err();
+        let e = store.save(&record("an-id", 1, HOUR, b""), None).await.unwrap_err();
         let m = e.to_string();
+        // The session is named by its log hash, never by its id (OWASP: ids stay out of logs).
+        let hash = tribes_sessions::LogId::of_text("an-id").to_string();
         assert!(
-            m.starts_with(&format!("file store at {}", dir.display())) && m.contains("abc"),
+            m.starts_with(&format!("file store at {}", dir.display())) && m.contains(&hash) && !m.contains("an-id"),
             "{m}"
         );
         assert!(m.contains("does the directory still exist"), "{m}");
@@ -582,7 +591,11 @@ mod store_redis {
             .await
             .unwrap();
         let e = b.store.load(&id).await.unwrap_err();
-        assert!(e.is_corrupt() && e.to_string().contains(&id), "{e}");
+        let hash = tribes_sessions::LogId::of_text(&id).to_string();
+        assert!(
+            e.is_corrupt() && e.to_string().contains(&hash) && !e.to_string().contains(&id),
+            "{e}"
+        );
         assert!(
             b.store
                 .save(&record(&id, 2, HOUR, b""), Some(1))

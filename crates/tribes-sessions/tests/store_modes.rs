@@ -104,7 +104,9 @@ async fn write_through_store_failure_is_a_typed_error() {
     s.insert("k", "v").unwrap();
     let err = a.commit(&s).await.unwrap_err();
     assert!(matches!(err, ReplicationError::Store { .. }), "{err}");
-    assert!(err.to_string().contains(&s.id().to_string()), "{err}");
+    // Named by its log hash, never by the id itself (OWASP: ids stay out of logs).
+    assert!(err.to_string().contains(&s.id().log_id().to_string()), "{err}");
+    assert!(!err.to_string().contains(&s.id().to_string()), "{err}");
     let stats = a.stats().store.unwrap();
     assert!(stats.errors >= 1 && stats.last_error.is_some(), "{stats:?}");
     a.shutdown().await;

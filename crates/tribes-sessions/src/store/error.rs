@@ -1,8 +1,15 @@
 //! The one error type of every store operation.
 
+use crate::id::LogId;
+
 /// Why a store operation failed. Every message names the store (its kind and address), the
-/// session id when there is one, the cause, and what to do about it; each variant says
+/// session when there is one, the cause, and what to do about it; each variant says
 /// whether anything in the store changed.
+///
+/// Messages name a session by its log hash ([`LogId::of_text`], the same `#xxxxxxxx` as
+/// [`SessionId::log_id`](crate::SessionId::log_id) in log lines), never by its id: a session
+/// id is a secret (OWASP) and these messages end up in logs. The id itself is in the
+/// variant's `id` field and [`StoreError::id`].
 ///
 /// The store is named as in [`SessionStore::name`](super::SessionStore::name), for example
 /// `redis store at redis://127.0.0.1:6379`; passwords in URLs are never shown.
@@ -13,7 +20,8 @@ pub enum StoreError {
     /// saved the session in between. Nothing was written. Reload the session, reapply the
     /// change, save again with the new version (or report the conflict).
     #[error(
-        "{store}: session {id} was saved by another writer: expected version {expected}, found {} (nothing written; reload the session and retry)",
+        "{store}: session {} was saved by another writer: expected version {expected}, found {} (nothing written; reload the session and retry)",
+        LogId::of_text(id),
         match found { Some(v) => format!("version {v}"), None => "no record".to_owned() }
     )]
     Conflict {
@@ -29,7 +37,8 @@ pub enum StoreError {
     /// The record exists but cannot be decoded: damaged bytes, a foreign value, or a record
     /// written by a newer version. Nothing changed; every other session still loads.
     #[error(
-        "{store}: session {id} cannot be decoded: {cause} (left as is, other sessions are not affected; delete it, or upgrade this node if a newer version wrote it)"
+        "{store}: session {} cannot be decoded: {cause} (left as is, other sessions are not affected; delete it, or upgrade this node if a newer version wrote it)",
+        LogId::of_text(id)
     )]
     Corrupt {
         /// The store.
@@ -53,7 +62,11 @@ pub enum StoreError {
     },
     /// The id cannot be stored (empty, too long, or characters outside `A-Z a-z 0-9 - _ .`,
     /// or a leading dot). Nothing changed.
-    #[error("{store}: invalid session id {id:?}: use 1 to 128 of A-Z a-z 0-9 - _ . not starting with a dot")]
+    #[error(
+        "{store}: invalid session id {} ({}): use 1 to 128 of A-Z a-z 0-9 - _ . not starting with a dot",
+        LogId::of_text(id),
+        invalid_id_reason(id)
+    )]
     InvalidId {
         /// The store.
         store: String,
@@ -61,7 +74,7 @@ pub enum StoreError {
         id: String,
     },
     /// The record cannot be stored as given (its data is 4 GiB or more). Nothing changed.
-    #[error("{store}: session {id} cannot be stored: {cause}")]
+    #[error("{store}: session {} cannot be stored: {cause}", LogId::of_text(id))]
     InvalidRecord {
         /// The store.
         store: String,
@@ -88,7 +101,29 @@ pub enum StoreError {
 }
 
 fn id_part(id: &Option<String>) -> String {
-    id.as_ref().map(|id| format!(" of session {id}")).unwrap_or_default()
+    id.as_ref()
+        .map(|id| format!(" of session {}", LogId::of_text(id)))
+        .unwrap_or_default()
+}
+
+/// What is wrong with a rejected id, without showing it.
+fn invalid_id_reason(id: &str) -> String {
+    if id.is_empty() {
+        return "it is empty".to_owned();
+    }
+    if id.len() > super::record::MAX_ID_LEN {
+        return format!("it is {} bytes long", id.len());
+    }
+    if id.starts_with('.') {
+        return "it starts with a dot".to_owned();
+    }
+    match id
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        Some((i, c)) => format!("character {c:?} at byte {i}"),
+        None => "not accepted".to_owned(),
+    }
 }
 
 fn hint_part(hint: &Option<&'static str>) -> String {
@@ -167,12 +202,76 @@ mod tests {
     fn store_error_messages_name_store_id_cause_fix() {
         let e = StoreError::Conflict {
             store: "file store at /x".into(),
-            id: "abc".into(),
+            id: "sess-abc".into(),
             expected: 3,
             found: Some(4),
         };
         let m = e.to_string();
-        assert!(m.contains("file store at /x") && m.contains("abc") && m.contains("version 4") && m.contains("retry"));
+        assert!(
+            m.contains("file store at /x") && m.contains("version 4") && m.contains("retry"),
+            "{m}"
+        );
+        assert!(
+            m.contains(&LogId::of_text("sess-abc").to_string()) && !m.contains("sess-abc"),
+            "{m}"
+        );
+        assert_eq!(e.id(), Some("sess-abc"), "the id itself stays available to code");
+        // No variant shows the id, not even a rejected one; each still says what is wrong.
+        let store = || "s".to_owned();
+        let secret = "secret-id".to_owned();
+        for (e, says) in [
+            (
+                StoreError::Corrupt {
+                    store: store(),
+                    id: secret.clone(),
+                    cause: "bad crc".into(),
+                },
+                "bad crc",
+            ),
+            (
+                StoreError::InvalidId {
+                    store: store(),
+                    id: "secret/id".into(),
+                },
+                "'/' at byte 6",
+            ),
+            (
+                StoreError::InvalidId {
+                    store: store(),
+                    id: ".secret".into(),
+                },
+                "starts with a dot",
+            ),
+            (
+                StoreError::InvalidId {
+                    store: store(),
+                    id: "secret".repeat(30),
+                },
+                "180 bytes",
+            ),
+            (
+                StoreError::InvalidRecord {
+                    store: store(),
+                    id: secret.clone(),
+                    cause: "too big".into(),
+                },
+                "too big",
+            ),
+            (
+                StoreError::Backend {
+                    store: store(),
+                    operation: "save",
+                    id: Some(secret.clone()),
+                    cause: "disk".into(),
+                    hint: None,
+                },
+                "save of session #",
+            ),
+        ] {
+            let m = e.to_string();
+            assert!(!m.contains("secret"), "{m}");
+            assert!(m.contains(says), "{says:?} in {m}");
+        }
         let e = StoreError::Unavailable {
             store: "redis store at redis://127.0.0.1:6379".into(),
             cause: "connection refused".into(),

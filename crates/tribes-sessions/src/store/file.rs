@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use super::record::{self, StoredSession};
 use super::{SessionStore, StoreError, StoreFuture, check_id, check_record};
+use crate::id::LogId;
 
 /// The suffix of a session file: `<id>.session`.
 const SUFFIX: &str = ".session";
@@ -246,7 +247,7 @@ impl Inner {
             match self.read_header(&path)? {
                 None => {}
                 Some(Err(cause)) => {
-                    tracing::warn!(store = %self.name, id, cause, "undecodable session file left in place");
+                    tracing::warn!(store = %self.name, session = %LogId::of_text(&id), cause, "undecodable session file left in place");
                 }
                 Some(Ok(h)) if h.expires_at_ms <= now_ms => {
                     // Check again under the lock: a save may have just renewed it.
@@ -282,7 +283,15 @@ impl Inner {
             let modified = entry.metadata().and_then(|m| m.modified()).unwrap_or(now);
             if now.duration_since(modified).unwrap_or_default() >= age {
                 match fs::remove_file(entry.path()) {
-                    Ok(()) => tracing::info!(store = %self.name, file = name, "removed a temp file left by a crash"),
+                    Ok(()) => {
+                        // `.<id>.<random>.tmp`: log the session's hash, not its id.
+                        let id = name
+                            .strip_prefix('.')
+                            .and_then(|n| n.strip_suffix(TMP_SUFFIX))
+                            .and_then(|n| n.rsplit_once('.'))
+                            .map_or("", |(id, _)| id);
+                        tracing::info!(store = %self.name, session = %LogId::of_text(id), "removed a temp file left by a crash");
+                    }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e),
                 }
@@ -316,7 +325,10 @@ impl SessionStore for FileStore {
             let record = record::decode(&bytes, id).map_err(|cause| StoreError::Corrupt {
                 store: self.inner.name.clone(),
                 id: id.to_owned(),
-                cause: format!("{cause} (file {})", self.inner.path(id).display()),
+                cause: format!(
+                    "{cause} (the file <id>{SUFFIX} in {}; to find <id>, match FileStore::list_ids against LogId::of_text)",
+                    self.inner.dir.display()
+                ),
             })?;
             Ok((!record.is_expired(SystemTime::now())).then_some(record))
         })

@@ -218,7 +218,10 @@ pub(crate) fn decode(bytes: &[u8], expected_id: &str) -> Result<StoredSession, S
     let id = std::str::from_utf8(&bytes[HEADER_LEN..HEADER_LEN + h.id_len])
         .map_err(|_| "the id in the record is not UTF-8".to_owned())?;
     if id != expected_id {
-        return Err(format!("the record belongs to session {id:?}"));
+        return Err(format!(
+            "the record belongs to session {}",
+            crate::id::LogId::of_text(id)
+        ));
     }
     Ok(StoredSession {
         id: id.to_owned(),

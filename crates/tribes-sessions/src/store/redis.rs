@@ -308,8 +308,8 @@ impl SessionStore for RedisStore {
                 Ok(v) => v,
                 Err(e) if e.code() == Some("WRONGTYPE") => {
                     return Err(corrupt(format!(
-                        "the key {} is not a tribes session hash",
-                        self.key(id)
+                        "the key {}<id> is not a tribes session hash",
+                        self.prefix
                     )));
                 }
                 Err(e) => return Err(self.err("load", Some(id))(e)),
@@ -317,7 +317,9 @@ impl SessionStore for RedisStore {
             let (version, bytes) = match (version, bytes) {
                 (None, None) => return Ok(None),
                 (Some(v), Some(b)) => (v, b),
-                _ => return Err(corrupt(format!("the hash {} lacks its field v or r", self.key(id)))),
+                _ => {
+                    return Err(corrupt(format!("the hash {}<id> lacks its field v or r", self.prefix)));
+                }
             };
             let record = record::decode(&bytes, id).map_err(corrupt)?;
             if version != record.version.to_string() {

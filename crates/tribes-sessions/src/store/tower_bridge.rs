@@ -107,7 +107,8 @@ impl tower_sessions::SessionStore for TowerSessionStore {
         match self.manager.get(&id).await {
             Some(session) if !session.is_invalidated() => self.write(&session, record, SystemTime::now()).await,
             _ => Err(Error::Backend(format!(
-                "session {id} of context {} is gone (expired or invalidated meanwhile): nothing saved",
+                "session {} of context {} is gone (expired or invalidated meanwhile): nothing saved",
+                id.log_id(),
                 self.manager.context()
             ))),
         }
