@@ -5,10 +5,50 @@ use std::time::{Duration, SystemTime};
 use tribes_sessions::{Session as Handle, SessionId, SessionManager};
 
 use crate::extract::SessionError;
+use crate::metrics::LayerCounters;
 
 /// Loads a session by its base id; `None` when unknown or expired.
 pub(crate) async fn get(manager: &SessionManager, id: &SessionId) -> Option<Handle> {
     manager.get(id).await
+}
+
+/// Loads a session for a request: `None` when unknown, expired (idle), or past the
+/// absolute timeout. A session created `absolute` or longer ago is invalidated on every
+/// node (a replicated invalidation) before `None` is returned, so no handler ever sees it.
+pub(crate) async fn get_live(
+    manager: &SessionManager,
+    id: &SessionId,
+    absolute: Option<Duration>,
+    counters: &LayerCounters,
+) -> Option<Handle> {
+    let h = manager.get(id).await?;
+    let Some(limit) = absolute else {
+        return Some(h);
+    };
+    // A creation time ahead of this node's clock (skew between nodes) counts as age 0.
+    let age = SystemTime::now().duration_since(h.created()).unwrap_or_default();
+    if age < limit {
+        return Some(h);
+    }
+    counters.absolute_timeouts.inc();
+    h.invalidate();
+    match commit(manager, &h).await {
+        CommitOutcome::Ok | CommitOutcome::Gone(_) => {}
+        CommitOutcome::Failed(e) => {
+            // Invalidated here; the others learn it with the manager's next messages
+            // (and enforce the same deadline themselves).
+            counters.sync_failures.inc();
+            tracing::warn!(context = %manager.context(), session = %id.log_id(), cause = %e, "invalidation at the absolute timeout not confirmed by every member");
+        }
+    }
+    tracing::info!(
+        context = %manager.context(),
+        session = %id.log_id(),
+        age_s = age.as_secs(),
+        limit_s = limit.as_secs(),
+        "session ended: older than the absolute timeout (invalidated on every node)"
+    );
+    None
 }
 
 /// Creates a session (mapped to [`SessionError`]).
@@ -70,7 +110,7 @@ pub(crate) fn touch(manager: &SessionManager, id: &SessionId) {
 /// Binds the session to `route` (failover).
 pub(crate) async fn rebind(manager: &SessionManager, id: &SessionId, route: &str) -> CommitOutcome {
     match manager.rebind(id, route).await {
-        Ok(None) => CommitOutcome::Gone(format!("session {id} is gone")),
+        Ok(None) => CommitOutcome::Gone(format!("session {} is gone", id.log_id())),
         Ok(Some(report)) if report.all_ok() => CommitOutcome::Ok,
         Ok(Some(report)) => CommitOutcome::Failed(describe(&report)),
         Err(e @ tribes_sessions::ReplicationError::Gone { .. }) => CommitOutcome::Gone(e.to_string()),

@@ -19,7 +19,7 @@ pub(crate) enum Loaded {
     /// Not looked up yet (lazy).
     #[default]
     Unloaded,
-    /// No session: no cookie, or an unknown, expired or malformed one.
+    /// No session: no cookie, or an unknown, expired (idle or absolute timeout) or malformed one.
     Absent,
     /// The session.
     Present(Handle),
@@ -56,10 +56,12 @@ impl RequestSession {
     pub(crate) async fn load(&self, st: &mut State) {
         if let Loaded::Unloaded = st.current {
             st.current = match &self.cookie {
-                Some(c) => match backend::get(&self.manager, &c.id).await {
-                    Some(h) => Loaded::Present(h),
-                    None => Loaded::Absent,
-                },
+                Some(c) => {
+                    match backend::get_live(&self.manager, &c.id, self.config.absolute_timeout, &self.counters).await {
+                        Some(h) => Loaded::Present(h),
+                        None => Loaded::Absent,
+                    }
+                }
                 None => Loaded::Absent,
             };
         }
@@ -197,7 +199,14 @@ impl RequestSession {
         let Some(h) = self.live(&mut st).await else {
             return Ok(None);
         };
+        let old = h.id();
         let id = h.cycle_id();
+        tracing::debug!(
+            context = %self.manager.context(),
+            from = %old.log_id(),
+            to = %id.log_id(),
+            "session id cycled (the old id ends on every node when the response is ready)"
+        );
         let value = crate::cookie::value(&id, &h.route());
         st.cycled = true;
         Ok(Some(value))

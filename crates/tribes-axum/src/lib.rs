@@ -60,6 +60,14 @@
 //! - **Invalidate and cycle.** [`Session::invalidate`] removes the session on every node
 //!   and the cookie (`Max-Age=0`); [`Session::cycle_id`] gives it a new id (at login,
 //!   against session fixation), after which the old id works nowhere.
+//! - **Timeouts.** A session idle for the manager's max inactive interval expires (the
+//!   idle timeout). However active, a session ends at its absolute timeout, by default
+//!   8 hours after its creation ([`ReplicatedSessions::with_absolute_timeout`]): the
+//!   request that finds it past that deadline invalidates it on every node and its
+//!   handler sees no session, as for an expired one.
+//! - **No ids in logs.** Log lines and error messages name a session by
+//!   [`SessionId::log_id`](tribes_sessions::SessionId::log_id), a short hash, never by
+//!   its id.
 //! - **Not ready.** While the node receives the cluster's sessions (state transfer),
 //!   requests carrying a session cookie, and requests trying to create one, get `503`
 //!   with `Retry-After` (default 1 s) or wait, bounded ([`NotReady`]). Requests that
@@ -107,7 +115,8 @@ mod status;
 pub use extract::{MissingSessionLayer, Session, SessionError};
 pub use future::ResponseFuture;
 pub use layer::{
-    DEFAULT_COOKIE_NAME, DEFAULT_FILTER, NotReady, OnSyncFailure, ReplicateWhen, ReplicatedSessions, SameSite, Secure,
+    DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_COOKIE_NAME, DEFAULT_FILTER, NotReady, OnSyncFailure, ReplicateWhen,
+    ReplicatedSessions, SameSite, Secure,
 };
 pub use metrics::metrics_router;
 pub use service::{PrimaryIndicator, ReplicatedSessionsService};

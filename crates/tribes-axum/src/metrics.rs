@@ -46,6 +46,7 @@ pub(crate) struct LayerCounters {
     pub(crate) malformed_cookies: Count,
     pub(crate) not_ready: Count,
     pub(crate) too_many_sessions: Count,
+    pub(crate) absolute_timeouts: Count,
 }
 
 impl LayerCounters {
@@ -95,6 +96,11 @@ impl LayerCounters {
                 "http_too_many_sessions",
                 "Session creations refused: max active reached",
                 self.too_many_sessions.get(),
+            ),
+            (
+                "http_sessions_absolute_timeout",
+                "Sessions invalidated because they outlived the absolute timeout",
+                self.absolute_timeouts.get(),
             ),
         ]
     }

@@ -168,7 +168,8 @@ where
 /// the session to this node.
 async fn rebind(layer: &ReplicatedSessions, rs: &RequestSession, c: &CookieId, local: &str) {
     let manager = &layer.manager;
-    let Some(h) = backend::get(manager, &c.id).await else {
+    let Some(h) = backend::get_live(manager, &c.id, layer.config.absolute_timeout, &layer.counters).await else {
+        rs.state.lock().await.current = Loaded::Absent;
         return;
     };
     let mut st = rs.state.lock().await;
@@ -199,6 +200,7 @@ async fn rebind(layer: &ReplicatedSessions, rs: &RequestSession, c: &CookieId, l
     layer.counters.rebinds.inc();
     tracing::info!(
         context = %manager.context(),
+        session = %c.id.log_id(),
         from = c.route.as_deref().unwrap_or("-"),
         to = local,
         "session rebound to this node"
@@ -225,6 +227,7 @@ async fn finish<B>(layer: &ReplicatedSessions, st: &mut State, https: bool, resp
                 CommitOutcome::Failed(e) => failure = Some(e),
                 CommitOutcome::Ok | CommitOutcome::Gone(_) => {}
             }
+            tracing::debug!(context = %manager.context(), session = %h.id().log_id(), "session invalidated");
             remove_cookie = true;
         } else {
             let changed = h.is_dirty() || st.created || st.cycled;
@@ -248,6 +251,9 @@ async fn finish<B>(layer: &ReplicatedSessions, st: &mut State, https: bool, resp
             if gone {
                 remove_cookie = true;
             } else {
+                if st.created {
+                    tracing::debug!(context = %manager.context(), session = %h.id().log_id(), "session created");
+                }
                 if st.created || st.cycled || st.rebound {
                     let value = cookie::value(&h.id(), &h.route());
                     resp.headers_mut()
