@@ -1,5 +1,7 @@
 //! The one error type of every store operation.
 
+use std::fmt;
+
 use crate::id::LogId;
 
 /// Why a store operation failed. Every message names the store (its kind and address), the
@@ -9,11 +11,11 @@ use crate::id::LogId;
 /// Messages name a session by its log hash ([`LogId::of_text`], the same `#xxxxxxxx` as
 /// [`SessionId::log_id`](crate::SessionId::log_id) in log lines), never by its id: a session
 /// id is a secret (OWASP) and these messages end up in logs. The id itself is in the
-/// variant's `id` field and [`StoreError::id`].
+/// variant's `id` field and [`StoreError::id`]; `Debug` shows the hash too.
 ///
 /// The store is named as in [`SessionStore::name`](super::SessionStore::name), for example
 /// `redis store at redis://127.0.0.1:6379`; passwords in URLs are never shown.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// Optimistic concurrency: the stored version is not the expected one, so another writer
@@ -98,6 +100,66 @@ pub enum StoreError {
         /// What to check, when known.
         hint: Option<&'static str>,
     },
+}
+
+/// Like a derived `Debug`, with every id shown as its [`LogId`] (`{e:?}` and `unwrap`
+/// panics end up in logs too).
+impl fmt::Debug for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let log = |id: &str| LogId::of_text(id);
+        match self {
+            StoreError::Conflict {
+                store,
+                id,
+                expected,
+                found,
+            } => f
+                .debug_struct("Conflict")
+                .field("store", store)
+                .field("id", &log(id))
+                .field("expected", expected)
+                .field("found", found)
+                .finish(),
+            StoreError::Corrupt { store, id, cause } => f
+                .debug_struct("Corrupt")
+                .field("store", store)
+                .field("id", &log(id))
+                .field("cause", cause)
+                .finish(),
+            StoreError::Unavailable { store, cause, hint } => f
+                .debug_struct("Unavailable")
+                .field("store", store)
+                .field("cause", cause)
+                .field("hint", hint)
+                .finish(),
+            StoreError::InvalidId { store, id } => f
+                .debug_struct("InvalidId")
+                .field("store", store)
+                .field("id", &log(id))
+                .field("reason", &invalid_id_reason(id))
+                .finish(),
+            StoreError::InvalidRecord { store, id, cause } => f
+                .debug_struct("InvalidRecord")
+                .field("store", store)
+                .field("id", &log(id))
+                .field("cause", cause)
+                .finish(),
+            StoreError::Backend {
+                store,
+                operation,
+                id,
+                cause,
+                hint,
+            } => f
+                .debug_struct("Backend")
+                .field("store", store)
+                .field("operation", operation)
+                .field("id", &id.as_deref().map(log))
+                .field("cause", cause)
+                .field("hint", hint)
+                .finish(),
+        }
+    }
 }
 
 fn id_part(id: &Option<String>) -> String {
@@ -271,6 +333,8 @@ mod tests {
             let m = e.to_string();
             assert!(!m.contains("secret"), "{m}");
             assert!(m.contains(says), "{says:?} in {m}");
+            let debug = format!("{e:?}");
+            assert!(!debug.contains("secret") && debug.contains("#"), "{debug}");
         }
         let e = StoreError::Unavailable {
             store: "redis store at redis://127.0.0.1:6379".into(),

@@ -47,7 +47,10 @@ pub(crate) const MAX_ID_LEN: usize = 128;
 /// assert!(!record.is_expired(now));
 /// assert!(record.is_expired(now + Duration::from_secs(1800)));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` shows the id as its log hash ([`LogId`](crate::LogId)) and only the length of
+/// `data`: both are secrets (the id grants the session, the data is the user's).
+#[derive(Clone, PartialEq, Eq)]
 pub struct StoredSession {
     /// The session id (the text of a `SessionId`; any of `A-Z a-z 0-9 - _ .`, not starting
     /// with a dot, at most 128 characters).
@@ -66,6 +69,20 @@ pub struct StoredSession {
     pub expires_at_ms: u64,
     /// The session's contents, opaque to the store.
     pub data: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoredSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSession")
+            .field("id", &crate::id::LogId::of_text(&self.id))
+            .field("version", &self.version)
+            .field("created_ms", &self.created_ms)
+            .field("last_access_ms", &self.last_access_ms)
+            .field("max_inactive_secs", &self.max_inactive_secs)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("data_len", &self.data.len())
+            .finish()
+    }
 }
 
 impl StoredSession {
@@ -325,5 +342,22 @@ mod tests {
         for bad in ["", ".hidden", "a/b", "..", "a b", "é", &"x".repeat(129)] {
             assert!(!valid_id(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn debug_shows_neither_the_id_nor_the_data() {
+        let r = StoredSession::new(
+            "secret-id",
+            1,
+            SystemTime::now(),
+            std::time::Duration::from_secs(1),
+            b"password".to_vec(),
+        );
+        let d = format!("{r:?}");
+        assert!(!d.contains("secret") && !d.contains("112, 97"), "{d}");
+        assert!(
+            d.contains(&crate::LogId::of_text("secret-id").to_string()) && d.contains("data_len: 8"),
+            "{d}"
+        );
     }
 }
