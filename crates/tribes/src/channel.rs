@@ -566,6 +566,17 @@ impl ChannelBuilder {
             )
             .instrument(span.clone()),
         );
+        // Every candidate known up front is listed (not probed yet) before any task
+        // runs: a starting session manager waits for these, and an empty list read
+        // before the discovery task was scheduled would look like "no one to ask".
+        {
+            let mut candidates = inner.candidates.lock().expect("candidates lock");
+            for discovery in &self.discovery {
+                for key in discovery.initial_candidates(advertise) {
+                    candidates.insert(key, CandidateStatus::not_probed_yet(discovery.kind()));
+                }
+            }
+        }
         for discovery in self.discovery {
             let ctx = DiscoveryContext {
                 local: local_rx.clone(),

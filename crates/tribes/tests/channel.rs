@@ -277,3 +277,56 @@ async fn a_pool_of_connections_keeps_order_with_the_order_interceptor() {
         assert_eq!(u32::from_be_bytes(m.payload()[..4].try_into().unwrap()), i);
     }
 }
+
+/// Candidates known up front are listed from the moment `start` returns, before any
+/// discovery task ran: a starting session manager reads this list to decide whether
+/// discovery has had its chance, and an empty list made a restarted node ready
+/// without the sessions (seen in the demo's restart-under-load test).
+#[tokio::test(flavor = "current_thread")]
+async fn configured_candidates_are_listed_before_discovery_runs() {
+    init_tracing();
+    let addrs = free_addrs(3);
+    // Nothing listens at the other addresses; on one thread no discovery task can
+    // have run before `start` returns and the stats are read (no await in between).
+    let a = node("a", 0, &addrs).start().await.unwrap();
+    let candidates = a.stats().candidates;
+    let mut others: Vec<String> = addrs[1..].iter().map(ToString::to_string).collect();
+    others.sort();
+    assert_eq!(candidates.keys().cloned().collect::<Vec<_>>(), others);
+    for c in candidates.values() {
+        assert_eq!(
+            (c.kind, c.up, c.last_error.as_deref()),
+            ("static", false, Some("not probed yet"))
+        );
+    }
+    // The watcher then reports its real findings under the same keys.
+    eventually("the candidates to be probed", Duration::from_secs(5), || {
+        let c = a.stats().candidates;
+        c.len() == 2 && c.values().all(|c| c.last_error.as_deref() != Some("not probed yet"))
+    })
+    .await;
+
+    // A DNS name is listed until its first lookup, here one that fails.
+    let silent = free_addrs(1)[0];
+    let d = tribes::Channel::builder("d")
+        .cluster_key(common::test_key())
+        .bind(free_addrs(1)[0])
+        .discovery(
+            tribes::DnsDiscovery::new("cluster.tribes.test.", 4000)
+                .with_server(silent)
+                .with_refresh(Duration::from_millis(200)),
+        )
+        .start()
+        .await
+        .unwrap();
+    let c = d.stats().candidates;
+    assert_eq!(c.keys().collect::<Vec<_>>(), ["cluster.tribes.test."]);
+    assert_eq!(c["cluster.tribes.test."].last_error.as_deref(), Some("not probed yet"));
+    eventually("the failed lookup to be shown", Duration::from_secs(10), || {
+        let c = d.stats().candidates;
+        c.get("cluster.tribes.test.")
+            .and_then(|c| c.last_error.clone())
+            .is_some_and(|e| e.starts_with("DNS lookup via"))
+    })
+    .await;
+}

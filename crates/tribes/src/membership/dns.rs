@@ -172,17 +172,41 @@ impl Discovery for DnsDiscovery {
         KIND
     }
 
+    /// The name itself stands for its answer until the first lookup: listed as not
+    /// probed yet, then replaced by the addresses, or showing why the lookup failed.
+    fn initial_candidates(&self, _local: SocketAddr) -> Vec<String> {
+        vec![self.name.clone()]
+    }
+
     fn run(self: Box<Self>, ctx: DiscoveryContext) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move {
             let server = self.server_label();
             let mut watched: BTreeMap<SocketAddr, CancellationToken> = BTreeMap::new();
             let mut resolver = None;
             let mut last_error: Option<String> = None;
+            // Until a lookup answers: the name's own candidate entry (initial_candidates).
+            let mut unresolved = true;
+            let failed = |unresolved: bool, cause: &str| {
+                if unresolved {
+                    ctx.report(
+                        &self.name,
+                        CandidateStatus {
+                            kind: KIND,
+                            member: None,
+                            up: false,
+                            last_error: Some(format!("DNS lookup via {server} failed: {cause}")),
+                        },
+                    );
+                }
+            };
             loop {
                 if resolver.is_none() {
                     match self.resolver() {
                         Ok(r) => resolver = Some(r),
-                        Err(e) => note_error(&mut last_error, &self.name, &server, e),
+                        Err(e) => {
+                            failed(unresolved, &e);
+                            note_error(&mut last_error, &self.name, &server, e);
+                        }
                     }
                 }
                 if let Some(resolver) = &resolver {
@@ -198,8 +222,14 @@ impl Discovery for DnsDiscovery {
                             let local = ctx.local().addr;
                             let wanted: BTreeSet<SocketAddr> = addrs.into_iter().filter(|a| *a != local).collect();
                             apply(&ctx, &mut watched, wanted, self.frequency, &self.name);
+                            if std::mem::take(&mut unresolved) {
+                                ctx.forget(&self.name);
+                            }
                         }
-                        Err(e) => note_error(&mut last_error, &self.name, &server, e),
+                        Err(e) => {
+                            failed(unresolved, &e);
+                            note_error(&mut last_error, &self.name, &server, e);
+                        }
                     }
                 }
                 tokio::select! {
@@ -248,15 +278,7 @@ fn apply(
         }
         tracing::info!(dns = %name, candidate = %addr, "new candidate in the DNS answer");
         let stop = CancellationToken::new();
-        ctx.report(
-            addr.to_string(),
-            CandidateStatus {
-                kind: KIND,
-                member: None,
-                up: false,
-                last_error: Some("not probed yet".into()),
-            },
-        );
+        ctx.report(addr.to_string(), CandidateStatus::not_probed_yet(KIND));
         tokio::spawn(watch_address(ctx.clone(), addr, frequency, KIND, stop.clone()));
         watched.insert(addr, stop);
     }

@@ -31,6 +31,10 @@ pub use statics::StaticDiscovery;
 use crate::member::{Member, MemberId};
 use crate::wire::FrameCodec;
 
+/// The `last_error` of a candidate that discovery has not probed yet. A starting session
+/// manager waits while any candidate says this (see [`Discovery::initial_candidates`]).
+pub(crate) const NOT_PROBED_YET: &str = "not probed yet";
+
 /// What the membership task is told, by discovery, the receiver and the senders.
 #[derive(Debug)]
 pub(crate) enum MembershipInput {
@@ -52,6 +56,19 @@ pub trait Discovery: Send + fmt::Debug + 'static {
         Vec::new()
     }
 
+    /// The candidates this discovery is about to probe (keys as it will pass them to
+    /// [`DiscoveryContext::report`]), known before [`Discovery::run`] is first polled.
+    /// The channel lists each as not probed yet from the moment it has started, so
+    /// that a reader of [`crate::ChannelStats::candidates`] (a starting session manager
+    /// waiting for the members it should ask for the sessions) never sees an empty
+    /// list only because `run` has not been scheduled yet. `run` must report or
+    /// [`DiscoveryContext::forget`] every key returned here. `local` is this node's
+    /// advertised address. Default: none.
+    fn initial_candidates(&self, local: SocketAddr) -> Vec<String> {
+        let _ = local;
+        Vec::new()
+    }
+
     /// Run until `ctx` says the channel shuts down.
     fn run(self: Box<Self>, ctx: DiscoveryContext) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
@@ -67,6 +84,18 @@ pub struct CandidateStatus {
     pub up: bool,
     /// Why the last probe failed.
     pub last_error: Option<String>,
+}
+
+impl CandidateStatus {
+    /// A candidate of `kind` that has not been probed yet.
+    pub(crate) fn not_probed_yet(kind: &'static str) -> Self {
+        CandidateStatus {
+            kind,
+            member: None,
+            up: false,
+            last_error: Some(NOT_PROBED_YET.into()),
+        }
+    }
 }
 
 /// What a [`Discovery`] task gets from the channel.

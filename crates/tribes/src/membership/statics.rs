@@ -52,6 +52,14 @@ impl Discovery for StaticDiscovery {
         self.addrs.clone()
     }
 
+    fn initial_candidates(&self, local: SocketAddr) -> Vec<String> {
+        self.addrs
+            .iter()
+            .filter(|a| **a != local)
+            .map(ToString::to_string)
+            .collect()
+    }
+
     fn run(self: Box<Self>, ctx: DiscoveryContext) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move {
             let local_addr = ctx.local().addr;

@@ -37,7 +37,7 @@ async fn watch_loop(ctx: &DiscoveryContext, addr: SocketAddr, frequency: Duratio
         up: false,
         last_error: Some(error),
     };
-    ctx.report(&key, down("not probed yet".into()));
+    ctx.report(&key, CandidateStatus::not_probed_yet(kind));
     loop {
         if ctx.is_shutdown() {
             return;
