@@ -347,6 +347,7 @@ impl Core {
             );
         }
         let id = d.id;
+        let was_primary = data.primary == Some(self.local);
         let mut events = Vec::new();
         if created && d.ops.iter().any(|o| matches!(o, Op::Create { .. })) {
             events.push(SessionEvent::Created { id, origin });
@@ -397,7 +398,14 @@ impl Core {
         }
         data.version = data.version.max(d.stamp.version);
         data.last_access_ms = data.last_access_ms.max(d.at_ms);
+        let demoted_to = data.primary.filter(|p| was_primary && *p != self.local);
         out.extend(events.into_iter().map(Effect::Event));
+        if let Some(new) = demoted_to
+            && !invalidate
+            && change_id.is_none()
+        {
+            self.hand_back(id, new, out);
+        }
         if invalidate {
             self.sessions.remove(&id);
             self.tombstone(id, d.at_ms);
@@ -432,12 +440,17 @@ impl Core {
             self.counters.dropped_gone += 1;
             return false;
         }
+        let local = self.local;
         match self.sessions.get_mut(&data.id) {
             Some(s) => {
                 let before = s.version;
+                let was_primary = s.primary == Some(local);
                 s.merge(data);
                 if origin == Origin::Replicated && data.version <= before {
                     self.counters.dropped_in_snapshot += u64::from(self.transferring);
+                }
+                if was_primary && let Some(new) = s.primary.filter(|p| *p != local) {
+                    self.hand_back(data.id, new, out);
                 }
             }
             None => {
@@ -564,6 +577,9 @@ impl Core {
                 if self.sessions.contains_key(&id)
                     && !placement::top(&self.all(), id, k, Some(from)).contains(&self.local)
                 {
+                    // Writes acknowledged here while the claim was on its way may be
+                    // missing on the claimer: hand the copy over before dropping it.
+                    self.hand_back(id, from, out);
                     self.sessions.remove(&id);
                 }
             }
@@ -608,6 +624,16 @@ impl Core {
                 }
             }
             Msg::Hello | Msg::Fetch(_) | Msg::GetAll { .. } | Msg::Chunk { .. } | Msg::Done { .. } => {}
+        }
+    }
+
+    /// BackupManager: this node was the primary of `id` (or a backup of the old one) and
+    /// `new` took it over: send `new` this copy, so a write this node made or acknowledged
+    /// concurrently with the takeover is merged there, not lost.
+    fn hand_back(&mut self, id: SessionId, new: MemberId, out: &mut Vec<Effect>) {
+        if let Some(d) = self.sessions.get(&id) {
+            let data = self.outgoing(d);
+            out.push(Effect::Send(vec![new], Msg::Merge { sessions: vec![data] }));
         }
     }
 

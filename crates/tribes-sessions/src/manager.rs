@@ -514,6 +514,12 @@ impl Inner {
 
     /// Sends Hello to `member`; registers it as serving the context if it acks.
     async fn hello(self: &Arc<Self>, member: MemberId) {
+        self.greet(member, false).await;
+    }
+
+    /// Says "I serve this context" to `member`; its ack adds it to the servers. `again`:
+    /// a periodic retry (a member that does not serve the context is not reported again).
+    async fn greet(self: &Arc<Self>, member: MemberId, again: bool) {
         let report = self
             .channel
             .send(
@@ -525,6 +531,7 @@ impl Inner {
             .await;
         match report.get(member) {
             Some(Delivery::Acked) => self.add_server(member),
+            Some(Delivery::Failed(SendError::Refused { .. })) if again => {}
             Some(Delivery::Failed(SendError::Refused { member: name, reason })) => {
                 let msg = format!(
                     "{name} ({member}) does not serve context '{}' ({reason}): it gets no sessions of it",
@@ -993,6 +1000,7 @@ async fn run_driver(
 ) {
     let mut tick = tokio::time::interval(inner.b.touch_interval.min(Duration::from_millis(500)));
     let mut last_touch = tokio::time::Instant::now();
+    let mut last_greet = tokio::time::Instant::now();
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -1051,6 +1059,16 @@ async fn run_driver(
                     last_touch = tokio::time::Instant::now();
                 }
                 inner.perform(out);
+                // A Hello that was lost (a connection broke) is said again, every sync
+                // interval, to members not known to serve the context.
+                if !inner.b.sync_interval.is_zero() && last_greet.elapsed() >= inner.b.sync_interval && inner.is_serving() {
+                    last_greet = tokio::time::Instant::now();
+                    let servers = inner.core().servers().to_vec();
+                    for m in inner.channel.members().iter().map(|m| m.id()).filter(|m| !servers.contains(m)) {
+                        let inner = inner.clone();
+                        tokio::spawn(async move { inner.greet(m, true).await });
+                    }
+                }
             }
         }
     }

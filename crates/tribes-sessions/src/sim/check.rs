@@ -9,6 +9,7 @@ use super::{AckedWrite, MAX_INACTIVE_MS, Sim, TOUCH_INTERVAL_MS};
 use crate::data::{Blob, SessionData, Stamp};
 use crate::id::SessionId;
 use crate::manager::ManagerKind;
+use crate::wire::Msg;
 
 /// Fails the run with a message (the runner adds the seed and the replay command).
 macro_rules! ensure {
@@ -118,6 +119,10 @@ impl Sim {
                 })
                 .map(|(m, _)| *m)
                 .collect();
+            if holders.is_empty() && self.in_flight_to_live(w) {
+                // Handed over (a claim, a demotion, a repair): on the wire to a live node.
+                return true;
+            }
             if holders.is_empty() && self.nodes.iter().flatten().any(|n| n.core.is_transferring()) {
                 // A joining node may hold it in its transfer queue: judge once it is ready.
                 return true;
@@ -149,6 +154,22 @@ impl Sim {
             Some(f) => Err(f),
             None => Ok(()),
         }
+    }
+
+    /// Whether a whole-session message on its way to a live node carries the write.
+    fn in_flight_to_live(&self, w: &AckedWrite) -> bool {
+        let carries = |d: &SessionData| d.id == w.id && d.attr(w.name).is_some_and(|a| a.stamp >= w.stamp);
+        self.in_flight.iter().any(|p| {
+            let live = self.nodes.iter().flatten().any(|n| n.id == p.to);
+            let super::Body::Msg { msg, .. } = &p.body else {
+                return false;
+            };
+            live && match msg {
+                Msg::Full(d) | Msg::Adopt(d) | Msg::FetchReply(d) => carries(d),
+                Msg::Merge { sessions } | Msg::Chunk { sessions, .. } => sessions.iter().any(carries),
+                _ => false,
+            }
+        })
     }
 
     /// A joining Delta node that became ready holds everything its source sent (or newer).

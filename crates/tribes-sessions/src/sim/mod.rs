@@ -491,7 +491,7 @@ impl Sim {
         match p.purpose {
             Purpose::Write(w) => {
                 if ok {
-                    self.trace(|| format!("ACKED {} {}={:?}", w.id, w.name, w.stamp));
+                    self.trace(|| format!("ACKED {} ({}) {}={:?}", w.id, w.id.log_id(), w.name, w.stamp));
                     self.oracle.acked_total += 1;
                     self.oracle.acked.push(w);
                 }
@@ -885,10 +885,24 @@ impl Sim {
         self.check_joiner(slot, degraded)
     }
 
-    /// `run_driver`'s tick: expiry, tombstones, the access batch every touch interval.
+    /// `run_driver`'s tick: expiry, tombstones, the access batch every touch interval,
+    /// and every sync interval a Hello again to members not known to serve the context.
     fn ticks(&mut self) {
         if !self.now.is_multiple_of(TICK_MS) {
             return;
+        }
+        if self.now.is_multiple_of(SYNC_INTERVAL_MS) {
+            let mut greet = Vec::new();
+            for node in self.nodes.iter().flatten().filter(|n| n.is_serving()) {
+                for (m, p) in &node.view {
+                    if !p.removed && !node.core.servers().contains(m) {
+                        greet.push((node.id, *m));
+                    }
+                }
+            }
+            for (at, m) in greet {
+                self.send_sync(at, &[m], Msg::Hello, Purpose::Hello(m));
+            }
         }
         for slot in 0..self.nodes.len() {
             let Some(node) = self.nodes[slot].as_mut() else {
