@@ -1,8 +1,9 @@
 //! A network partition made and healed for real, inside a network namespace the test
 //! creates (nothing leaves it): nftables drops the cluster traffic between node c (run
 //! as another uid) and nodes a and b, while clients keep writing on both sides. After
-//! the heal every node converges, every acknowledged one-sided write is everywhere, and
-//! the conflicting writes are counted. Part of the fault matrix (`cargo xtask faults`).
+//! the heal every node converges, every acknowledged one-sided write is everywhere, the
+//! conflicting writes are counted, and users who logged out on c's side during the
+//! partition stay logged out on every node. Part of the fault matrix (`cargo xtask faults`).
 
 mod common;
 
@@ -87,6 +88,59 @@ async fn inner_partition_and_heal() {
         wait_ready(n, 2).await;
     }
     let (a, c) = (&nodes[0], &nodes[2]);
+
+    // Users who will log out on c during the partition: their sessions are made on a
+    // and replicated everywhere first. Their cookies are kept by hand (a browser would
+    // drop them on logout; an attacker who copied one would not).
+    let plain = reqwest::Client::new();
+    let mut logged_out = Vec::new();
+    for i in 0..3 {
+        let r = plain
+            .put(a.url("/session/v"))
+            .body(format!("out{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        let cookie = r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        logged_out.push(cookie);
+    }
+    let value_of = async |node: &DemoNode, cookie: &str| {
+        let r = plain
+            .get(node.url("/session/v"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => Some(r.text().await.unwrap()),
+            _ => None,
+        }
+    };
+    for (i, cookie) in logged_out.iter().enumerate() {
+        for n in &nodes {
+            let mut got = None;
+            for _ in 0..50 {
+                got = value_of(n, cookie).await;
+                if got.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(
+                got,
+                Some(format!("out{i}")),
+                "session of user out{i} not on {}",
+                n.route
+            );
+        }
+    }
 
     // Partition: c cannot reach a or b, and they cannot reach c; clients reach all.
     let (pa, pb, pc) = (
@@ -176,6 +230,22 @@ async fn inner_partition_and_heal() {
         }
     }
 
+    // The logged-out users log out on c, which a and b cannot hear now.
+    for cookie in &logged_out {
+        let r = plain
+            .post(c.url("/session/invalidate"))
+            .header("cookie", cookie.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(value_of(c, cookie).await, None);
+    }
+    assert!(
+        value_of(a, &logged_out[0]).await.is_some(),
+        "a heard of a logout during the partition"
+    );
+
     // Heal.
     run("nft", &["delete", "table", "inet", "partition"]).unwrap();
     for n in &nodes {
@@ -215,6 +285,14 @@ async fn inner_partition_and_heal() {
                 last_mismatch = format!("two-sided user {i}: {seen:?}");
             }
         }
+        for (i, cookie) in logged_out.iter().enumerate() {
+            for n in &nodes {
+                if let Some(v) = value_of(n, cookie).await {
+                    all = false;
+                    last_mismatch = format!("user out{i} logged out on c, but {} still serves {v:?}", n.route);
+                }
+            }
+        }
         if all {
             converged = true;
             break;
@@ -227,8 +305,9 @@ async fn inner_partition_and_heal() {
         conflicts += s["replication"]["conflicts"].as_u64().unwrap_or(0);
     }
     println!(
-        "FAULT | partition | nftables partition of 1 of 3 nodes for longer than the drop time, writes on both sides, then heal | {ok}/{requests} requests ok | {} sessions, {} acknowledged writes | converged: {converged} | {conflicts} conflicts counted |",
-        on_a.len() + on_c.len() + both.len(),
+        "FAULT | partition | nftables partition of 1 of 3 nodes for longer than the drop time, writes on both sides and {} logouts on the minority side, then heal | {ok}/{requests} requests ok | {} sessions, {} acknowledged writes | converged, logouts everywhere: {converged} | {conflicts} conflicts counted |",
+        logged_out.len(),
+        on_a.len() + on_c.len() + both.len() + logged_out.len(),
         ok
     );
     assert!(converged, "not converged after the heal: {last_mismatch}");
