@@ -91,13 +91,23 @@ impl SessionId {
     /// full). The same id gives the same text on every node, so log lines correlate,
     /// but the 32-bit hash reveals nothing usable of the 128-bit id.
     pub fn log_id(&self) -> LogId {
-        use std::hash::{Hash, Hasher};
-        // Fixed keys: the same on every node and every run.
-        let mut h = std::hash::DefaultHasher::new();
-        self.0.hash(&mut h);
-        LogId(h.finish() as u32)
+        LogId::of_bytes(&self.0)
     }
 }
+
+/// FNV-1a, 64 bits: fixed by this code, so every node, run and build gives the same
+/// hash (std's `DefaultHasher` may change between Rust releases). For log ids and the
+/// anti-entropy fingerprints; not a defence against a chosen input.
+pub(crate) fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The FNV-1a offset basis, the start of every [`fnv1a`] hash.
+pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// The log form of a [`SessionId`]: `#` and 8 hex digits of a hash of the id.
 ///
@@ -120,13 +130,15 @@ impl LogId {
     /// assert!(!LogId::of_text("some-other-key").to_string().contains("some"));
     /// ```
     pub fn of_text(text: &str) -> LogId {
-        use std::hash::{Hash, Hasher};
         if let Ok((id, _)) = SessionId::parse_cookie(text) {
             return id.log_id();
         }
-        let mut h = std::hash::DefaultHasher::new();
-        text.hash(&mut h);
-        LogId(h.finish() as u32)
+        LogId::of_bytes(text.as_bytes())
+    }
+
+    fn of_bytes(bytes: &[u8]) -> LogId {
+        let h = fnv1a(FNV_OFFSET, bytes);
+        LogId((h ^ (h >> 32)) as u32)
     }
 }
 

@@ -34,7 +34,7 @@ use tribes::MemberId;
 
 use super::{Core, Effect};
 use crate::data::SessionData;
-use crate::id::SessionId;
+use crate::id::{FNV_OFFSET, SessionId, fnv1a as fnv};
 use crate::listener::{DestroyReason, Origin};
 use crate::manager::ManagerKind;
 use crate::placement;
@@ -42,17 +42,6 @@ use crate::wire::Msg;
 
 /// Buckets per digest.
 pub(crate) const BUCKETS: usize = 256;
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(FNV_PRIME);
-    }
-    h
-}
 
 fn bucket_of(id: &SessionId) -> u8 {
     (id.hash64() >> 56) as u8
