@@ -290,8 +290,20 @@ pub(crate) fn render(manager: &SessionManager, channel: &Channel) -> Result<Stri
     counter_family(
         &mut registry,
         "replication_conflicts",
-        "Deltas made against an older version (last writer won)",
+        "Deltas made against an older version, and copies merged where each had a write the other lacked (last writer won)",
         one(ms.conflicts),
+    );
+    counter_family(
+        &mut registry,
+        "replication_sync_rounds",
+        "Anti-entropy rounds started",
+        one(ms.sync_rounds),
+    );
+    counter_family(
+        &mut registry,
+        "replication_sync_repaired",
+        "Sessions anti-entropy found different on two members and repaired",
+        one(ms.sync_repaired),
     );
     counter_family(
         &mut registry,

@@ -71,6 +71,17 @@ pub(crate) struct Commit {
     pub(crate) data: Option<SessionData>,
 }
 
+/// Whether `a` and `b` each hold a replicated attribute write the other lacks.
+fn concurrent(a: &SessionData, b: &SessionData, replicate: &dyn Fn(&str) -> bool) -> bool {
+    let newer_in = |x: &SessionData, y: &SessionData| {
+        x.attrs
+            .iter()
+            .filter(|at| replicate(&at.name))
+            .any(|at| y.attr(&at.name).is_none_or(|o| o.stamp < at.stamp))
+    };
+    newer_in(a, b) && newer_in(b, a)
+}
+
 pub(crate) struct Core {
     cfg: Arc<CoreConfig>,
     local: MemberId,
@@ -445,6 +456,13 @@ impl Core {
             Some(s) => {
                 let before = s.version;
                 let was_primary = s.primary == Some(local);
+                let replicate = |name: &str| self.cfg.filter.as_ref().is_none_or(|f| f(name));
+                if origin == Origin::Replicated && concurrent(s, data, &replicate) {
+                    // Each copy has a write the other lacks: both sides of a partition
+                    // (or two nodes at once) changed the session. Last writer wins per field.
+                    self.counters.conflicts += 1;
+                    tracing::warn!(context = %self.cfg.context, session = %data.id.log_id(), "conflicting copies merged: each had a write the other lacked (a partition, or writes on two nodes at once); last writer wins per attribute");
+                }
                 s.merge(data);
                 if origin == Origin::Replicated && data.version <= before {
                     self.counters.dropped_in_snapshot += u64::from(self.transferring);

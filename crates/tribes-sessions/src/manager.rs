@@ -921,6 +921,8 @@ impl SessionManager {
             undecodable: c.undecodable.load(Ordering::Relaxed),
             deltas_applied: counters.deltas_applied,
             conflicts: counters.conflicts,
+            sync_rounds: counters.sync_rounds,
+            sync_repaired: counters.sync_repaired,
             dropped_late: counters.dropped_gone,
             dropped_in_snapshot: counters.dropped_in_snapshot,
             expired: counters.expired,

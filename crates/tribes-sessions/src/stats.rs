@@ -61,8 +61,14 @@ pub struct ManagerStats {
     pub undecodable: u64,
     /// Replicated deltas applied.
     pub deltas_applied: u64,
-    /// Deltas made against an older version than held here (last writer won).
+    /// Deltas made against an older version than held here, and copies merged where
+    /// each had a write the other lacked (last writer won per attribute).
     pub conflicts: u64,
+    /// Anti-entropy rounds this node started.
+    pub sync_rounds: u64,
+    /// Sessions anti-entropy found different on two members and repaired (merged both
+    /// ways, destroyed where the other had destroyed them, or an extra copy dropped).
+    pub sync_repaired: u64,
     /// Late changes to destroyed sessions, dropped so they are not resurrected.
     pub dropped_late: u64,
     /// Changes queued during the state transfer that the snapshot already contained.

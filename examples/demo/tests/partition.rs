@@ -299,17 +299,22 @@ async fn inner_partition_and_heal() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut conflicts = 0;
+    let (mut conflicts, mut repaired) = (0, 0);
     for n in &nodes {
         let s = status(n).await.unwrap();
         conflicts += s["replication"]["conflicts"].as_u64().unwrap_or(0);
+        repaired += s["replication"]["sync_repaired"].as_u64().unwrap_or(0);
     }
     println!(
-        "FAULT | partition | nftables partition of 1 of 3 nodes for longer than the drop time, writes on both sides and {} logouts on the minority side, then heal | {ok}/{requests} requests ok | {} sessions, {} acknowledged writes | converged, logouts everywhere: {converged} | {conflicts} conflicts counted |",
+        "FAULT | partition | nftables partition of 1 of 3 nodes for longer than the drop time, writes on both sides and {} logouts on the minority side, then heal | {ok}/{requests} requests ok | {} sessions, {} acknowledged writes | converged, logouts everywhere: {converged} | {repaired} session repairs by anti-entropy, {conflicts} conflicts counted (all nodes) |",
         logged_out.len(),
         on_a.len() + on_c.len() + both.len() + logged_out.len(),
         ok
     );
     assert!(converged, "not converged after the heal: {last_mismatch}");
+    assert!(
+        repaired > 0,
+        "the heal repaired no session, yet both sides wrote during the partition"
+    );
     assert_eq!(ok, requests, "writes failed during the partition");
 }
