@@ -114,6 +114,12 @@ impl SessionData {
                 Some(had)
             }
             None => {
+                // Most sessions hold a few attributes: grow those one slot at a time, so
+                // the table keeps no spare capacity (an `Attr` is 48 B; `push` would
+                // reserve 4 at once).
+                if self.attrs.len() < 8 {
+                    self.attrs.reserve_exact(1);
+                }
                 self.attrs.push(Attr {
                     name: name.into(),
                     value,
