@@ -38,6 +38,8 @@ pub(crate) struct CoreConfig {
     pub(crate) tombstone_ttl_ms: u64,
     /// How often to run an anti-entropy round with one other member (0: never).
     pub(crate) sync_interval_ms: u64,
+    /// The absolute lifetime of a session from its creation, however active (OWASP).
+    pub(crate) max_lifetime_ms: Option<u64>,
 }
 
 /// What the driver must do.
@@ -203,12 +205,21 @@ impl Core {
         Ok(data)
     }
 
-    /// The session, unless it is gone or idle past its interval plus the grace.
+    /// The session, unless it is gone, idle past its interval plus the grace, or past
+    /// its max lifetime.
     pub(crate) fn get(&self, now_ms: u64, id: &SessionId) -> Option<SessionData> {
         self.sessions
             .get(id)
-            .filter(|d| d.expires_at_ms().saturating_add(self.cfg.grace_ms) >= now_ms)
+            .filter(|d| d.expires_at_ms().saturating_add(self.cfg.grace_ms) >= now_ms && !self.too_old(d, now_ms))
             .cloned()
+    }
+
+    /// Past its max lifetime: the creation time is the same on every node, so no node
+    /// needs to ask the others before expiring it.
+    fn too_old(&self, d: &SessionData, now_ms: u64) -> bool {
+        self.cfg
+            .max_lifetime_ms
+            .is_some_and(|life| d.created_ms.saturating_add(life) < now_ms)
     }
 
     pub(crate) fn touch(&mut self, now_ms: u64, id: &SessionId) -> bool {
@@ -735,6 +746,10 @@ impl Core {
         let mut ask: Vec<SessionId> = Vec::new();
         let mut expired: Vec<SessionId> = Vec::new();
         for d in self.sessions.values() {
+            if self.too_old(d, now_ms) {
+                expired.push(d.id);
+                continue;
+            }
             if !idle(d) {
                 continue;
             }
@@ -842,5 +857,57 @@ impl Core {
             .map(|d| d.attrs.capacity() * std::mem::size_of::<crate::data::Attr>() + d.route.len())
             .sum();
         map + attrs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core(max_lifetime_ms: Option<u64>) -> Core {
+        let cfg = Arc::new(CoreConfig {
+            context: "/t".into(),
+            kind: ManagerKind::Delta,
+            replication: ReplicationMode::Deltas,
+            filter: None,
+            max_active: None,
+            max_inactive_ms: 10_000,
+            grace_ms: 1_000,
+            tombstone_ttl_ms: 600_000,
+            sync_interval_ms: 0,
+            max_lifetime_ms,
+        });
+        let mut c = Core::new(cfg, MemberId::from_bytes([1; 16]));
+        c.handle_servers_changed(vec![MemberId::from_bytes([2; 16])], &mut Vec::new());
+        c
+    }
+
+    #[test]
+    fn an_active_session_ends_at_its_max_lifetime_everywhere() {
+        let mut c = core(Some(30_000));
+        let id = SessionId::from_bytes([7; 16]);
+        c.create(0, id, "a".into()).unwrap();
+        let mut out = Vec::new();
+        // Used every 5 s: never idle, but created 30 s ago at the end.
+        for t in (5_000..=30_000).step_by(5_000) {
+            assert!(c.get(t, &id).is_some(), "gone at {t} ms, before its lifetime");
+            c.touch(t, &id);
+            c.handle_tick(t, &mut out);
+        }
+        out.clear();
+        assert!(c.get(30_001, &id).is_none(), "served past its lifetime");
+        c.handle_tick(30_001, &mut out);
+        assert!(!c.contains(&id));
+        assert!(
+            out.iter()
+                .any(|e| matches!(e, Effect::Send(_, Msg::Expired(ids)) if ids == &vec![id])),
+            "the other members are not told: {out:?}"
+        );
+        // Without a max lifetime the same session lives on.
+        let mut c = core(None);
+        c.create(0, id, "a".into()).unwrap();
+        c.touch(30_000, &id);
+        c.handle_tick(30_001, &mut Vec::new());
+        assert!(c.get(30_001, &id).is_some());
     }
 }

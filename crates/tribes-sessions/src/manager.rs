@@ -115,6 +115,7 @@ pub struct SessionManagerBuilder {
     send_mode: SendMode,
     ack_timeout: Duration,
     max_inactive: Duration,
+    max_lifetime: Option<Duration>,
     max_active: Option<usize>,
     replication: ReplicationMode,
     only_changes: bool,
@@ -162,6 +163,15 @@ impl SessionManagerBuilder {
     /// Default max inactive interval of new sessions (default 30 minutes).
     pub fn with_max_inactive(mut self, interval: Duration) -> Self {
         self.max_inactive = interval;
+        self
+    }
+    /// The absolute lifetime of a session from its creation, however active (OWASP's
+    /// absolute timeout; default none). Past it, `get` finds no session on any node and
+    /// the periodic sweep expires it everywhere. `tribes-axum`'s layer enforces its own
+    /// `with_absolute_timeout` (default 8 h) at each request; set this too when sessions
+    /// are used without the layer (the tower-sessions bridge) or to purge them early.
+    pub fn with_max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.max_lifetime = lifetime;
         self
     }
     /// The most sessions this node holds; `create` beyond is [`CreateError::TooManySessions`].
@@ -303,6 +313,7 @@ impl SessionManagerBuilder {
             max_inactive_ms: self.max_inactive.as_millis() as u64,
             grace_ms: 2 * self.touch_interval.as_millis() as u64,
             tombstone_ttl_ms: (self.max_inactive.as_millis() as u64).max(600_000),
+            max_lifetime_ms: self.max_lifetime.map(|d| d.as_millis() as u64),
             // In shared-store mode the store is the truth: nothing to reconcile.
             sync_interval_ms: match self.store {
                 Some((_, StoreMode::Shared)) => 0,
@@ -600,6 +611,7 @@ impl SessionManager {
             send_mode: SendMode::Async,
             ack_timeout: Duration::from_secs(5),
             max_inactive: Duration::from_secs(30 * 60),
+            max_lifetime: None,
             max_active: None,
             replication: ReplicationMode::Deltas,
             only_changes: true,

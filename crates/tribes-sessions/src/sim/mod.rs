@@ -219,6 +219,7 @@ impl Sim {
             grace_ms: 2 * TOUCH_INTERVAL_MS,
             tombstone_ttl_ms: MAX_INACTIVE_MS.max(600_000),
             sync_interval_ms: SYNC_INTERVAL_MS,
+            max_lifetime_ms: None,
         });
         let n = cfg.nodes;
         let mut sim = Sim {

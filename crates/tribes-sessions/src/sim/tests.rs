@@ -97,6 +97,7 @@ fn stale_drop_keeps_the_primary_copy() {
         grace_ms: 0,
         tombstone_ttl_ms: 600_000,
         sync_interval_ms: 0,
+        max_lifetime_ms: None,
     });
     let (a, b) = (MemberId::from_bytes([1; 16]), MemberId::from_bytes([2; 16]));
     let mut pa = Core::new(cfg.clone(), a);
