@@ -8,7 +8,8 @@
 //!  4      1    version        1
 //!  5      1    kind           1 message, 2 ack, 3 fail-ack, 4 hello, 5 ping, 6 pong,
 //!                             7 heartbeat, 8 goodbye
-//!  6      1    flags          bit 0: sealed (ChaCha20-Poly1305 under the cluster key)
+//!  6      1    flags          bit 0: sealed (ChaCha20-Poly1305 under the cluster key);
+//!                             bit 1: the first frame its sender wrote on the connection
 //!  7      1    key id         which cluster key sealed the frame (0 when plain)
 //!  8     12    nonce          4-byte sender prefix + 64-bit counter (zero when plain)
 //! 20     16    tag            Poly1305 authentication tag (zero when plain)
@@ -22,6 +23,14 @@
 //! single byte for the body, so a peer cannot make a node allocate past the limit.
 //! A sealed frame has its header and payload encrypted; the tag authenticates them
 //! and every prefix byte but the tag itself (see [`crate::Keyring`]).
+//!
+//! Sealed frames travel in two places, each with its own replay check: on a
+//! connection (the first frame, which carries flag bit 1, must never have opened one
+//! before; every later frame, without it, must count higher than the one before) and
+//! alone in a multicast datagram (heartbeats only; each counter once per sender). A
+//! frame is refused anywhere else, so a frame captured in one place cannot be replayed
+//! in another: a later frame of a connection cannot open one, a heartbeat cannot open
+//! one, and a connection's frames are not heartbeats.
 
 use std::io;
 use std::sync::Arc;
@@ -43,6 +52,9 @@ pub(crate) const PREFIX_LEN: usize = 44;
 pub(crate) const MAX_HEADER_LEN: usize = 64 * 1024;
 /// Flag bit: the frame is sealed.
 const SEALED: u8 = 1;
+/// Flag bit: the first frame its sender wrote on the connection (authenticated when
+/// sealed, so a frame from the middle of a connection cannot open another).
+const OPENS: u8 = 2;
 /// The default limit of header + payload in one frame (1 MiB).
 pub const DEFAULT_MAX_FRAME_LEN: usize = 1024 * 1024;
 
@@ -204,6 +216,15 @@ pub enum WireError {
         /// The frame counter.
         counter: u64,
     },
+    /// A sealed frame where its sender never puts one: a later frame of a connection
+    /// opening another, a heartbeat on a connection, or another frame as a datagram.
+    #[error("replayed frame (counter {counter}): {reason}; someone is replaying captured traffic")]
+    OutOfPlace {
+        /// The frame counter.
+        counter: u64,
+        /// Where the frame was found and why it cannot be there.
+        reason: &'static str,
+    },
     /// The frame was cut off (a datagram shorter than its lengths say).
     #[error("truncated frame: {len} bytes where {needed} were announced")]
     Truncated {
@@ -226,6 +247,8 @@ pub(crate) struct FrameCodec {
     last: Option<([u8; 4], u64)>,
     /// Whether this codec decodes lone datagrams rather than a stream.
     datagram: bool,
+    /// Whether this codec has written a frame (only the first one opens the connection).
+    wrote: bool,
 }
 
 impl FrameCodec {
@@ -236,6 +259,7 @@ impl FrameCodec {
             sealer: None,
             last: None,
             datagram: false,
+            wrote: false,
         }
     }
 
@@ -246,10 +270,11 @@ impl FrameCodec {
             sealer: Some(sealer),
             last: None,
             datagram: false,
+            wrote: false,
         }
     }
 
-    /// The frame as one contiguous buffer (for UDP datagrams).
+    /// The frame as one contiguous buffer (for UDP datagrams: only heartbeats open sealed).
     pub(crate) fn to_bytes(&self, frame: Frame) -> Result<Bytes, WireError> {
         let mut buf = BytesMut::with_capacity(frame.wire_len());
         self.clone().encode(frame, &mut buf)?;
@@ -334,10 +359,30 @@ impl Decoder for FrameCodec {
                 aad[..20].copy_from_slice(&frame[..20]);
                 aad[20..].copy_from_slice(&frame[36..44]);
                 let (sender, counter) = sealer.open(key_id, &nonce, &tag, &aad, &mut frame[PREFIX_LEN..])?;
+                // Each place a sealed frame travels has its own replay check; a frame
+                // is only accepted in the place its sender put it (see the module docs).
+                let opens = frame[6] & OPENS != 0;
+                let heartbeat = kind == FrameKind::Heartbeat;
+                let out_of_place = |reason| WireError::OutOfPlace { counter, reason };
                 match self.last {
-                    None if self.datagram => sealer.check_fresh(sender, counter)?,
+                    None if self.datagram => {
+                        if !heartbeat {
+                            return Err(out_of_place("only heartbeats travel alone in a datagram"));
+                        }
+                        sealer.check_fresh(sender, counter)?;
+                    }
+                    _ if heartbeat => {
+                        return Err(out_of_place(
+                            "a heartbeat arrived on a connection, heartbeats travel as datagrams",
+                        ));
+                    }
+                    None if !opens => {
+                        return Err(out_of_place(
+                            "a later frame of a connection arrived first on another connection",
+                        ));
+                    }
                     None => sealer.check_opener(sender, counter)?,
-                    Some((s, c)) if s == sender && counter > c => {}
+                    Some((s, c)) if s == sender && counter > c && !opens => {}
                     Some(_) => return Err(WireError::Replayed { counter }),
                 }
                 self.last = Some((sender, counter));
@@ -379,10 +424,12 @@ impl Encoder<Frame> for FrameCodec {
             });
         }
         let start = dst.len();
+        let opens = if self.wrote { 0 } else { OPENS };
+        self.wrote = true;
         match &self.sealer {
-            None => write_frame(&frame, 0, dst),
+            None => write_frame(&frame, opens, dst),
             Some(sealer) => {
-                write_frame(&frame, SEALED, dst);
+                write_frame(&frame, SEALED | opens, dst);
                 let (head, body) = dst[start..].split_at_mut(PREFIX_LEN);
                 let (key_id, nonce, tag) = sealer.seal(body, |key_id, nonce| {
                     let mut aad = Vec::with_capacity(28);
@@ -511,6 +558,46 @@ mod tests {
             codec.decode(&mut k),
             Err(WireError::UnknownKind { kind: 200 })
         ));
+    }
+
+    /// Found by the `frame_decode` fuzz target: the second frame of a sealed connection,
+    /// sent first on a new connection, opened it (only openers were remembered), so a
+    /// captured ping or a heartbeat followed by captured messages could be replayed.
+    #[test]
+    fn a_sealed_frame_opens_only_where_its_sender_put_it() {
+        let key = crate::seal::Keyring::new(1, [9; 32]);
+        let mut sender = FrameCodec::sealed(DEFAULT_MAX_FRAME_LEN, Arc::new(Sealer::new(key.clone())));
+        let receiver = FrameCodec::sealed(DEFAULT_MAX_FRAME_LEN, Arc::new(Sealer::new(key)));
+        let mut wire = BytesMut::new();
+        sender.encode(sample(), &mut wire).unwrap();
+        let first = wire.len();
+        sender.encode(sample(), &mut wire).unwrap();
+        // The connection opens, frame by frame.
+        let mut connection = receiver.clone();
+        let mut buf = wire.clone();
+        assert!(connection.decode(&mut buf).unwrap().is_some());
+        assert!(connection.decode(&mut buf).unwrap().is_some());
+        // Replayed whole, or from its second frame: refused.
+        let err = receiver.clone().decode(&mut wire.clone()).unwrap_err();
+        assert!(matches!(err, WireError::Replayed { .. }), "{err}");
+        let err = receiver
+            .clone()
+            .decode(&mut BytesMut::from(&wire[first..]))
+            .unwrap_err();
+        assert!(matches!(err, WireError::OutOfPlace { .. }), "{err}");
+        assert!(err.to_string().contains("later frame of a connection"), "{err}");
+        // A heartbeat opens as a datagram, once, and never on a connection; a
+        // connection's frame never opens as a datagram.
+        let member = Member::new(MemberId::from_bytes([1; 16]), "a", "d", ([127, 0, 0, 1], 1).into(), 0);
+        let beat = Frame::new(FrameKind::Heartbeat, &MemberHeader { member }, Bytes::new());
+        let beat = sender.to_bytes(beat).unwrap();
+        let err = receiver.clone().decode(&mut BytesMut::from(&beat[..])).unwrap_err();
+        assert!(matches!(err, WireError::OutOfPlace { .. }), "{err}");
+        receiver.decode_datagram(&beat).unwrap();
+        let err = receiver.decode_datagram(&beat).unwrap_err();
+        assert!(matches!(err, WireError::Replayed { .. }), "{err}");
+        let err = receiver.decode_datagram(&wire[..first]).unwrap_err();
+        assert!(matches!(err, WireError::OutOfPlace { .. }), "{err}");
     }
 
     proptest! {
