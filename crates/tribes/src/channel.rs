@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::Instrument;
 
@@ -919,7 +919,12 @@ async fn run_membership(inner: Arc<Inner>, mut inputs: mpsc::UnboundedReceiver<M
     let mut tick = tokio::time::interval(Membership::TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut out = Vec::new();
+    let mut listed: Vec<oneshot::Sender<()>> = Vec::new();
     loop {
+        // The previous input is reflected in the published member list by now.
+        for waiting in listed.drain(..) {
+            let _ = waiting.send(());
+        }
         tokio::select! {
             _ = inner.shutdown.cancelled() => return,
             _ = tick.tick() => core.handle_timer(Instant::now(), &mut out),
@@ -928,6 +933,10 @@ async fn run_membership(inner: Arc<Inner>, mut inputs: mpsc::UnboundedReceiver<M
                 let now = Instant::now();
                 match input {
                     MembershipInput::Heard(m) => core.handle_heard(now, m, &mut out),
+                    MembershipInput::HeardThen(m, waiting) => {
+                        core.handle_heard(now, m, &mut out);
+                        listed.push(waiting);
+                    }
                     MembershipInput::Goodbye(id) => core.handle_goodbye(now, id, &mut out),
                     MembershipInput::ConnectionLost(id) => core.handle_connection_lost(now, id, &mut out),
                     MembershipInput::Verified(id, alive) => core.handle_verified(now, id, alive, &mut out),

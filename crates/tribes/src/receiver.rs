@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::channel::{AckHandle, Inner};
@@ -125,6 +125,16 @@ async fn handle_frame(
     reply: &mpsc::UnboundedSender<Frame>,
 ) -> Result<(), ConnectionError> {
     match frame.kind {
+        FrameKind::Hello if from.is_none() => {
+            let MemberHeader { member } = frame.header()?;
+            // The messages that follow are delivered only once the membership lists
+            // their sender: a listener may answer at once (a state transfer streams
+            // the sessions back), and a send to a member not listed yet would fail.
+            let (listed, wait) = oneshot::channel();
+            let _ = inner.inputs.send(MembershipInput::HeardThen(member.clone(), listed));
+            let _ = wait.await;
+            *from = Some(member);
+        }
         FrameKind::Hello | FrameKind::Heartbeat => {
             let MemberHeader { member } = frame.header()?;
             let _ = inner.inputs.send(MembershipInput::Heard(member.clone()));
@@ -201,4 +211,58 @@ async fn handle_frame(
         FrameKind::Ack | FrameKind::FailAck | FrameKind::Pong => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use tokio_util::codec::Framed;
+
+    use super::*;
+    use crate::seal::Sealer;
+    use crate::wire::{DEFAULT_MAX_FRAME_LEN, FrameCodec};
+    use crate::{Channel, Keyring, MemberId};
+
+    /// The first message of a connection from a sender never heard before (no ping,
+    /// no heartbeat) reaches its listener only once the membership lists the sender,
+    /// so that the listener can answer it at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sender_of_a_new_connection_is_a_member_before_its_messages_are_delivered() {
+        let key = Keyring::new(1, [7; 32]);
+        let b = Channel::builder("b")
+            .cluster_key(key.clone())
+            .bind("127.0.0.1:0".parse().unwrap())
+            .start()
+            .await
+            .unwrap();
+        let mut inbox = b.listen("t");
+        let codec = FrameCodec::sealed(DEFAULT_MAX_FRAME_LEN, Arc::new(Sealer::new(key)));
+        for i in 0..20 {
+            let a = Member::new(
+                MemberId::random(&mut rand::rng()),
+                format!("a{i}"),
+                "default",
+                ([127, 0, 0, 1], 10_000 + i).into(),
+                0,
+            );
+            let stream = TcpStream::connect(b.local().addr()).await.unwrap();
+            let mut framed = Framed::new(stream, codec.clone());
+            let hello = Frame::new(FrameKind::Hello, &MemberHeader { member: a.clone() }, Bytes::new());
+            let header = MessageHeader {
+                id: 1,
+                ack: 0,
+                topic: "t".into(),
+                headers: Vec::new(),
+            };
+            let message = Frame::new(FrameKind::Message, &header, Bytes::from_static(b"x"));
+            framed.feed(hello).await.unwrap();
+            framed.send(message).await.unwrap();
+            let m = inbox.recv().await.unwrap();
+            assert_eq!(m.from().id(), a.id());
+            assert!(
+                b.member(a.id()).is_some(),
+                "message {i} delivered before its sender was listed"
+            );
+        }
+    }
 }

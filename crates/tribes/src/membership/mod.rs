@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use self::core::{DepartureReason, MembershipEvent};
@@ -39,6 +39,9 @@ pub(crate) const NOT_PROBED_YET: &str = "not probed yet";
 #[derive(Debug)]
 pub(crate) enum MembershipInput {
     Heard(Member),
+    /// Heard, and the sender is told once the member list shows the result (the
+    /// receiver waits for this before it delivers the messages of a new connection).
+    HeardThen(Member, oneshot::Sender<()>),
     Goodbye(MemberId),
     ConnectionLost(MemberId),
     Verified(MemberId, Option<bool>),
