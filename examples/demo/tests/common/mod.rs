@@ -38,7 +38,10 @@ impl DemoNode {
         self.args.extend(args.into_iter().map(Into::into));
     }
 
-    /// Start (or restart) the process.
+    /// Start (or restart) the process. Its log (stdout, where `tribes-demo` writes it,
+    /// and stderr) goes to the test's stderr, each line prefixed with the route, when
+    /// `TRIBES_TEST_LOGS` is set or under `CI=true`: nextest shows it for a failed test
+    /// (and for a flaky one's failed attempts) and discards it otherwise.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "node {} is already running", self.route);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tribes-demo"));
@@ -46,20 +49,26 @@ impl DemoNode {
             use std::os::unix::process::CommandExt;
             cmd.uid(id).gid(id);
         }
-        let child = cmd
+        let logs = std::env::var_os("TRIBES_TEST_LOGS").is_some() || std::env::var("CI").as_deref() == Ok("true");
+        let out = || if logs { Stdio::piped() } else { Stdio::null() };
+        let mut child = cmd
             .args(&self.args)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,tribes=info".into()),
             )
-            .stdout(Stdio::null())
-            .stderr(if std::env::var_os("TRIBES_TEST_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .env("NO_COLOR", "1")
+            .stdout(out())
+            .stderr(out())
             .spawn()
             .expect("start tribes-demo");
+        let prefix = format!("[{} pid {}]", self.route, child.id());
+        if let Some(stdout) = child.stdout.take() {
+            forward_lines(stdout, prefix.clone());
+        }
+        if let Some(stderr) = child.stderr.take() {
+            forward_lines(stderr, prefix);
+        }
         self.child = Some(child);
     }
 
@@ -95,6 +104,17 @@ impl DemoNode {
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
+}
+
+/// Copy a node's output to this process's stderr, line by line, behind `prefix`.
+fn forward_lines(from: impl std::io::Read + Send + 'static, prefix: String) {
+    std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        for line in std::io::BufReader::new(from).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(std::io::stderr().lock(), "{prefix} {line}");
+        }
+    });
 }
 
 impl Drop for DemoNode {
