@@ -106,6 +106,10 @@ mod backend;
 mod cookie;
 mod extract;
 mod future;
+/// Entry points for the `cargo fuzz` targets in `fuzz/` (`--cfg fuzzing` only).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handle;
 mod layer;
 mod metrics;

@@ -104,6 +104,10 @@
 mod core;
 mod data;
 mod error;
+/// Entry points for the `cargo fuzz` targets in `fuzz/` (`--cfg fuzzing` only).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod id;
 mod listener;
 mod manager;

@@ -81,6 +81,10 @@
 
 mod channel;
 pub mod farm;
+/// Entry points for the `cargo fuzz` targets in `fuzz/` (`--cfg fuzzing` only).
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod interceptor;
 mod member;
 mod membership;
