@@ -3,12 +3,15 @@
 //! - `cargo xtask demo`: a three-node `tribes-demo` cluster on loopback (and nginx in
 //!   front when it is installed); Ctrl-C stops everything.
 //! - `cargo xtask test`: everything CI runs: fmt check, clippy `-D warnings`, every
-//!   test with cargo-nextest (plain `cargo test` where nextest is missing), doc tests.
+//!   test with cargo-nextest (plain `cargo test` where nextest is missing), the fuzz
+//!   targets for 45 s each, doc tests.
+//! - `cargo xtask fuzz [--seconds N]`: the cargo-fuzz targets (docs/fuzzing.md).
 //! - `cargo xtask bench transport|sessions|http|stores`: benchmarks; results in `benches/results/`.
 
 mod bench_http;
 mod bench_stores;
 mod demo;
+mod fuzz;
 
 use std::process::{Command, ExitCode};
 
@@ -18,7 +21,10 @@ cargo xtask <command>
 commands:
   demo               start a three-node tribes-demo cluster on loopback (nginx in front if installed)
   faults             the fault matrix over real tribes-demo processes -> benches/results/faults.md
-  test               fmt check, clippy -D warnings, all tests (nextest), doc tests: what CI runs
+  test               fmt check, clippy -D warnings, all tests (nextest), fuzzing (45 s a target), doc tests:
+                     what CI runs
+  fuzz [--seconds N] [--seeds] [TARGET...]
+                     run each cargo-fuzz target for N seconds (default 60); --seeds rewrites the seeds
   bench transport    two channels on loopback vs a raw tokio TCP baseline -> benches/results/transport.md
   bench sessions     state transfer, deltas, memory and wire bytes per session -> benches/results/sessions.md
   bench http         wrk on the counter: bare axum, tower-sessions, tribes-demo 1 and 3 nodes -> benches/results/http.md
@@ -31,6 +37,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo::run(),
         Some("test") => test(),
+        Some("fuzz") => fuzz::main(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("faults") => faults(),
         _ => {
@@ -128,6 +135,14 @@ fn test() -> Result<(), String> {
         )?;
     } else {
         with_services("cargo", &["test", "--workspace", "--all-features", "--no-fail-fast"])?;
+    }
+    // The decoders under libFuzzer, a bounded time each (cargo-fuzz is installed by .ci/run).
+    if fuzz::installed() {
+        fuzz::main(&["--seconds".into(), fuzz::TEST_SECONDS.to_string()])?;
+    } else if std::env::var_os("CI").is_some() {
+        return Err("cargo-fuzz is missing (CI is set): cargo install cargo-fuzz --locked".into());
+    } else {
+        eprintln!("xtask: cargo-fuzz is not installed, fuzzing skipped (cargo install cargo-fuzz --locked)");
     }
     with_services("cargo", &["test", "--workspace", "--all-features", "--doc"])?;
     // crates.io readiness: docs without warnings, and the three crates package and
