@@ -106,6 +106,22 @@ pub fn seed_messages() -> Vec<(String, Vec<u8>)> {
                 sessions: vec![session(4, 2)],
             },
         ),
+        (
+            "digest",
+            Msg::Digest {
+                buckets: (0..256).map(|b| b * 0x9e37_79b9).collect(),
+            },
+        ),
+        (
+            "detail",
+            Msg::Detail {
+                buckets: vec![0, 7, 255],
+                held: vec![(id, 42, 1_700_000_000_000)],
+                gone: vec![SessionId::from_bytes([3; 16])],
+            },
+        ),
+        ("want", Msg::Want(vec![id])),
+        ("expiring", Msg::Expiring(vec![id, SessionId::from_bytes([4; 16])])),
     ];
     let mut out: Vec<(String, Vec<u8>)> = msgs
         .iter()
