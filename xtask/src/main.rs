@@ -212,6 +212,8 @@ fn faults() -> Result<(), String> {
             "tribes-demo",
             "--test",
             "faults",
+            "--test",
+            "partition",
             "--",
             "--test-threads",
             "1",
