@@ -62,6 +62,14 @@ impl Interceptor for CompressionInterceptor {
                     self.max_len
                 )));
             }
+            // LZ4 inflates at most ~255x: a larger claim is a lie, refused before the
+            // output buffer is allocated.
+            if len > message.payload.len().saturating_mul(MAX_LZ4_RATIO).saturating_add(64) {
+                return Err(err(format!(
+                    "{from} announced {len} bytes uncompressed from {} compressed, more than LZ4 can inflate: a corrupt or hostile frame",
+                    message.payload.len()
+                )));
+            }
             let plain = lz4_flex::block::decompress(&message.payload, len)
                 .map_err(|e| err(format!("corrupt compressed payload from {from}: {e}")))?;
             message.payload = Bytes::from(plain);
@@ -70,6 +78,9 @@ impl Interceptor for CompressionInterceptor {
         Ok(())
     }
 }
+
+/// The most an LZ4 block expands (a run of one byte costs 1 byte per 255 of output).
+const MAX_LZ4_RATIO: usize = 256;
 
 #[cfg(test)]
 mod tests {
@@ -91,5 +102,23 @@ mod tests {
         assert!(err.reason.contains("over the limit"), "{err}");
         c.on_receive(&m, packed, &mut out).unwrap();
         assert_eq!(out[0].payload.len(), 10_000);
+    }
+
+    #[test]
+    fn a_size_lz4_cannot_reach_is_refused_before_allocating() {
+        let c = CompressionInterceptor::new(16, 64 << 20);
+        let m = Member::new(MemberId::from_bytes([1; 16]), "a", "d", ([127, 0, 0, 1], 1).into(), 0);
+        // The most compressible input there is still inflates back.
+        let mut out = Vec::new();
+        c.on_send(&m, Message::new("t", Bytes::from(vec![0u8; 8 << 20])), &mut out)
+            .unwrap();
+        let packed = out.pop().unwrap();
+        c.on_receive(&m, packed, &mut out).unwrap();
+        assert_eq!(out.pop().unwrap().payload.len(), 8 << 20);
+        // 100 bytes claiming 60 MiB (under the limit) is refused.
+        let mut forged = Message::new("t", Bytes::from(vec![0u8; 100]));
+        forged.set_header(LZ4, Bytes::copy_from_slice(&(60u32 << 20).to_be_bytes()));
+        let err = c.on_receive(&m, forged, &mut Vec::new()).unwrap_err();
+        assert!(err.reason.contains("more than LZ4 can inflate"), "{err}");
     }
 }

@@ -122,7 +122,9 @@ impl Interceptor for FragmentationInterceptor {
                 Partial {
                     count,
                     next: 0,
-                    buf: BytesMut::with_capacity(total as usize),
+                    // Grown as parts arrive: a header alone must not make the node
+                    // reserve the whole announced size (up to the limit) at once.
+                    buf: BytesMut::with_capacity(message.payload.len().min(total as usize)),
                 },
             );
         }
@@ -185,5 +187,22 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(&out[0].payload[..], &payload[..]);
         assert!(out[0].header(FRAG).is_none());
+    }
+
+    #[test]
+    fn a_first_part_does_not_reserve_the_announced_size() {
+        let f = FragmentationInterceptor::new(100, 256 << 20);
+        let m = Member::new(MemberId::from_bytes([1; 16]), "a", "d", ([127, 0, 0, 1], 1).into(), 0);
+        let mut header = Vec::new();
+        header.extend_from_slice(&7u64.to_be_bytes()); // message id
+        header.extend_from_slice(&0u32.to_be_bytes()); // part 0
+        header.extend_from_slice(&1000u32.to_be_bytes()); // of 1000
+        header.extend_from_slice(&(200u64 << 20).to_be_bytes()); // 200 MiB in all
+        let mut first = Message::new("t", Bytes::from(vec![1u8; 100]));
+        first.set_header(FRAG, Bytes::from(header));
+        f.on_receive(&m, first, &mut Vec::new()).unwrap();
+        let held = f.partial.lock().unwrap();
+        let cap = held.values().next().unwrap().buf.capacity();
+        assert!(cap < 1 << 20, "a 24-byte header reserved {cap} bytes");
     }
 }
