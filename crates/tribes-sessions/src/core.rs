@@ -585,8 +585,18 @@ impl Core {
                 self.merge_full(&data, Origin::Replicated, out);
             }
             Msg::Merge { sessions } => {
+                let k = self.backup_count();
+                let backup = matches!(self.cfg.kind, ManagerKind::Backup { .. });
                 for data in &sessions {
                     self.merge_full(data, Origin::Replicated, out);
+                    // A copy handed over by a member placement does not put it on: merged
+                    // here (the primary), so the sender may drop it now.
+                    if backup
+                        && self.is_primary(&data.id)
+                        && !placement::top(&self.all(), data.id, k, Some(self.local)).contains(&from)
+                    {
+                        out.push(Effect::Send(vec![from], Msg::Drop(data.id)));
+                    }
                 }
             }
             Msg::Adopt(data) => {
@@ -607,9 +617,13 @@ impl Core {
                     && !placement::top(&self.all(), id, k, Some(from)).contains(&self.local)
                 {
                     // Writes acknowledged here while the claim was on its way may be
-                    // missing on the claimer: hand the copy over before dropping it.
+                    // missing on the claimer: hand the copy over, and keep it until the
+                    // claimer confirms with a `Drop` (the hand-over itself may be lost
+                    // with a connection; then anti-entropy repairs it).
                     self.hand_back(id, from, out);
-                    self.sessions.remove(&id);
+                    if let Some(d) = self.sessions.get_mut(&id) {
+                        d.primary = Some(from);
+                    }
                 }
             }
             Msg::Touches(list) => {

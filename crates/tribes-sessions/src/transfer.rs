@@ -3,8 +3,11 @@
 //! Call order: `TransferPlan::new` with the members serving the context (oldest
 //! first), then repeatedly `next()`; after each `Step::Ask(member)` report the outcome
 //! with `record`. `Step::Retry` means every member serving the context is itself
-//! starting and an older one must become ready first: call `restart` with the current
-//! members after a short pause. The caller bounds the total time.
+//! starting and an older one must become ready first, or that every transfer failed
+//! (a member vanished mid-transfer, a timeout) and none completed: call `restart` with
+//! the current members after a short pause. A member that left is then no longer
+//! asked; one that is still there is asked again. The caller bounds the total time
+//! (and then serves degraded).
 
 use std::collections::VecDeque;
 
@@ -35,6 +38,8 @@ pub(crate) struct TransferPlan {
     ask_all: bool,
     candidates: VecDeque<(Rank, String)>,
     not_ready: Vec<Rank>,
+    /// A transfer failed since the last `restart` (a member that may hold sessions).
+    failed: bool,
     succeeded: bool,
     pub(crate) log: Vec<String>,
     pub(crate) last: Option<(String, String)>,
@@ -50,6 +55,7 @@ impl TransferPlan {
             ask_all,
             candidates: VecDeque::new(),
             not_ready: Vec::new(),
+            failed: false,
             succeeded: false,
             log: Vec::new(),
             last: None,
@@ -62,6 +68,7 @@ impl TransferPlan {
         candidates.sort_by_key(|c| c.0);
         self.candidates = candidates.into();
         self.not_ready.clear();
+        self.failed = false;
     }
 
     pub(crate) fn next(&mut self) -> Step {
@@ -70,6 +77,10 @@ impl TransferPlan {
         }
         if self.succeeded {
             return Step::Ready;
+        }
+        if self.failed {
+            // Starting empty would drop what that member holds: ask again.
+            return Step::Retry;
         }
         if self.not_ready.iter().all(|r| self.local < *r) {
             // Nobody holds the sessions, or every other server is younger and
@@ -114,6 +125,7 @@ impl TransferPlan {
                     self.context
                 );
                 tracing::error!("{msg}");
+                self.failed = true;
                 self.last = Some((who.clone(), reason));
                 self.log.push(msg);
             }
@@ -144,6 +156,25 @@ mod tests {
         p.record(m(3), Outcome::Completed);
         assert_eq!(p.next(), Step::Ready);
         assert!(p.log[0].contains("n1") && p.log[0].contains("/app"));
+    }
+
+    #[test]
+    fn every_transfer_failed_is_asked_again_not_ready_empty() {
+        let mut p = TransferPlan::new("/app", (9, m(9)), vec![cand(1), cand(2)], false);
+        p.record(m(1), Outcome::Failed("timeout".into()));
+        p.record(m(2), Outcome::Failed("member left mid-transfer".into()));
+        assert_eq!(p.next(), Step::Retry);
+        // n2 is gone; n1 is asked again and answers.
+        p.restart(vec![cand(1)]);
+        assert_eq!(p.next(), Step::Ask(m(1), "n1".into()));
+        p.record(m(1), Outcome::Completed);
+        assert_eq!(p.next(), Step::Ready);
+        // Everyone that failed left: nobody holds anything any more, start empty.
+        let mut p = TransferPlan::new("/app", (9, m(9)), vec![cand(1)], false);
+        p.record(m(1), Outcome::Failed("member left mid-transfer".into()));
+        assert_eq!(p.next(), Step::Retry);
+        p.restart(vec![]);
+        assert_eq!(p.next(), Step::Ready);
     }
 
     #[test]
