@@ -463,12 +463,16 @@ impl Core {
             return false;
         }
         let local = self.local;
+        let conflict = origin == Origin::Replicated
+            && self
+                .sessions
+                .get(&data.id)
+                .is_some_and(|s| concurrent(s, data, &|name| self.replicate(name)));
         match self.sessions.get_mut(&data.id) {
             Some(s) => {
                 let before = s.version;
                 let was_primary = s.primary == Some(local);
-                let replicate = |name: &str| self.cfg.filter.as_ref().is_none_or(|f| f(name));
-                if origin == Origin::Replicated && concurrent(s, data, &replicate) {
+                if conflict {
                     // Each copy has a write the other lacks: both sides of a partition
                     // (or two nodes at once) changed the session. Last writer wins per field.
                     self.counters.conflicts += 1;
@@ -680,6 +684,17 @@ impl Core {
         }
     }
 
+    /// BackupManager: the primary of `id` is gone: the best-ranked member of `all` takes
+    /// over (this node, or the heir it sends the session to).
+    fn rehome(&mut self, id: SessionId, all: &[MemberId], out: &mut Vec<Effect>) {
+        let heir = placement::top(all, id, 1, None)[0];
+        if heir == self.local {
+            self.promote(id, out);
+        } else if let Some(d) = self.sessions.get(&id) {
+            out.push(Effect::Send(vec![heir], Msg::Adopt(self.outgoing(d))));
+        }
+    }
+
     /// BackupManager: this node becomes the primary of `id` and replicates it to its backups.
     fn promote(&mut self, id: SessionId, out: &mut Vec<Effect>) {
         let to = self.recipients(id);
@@ -725,14 +740,7 @@ impl Core {
                     drops.entry(*m).or_default().push(id);
                 }
             } else if primary.is_none_or(|p| !new_all.contains(&p)) {
-                // The primary is gone: the best-ranked survivor takes over.
-                let heir = placement::top(&new_all, id, 1, None)[0];
-                if heir == self.local {
-                    self.promote(id, out);
-                } else {
-                    let data = self.outgoing(&self.sessions[&id]);
-                    out.push(Effect::Send(vec![heir], Msg::Adopt(data)));
-                }
+                self.rehome(id, &new_all, out);
             }
         }
         for (m, ids) in fulls {
@@ -779,20 +787,7 @@ impl Core {
             for id in &ask {
                 self.expiring.insert(*id, now_ms + grace);
             }
-            match self.cfg.kind {
-                ManagerKind::Delta => out.push(Effect::Send(self.servers.clone(), Msg::Expiring(ask))),
-                ManagerKind::Backup { .. } => {
-                    let mut per: HashMap<MemberId, Vec<SessionId>> = HashMap::new();
-                    for id in ask {
-                        for m in self.holders(id) {
-                            per.entry(m).or_default().push(id);
-                        }
-                    }
-                    for (m, ids) in per {
-                        out.push(Effect::Send(vec![m], Msg::Expiring(ids)));
-                    }
-                }
-            }
+            self.send_to_holders(ask, |id| *id, Msg::Expiring, out);
         }
         for id in &expired {
             self.expiring.remove(id);
@@ -807,23 +802,32 @@ impl Core {
             self.touches.clear();
             return;
         }
-        let touches = std::mem::take(&mut self.touches);
+        let touches: Vec<(SessionId, u64)> = std::mem::take(&mut self.touches).into_iter().collect();
+        self.send_to_holders(touches, |(id, _)| *id, Msg::Touches, out);
+    }
+
+    /// Sends items about sessions to the members that hold them: every server
+    /// (DeltaManager), or per member its sessions' items (BackupManager).
+    fn send_to_holders<T>(
+        &self,
+        items: Vec<T>,
+        id_of: impl Fn(&T) -> SessionId,
+        msg: impl Fn(Vec<T>) -> Msg,
+        out: &mut Vec<Effect>,
+    ) where
+        T: Clone,
+    {
         match self.cfg.kind {
-            ManagerKind::Delta => {
-                out.push(Effect::Send(
-                    self.servers.clone(),
-                    Msg::Touches(touches.into_iter().collect()),
-                ));
-            }
+            ManagerKind::Delta => out.push(Effect::Send(self.servers.clone(), msg(items))),
             ManagerKind::Backup { .. } => {
-                let mut per: HashMap<MemberId, Vec<(SessionId, u64)>> = HashMap::new();
-                for (id, at) in touches {
-                    for m in self.holders(id) {
-                        per.entry(m).or_default().push((id, at));
+                let mut per: HashMap<MemberId, Vec<T>> = HashMap::new();
+                for item in items {
+                    for m in self.holders(id_of(&item)) {
+                        per.entry(m).or_default().push(item.clone());
                     }
                 }
                 for (m, list) in per {
-                    out.push(Effect::Send(vec![m], Msg::Touches(list)));
+                    out.push(Effect::Send(vec![m], msg(list)));
                 }
             }
         }

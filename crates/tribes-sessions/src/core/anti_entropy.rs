@@ -28,7 +28,7 @@
 //! Cost: one digest per node per interval (2 KiB), and detail only for buckets that
 //! differ, which under steady load are those with writes in flight.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use tribes::MemberId;
 
@@ -314,20 +314,8 @@ impl Core {
             .filter(|d| d.primary.is_none_or(|p| !all.contains(&p)))
             .map(|d| d.id)
             .collect();
-        let mut adopt: HashMap<MemberId, Vec<SessionId>> = HashMap::new();
         for id in orphans {
-            let heir = placement::top(&all, id, 1, None)[0];
-            if heir == self.local {
-                self.promote(id, out);
-            } else {
-                adopt.entry(heir).or_default().push(id);
-            }
-        }
-        for (heir, ids) in adopt {
-            for id in ids {
-                let data = self.outgoing(&self.sessions[&id]);
-                out.push(Effect::Send(vec![heir], Msg::Adopt(data)));
-            }
+            self.rehome(id, &all, out);
         }
     }
 }
