@@ -40,6 +40,8 @@ pub(crate) struct CoreConfig {
     pub(crate) sync_interval_ms: u64,
     /// The absolute lifetime of a session from its creation, however active (OWASP).
     pub(crate) max_lifetime_ms: Option<u64>,
+    /// How often the accesses recorded since the last batch are sent (`Msg::Touches`).
+    pub(crate) touch_interval_ms: u64,
 }
 
 /// What the driver must do.
@@ -66,10 +68,14 @@ pub(crate) struct Counters {
 }
 
 /// The outcome of a local commit: what to send and the session as it now is.
+///
+/// `sends` go out in the commit's send mode (a sync-ack commit waits for every one):
+/// the change to the members that hold the session, the whole session to a member
+/// that must hold it from now on, and (BackupManager) the claim to the others, so
+/// that no member keeps treating an older copy as current once the commit is acked.
 #[derive(Debug)]
 pub(crate) struct Commit {
-    pub(crate) to: Vec<MemberId>,
-    pub(crate) msg: Option<Msg>,
+    pub(crate) sends: Vec<(Vec<MemberId>, Msg)>,
     pub(crate) data: Option<SessionData>,
 }
 
@@ -95,12 +101,27 @@ pub(crate) struct Core {
     transferring: bool,
     queue: Vec<(MemberId, Msg)>,
     next_sync_ms: u64,
+    next_touch_ms: u64,
     sync_cursor: usize,
     /// Sessions idle past their interval here, with when to expire them unless a member
     /// answers the `Expiring` question with a later access.
     expiring: HashMap<SessionId, u64>,
+    /// BackupManager: sessions fetched for a request here, and when: a `Drop` sent
+    /// before the fetch was answered must not take the copy the request is using.
+    fetched: HashMap<SessionId, u64>,
+    /// When the set of servers last changed (a member joined or left).
+    servers_changed_ms: u64,
     pub(crate) counters: Counters,
 }
+
+/// How long after a member joined or left a BackupManager primary still checks its
+/// copy with the other servers before answering: a promotion (the old primary left) and
+/// a claim (a request served elsewhere) can cross, and leave two nodes each believing it
+/// is the primary until the repair message arrives.
+const SETTLE_MS: u64 = 10_000;
+
+/// How long a fetched copy is safe from a `Drop` (longer than any request).
+const FETCH_HOLD_MS: u64 = 30_000;
 
 impl Core {
     pub(crate) fn new(cfg: Arc<CoreConfig>, local: MemberId) -> Self {
@@ -115,8 +136,11 @@ impl Core {
             transferring: false,
             queue: Vec::new(),
             next_sync_ms: 0,
+            next_touch_ms: 0,
             sync_cursor: 0,
             expiring: HashMap::new(),
+            fetched: HashMap::new(),
+            servers_changed_ms: 0,
             counters: Counters::default(),
         }
     }
@@ -252,12 +276,13 @@ impl Core {
         if ops.is_empty() && !always_send {
             self.touch(now_ms, &key);
             return Ok(Commit {
-                to: Vec::new(),
-                msg: None,
+                sends: Vec::new(),
                 data: self.sessions.get(&key).cloned(),
             });
         }
         let is_backup = matches!(self.cfg.kind, ManagerKind::Backup { .. });
+        // BackupManager: who held the session before this unit of work.
+        let before = if is_backup { self.holders(key) } else { Vec::new() };
         let mut claimed = false;
         if is_backup && current.primary != Some(self.local) {
             // This node serves the session now: it becomes its primary.
@@ -294,7 +319,8 @@ impl Core {
         };
         let new_id = self.apply_delta(&delta, Origin::Local, out);
         let live = new_id.and_then(|id| self.sessions.get(&id).cloned());
-        let to = self.recipients(live.as_ref().map_or(key, |d| d.id));
+        let id_now = live.as_ref().map_or(key, |d| d.id);
+        let to = self.recipients(id_now);
         let msg = match (&self.cfg.replication, &live) {
             (ReplicationMode::FullSession, Some(d)) if !delta.ops.iter().any(|o| matches!(o, Op::ChangeId(_))) => {
                 Msg::Full(self.outgoing(d))
@@ -308,15 +334,83 @@ impl Core {
                 Msg::Delta(d)
             }
         };
-        if claimed {
-            let others: Vec<MemberId> = self.servers.iter().copied().filter(|m| !to.contains(m)).collect();
-            out.push(Effect::Send(others, Msg::Claimed(live.as_ref().map_or(key, |d| d.id))));
+        if !is_backup {
+            return Ok(Commit {
+                sends: vec![(to, msg)],
+                data: live,
+            });
         }
         Ok(Commit {
-            to,
-            msg: Some(msg),
+            sends: self.backup_sends(key, live.as_ref(), &before, to, msg, claimed),
             data: live,
         })
+    }
+
+    /// BackupManager: who gets what of a commit. A backup that held the session gets
+    /// the change; one that did not (the primary moved, or the id changed) gets the whole
+    /// session, never a change it would turn into a partial copy. An invalidation or a new
+    /// id goes to every server, so no member keeps a copy under the old id; a claim goes
+    /// to the members that get nothing else, so they stop treating their copy as current.
+    fn backup_sends(
+        &self,
+        key: SessionId,
+        live: Option<&SessionData>,
+        before: &[MemberId],
+        to: Vec<MemberId>,
+        msg: Msg,
+        claimed: bool,
+    ) -> Vec<(Vec<MemberId>, Msg)> {
+        let sweeping = live.is_none_or(|d| d.id != key);
+        let full_to: Vec<MemberId> = match live {
+            Some(_) => to.iter().copied().filter(|m| !before.contains(m)).collect(),
+            None => Vec::new(),
+        };
+        let delta_to: Vec<MemberId> = if sweeping {
+            self.servers.iter().copied().filter(|m| !full_to.contains(m)).collect()
+        } else {
+            to.into_iter().filter(|m| before.contains(m)).collect()
+        };
+        let mut sends = Vec::new();
+        if claimed && !sweeping {
+            let others: Vec<MemberId> = self
+                .servers
+                .iter()
+                .copied()
+                .filter(|m| !delta_to.contains(m) && !full_to.contains(m))
+                .collect();
+            if !others.is_empty() {
+                sends.push((others, Msg::Claimed(key)));
+            }
+        }
+        if let (false, Some(d)) = (full_to.is_empty(), live) {
+            sends.push((full_to, Msg::Full(self.outgoing(d))));
+        }
+        sends.push((delta_to, msg));
+        sends
+    }
+
+    /// Whether this node answers for `id` from its own copy: it holds the session and,
+    /// for the BackupManager, is its primary. A BackupManager node that is not the
+    /// primary may hold a copy older than the last acknowledged write.
+    pub(crate) fn is_current_here(&self, id: &SessionId, now_ms: u64) -> bool {
+        let settled = now_ms >= self.servers_changed_ms.saturating_add(SETTLE_MS);
+        self.is_primary(id) && (settled || matches!(self.cfg.kind, ManagerKind::Delta))
+    }
+
+    /// The driver saw the servers change at `now_ms` (see [`SETTLE_MS`]).
+    pub(crate) fn note_servers_changed(&mut self, now_ms: u64) {
+        self.servers_changed_ms = now_ms;
+    }
+
+    /// BackupManager: whom to ask for `id` (a [`Msg::Fetch`]): the holders of the copy held
+    /// here when its primary serves the context, otherwise every server.
+    pub(crate) fn fetch_targets(&self, id: &SessionId) -> Vec<MemberId> {
+        // A primary that checks its copy asks everyone: another node may believe it is
+        // the primary too.
+        match self.sessions.get(id).and_then(|d| d.primary) {
+            Some(p) if p != self.local && self.servers.contains(&p) => self.holders(*id),
+            _ => self.servers.clone(),
+        }
     }
 
     fn outgoing(&self, d: &SessionData) -> SessionData {
@@ -376,6 +470,7 @@ impl Core {
         }
         let mut change_id = None;
         let mut invalidate = false;
+        let mut refute = None;
         for op in &d.ops {
             match op {
                 Op::Create { .. } => {}
@@ -413,6 +508,12 @@ impl Core {
                     data.primary = Some(*m);
                     data.meta = d.stamp;
                 }
+                Op::Primary(m) if was_primary && *m != self.local => {
+                    // A claim older than this node's own promotion (both happened at
+                    // once after a member left): this node stays the primary; tell the
+                    // claimer at once, so the two agree before its next request.
+                    refute = Some(*m);
+                }
                 Op::MaxInactive(_) | Op::Route(_) | Op::Primary(_) => {}
                 Op::ChangeId(new) => change_id = Some(*new),
                 Op::Invalidate => invalidate = true,
@@ -422,6 +523,12 @@ impl Core {
         data.last_access_ms = data.last_access_ms.max(d.at_ms);
         let demoted_to = data.primary.filter(|p| was_primary && *p != self.local);
         out.extend(events.into_iter().map(Effect::Event));
+        if let Some(claimer) = refute
+            && !invalidate
+            && change_id.is_none()
+        {
+            self.hand_back(id, claimer, out);
+        }
         if let Some(new) = demoted_to
             && !invalidate
             && change_id.is_none()
@@ -452,9 +559,27 @@ impl Core {
                     self.sessions.insert(new, s);
                 }
             }
+            if origin == Origin::Replicated && !self.should_hold(&new) {
+                // BackupManager: the old id was held here, the new one is placed
+                // elsewhere (its primary sent it the whole session).
+                self.sessions.remove(&new);
+                return None;
+            }
             return Some(new);
         }
         Some(id)
+    }
+
+    /// Whether this node is an owner of `id` (Delta: always; Backup: its primary or one
+    /// of the primary's backups by placement).
+    fn should_hold(&self, id: &SessionId) -> bool {
+        let Some(d) = self.sessions.get(id) else { return false };
+        match self.cfg.kind {
+            ManagerKind::Delta => true,
+            ManagerKind::Backup { backup_count: k } => {
+                d.primary == Some(self.local) || placement::top(&self.all(), *id, k, d.primary).contains(&self.local)
+            }
+        }
     }
 
     fn merge_full(&mut self, data: &SessionData, origin: Origin, out: &mut Vec<Effect>) -> bool {
@@ -562,7 +687,7 @@ impl Core {
             Msg::Delta(_)
                 | Msg::Full(_)
                 | Msg::Adopt(_)
-                | Msg::Drop(_)
+                | Msg::Drop { .. }
                 | Msg::Claimed(_)
                 | Msg::Touches(_)
                 | Msg::Expired(_)
@@ -585,8 +710,30 @@ impl Core {
             Msg::Delta(d) => {
                 self.apply_delta(&d, Origin::Replicated, out);
             }
-            Msg::Full(data) | Msg::FetchReply(data) => {
+            Msg::Full(data) => {
                 self.merge_full(&data, Origin::Replicated, out);
+            }
+            Msg::FetchReply(data) => {
+                if self.merge_full(&data, Origin::Replicated, out) {
+                    self.fetched.insert(data.id, now_ms);
+                }
+            }
+            Msg::Fetch(id) => {
+                let reply = match self.get(now_ms, &id) {
+                    Some(d) => Msg::FetchReply(self.outgoing(&d)),
+                    None => Msg::FetchMiss {
+                        id,
+                        gone: self.tombs.contains_key(&id),
+                    },
+                };
+                out.push(Effect::Send(vec![from], reply));
+            }
+            Msg::FetchMiss { id, gone } => {
+                // The session was destroyed (or its id changed) where it is current:
+                // a copy held here that is not the primary's is gone too.
+                if gone && self.sessions.get(&id).is_some_and(|d| d.primary != Some(self.local)) {
+                    self.destroy(now_ms, id, DestroyReason::Invalidated, Origin::Replicated, out);
+                }
             }
             Msg::Merge { sessions } => {
                 let k = self.backup_count();
@@ -599,7 +746,13 @@ impl Core {
                         && self.is_primary(&data.id)
                         && !placement::top(&self.all(), data.id, k, Some(self.local)).contains(&from)
                     {
-                        out.push(Effect::Send(vec![from], Msg::Drop(data.id)));
+                        out.push(Effect::Send(
+                            vec![from],
+                            Msg::Drop {
+                                id: data.id,
+                                version: data.version,
+                            },
+                        ));
                     }
                 }
             }
@@ -608,10 +761,14 @@ impl Core {
                     self.promote(data.id, out);
                 }
             }
-            Msg::Drop(id) => {
-                // A stale drop (sent before this node claimed the session) must not
-                // remove the primary's copy.
-                if !self.is_primary(&id) {
+            Msg::Drop { id, version } => {
+                // A stale drop (sent before this node claimed the session, or before it
+                // fetched a fresher copy) must not remove the copy in use.
+                let in_use = self
+                    .fetched
+                    .get(&id)
+                    .is_some_and(|at| at.saturating_add(FETCH_HOLD_MS) > now_ms);
+                if !self.is_primary(&id) && !in_use && self.sessions.get(&id).is_some_and(|d| d.version <= version) {
                     self.sessions.remove(&id);
                 }
             }
@@ -670,7 +827,7 @@ impl Core {
                     out.push(Effect::Send(vec![from], Msg::Touches(list)));
                 }
             }
-            Msg::Hello | Msg::Fetch(_) | Msg::GetAll { .. } | Msg::Chunk { .. } | Msg::Done { .. } => {}
+            Msg::Hello | Msg::GetAll { .. } | Msg::Chunk { .. } | Msg::Done { .. } | Msg::NotReady { .. } => {}
         }
     }
 
@@ -751,7 +908,8 @@ impl Core {
         }
         for (m, ids) in drops {
             for id in ids {
-                out.push(Effect::Send(vec![m], Msg::Drop(id)));
+                let version = self.sessions[&id].version;
+                out.push(Effect::Send(vec![m], Msg::Drop { id, version }));
             }
         }
     }
@@ -796,12 +954,18 @@ impl Core {
         if !expired.is_empty() && !self.servers.is_empty() {
             out.push(Effect::Send(self.servers.clone(), Msg::Expired(expired)));
         }
+        self.fetched.retain(|_, at| at.saturating_add(FETCH_HOLD_MS) > now_ms);
         let ttl = self.cfg.tombstone_ttl_ms;
         self.tombs.retain(|_, at| at.saturating_add(ttl) > now_ms);
         if self.touches.is_empty() || self.servers.is_empty() {
             self.touches.clear();
             return;
         }
+        if now_ms < self.next_touch_ms {
+            // Accesses accumulate until the batch is due (ticks come more often).
+            return;
+        }
+        self.next_touch_ms = now_ms.saturating_add(self.cfg.touch_interval_ms);
         let touches: Vec<(SessionId, u64)> = std::mem::take(&mut self.touches).into_iter().collect();
         self.send_to_holders(touches, |(id, _)| *id, Msg::Touches, out);
     }
@@ -891,6 +1055,7 @@ mod tests {
             max_active: None,
             max_inactive_ms: 10_000,
             grace_ms: 1_000,
+            touch_interval_ms: 1_000,
             tombstone_ttl_ms: 600_000,
             sync_interval_ms: 0,
             max_lifetime_ms,

@@ -104,6 +104,7 @@
 mod core;
 mod data;
 mod error;
+mod fetch;
 /// Entry points for the `cargo fuzz` targets in `fuzz/` (`--cfg fuzzing` only).
 #[cfg(fuzzing)]
 #[doc(hidden)]

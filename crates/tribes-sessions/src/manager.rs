@@ -13,6 +13,7 @@ use tribes::{Channel, Delivery, Incoming, MemberId, MembershipEvent, SendError, 
 
 use crate::core::{Commit, Core, CoreConfig, Effect, Filter};
 use crate::error::{CreateError, ReplicationError, StartError, StateTransferError};
+use crate::fetch::{Begin, Fetches};
 use crate::id::SessionId;
 use crate::listener::{Clock, DestroyReason, Origin, SessionEvent, SessionListener, SystemClock, unix_ms};
 use crate::persist::{StoreMode, StoreState};
@@ -314,6 +315,7 @@ impl SessionManagerBuilder {
             grace_ms: 2 * self.touch_interval.as_millis() as u64,
             tombstone_ttl_ms: (self.max_inactive.as_millis() as u64).max(600_000),
             max_lifetime_ms: self.max_lifetime.map(|d| d.as_millis() as u64),
+            touch_interval_ms: self.touch_interval.as_millis() as u64,
             // In shared-store mode the store is the truth: nothing to reconcile.
             sync_interval_ms: match self.store {
                 Some((_, StoreMode::Shared)) => 0,
@@ -340,7 +342,7 @@ impl SessionManagerBuilder {
             counters: Default::default(),
             per_member: Mutex::new(HashMap::new()),
             transfer: Mutex::new(TransferState::default()),
-            fetches: Mutex::new(HashMap::new()),
+            fetches: Mutex::new(Fetches::default()),
             tasks: Mutex::new(Vec::new()),
             shut: AtomicBool::new(false),
             b: self,
@@ -379,8 +381,17 @@ pub(crate) struct Counters {
 struct TransferState {
     request: u64,
     chunks: u64,
-    done: Option<oneshot::Sender<u64>>,
+    done: Option<oneshot::Sender<Answer>>,
     stats: TransferStats,
+}
+
+/// How the member asked for the sessions answered, after acking the request.
+#[derive(Debug)]
+enum Answer {
+    /// Every session was sent (this many).
+    Done,
+    /// It is itself receiving the sessions (`Msg::NotReady`).
+    NotReady,
 }
 
 struct Inner {
@@ -395,7 +406,7 @@ struct Inner {
     counters: Counters,
     per_member: Mutex<HashMap<MemberId, MemberReplication>>,
     transfer: Mutex<TransferState>,
-    fetches: Mutex<HashMap<SessionId, Vec<oneshot::Sender<()>>>>,
+    fetches: Mutex<Fetches<oneshot::Sender<()>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shut: AtomicBool,
     store: Option<Arc<StoreState>>,
@@ -477,6 +488,30 @@ impl Inner {
     }
 
     async fn send(&self, to: &[MemberId], msg: &Msg, mode: SendMode, timeout: Duration) -> (usize, Vec<MemberAck>) {
+        let (len, deliveries) = self.send_acks(to, msg, mode, timeout).await;
+        let acks = deliveries
+            .into_iter()
+            .map(|(id, d)| MemberAck {
+                member: self.name_of(id),
+                outcome: match d {
+                    Delivery::Queued => AckOutcome::Queued,
+                    Delivery::Acked => AckOutcome::Acked,
+                    Delivery::Failed(e) => AckOutcome::Failed(e.to_string()),
+                    Delivery::TimedOut(_) => AckOutcome::TimedOut,
+                },
+            })
+            .collect();
+        (len, acks)
+    }
+
+    /// Sends `msg` and counts it, per member; returns its size and each member's delivery.
+    async fn send_acks(
+        &self,
+        to: &[MemberId],
+        msg: &Msg,
+        mode: SendMode,
+        timeout: Duration,
+    ) -> (usize, Vec<(MemberId, Delivery)>) {
         let bytes = wire::encode(msg);
         let len = bytes.len();
         let report = self
@@ -488,39 +523,30 @@ impl Inner {
                 SendOptions::mode(mode).with_ack_timeout(timeout),
             )
             .await;
-        let mut acks = Vec::with_capacity(report.outcomes.len());
         let mut per = lock(&self.per_member);
-        for (id, d) in report.outcomes {
-            let name = self.name_of(id);
-            let entry = per.entry(id).or_insert_with(|| MemberReplication {
-                member: name.clone(),
+        for (id, d) in &report.outcomes {
+            let entry = per.entry(*id).or_insert_with(|| MemberReplication {
+                member: self.name_of(*id),
                 ..Default::default()
             });
             entry.messages += 1;
             entry.bytes += len as u64;
             self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
             self.counters.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
-            let outcome = match d {
-                Delivery::Queued => AckOutcome::Queued,
+            match d {
+                Delivery::Queued => {}
                 Delivery::Acked => {
                     entry.acks += 1;
                     self.counters.acks.fetch_add(1, Ordering::Relaxed);
-                    AckOutcome::Acked
                 }
-                Delivery::Failed(e) => {
+                Delivery::Failed(_) | Delivery::TimedOut(_) => {
                     entry.failures += 1;
                     self.counters.failures.fetch_add(1, Ordering::Relaxed);
-                    AckOutcome::Failed(e.to_string())
                 }
-                Delivery::TimedOut(_) => {
-                    entry.failures += 1;
-                    self.counters.failures.fetch_add(1, Ordering::Relaxed);
-                    AckOutcome::TimedOut
-                }
-            };
-            acks.push(MemberAck { member: name, outcome });
+            }
         }
-        (len, acks)
+        drop(per);
+        (len, report.outcomes)
     }
 
     /// Sends Hello to `member`; registers it as serving the context if it acks.
@@ -564,6 +590,7 @@ impl Inner {
             }
             let mut s = core.servers().to_vec();
             s.push(member);
+            core.note_servers_changed(self.now_ms());
             core.handle_servers_changed(s, &mut out);
         }
         tracing::info!(context = %self.context(), member = %self.name_of(member), "member serves the context");
@@ -578,6 +605,7 @@ impl Inner {
                 return;
             }
             let s = core.servers().iter().copied().filter(|m| *m != member).collect();
+            core.note_servers_changed(self.now_ms());
             core.handle_servers_changed(s, &mut out);
         }
         self.perform(out);
@@ -708,7 +736,7 @@ impl SessionManager {
             },
             None => self.inner.core().get(now_ms, id),
         };
-        if found.is_none() && matches!(self.inner.b.kind, ManagerKind::Backup { .. }) && !self.inner.shared() {
+        if self.must_fetch(id, found.is_some()) {
             self.fetch(id).await;
             found = self.inner.core().get(now_ms, id);
         }
@@ -733,19 +761,48 @@ impl SessionManager {
         }))
     }
 
-    async fn fetch(&self, id: &SessionId) {
-        let servers = self.inner.core().servers().to_vec();
-        if servers.is_empty() {
-            return;
+    /// BackupManager: whether `get` asks the holders first. On a miss, always. With a
+    /// copy that is not the primary's, in the ack modes: a copy held here may be older
+    /// than the last acknowledged write made on another node (a balancer without
+    /// affinity sends the next request anywhere), so it is checked against the current
+    /// holders before it is used. Async mode answers from the copy (see the README's
+    /// guarantees table).
+    fn must_fetch(&self, id: &SessionId, found: bool) -> bool {
+        if !matches!(self.inner.b.kind, ManagerKind::Backup { .. }) || self.inner.shared() {
+            return false;
         }
+        !found
+            || (self.inner.b.send_mode != SendMode::Async
+                && !self.inner.core().is_current_here(id, self.inner.now_ms()))
+    }
+
+    /// Asks the members that may hold `id` and waits until each answered (with the
+    /// session, merged here, or "not here"), failed, or the ack timeout passed.
+    async fn fetch(&self, id: &SessionId) {
+        let ask = self.inner.core().fetch_targets(id);
         let (tx, rx) = oneshot::channel();
-        lock(&self.inner.fetches).entry(*id).or_default().push(tx);
-        self.inner
-            .send(&servers, &Msg::Fetch(*id), SendMode::SyncAck, self.inner.b.ack_timeout)
-            .await;
-        // Every holder answered before acking; a reply may still be on its way.
-        let _ = tokio::time::timeout(Duration::from_millis(200), rx).await;
-        lock(&self.inner.fetches).remove(id);
+        let begin = lock(&self.inner.fetches).begin(*id, ask, tx);
+        let nobody = matches!(begin, Begin::Nobody);
+        if let Begin::Send(ask) = begin {
+            let (_, acks) = self
+                .inner
+                .send_acks(&ask, &Msg::Fetch(*id), SendMode::SyncAck, self.inner.b.ack_timeout)
+                .await;
+            let mut woken = Vec::new();
+            for (member, delivery) in acks {
+                if !delivery.is_ok() {
+                    tracing::debug!(context = %self.context(), session = %id.log_id(), member = %self.inner.name_of(member), ?delivery, "fetch not delivered");
+                    woken.extend(lock(&self.inner.fetches).answered(*id, member));
+                }
+            }
+            wake(woken);
+        }
+        if !nobody && tokio::time::timeout(self.inner.b.ack_timeout, rx).await.is_err() {
+            let late = lock(&self.inner.fetches).give_up(*id);
+            tracing::warn!(context = %self.context(), session = %id.log_id(), timeout = ?self.inner.b.ack_timeout,
+                "a member asked for the session did not answer within the ack timeout; using what the others sent");
+            wake(late);
+        }
     }
 
     /// Whether this node holds the session (as primary or backup), without fetching.
@@ -814,7 +871,7 @@ impl SessionManager {
             .inner
             .core()
             .commit(now_ms, key, base, ops, !self.inner.b.only_changes, &mut out);
-        let Commit { to, msg, data } = commit?;
+        let Commit { sends, data } = commit?;
         {
             let mut s = session.lock();
             s.is_new = false;
@@ -826,7 +883,7 @@ impl SessionManager {
         }
         self.inner.perform(out);
         let version = data.as_ref().map_or(base + 1, |d| d.version);
-        let changed = msg.is_some() || was_new;
+        let changed = !sends.is_empty() || was_new;
         let store = self.inner.store.clone();
         if changed && let Some(store) = store.as_ref().filter(|s| s.mode == StoreMode::Shared) {
             self.inner.save_shared(store, key, base, was_new, data.as_ref()).await?;
@@ -835,17 +892,18 @@ impl SessionManager {
             version,
             ..Default::default()
         };
-        if let Some(msg) = msg
-            && !to.is_empty()
-            && !self.inner.shared()
-        {
-            let (bytes, members) = self
-                .inner
-                .send(&to, &msg, self.inner.b.send_mode, self.inner.b.ack_timeout)
-                .await;
-            report.sent = true;
-            report.bytes = bytes;
-            report.members = members;
+        if sends.iter().any(|(to, _)| !to.is_empty()) && !self.inner.shared() {
+            // Every part at once (a sync-ack commit waits for the slowest member).
+            let (mode, timeout) = (self.inner.b.send_mode, self.inner.b.ack_timeout);
+            let parts = sends
+                .iter()
+                .filter(|(to, _)| !to.is_empty())
+                .map(|(to, msg)| self.inner.send(to, msg, mode, timeout));
+            for (bytes, members) in futures::future::join_all(parts).await {
+                report.sent = true;
+                report.bytes = report.bytes.max(bytes);
+                report.members.extend(members);
+            }
         }
         if changed && let Some(store) = store.as_ref().filter(|s| s.mode.is_persist()) {
             self.inner
@@ -1013,7 +1071,6 @@ async fn run_driver(
     mut events: tokio::sync::broadcast::Receiver<MembershipEvent>,
 ) {
     let mut tick = tokio::time::interval(inner.b.touch_interval.min(Duration::from_millis(500)));
-    let mut last_touch = tokio::time::Instant::now();
     let mut last_greet = tokio::time::Instant::now();
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -1044,6 +1101,7 @@ async fn run_driver(
                 }
                 Ok(MembershipEvent::Disappeared { member, reason }) => {
                     tracing::info!(context = %inner.context(), member = %member, ?reason, "member gone");
+                    wake(lock(&inner.fetches).member_gone(member.id()));
                     inner.remove_server(member.id());
                 }
                 Ok(MembershipEvent::Updated(_)) => {}
@@ -1060,17 +1118,11 @@ async fn run_driver(
             _ = tick.tick() => {
                 let mut out = Vec::new();
                 let now_ms = inner.now_ms();
-                let send_touches = last_touch.elapsed() >= inner.b.touch_interval;
                 {
                     let mut core = inner.core();
                     if !core.is_transferring() {
                         core.handle_tick(now_ms, &mut out);
                     }
-                }
-                if !send_touches {
-                    out.retain(|e| !matches!(e, Effect::Send(_, Msg::Touches(_))));
-                } else {
-                    last_touch = tokio::time::Instant::now();
                 }
                 inner.perform(out);
                 // A Hello that was lost (a connection broke) is said again, every sync
@@ -1089,6 +1141,13 @@ async fn run_driver(
 }
 
 fn inner_tasks_push(_t: &JoinHandle<()>) {}
+
+/// Wakes the requests waiting for completed fetches.
+fn wake(waiters: Vec<oneshot::Sender<()>>) {
+    for w in waiters {
+        let _ = w.send(());
+    }
+}
 
 fn handle_incoming(inner: &Arc<Inner>, incoming: Incoming) {
     let from = incoming.from().id();
@@ -1119,11 +1178,9 @@ fn handle_incoming(inner: &Arc<Inner>, incoming: Incoming) {
         }
         Msg::GetAll { request } => {
             if !inner.is_serving() {
-                incoming.fail(format!(
-                    "not ready: {} is itself receiving the sessions of '{}'",
-                    inner.route,
-                    inner.context()
-                ));
+                // A typed answer, not a refusal text: the asker tries another member.
+                drop(incoming);
+                let _ = inner.outbox.send((vec![from], Msg::NotReady { request }));
                 return;
             }
             let sessions = {
@@ -1131,6 +1188,7 @@ fn handle_incoming(inner: &Arc<Inner>, incoming: Incoming) {
                 if !core.servers().contains(&from) {
                     let mut s = core.servers().to_vec();
                     s.push(from);
+                    core.note_servers_changed(now_ms);
                     core.handle_servers_changed(s, &mut out);
                 }
                 core.snapshot_for(from)
@@ -1154,22 +1212,30 @@ fn handle_incoming(inner: &Arc<Inner>, incoming: Incoming) {
             if t.request == request
                 && let Some(done) = t.done.take()
             {
-                let _ = done.send(sessions);
-            }
-        }
-        Msg::Fetch(id) => {
-            let data = inner.core().get(now_ms, &id);
-            if let Some(d) = data {
-                let _ = inner.outbox.send((vec![from], Msg::FetchReply(d)));
+                let _ = done.send(Answer::Done);
+                tracing::debug!(context = %inner.context(), sessions, "state transfer complete");
             }
         }
         Msg::FetchReply(d) => {
             let id = d.id;
             inner.core().handle_msg(now_ms, from, Msg::FetchReply(d), &mut out);
-            if let Some(waiters) = lock(&inner.fetches).remove(&id) {
-                for w in waiters {
-                    let _ = w.send(());
-                }
+            inner.perform(std::mem::take(&mut out));
+            wake(lock(&inner.fetches).answered(id, from));
+        }
+        Msg::FetchMiss { id, gone } => {
+            tracing::debug!(context = %inner.context(), session = %id.log_id(), from = %inner.name_of(from), gone, "fetch: not held there");
+            inner
+                .core()
+                .handle_msg(now_ms, from, Msg::FetchMiss { id, gone }, &mut out);
+            inner.perform(std::mem::take(&mut out));
+            wake(lock(&inner.fetches).answered(id, from));
+        }
+        Msg::NotReady { request } => {
+            let mut t = lock(&inner.transfer);
+            if t.request == request
+                && let Some(done) = t.done.take()
+            {
+                let _ = done.send(Answer::NotReady);
             }
         }
         Msg::Bye { expire } => {
@@ -1259,7 +1325,7 @@ async fn run_startup(inner: Arc<Inner>) {
         let id = m.id();
         async move { inner.hello(id).await }
     });
-    join_all(hellos).await;
+    futures::future::join_all(hellos).await;
 
     let local = inner.channel.local();
     let local_rank = (local.started_at_ms(), local.id());
@@ -1329,17 +1395,6 @@ async fn run_startup(inner: Arc<Inner>) {
     }
 }
 
-async fn join_all<F: std::future::Future<Output = ()>>(futs: impl Iterator<Item = F>) {
-    let handles: Vec<_> = futs.collect();
-    let mut set = Vec::new();
-    for f in handles {
-        set.push(Box::pin(f));
-    }
-    for f in set {
-        f.await;
-    }
-}
-
 /// One attempt: ask `member` for the sessions and wait until it has sent them all.
 async fn ask(inner: &Arc<Inner>, member: MemberId, deadline: tokio::time::Instant) -> Outcome {
     let (tx, mut rx) = oneshot::channel();
@@ -1362,9 +1417,6 @@ async fn ask(inner: &Arc<Inner>, member: MemberId, deadline: tokio::time::Instan
         .await;
     match report.get(member) {
         Some(Delivery::Acked) => {}
-        Some(Delivery::Failed(SendError::Refused { reason, .. })) if reason.starts_with("not ready") => {
-            return Outcome::NotReady;
-        }
         Some(Delivery::Failed(SendError::Refused { reason, .. })) => return Outcome::NoSuchContext(reason.clone()),
         Some(Delivery::Failed(e)) => return Outcome::Failed(e.to_string()),
         Some(Delivery::TimedOut(d)) => return Outcome::Failed(format!("no answer within {d:?}")),
@@ -1376,7 +1428,8 @@ async fn ask(inner: &Arc<Inner>, member: MemberId, deadline: tokio::time::Instan
         let wait = tokio::time::sleep(timeout);
         tokio::select! {
             r = &mut rx => return match r {
-                Ok(_) => Outcome::Completed,
+                Ok(Answer::Done) => Outcome::Completed,
+                Ok(Answer::NotReady) => Outcome::NotReady,
                 Err(_) => Outcome::Failed("superseded".into()),
             },
             _ = wait => {

@@ -8,7 +8,11 @@ use crate::data::{Delta, SessionData};
 use crate::id::SessionId;
 
 /// The wire version this build speaks.
-pub(crate) const WIRE_VERSION: u8 = 1;
+/// Version 2: `Drop` carries a version; `FetchMiss` and `NotReady` were added.
+pub(crate) const WIRE_VERSION: u8 = 2;
+
+/// The format of a stored session (a store record's data): unchanged since version 1.
+pub(crate) const DATA_VERSION: u8 = 1;
 
 /// The topic of a context.
 pub(crate) fn topic(context: &str) -> String {
@@ -27,14 +31,23 @@ pub(crate) enum Msg {
     Full(SessionData),
     /// BackupManager: the receiver is the new primary of this session.
     Adopt(SessionData),
-    /// BackupManager: the receiver no longer holds this session.
-    Drop(SessionId),
+    /// BackupManager: the receiver no longer holds this session, unless its copy is newer
+    /// than `version` (it fetched a fresher one meanwhile: a late drop must not take the
+    /// copy a request is using).
+    Drop { id: SessionId, version: u64 },
     /// BackupManager: the session is now primary on the sender (after a fetch).
     Claimed(SessionId),
     /// BackupManager: asks the holders of a session for it.
     Fetch(SessionId),
-    /// BackupManager: the answer to a fetch.
+    /// BackupManager: the answer to a fetch from a member that holds the session.
     FetchReply(SessionData),
+    /// BackupManager: the answer to a fetch from a member that does not hold the
+    /// session; `gone` when it was destroyed there (invalidated, expired, or its id
+    /// changed), so a copy elsewhere is stale.
+    FetchMiss { id: SessionId, gone: bool },
+    /// State transfer: the receiver of a [`Msg::GetAll`] is itself receiving the
+    /// sessions; ask another member, or again later.
+    NotReady { request: u64 },
     /// Last-access times (unix ms) of sessions read since the last batch.
     Touches(Vec<(SessionId, u64)>),
     /// Sessions expired (or invalidated) on the sender.
@@ -77,10 +90,11 @@ pub(crate) fn encode(msg: &Msg) -> bytes::Bytes {
 }
 
 /// A whole session as a store keeps it (the `data` of a `StoredSession`): the same
-/// MessagePack envelope as the wire, so a record names the format it was written in.
+/// MessagePack envelope as the wire, with its own version ([`DATA_VERSION`]), so a
+/// record names the format it was written in.
 pub(crate) fn encode_session(data: &SessionData) -> Vec<u8> {
     rmp_serde::to_vec(&Envelope {
-        v: WIRE_VERSION,
+        v: DATA_VERSION,
         msg: data,
     })
     .expect("sessions always encode")
@@ -90,9 +104,9 @@ pub(crate) fn encode_session(data: &SessionData) -> Vec<u8> {
 pub(crate) fn decode_session(bytes: &[u8]) -> Result<SessionData, String> {
     let env: Envelope<SessionData> = rmp_serde::from_slice(bytes)
         .map_err(|e| format!("the session data does not decode ({e}): written by an incompatible build?"))?;
-    if env.v != WIRE_VERSION {
+    if env.v != DATA_VERSION {
         return Err(format!(
-            "session data format {} (this build reads {WIRE_VERSION}): upgrade every node to the same release",
+            "session data format {} (this build reads {DATA_VERSION}): upgrade every node to the same release",
             env.v
         ));
     }

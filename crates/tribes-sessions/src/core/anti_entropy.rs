@@ -283,7 +283,8 @@ impl Core {
             out.push(Effect::Send(vec![from], Msg::Want(want)));
         }
         for id in drop {
-            out.push(Effect::Send(vec![from], Msg::Drop(id)));
+            let version = self.sessions.get(&id).map_or(u64::MAX, |d| d.version);
+            out.push(Effect::Send(vec![from], Msg::Drop { id, version }));
         }
         if !touches.is_empty() {
             out.push(Effect::Send(vec![from], Msg::Touches(touches)));

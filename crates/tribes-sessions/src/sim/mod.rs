@@ -217,6 +217,7 @@ impl Sim {
             max_active: None,
             max_inactive_ms: MAX_INACTIVE_MS,
             grace_ms: 2 * TOUCH_INTERVAL_MS,
+            touch_interval_ms: TOUCH_INTERVAL_MS,
             tombstone_ttl_ms: MAX_INACTIVE_MS.max(600_000),
             sync_interval_ms: SYNC_INTERVAL_MS,
             max_lifetime_ms: None,
@@ -390,29 +391,39 @@ impl Sim {
 
     /// A sync-ack send: the purpose is decided once every recipient acked.
     fn send_sync(&mut self, from: MemberId, to: &[MemberId], msg: Msg, purpose: Purpose) {
+        self.send_sync_parts(from, vec![(to.to_vec(), msg)], purpose);
+    }
+
+    /// A sync-ack send of several messages at once (a commit's parts), decided once
+    /// every recipient of every part acked.
+    fn send_sync_parts(&mut self, from: MemberId, parts: Vec<(Vec<MemberId>, Msg)>, purpose: Purpose) {
         self.next_token += 1;
         let token = self.next_token;
+        let waiting: BTreeSet<MemberId> = parts.iter().flat_map(|(to, _)| to.iter().copied()).collect();
+        let empty = waiting.is_empty();
         self.pending.insert(
             token,
             Pending {
                 owner: from,
-                waiting: to.iter().copied().collect(),
+                waiting,
                 error: None,
                 deadline: self.now + ACK_TIMEOUT_MS,
                 purpose,
             },
         );
-        for &m in to {
-            self.send(
-                from,
-                m,
-                Body::Msg {
-                    msg: msg.clone(),
-                    ack: Some(token),
-                },
-            );
+        for (to, msg) in parts {
+            for m in to {
+                self.send(
+                    from,
+                    m,
+                    Body::Msg {
+                        msg: msg.clone(),
+                        ack: Some(token),
+                    },
+                );
+            }
         }
-        if to.is_empty() {
+        if empty {
             self.resolve(token);
         }
     }
@@ -656,7 +667,16 @@ impl Sim {
             Msg::GetAll { request } => {
                 let node = self.node(at).expect("receiver is live");
                 if !node.is_serving() {
-                    return Ok(Err(format!("not ready: {at} is itself receiving the sessions")));
+                    // The typed answer `handle_incoming` sends: ask someone else.
+                    self.send(
+                        at,
+                        from,
+                        Body::Msg {
+                            msg: Msg::NotReady { request },
+                            ack: None,
+                        },
+                    );
+                    return Ok(Ok(()));
                 }
                 self.add_server_if_member(at, from);
                 let node = self.node(at).expect("receiver is live");
@@ -702,18 +722,9 @@ impl Sim {
                     node.done = true;
                 }
             }
-            Msg::Fetch(id) => {
+            Msg::NotReady { request } => {
                 let node = self.node(at).expect("receiver is live");
-                if let Some(d) = node.core.get(now, &id) {
-                    self.send(
-                        at,
-                        from,
-                        Body::Msg {
-                            msg: Msg::FetchReply(d),
-                            ack: None,
-                        },
-                    );
-                }
+                node.on_not_ready(from, request);
             }
             Msg::Bye { expire } => {
                 let node = self.node(at).expect("receiver is live");
@@ -914,11 +925,6 @@ impl Sim {
             }
             let mut out = Vec::new();
             node.core.handle_tick(self.now, &mut out);
-            if self.now - node.last_touch_sent >= TOUCH_INTERVAL_MS {
-                node.last_touch_sent = self.now;
-            } else {
-                out.retain(|e| !matches!(e, Effect::Send(_, Msg::Touches(_))));
-            }
             let id = node.id;
             self.perform_later(id, out);
         }
@@ -959,7 +965,7 @@ impl Sim {
         let Some(data) = node.core.get(now, &id) else {
             if matches!(self.cfg.kind, ManagerKind::Backup { .. }) {
                 // `SessionManager::get` fetches from the holders; the reply lands later.
-                let servers = node.core.servers().to_vec();
+                let servers = node.core.fetch_targets(&id);
                 let me = node.id;
                 for m in servers {
                     self.send(
@@ -1018,14 +1024,29 @@ impl Sim {
         };
         self.oracle.sessions.insert(id, now);
         self.perform(me, out)?;
-        let Some(msg) = commit.msg else { return Ok(()) };
+        let parts: Vec<(Vec<MemberId>, Msg)> = commit
+            .sends
+            .into_iter()
+            .map(|(mut to, msg)| {
+                to.sort();
+                (to, msg)
+            })
+            .collect();
+        if parts.is_empty() {
+            return Ok(());
+        }
         let stamp = Stamp {
             version: commit.data.as_ref().map_or(base + 1, |d| d.version),
             writer: writer_of(me),
         };
-        let mut to = commit.to;
-        to.sort();
-        let mut holders = to.clone();
+        // The members that hold the write once acked: those sent the change or the session.
+        let mut holders: Vec<MemberId> = parts
+            .iter()
+            .filter(|(_, m)| !matches!(m, Msg::Claimed(_)))
+            .flat_map(|(to, _)| to.iter().copied())
+            .collect();
+        holders.sort();
+        holders.dedup();
         holders.push(me);
         if self.rng.random_bool(0.5) {
             let purpose = match names.first() {
@@ -1038,17 +1059,19 @@ impl Sim {
                 }),
                 _ => Purpose::Done,
             };
-            self.send_sync(me, &to, msg, purpose);
+            self.send_sync_parts(me, parts, purpose);
         } else {
-            for m in to {
-                self.send(
-                    me,
-                    m,
-                    Body::Msg {
-                        msg: msg.clone(),
-                        ack: None,
-                    },
-                );
+            for (to, msg) in parts {
+                for m in to {
+                    self.send(
+                        me,
+                        m,
+                        Body::Msg {
+                            msg: msg.clone(),
+                            ack: None,
+                        },
+                    );
+                }
             }
         }
         Ok(())

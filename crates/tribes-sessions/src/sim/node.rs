@@ -66,7 +66,6 @@ pub(super) struct Node {
     pub(super) request: u64,
     pub(super) chunks: u64,
     pub(super) done: bool,
-    pub(super) last_touch_sent: u64,
     /// Sessions this node destroyed (listener events): they must never come back here.
     pub(super) destroyed: BTreeSet<SessionId>,
     /// What each transfer source sent (by request), to check the joiner against.
@@ -90,7 +89,6 @@ impl Node {
             request: 0,
             chunks: 0,
             done: false,
-            last_touch_sent: now,
             destroyed: BTreeSet::new(),
             snapshots: BTreeMap::new(),
             completed: Vec::new(),
@@ -151,14 +149,23 @@ impl Node {
                 a.last_progress = now;
             }
             Some(e) => {
-                let outcome = if e.starts_with("not ready") {
-                    Outcome::NotReady
-                } else {
-                    Outcome::Failed(e)
-                };
-                plan.record(member, outcome);
+                plan.record(member, Outcome::Failed(e));
                 *asking = None;
             }
+        }
+    }
+
+    /// `Msg::NotReady`: the member asked is itself starting.
+    pub(super) fn on_not_ready(&mut self, member: MemberId, request: u64) {
+        let Phase::Transferring { plan, asking, .. } = &mut self.phase else {
+            return;
+        };
+        if asking
+            .as_ref()
+            .is_some_and(|a| a.request == request && a.member == member)
+        {
+            plan.record(member, Outcome::NotReady);
+            *asking = None;
         }
     }
 

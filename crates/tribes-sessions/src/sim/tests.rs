@@ -95,6 +95,7 @@ fn stale_drop_keeps_the_primary_copy() {
         max_active: None,
         max_inactive_ms: 60_000,
         grace_ms: 0,
+        touch_interval_ms: 1_000,
         tombstone_ttl_ms: 600_000,
         sync_interval_ms: 0,
         max_lifetime_ms: None,
@@ -117,7 +118,11 @@ fn stale_drop_keeps_the_primary_copy() {
             &mut out,
         )
         .unwrap();
-    pb.handle_msg(0, a, c.msg.unwrap(), &mut out);
+    for (to, msg) in c.sends {
+        if to.contains(&b) {
+            pb.handle_msg(0, a, msg, &mut out);
+        }
+    }
     // A request reaches b: it becomes the primary.
     let base = pb.get(1, &id).unwrap().version;
     pb.commit(
@@ -131,6 +136,6 @@ fn stale_drop_keeps_the_primary_copy() {
     .unwrap();
     assert!(pb.is_primary(&id));
     // a's drop, sent before it learned of the claim, arrives late.
-    pb.handle_msg(2, a, Msg::Drop(id), &mut out);
+    pb.handle_msg(2, a, Msg::Drop { id, version: 1 }, &mut out);
     assert!(pb.contains(&id), "the primary's copy was dropped");
 }
