@@ -343,6 +343,7 @@ impl SessionManagerBuilder {
             per_member: Mutex::new(HashMap::new()),
             transfer: Mutex::new(TransferState::default()),
             fetches: Mutex::new(Fetches::default()),
+            unreachable: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
             shut: AtomicBool::new(false),
             b: self,
@@ -407,6 +408,9 @@ struct Inner {
     per_member: Mutex<HashMap<MemberId, MemberReplication>>,
     transfer: Mutex<TransferState>,
     fetches: Mutex<Fetches<oneshot::Sender<()>>>,
+    /// Members whose Hello got no answer (not a refusal: a timeout or a failed
+    /// connection), and why. A starting node may not serve without their sessions.
+    unreachable: Mutex<HashMap<MemberId, String>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shut: AtomicBool,
     store: Option<Arc<StoreState>>,
@@ -567,7 +571,10 @@ impl Inner {
             )
             .await;
         match report.get(member) {
-            Some(Delivery::Acked) => self.add_server(member),
+            Some(Delivery::Acked) => {
+                lock(&self.unreachable).remove(&member);
+                self.add_server(member)
+            }
             Some(Delivery::Failed(SendError::Refused { .. })) if again => {}
             Some(Delivery::Failed(SendError::Refused { member: name, reason })) => {
                 let msg = format!(
@@ -577,8 +584,27 @@ impl Inner {
                 tracing::info!("{msg}");
                 lock(&self.transfer).stats.attempts.push(msg);
             }
-            other => tracing::debug!(member = %member, ?other, context = %self.context(), "hello not acked"),
+            Some(Delivery::Failed(e)) => self.unreachable(member, e.to_string(), again),
+            Some(Delivery::TimedOut(d)) => self.unreachable(member, format!("no answer within {d:?}"), again),
+            Some(Delivery::Queued) | None => {}
         }
+    }
+
+    /// A member is listed by the membership but its replication port does not answer
+    /// (a firewall that lets heartbeats through, a stuck process): say so, and keep it
+    /// among the members a starting node must receive sessions from.
+    fn unreachable(&self, member: MemberId, cause: String, again: bool) {
+        let msg = format!(
+            "{} answers the membership but not on its replication port for context '{}' ({cause}): its sessions cannot be received; check that the cluster port is open between the nodes",
+            self.name_of(member),
+            self.context()
+        );
+        if again {
+            tracing::debug!("{msg}");
+        } else {
+            tracing::warn!("{msg}");
+        }
+        lock(&self.unreachable).insert(member, cause);
     }
 
     fn add_server(&self, member: MemberId) {
@@ -1102,6 +1128,7 @@ async fn run_driver(
                 Ok(MembershipEvent::Disappeared { member, reason }) => {
                     tracing::info!(context = %inner.context(), member = %member, ?reason, "member gone");
                     wake(lock(&inner.fetches).member_gone(member.id()));
+                    lock(&inner.unreachable).remove(&member.id());
                     inner.remove_server(member.id());
                 }
                 Ok(MembershipEvent::Updated(_)) => {}
@@ -1329,13 +1356,16 @@ async fn run_startup(inner: Arc<Inner>) {
 
     let local = inner.channel.local();
     let local_rank = (local.started_at_ms(), local.id());
+    // The members serving the context, and those whose Hello got no answer at all: a
+    // blocked replication port must not make this node ready without their sessions.
     let candidates = |inner: &Inner| {
         let servers = inner.core().servers().to_vec();
+        let unreachable = lock(&inner.unreachable).clone();
         inner
             .channel
             .members()
             .into_iter()
-            .filter(|m| servers.contains(&m.id()))
+            .filter(|m| servers.contains(&m.id()) || unreachable.contains_key(&m.id()))
             .map(|m| ((m.started_at_ms(), m.id()), m.name().to_string()))
             .collect::<Vec<_>>()
     };
@@ -1359,6 +1389,8 @@ async fn run_startup(inner: Arc<Inner>) {
             Step::Ready => break Ok(()),
             Step::Retry => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                let silent: Vec<MemberId> = lock(&inner.unreachable).keys().copied().collect();
+                futures::future::join_all(silent.into_iter().map(|m| inner.greet(m, true))).await;
                 plan.restart(candidates(&inner));
             }
             Step::Ask(member, name) => {

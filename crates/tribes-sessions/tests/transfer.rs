@@ -169,3 +169,65 @@ async fn futures_lite(ms: &[tribes_sessions::SessionManager], id: &tribes_sessio
     }
     out
 }
+
+/// Holds back every session message (as a firewall that lets the membership through
+/// but not replication, or a stuck receiver): no ack ever comes.
+#[derive(Debug, Default)]
+struct BlockSessions(std::sync::Mutex<Vec<tribes::Message>>);
+
+impl tribes::Interceptor for BlockSessions {
+    fn name(&self) -> &'static str {
+        "block-sessions"
+    }
+    fn on_receive(
+        &self,
+        _from: &tribes::Member,
+        message: tribes::Message,
+        out: &mut Vec<tribes::Message>,
+    ) -> Result<(), tribes::InterceptorError> {
+        if message.topic().starts_with("tribes.sessions/") {
+            self.0.lock().unwrap().push(message);
+        } else {
+            out.push(message);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_replication_does_not_answer_keeps_a_joining_node_from_serving_empty() {
+    // The knowledge-base seed's worst case: the membership sees the peer, replication
+    // does not reach it. Before, the joining node said Ready with no sessions and only a
+    // debug log; now it retries, then serves degraded with an error naming the member.
+    init_tracing();
+    let a_ch = tribes::Channel::builder("A")
+        .cluster_key(tribes::Keyring::new(1, [42; 32]))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .interceptor(BlockSessions::default())
+        .start()
+        .await
+        .unwrap();
+    let b_ch = channel("B", &[a_ch.local().addr()]).await;
+    let mut w = b_ch.watch_members();
+    tokio::time::timeout(Duration::from_secs(5), w.wait_for(|m| !m.is_empty()))
+        .await
+        .expect("B sees A")
+        .unwrap();
+    let b = builder(ManagerKind::Delta)
+        .with_state_transfer_attempt_timeout(Duration::from_millis(500))
+        .with_state_transfer_timeout(Duration::from_secs(4))
+        .start(b_ch.clone())
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), b.wait_ready())
+        .await
+        .expect("the transfer ends within its timeout");
+    match result {
+        Err(tribes_sessions::StateTransferError::TimedOut { member, cause, .. }) => {
+            assert!(member.contains('A'), "the error names the member: {member}");
+            assert!(!cause.is_empty());
+        }
+        other => panic!("B served as if it had the cluster's sessions: {other:?}"),
+    }
+    assert!(!b.is_ready() || matches!(&*b.ready().borrow(), tribes_sessions::Readiness::Degraded(_)));
+}

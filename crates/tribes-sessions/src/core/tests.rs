@@ -1,0 +1,267 @@
+//! Unit tests of the core's decisions, one per rule (and per defect it once had).
+
+use super::*;
+
+fn core(max_lifetime_ms: Option<u64>) -> Core {
+    let cfg = Arc::new(CoreConfig {
+        context: "/t".into(),
+        kind: ManagerKind::Delta,
+        replication: ReplicationMode::Deltas,
+        filter: None,
+        max_active: None,
+        max_inactive_ms: 10_000,
+        grace_ms: 1_000,
+        touch_interval_ms: 1_000,
+        tombstone_ttl_ms: 600_000,
+        sync_interval_ms: 0,
+        max_lifetime_ms,
+    });
+    let mut c = Core::new(cfg, MemberId::from_bytes([1; 16]));
+    c.handle_servers_changed(vec![MemberId::from_bytes([2; 16])], &mut Vec::new());
+    c
+}
+
+#[test]
+fn an_active_session_ends_at_its_max_lifetime_everywhere() {
+    let mut c = core(Some(30_000));
+    let id = SessionId::from_bytes([7; 16]);
+    c.create(0, id, "a".into()).unwrap();
+    let mut out = Vec::new();
+    // Used every 5 s: never idle, but created 30 s ago at the end.
+    for t in (5_000..=30_000).step_by(5_000) {
+        assert!(c.get(t, &id).is_some(), "gone at {t} ms, before its lifetime");
+        c.touch(t, &id);
+        c.handle_tick(t, &mut out);
+    }
+    out.clear();
+    assert!(c.get(30_001, &id).is_none(), "served past its lifetime");
+    c.handle_tick(30_001, &mut out);
+    assert!(!c.contains(&id));
+    assert!(
+        out.iter()
+            .any(|e| matches!(e, Effect::Send(_, Msg::Expired(ids)) if ids == &vec![id])),
+        "the other members are not told: {out:?}"
+    );
+    // Without a max lifetime the same session lives on.
+    let mut c = core(None);
+    c.create(0, id, "a".into()).unwrap();
+    c.touch(30_000, &id);
+    c.handle_tick(30_001, &mut Vec::new());
+    assert!(c.get(30_001, &id).is_some());
+}
+
+// ----- three BackupManager cores and a message pump that delivers in order -----
+
+fn backup_cluster(n: u8, filter: Option<Filter>) -> (Vec<Core>, Vec<MemberId>) {
+    let cfg = Arc::new(CoreConfig {
+        context: "/t".into(),
+        kind: ManagerKind::Backup { backup_count: 1 },
+        replication: ReplicationMode::Deltas,
+        filter,
+        max_active: None,
+        max_inactive_ms: 600_000,
+        grace_ms: 1_000,
+        touch_interval_ms: 1_000,
+        tombstone_ttl_ms: 600_000,
+        sync_interval_ms: 0,
+        max_lifetime_ms: None,
+    });
+    let ids: Vec<MemberId> = (1..=n).map(|i| MemberId::from_bytes([i; 16])).collect();
+    let cores = ids
+        .iter()
+        .map(|me| {
+            let mut c = Core::new(cfg.clone(), *me);
+            let others = ids.iter().copied().filter(|m| m != me).collect();
+            c.handle_servers_changed(others, &mut Vec::new());
+            c.finish_transfer(0, &mut Vec::new());
+            c
+        })
+        .collect();
+    (cores, ids)
+}
+
+/// Delivers `sends` from `from` and everything they cause, in order, at `now`.
+fn pump(cores: &mut [Core], ids: &[MemberId], from: usize, sends: Vec<(Vec<MemberId>, Msg)>, now: u64) {
+    let mut queue: std::collections::VecDeque<(MemberId, MemberId, Msg)> = sends
+        .into_iter()
+        .flat_map(|(to, msg)| to.into_iter().map(move |t| (ids[from], t, msg.clone())))
+        .collect();
+    while let Some((src, dst, msg)) = queue.pop_front() {
+        let at = ids.iter().position(|m| *m == dst).expect("a member");
+        let mut out = Vec::new();
+        cores[at].handle_msg(now, src, msg, &mut out);
+        for e in out {
+            if let Effect::Send(to, m) = e {
+                queue.extend(to.into_iter().map(|t| (dst, t, m.clone())));
+            }
+        }
+    }
+}
+
+fn effects_to_sends(out: Vec<Effect>) -> Vec<(Vec<MemberId>, Msg)> {
+    out.into_iter()
+        .filter_map(|e| match e {
+            Effect::Send(to, m) => Some((to, m)),
+            Effect::Event(_) => None,
+        })
+        .collect()
+}
+
+fn blob(v: u8) -> crate::data::Blob {
+    crate::data::Blob(vec![v].into())
+}
+
+/// Commits `ops` on node `at` as the manager does (base = the copy's version) and
+/// delivers what it sends.
+fn commit_at(cores: &mut [Core], ids: &[MemberId], at: usize, id: SessionId, ops: Vec<Op>, now: u64) {
+    let base = cores[at].get(now, &id).map_or(0, |d| d.version);
+    let mut out = Vec::new();
+    let c = cores[at].commit(now, id, base, ops, false, &mut out).unwrap();
+    pump(cores, ids, at, c.sends, now);
+    pump(cores, ids, at, effects_to_sends(out), now);
+}
+
+#[test]
+fn touches_accumulate_until_the_batch_is_due() {
+    // Defect: the core drained the accesses at every tick while the driver sent only
+    // one batch per touch interval, so three batches out of four were lost.
+    let mut c = core(None);
+    let (x, y) = (SessionId::from_bytes([7; 16]), SessionId::from_bytes([8; 16]));
+    c.create(0, x, "a".into()).unwrap();
+    c.create(0, y, "a".into()).unwrap();
+    let touches = |out: &[Effect]| -> Vec<SessionId> {
+        out.iter()
+            .filter_map(|e| match e {
+                Effect::Send(_, Msg::Touches(list)) => Some(list.iter().map(|(id, _)| *id).collect::<Vec<_>>()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    };
+    c.touch(100, &x);
+    let mut out = Vec::new();
+    c.handle_tick(100, &mut out);
+    assert_eq!(touches(&out), vec![x], "the first batch leaves at once");
+    c.touch(200, &y);
+    let mut out = Vec::new();
+    c.handle_tick(600, &mut out);
+    assert!(touches(&out).is_empty(), "a batch before the interval: {out:?}");
+    let mut out = Vec::new();
+    c.handle_tick(1_100, &mut out);
+    assert_eq!(touches(&out), vec![y], "the access between batches was lost");
+}
+
+#[test]
+fn a_new_id_under_the_backup_manager_reaches_its_backups_whole_and_the_old_id_is_gone_everywhere() {
+    // Defect: the id-change delta went only to the new id's backups; a backup that
+    // never held the session built a copy without its attributes, and the old id's
+    // backup kept the session alive under the old id.
+    let (mut cores, ids) = backup_cluster(3, None);
+    let all = ids.clone();
+    // A session and a new id whose backups (placement, primary node 0) differ.
+    let id_of = |i: u32| {
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&i.to_le_bytes());
+        SessionId::from_bytes(b)
+    };
+    let old = id_of(0);
+    let backup_of = |id: SessionId| placement::top(&all, id, 1, Some(all[0]));
+    let new = (1..1_000)
+        .map(id_of)
+        .find(|n| backup_of(*n) != backup_of(old))
+        .expect("two ids placed apart");
+    cores[0].create(0, old, "a".into()).unwrap();
+    commit_at(&mut cores, &ids, 0, old, vec![Op::Set("user".into(), blob(1))], 1);
+    commit_at(&mut cores, &ids, 0, old, vec![Op::ChangeId(new)], 2);
+    for (i, c) in cores.iter().enumerate() {
+        assert!(!c.contains(&old), "node {i} still holds the old id");
+        if let Some(d) = c.export(&new) {
+            assert!(
+                d.attr("user").is_some(),
+                "node {i} holds the new id without its attributes"
+            );
+        }
+    }
+    let backup = placement::top(&all, new, 1, Some(all[0]))[0];
+    let at = ids.iter().position(|m| *m == backup).unwrap();
+    assert!(cores[at].contains(&new), "the new id's backup has no copy");
+}
+
+#[test]
+fn round_robin_writes_under_the_backup_manager_never_read_a_stale_copy() {
+    // The sync guarantee behind a balancer without affinity: each request goes to the
+    // next node, reads (checking its copy with the holders unless it is the primary, as
+    // `SessionManager::get` does) and writes n + 1.
+    let (mut cores, ids) = backup_cluster(3, None);
+    let id = SessionId::from_bytes([42; 16]);
+    cores[0].create(0, id, "a".into()).unwrap();
+    let now = 60_000; // long after the servers changed
+    let value = |d: &SessionData| d.attr("n").map_or(0, |a| a.value.as_ref().map_or(0, |v| v.0[0]));
+    for round in 0..30u8 {
+        let at = usize::from(round) % 3;
+        if !cores[at].is_current_here(&id, now) {
+            let ask = cores[at].fetch_targets(&id);
+            pump(&mut cores, &ids, at, vec![(ask, Msg::Fetch(id))], now);
+        }
+        let seen = cores[at].get(now, &id).map_or(0, |d| value(&d));
+        assert_eq!(seen, round, "node {at} read {seen} at round {round}");
+        commit_at(
+            &mut cores,
+            &ids,
+            at,
+            id,
+            vec![Op::Set("n".into(), blob(round + 1))],
+            now,
+        );
+    }
+}
+
+#[test]
+fn a_fetch_is_answered_without_local_only_attributes_and_a_destroyed_session_says_gone() {
+    let (mut cores, ids) = backup_cluster(2, Some(Arc::new(|name: &str| name != "local")));
+    let id = SessionId::from_bytes([5; 16]);
+    cores[0].create(0, id, "a".into()).unwrap();
+    commit_at(
+        &mut cores,
+        &ids,
+        0,
+        id,
+        vec![Op::Set("user".into(), blob(1)), Op::Set("local".into(), blob(2))],
+        1,
+    );
+    let mut out = Vec::new();
+    cores[0].handle_msg(2, ids[1], Msg::Fetch(id), &mut out);
+    match &out[..] {
+        [Effect::Send(to, Msg::FetchReply(d))] => {
+            assert_eq!(to, &vec![ids[1]]);
+            assert!(d.attr("user").is_some());
+            assert!(d.attr("local").is_none(), "a local-only attribute left the node");
+        }
+        other => panic!("expected one FetchReply, got {other:?}"),
+    }
+    commit_at(&mut cores, &ids, 0, id, vec![Op::Invalidate], 3);
+    let mut out = Vec::new();
+    cores[0].handle_msg(4, ids[1], Msg::Fetch(id), &mut out);
+    assert!(
+        matches!(&out[..], [Effect::Send(_, Msg::FetchMiss { gone: true, .. })]),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_late_drop_does_not_take_a_copy_fetched_for_a_request() {
+    let (mut cores, ids) = backup_cluster(2, None);
+    let id = SessionId::from_bytes([6; 16]);
+    cores[0].create(0, id, "a".into()).unwrap();
+    commit_at(&mut cores, &ids, 0, id, vec![Op::Set("user".into(), blob(1))], 1);
+    let data = cores[0].export(&id).unwrap();
+    let version = data.version;
+    let mut out = Vec::new();
+    cores[1].handle_msg(2, ids[0], Msg::FetchReply(data), &mut out);
+    // A drop sent before the fetch was answered arrives after it.
+    cores[1].handle_msg(3, ids[0], Msg::Drop { id, version }, &mut out);
+    assert!(cores[1].contains(&id), "the copy a request is using was dropped");
+    // Once no request can be using it, a drop applies.
+    cores[1].handle_msg(60_000, ids[0], Msg::Drop { id, version }, &mut out);
+    assert!(!cores[1].contains(&id));
+}
