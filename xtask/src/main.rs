@@ -23,6 +23,9 @@ commands:
   faults             the fault matrix over real tribes-demo processes -> benches/results/faults.md
   test               fmt check, clippy -D warnings, all tests (nextest), fuzzing (45 s a target), doc tests:
                      what CI runs
+  sim [--seeds N] [--from M]
+                     the deterministic simulation over seeds M..M+N (default 0, 2000), release build;
+                     fails naming each failing seed and how to replay it
   fuzz [--seconds N] [--seeds] [TARGET...]
                      run each cargo-fuzz target for N seconds (default 60); --seeds rewrites the seeds
   bench transport    two channels on loopback vs a raw tokio TCP baseline -> benches/results/transport.md
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::main(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("faults") => faults(),
+        Some("sim") => sim(&args[1..]),
         _ => {
             print!("{HELP}");
             return if args.is_empty() {
@@ -98,6 +102,53 @@ fn test_services() -> Vec<(String, String)> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
         .collect()
+}
+
+/// `cargo xtask sim [--seeds N] [--from M]`: long simulation runs (CI runs 300 seeds).
+fn sim(args: &[String]) -> Result<(), String> {
+    let mut seeds: u64 = 2_000;
+    let mut from: u64 = 0;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut number = |flag: &str| -> Result<u64, String> {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("{flag} needs a number"))
+        };
+        match a.as_str() {
+            "--seeds" => seeds = number("--seeds")?,
+            "--from" => from = number("--from")?,
+            other => {
+                return Err(format!(
+                    "unknown argument {other}: cargo xtask sim [--seeds N] [--from M]"
+                ));
+            }
+        }
+    }
+    eprintln!("xtask: simulating seeds {from}..{}", from + seeds);
+    let status = Command::new("cargo")
+        .args([
+            "test",
+            "--release",
+            "-p",
+            "tribes-sessions",
+            "--lib",
+            "sim::tests::sim_survey",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("TRIBES_SIM_SURVEY", format!("{from}..{}", from + seeds))
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the simulation failed on some of seeds {from}..{}",
+            from + seeds
+        ))
+    }
 }
 
 fn test() -> Result<(), String> {

@@ -110,6 +110,7 @@ mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;
 mod id;
+mod joiner;
 mod listener;
 mod manager;
 mod persist;

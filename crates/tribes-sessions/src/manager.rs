@@ -15,12 +15,12 @@ use crate::core::{Commit, Core, CoreConfig, Effect, Filter};
 use crate::error::{CreateError, ReplicationError, StartError, StateTransferError};
 use crate::fetch::{Begin, Fetches};
 use crate::id::SessionId;
+use crate::joiner::{AckResult, JoinAction, JoinTimeouts, Joiner};
 use crate::listener::{Clock, DestroyReason, Origin, SessionEvent, SessionListener, SystemClock, unix_ms};
 use crate::persist::{StoreMode, StoreState};
 use crate::session::{HandleState, Limits, Session};
 use crate::stats::{ManagerStats, MemberReplication, TransferStats};
 use crate::store::{SessionStore, StoreError, StoredSession};
-use crate::transfer::{Outcome, Step, TransferPlan};
 use crate::wire::{self, Msg};
 
 /// Which replication scheme a manager uses. See the crate docs for when to pick which.
@@ -344,6 +344,7 @@ impl SessionManagerBuilder {
             transfer: Mutex::new(TransferState::default()),
             fetches: Mutex::new(Fetches::default()),
             unreachable: Mutex::new(HashMap::new()),
+            joined: tokio::sync::Notify::new(),
             tasks: Mutex::new(Vec::new()),
             shut: AtomicBool::new(false),
             b: self,
@@ -380,19 +381,9 @@ pub(crate) struct Counters {
 
 #[derive(Default)]
 struct TransferState {
-    request: u64,
-    chunks: u64,
-    done: Option<oneshot::Sender<Answer>>,
+    /// The state transfer while this node starts; `None` once it serves.
+    joiner: Option<Joiner>,
     stats: TransferStats,
-}
-
-/// How the member asked for the sessions answered, after acking the request.
-#[derive(Debug)]
-enum Answer {
-    /// Every session was sent (this many).
-    Done,
-    /// It is itself receiving the sessions (`Msg::NotReady`).
-    NotReady,
 }
 
 struct Inner {
@@ -411,6 +402,8 @@ struct Inner {
     /// Members whose Hello got no answer (not a refusal: a timeout or a failed
     /// connection), and why. A starting node may not serve without their sessions.
     unreachable: Mutex<HashMap<MemberId, String>>,
+    /// Wakes the startup when a state-transfer message arrived.
+    joined: tokio::sync::Notify,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shut: AtomicBool,
     store: Option<Arc<StoreState>>,
@@ -1227,21 +1220,20 @@ fn handle_incoming(inner: &Arc<Inner>, incoming: Incoming) {
             return;
         }
         Msg::Chunk { request, sessions } => {
-            let mut t = lock(&inner.transfer);
-            if t.request == request {
-                t.chunks += 1;
-                drop(t);
+            let current = lock(&inner.transfer)
+                .joiner
+                .as_mut()
+                .is_some_and(|j| j.on_chunk(request));
+            if current {
                 inner.core().apply_chunk(sessions, &mut out);
             }
         }
         Msg::Done { request, sessions } => {
-            let mut t = lock(&inner.transfer);
-            if t.request == request
-                && let Some(done) = t.done.take()
-            {
-                let _ = done.send(Answer::Done);
-                tracing::debug!(context = %inner.context(), sessions, "state transfer complete");
+            tracing::debug!(context = %inner.context(), sessions, "state transfer: every session sent");
+            if let Some(j) = lock(&inner.transfer).joiner.as_mut() {
+                j.on_done(request);
             }
+            inner.joined.notify_one();
         }
         Msg::FetchReply(d) => {
             let id = d.id;
@@ -1258,12 +1250,10 @@ fn handle_incoming(inner: &Arc<Inner>, incoming: Incoming) {
             wake(lock(&inner.fetches).answered(id, from));
         }
         Msg::NotReady { request } => {
-            let mut t = lock(&inner.transfer);
-            if t.request == request
-                && let Some(done) = t.done.take()
-            {
-                let _ = done.send(Answer::NotReady);
+            if let Some(j) = lock(&inner.transfer).joiner.as_mut() {
+                j.on_not_ready(from, request);
             }
+            inner.joined.notify_one();
         }
         Msg::Bye { expire } => {
             inner.core().handle_msg(now_ms, from, Msg::Bye { expire }, &mut out);
@@ -1370,38 +1360,69 @@ async fn run_startup(inner: Arc<Inner>) {
             .collect::<Vec<_>>()
     };
     let ask_all = matches!(inner.b.kind, ManagerKind::Backup { .. });
-    let mut plan = TransferPlan::new(inner.context(), local_rank, candidates(&inner), ask_all);
     let total = inner.b.transfer_timeout;
+    let timeouts = JoinTimeouts {
+        attempt_ms: inner.b.attempt_timeout.as_millis() as u64,
+        total_ms: total.as_millis() as u64,
+        retry_ms: 100,
+    };
+    // The joiner's clock: milliseconds since the start (monotonic).
+    let now = || started.elapsed().as_millis() as u64;
+    let joiner = Joiner::new(inner.context(), local_rank, 0, candidates(&inner), ask_all, timeouts);
+    lock(&inner.transfer).joiner = Some(joiner);
+    let mut regreeted = now();
     let result = loop {
-        if started.elapsed() >= total {
-            let (member, cause) = plan
-                .last
-                .clone()
-                .unwrap_or(("none".into(), "no member answered".into()));
-            break Err(StateTransferError::TimedOut {
-                context: inner.context().to_string(),
-                member,
-                cause,
-                timeout: total,
-            });
-        }
-        match plan.next() {
-            Step::Ready => break Ok(()),
-            Step::Retry => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let silent: Vec<MemberId> = lock(&inner.unreachable).keys().copied().collect();
-                futures::future::join_all(silent.into_iter().map(|m| inner.greet(m, true))).await;
-                plan.restart(candidates(&inner));
-            }
-            Step::Ask(member, name) => {
-                let outcome = ask(&inner, member, started + total).await;
-                if outcome == Outcome::Completed {
-                    lock(&inner.transfer).stats.from.push(name);
+        let action = {
+            let members: Vec<MemberId> = inner.channel.members().iter().map(|m| m.id()).collect();
+            let mut t = lock(&inner.transfer);
+            let j = t.joiner.as_mut().expect("the joiner lives until the transfer ends");
+            j.poll(now(), |m| members.contains(&m), || candidates(&inner))
+        };
+        match action {
+            JoinAction::Ready { .. } => break Ok(()),
+            JoinAction::Degraded(e) => break Err(e),
+            JoinAction::Wait => {
+                // A member whose replication did not answer is greeted again every second.
+                if now().saturating_sub(regreeted) >= 1_000 {
+                    regreeted = now();
+                    let silent: Vec<MemberId> = lock(&inner.unreachable).keys().copied().collect();
+                    futures::future::join_all(silent.into_iter().map(|m| inner.greet(m, true))).await;
                 }
-                plan.record(member, outcome);
+                let _ = tokio::time::timeout(Duration::from_millis(50), inner.joined.notified()).await;
+            }
+            JoinAction::Ask { member, name, request } => {
+                tracing::debug!(context = %inner.context(), member = %name, request, "asking for the sessions");
+                let report = inner
+                    .channel
+                    .send(
+                        &[member],
+                        &inner.topic,
+                        wire::encode(&Msg::GetAll { request }),
+                        SendOptions::mode(SendMode::SyncAck).with_ack_timeout(inner.b.attempt_timeout),
+                    )
+                    .await;
+                let result = match report.get(member) {
+                    Some(Delivery::Acked) => AckResult::Acked,
+                    Some(Delivery::Failed(SendError::Refused { reason, .. })) => {
+                        AckResult::NoSuchContext(reason.clone())
+                    }
+                    Some(Delivery::Failed(e)) => AckResult::Failed(e.to_string()),
+                    Some(Delivery::TimedOut(d)) => AckResult::Failed(format!("no answer within {d:?}")),
+                    Some(Delivery::Queued) | None => AckResult::Failed("not sent".into()),
+                };
+                if let Some(j) = lock(&inner.transfer).joiner.as_mut() {
+                    j.on_ack(member, request, result, now());
+                }
             }
         }
     };
+    let joiner = lock(&inner.transfer).joiner.take();
+    if let Some(j) = &joiner {
+        let mut t = lock(&inner.transfer);
+        t.stats
+            .from
+            .extend(j.completed().iter().map(|(_, name, _)| name.clone()));
+    }
     let mut out = Vec::new();
     inner.core().finish_transfer(inner.now_ms(), &mut out);
     inner.perform(out);
@@ -1412,7 +1433,9 @@ async fn run_startup(inner: Arc<Inner>) {
     {
         let mut t = lock(&inner.transfer);
         t.stats.duration_ms = Some(started.elapsed().as_millis() as u64);
-        t.stats.attempts.extend(plan.log);
+        t.stats
+            .attempts
+            .extend(joiner.iter().flat_map(|j| j.log().iter().cloned()));
         t.stats.sessions_received = inner.core().counters.snapshot_sessions;
     }
     match result {
@@ -1423,62 +1446,6 @@ async fn run_startup(inner: Arc<Inner>) {
         Err(e) => {
             tracing::error!(context = %inner.context(), "{e}");
             inner.ready.send_replace(Readiness::Degraded(e));
-        }
-    }
-}
-
-/// One attempt: ask `member` for the sessions and wait until it has sent them all.
-async fn ask(inner: &Arc<Inner>, member: MemberId, deadline: tokio::time::Instant) -> Outcome {
-    let (tx, mut rx) = oneshot::channel();
-    let request = {
-        let mut t = lock(&inner.transfer);
-        t.request += 1;
-        t.chunks = 0;
-        t.done = Some(tx);
-        t.request
-    };
-    let timeout = inner.b.attempt_timeout;
-    let report = inner
-        .channel
-        .send(
-            &[member],
-            &inner.topic,
-            wire::encode(&Msg::GetAll { request }),
-            SendOptions::mode(SendMode::SyncAck).with_ack_timeout(timeout),
-        )
-        .await;
-    match report.get(member) {
-        Some(Delivery::Acked) => {}
-        Some(Delivery::Failed(SendError::Refused { reason, .. })) => return Outcome::NoSuchContext(reason.clone()),
-        Some(Delivery::Failed(e)) => return Outcome::Failed(e.to_string()),
-        Some(Delivery::TimedOut(d)) => return Outcome::Failed(format!("no answer within {d:?}")),
-        _ => return Outcome::Failed("not sent".into()),
-    }
-    let mut members = inner.channel.watch_members();
-    let mut seen = 0;
-    loop {
-        let wait = tokio::time::sleep(timeout);
-        tokio::select! {
-            r = &mut rx => return match r {
-                Ok(Answer::Done) => Outcome::Completed,
-                Ok(Answer::NotReady) => Outcome::NotReady,
-                Err(_) => Outcome::Failed("superseded".into()),
-            },
-            _ = wait => {
-                let chunks = lock(&inner.transfer).chunks;
-                if chunks == seen {
-                    return Outcome::Failed(format!("silent for {timeout:?} during the transfer"));
-                }
-                seen = chunks;
-            }
-            changed = members.changed() => {
-                if changed.is_err() || !members.borrow().iter().any(|m| m.id() == member) {
-                    return Outcome::Failed("the member left during the transfer".into());
-                }
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Outcome::Failed("total state transfer timeout reached".into());
         }
     }
 }

@@ -711,16 +711,13 @@ impl Sim {
             }
             Msg::Chunk { request, sessions } => {
                 let node = self.node(at).expect("receiver is live");
-                if node.request == request {
-                    node.chunks += 1;
+                if node.on_chunk(request) {
                     node.core.apply_chunk(sessions, &mut out);
                 }
             }
             Msg::Done { request, .. } => {
                 let node = self.node(at).expect("receiver is live");
-                if node.request == request {
-                    node.done = true;
-                }
+                node.on_done(request);
             }
             Msg::NotReady { request } => {
                 let node = self.node(at).expect("receiver is live");

@@ -8,8 +8,9 @@ use super::check::AttrsOf;
 use super::{ATTEMPT_TIMEOUT_MS, DISCOVERY_WAIT_MS, TRANSFER_TIMEOUT_MS};
 use crate::core::Core;
 use crate::id::SessionId;
+use crate::joiner::{AckResult, JoinAction, JoinTimeouts, Joiner};
 use crate::manager::ManagerKind;
-use crate::transfer::{Outcome, Rank, Step, TransferPlan};
+use crate::transfer::Rank;
 
 /// What this node's failure detector knows of another member.
 #[derive(Debug)]
@@ -17,16 +18,6 @@ pub(super) struct Peer {
     pub(super) last_heard: u64,
     pub(super) removed: bool,
     pub(super) verifying: bool,
-}
-
-/// The current `ask` of the state transfer.
-#[derive(Debug)]
-pub(super) struct Asking {
-    member: MemberId,
-    request: u64,
-    acked: bool,
-    seen_chunks: u64,
-    last_progress: u64,
 }
 
 #[derive(Debug)]
@@ -37,11 +28,8 @@ pub(super) enum Phase {
     },
     /// Hello sent to every member; waiting for the acks.
     Greeting,
-    Transferring {
-        plan: Box<TransferPlan>,
-        asking: Option<Asking>,
-        retry_at: Option<u64>,
-    },
+    /// The shipped state-transfer machine (`joiner.rs`), driven as `run_startup` does.
+    Transferring(Box<Joiner>),
     Serving {
         degraded: bool,
     },
@@ -62,10 +50,6 @@ pub(super) struct Node {
     pub(super) phase: Phase,
     pub(super) view: BTreeMap<MemberId, Peer>,
     pub(super) startup_hellos: BTreeSet<u64>,
-    /// The state transfer's current request, its chunks received, and whether it is done.
-    pub(super) request: u64,
-    pub(super) chunks: u64,
-    pub(super) done: bool,
     /// Sessions this node destroyed (listener events): they must never come back here.
     pub(super) destroyed: BTreeSet<SessionId>,
     /// What each transfer source sent (by request), to check the joiner against.
@@ -86,9 +70,6 @@ impl Node {
             },
             view: BTreeMap::new(),
             startup_hellos: BTreeSet::new(),
-            request: 0,
-            chunks: 0,
-            done: false,
             destroyed: BTreeSet::new(),
             snapshots: BTreeMap::new(),
             completed: Vec::new(),
@@ -127,116 +108,72 @@ impl Node {
 
     pub(super) fn start_plan(&mut self, kind: &ManagerKind, candidates: Vec<(Rank, String)>) {
         let ask_all = matches!(kind, ManagerKind::Backup { .. });
-        let plan = TransferPlan::new("/sim", (self.started, self.id), candidates, ask_all);
-        self.phase = Phase::Transferring {
-            plan: Box::new(plan),
-            asking: None,
-            retry_at: None,
+        let timeouts = JoinTimeouts {
+            attempt_ms: ATTEMPT_TIMEOUT_MS,
+            total_ms: TRANSFER_TIMEOUT_MS,
+            retry_ms: 100,
         };
+        // The joiner's clock starts with the node (discovery and greetings count).
+        let joiner = Joiner::new("/sim", (self.started, self.id), 0, candidates, ask_all, timeouts);
+        self.phase = Phase::Transferring(Box::new(joiner));
+    }
+
+    fn joiner(&mut self) -> Option<&mut Joiner> {
+        match &mut self.phase {
+            Phase::Transferring(j) => Some(j),
+            _ => None,
+        }
     }
 
     /// The GetAll's sync-ack came back (or failed).
     pub(super) fn on_get_all_acked(&mut self, member: MemberId, request: u64, error: Option<String>, now: u64) {
-        let Phase::Transferring { plan, asking, .. } = &mut self.phase else {
-            return;
-        };
-        let Some(a) = asking.as_mut().filter(|a| a.request == request && a.member == member) else {
-            return;
-        };
-        match error {
-            None => {
-                a.acked = true;
-                a.last_progress = now;
-            }
-            Some(e) => {
-                plan.record(member, Outcome::Failed(e));
-                *asking = None;
-            }
+        let elapsed = now - self.started;
+        if let Some(j) = self.joiner() {
+            let result = error.map_or(AckResult::Acked, AckResult::Failed);
+            j.on_ack(member, request, result, elapsed);
         }
     }
 
     /// `Msg::NotReady`: the member asked is itself starting.
     pub(super) fn on_not_ready(&mut self, member: MemberId, request: u64) {
-        let Phase::Transferring { plan, asking, .. } = &mut self.phase else {
-            return;
-        };
-        if asking
-            .as_ref()
-            .is_some_and(|a| a.request == request && a.member == member)
-        {
-            plan.record(member, Outcome::NotReady);
-            *asking = None;
+        if let Some(j) = self.joiner() {
+            j.on_not_ready(member, request);
         }
     }
 
-    /// One turn of `run_startup`'s loop and of `ask`'s wait.
+    /// A `Chunk` arrived: whether to apply it.
+    pub(super) fn on_chunk(&mut self, request: u64) -> bool {
+        self.joiner().is_some_and(|j| j.on_chunk(request))
+    }
+
+    /// `Done` arrived.
+    pub(super) fn on_done(&mut self, request: u64) {
+        if let Some(j) = self.joiner() {
+            j.on_done(request);
+        }
+    }
+
+    /// One turn of `run_startup`'s loop: the shipped joiner decides.
     pub(super) fn drive_plan(&mut self, now: u64, candidates: Vec<(Rank, String)>) -> Action {
-        let started = self.started;
-        let (chunks, done) = (self.chunks, self.done);
-        let member_up = |m: MemberId| self.view.get(&m).is_some_and(|p| !p.removed);
-        let left = match &self.phase {
-            Phase::Transferring { asking: Some(a), .. } => !member_up(a.member),
-            _ => false,
-        };
-        let Phase::Transferring { plan, asking, retry_at } = &mut self.phase else {
+        let elapsed = now - self.started;
+        let up: Vec<MemberId> = self.view.iter().filter(|(_, p)| !p.removed).map(|(m, _)| *m).collect();
+        let Phase::Transferring(j) = &mut self.phase else {
             return Action::None;
         };
-        if now - started >= TRANSFER_TIMEOUT_MS {
-            return Action::Finish {
-                degraded: true,
-                from: Vec::new(),
-            };
-        }
-        if let Some(a) = asking.as_mut() {
-            if left {
-                plan.record(a.member, Outcome::Failed("the member left during the transfer".into()));
-                *asking = None;
-            } else if a.acked && done {
-                self.completed.push((a.member, a.request));
-                plan.record(a.member, Outcome::Completed);
-                *asking = None;
-            } else if a.acked && now - a.last_progress >= ATTEMPT_TIMEOUT_MS {
-                if chunks == a.seen_chunks {
-                    plan.record(a.member, Outcome::Failed("silent during the transfer".into()));
-                    *asking = None;
-                } else {
-                    a.seen_chunks = chunks;
-                    a.last_progress = now;
+        match j.poll(elapsed, |m| up.contains(&m), || candidates) {
+            JoinAction::Wait => Action::None,
+            JoinAction::Ask { member, request, .. } => Action::Ask(member, request),
+            JoinAction::Ready { .. } => {
+                self.completed = j.completed().iter().map(|(m, _, r)| (*m, *r)).collect();
+                Action::Finish {
+                    degraded: false,
+                    from: self.completed.iter().map(|c| c.0).collect(),
                 }
             }
-            if asking.is_some() {
-                return Action::None;
-            }
-        }
-        if let Some(at) = *retry_at {
-            if now < at {
-                return Action::None;
-            }
-            *retry_at = None;
-            plan.restart(candidates);
-        }
-        match plan.next() {
-            Step::Ready => Action::Finish {
-                degraded: false,
-                from: self.completed.iter().map(|c| c.0).collect(),
+            JoinAction::Degraded(_) => Action::Finish {
+                degraded: true,
+                from: Vec::new(),
             },
-            Step::Retry => {
-                *retry_at = Some(now + 100);
-                Action::None
-            }
-            Step::Ask(member, _) => {
-                self.request += 1;
-                self.chunks = 0;
-                self.done = false;
-                *asking = Some(Asking {
-                    member,
-                    request: self.request,
-                    acked: false,
-                    seen_chunks: 0,
-                    last_progress: now,
-                });
-                Action::Ask(member, self.request)
-            }
         }
     }
 }

@@ -42,7 +42,8 @@ fn sim_replay() {
 }
 
 /// Not for CI: which invariants fail over many seeds, and how often (`--run-ignored
-/// only`); `TRIBES_SIM_SURVEY=FROM..TO` picks the seeds (default the CI ones).
+/// only`, or `cargo xtask sim --seeds N`); `TRIBES_SIM_SURVEY=FROM..TO` picks the seeds
+/// (default the CI ones). Fails when any seed failed.
 #[test]
 #[ignore]
 fn sim_survey() {
@@ -70,6 +71,11 @@ fn sim_survey() {
         }
     }
     eprintln!("{kinds:#?}");
+    let failed: u32 = kinds.values().map(|k| k.0).sum();
+    assert!(
+        failed == 0,
+        "{failed} seeds failed; replay one with TRIBES_SIM_SEED=<seed> cargo test -p tribes-sessions --lib sim_replay -- --nocapture (first seed of each kind above)"
+    );
 }
 
 /// Regression (seed 285): a `Drop` sent by the old primary before a backup claimed the

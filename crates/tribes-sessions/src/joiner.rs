@@ -1,0 +1,327 @@
+//! The receiving side of a state transfer (Tomcat's state transfer on join), with no
+//! sockets and no clock: which member to ask (the [`TransferPlan`]), when an attempt has
+//! failed (its request was refused or not acked, no chunk came for the attempt timeout,
+//! the member left, it is itself starting), when to ask again, and when to give up and
+//! serve degraded. The tokio driver (`manager.rs`) and the simulation drive this same
+//! machine.
+//!
+//! Call order: [`Joiner::poll`] says what to do now ([`JoinAction`]); after an `Ask`,
+//! report the request's ack with [`Joiner::on_ack`]; report each `Chunk`, `Done` and
+//! `NotReady` message as it arrives. Poll again after any report, and at least every
+//! few tens of milliseconds (time is an argument, never read here).
+
+use tribes::MemberId;
+
+use crate::error::StateTransferError;
+use crate::transfer::{Outcome, Rank, Step, TransferPlan};
+
+/// How long an attempt may stay silent, the whole transfer may take, and the pause
+/// before asking again when every member failed or is itself starting.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JoinTimeouts {
+    pub(crate) attempt_ms: u64,
+    pub(crate) total_ms: u64,
+    pub(crate) retry_ms: u64,
+}
+
+/// What the driver must do.
+#[derive(Debug, PartialEq)]
+pub(crate) enum JoinAction {
+    /// Nothing until a message arrives or time passes.
+    Wait,
+    /// Send `GetAll { request }` to `member` (sync-ack) and report the ack.
+    Ask {
+        member: MemberId,
+        name: String,
+        request: u64,
+    },
+    /// The sessions arrived (from these members, possibly none): serve.
+    Ready { from: Vec<(MemberId, String)> },
+    /// No complete transfer within the total timeout: serve, and say why.
+    Degraded(StateTransferError),
+}
+
+/// How a `GetAll` was acknowledged.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum AckResult {
+    /// Acked: the member streams the sessions.
+    Acked,
+    /// Refused: the member does not serve the context.
+    NoSuchContext(String),
+    /// Not delivered or not acked in time.
+    Failed(String),
+}
+
+#[derive(Debug)]
+struct Asking {
+    member: MemberId,
+    name: String,
+    request: u64,
+    acked: bool,
+    seen_chunks: u64,
+    last_progress: u64,
+}
+
+/// One starting node's state transfer.
+#[derive(Debug)]
+pub(crate) struct Joiner {
+    context: String,
+    started_ms: u64,
+    timeouts: JoinTimeouts,
+    plan: TransferPlan,
+    asking: Option<Asking>,
+    retry_at: Option<u64>,
+    request: u64,
+    chunks: u64,
+    done: bool,
+    completed: Vec<(MemberId, String, u64)>,
+}
+
+impl Joiner {
+    /// `candidates`: the members serving the context now, with their age rank; `ask_all`
+    /// for the BackupManager (each member holds different sessions).
+    pub(crate) fn new(
+        context: &str,
+        local: Rank,
+        started_ms: u64,
+        candidates: Vec<(Rank, String)>,
+        ask_all: bool,
+        timeouts: JoinTimeouts,
+    ) -> Self {
+        Joiner {
+            context: context.to_string(),
+            started_ms,
+            timeouts,
+            plan: TransferPlan::new(context, local, candidates, ask_all),
+            asking: None,
+            retry_at: None,
+            request: 0,
+            chunks: 0,
+            done: false,
+            completed: Vec::new(),
+        }
+    }
+
+    /// What each attempt did, in words (for the status page).
+    pub(crate) fn log(&self) -> &[String] {
+        &self.plan.log
+    }
+
+    /// The completed transfers: source, its name, the request.
+    pub(crate) fn completed(&self) -> &[(MemberId, String, u64)] {
+        &self.completed
+    }
+
+    /// The `GetAll { request }` sent to `member` was acked, refused or lost.
+    pub(crate) fn on_ack(&mut self, member: MemberId, request: u64, result: AckResult, now_ms: u64) {
+        let Some(a) = self.current(member, request) else { return };
+        match result {
+            AckResult::Acked => {
+                a.acked = true;
+                a.last_progress = now_ms;
+            }
+            AckResult::NoSuchContext(reason) => self.finish_attempt(member, Outcome::NoSuchContext(reason)),
+            AckResult::Failed(reason) => self.finish_attempt(member, Outcome::Failed(reason)),
+        }
+    }
+
+    /// `Msg::NotReady`: the member asked is itself receiving the sessions.
+    pub(crate) fn on_not_ready(&mut self, member: MemberId, request: u64) {
+        if self.current(member, request).is_some() {
+            self.finish_attempt(member, Outcome::NotReady);
+        }
+    }
+
+    /// A `Chunk` of `request` arrived: whether it belongs to the current attempt (the
+    /// caller applies it then; a chunk of an abandoned attempt is dropped).
+    pub(crate) fn on_chunk(&mut self, request: u64) -> bool {
+        let current = self.asking.as_ref().is_some_and(|a| a.request == request);
+        if current {
+            self.chunks += 1;
+        }
+        current
+    }
+
+    /// `Done` of `request`: every chunk was sent.
+    pub(crate) fn on_done(&mut self, request: u64) {
+        if self.asking.as_ref().is_some_and(|a| a.request == request) {
+            self.done = true;
+        }
+    }
+
+    /// What to do at `now_ms`. `member_up` says whether a member is still in the
+    /// membership; `candidates` lists the members serving the context (asked again
+    /// after a pause when every attempt failed or every member was starting).
+    pub(crate) fn poll(
+        &mut self,
+        now_ms: u64,
+        member_up: impl Fn(MemberId) -> bool,
+        candidates: impl FnOnce() -> Vec<(Rank, String)>,
+    ) -> JoinAction {
+        if now_ms.saturating_sub(self.started_ms) >= self.timeouts.total_ms {
+            let (member, cause) = self
+                .plan
+                .last
+                .clone()
+                .unwrap_or(("none".into(), "no member answered".into()));
+            return JoinAction::Degraded(StateTransferError::TimedOut {
+                context: self.context.clone(),
+                member,
+                cause,
+                timeout: std::time::Duration::from_millis(self.timeouts.total_ms),
+            });
+        }
+        if let Some(a) = &mut self.asking {
+            let member = a.member;
+            if !member_up(member) {
+                self.finish_attempt(member, Outcome::Failed("the member left during the transfer".into()));
+            } else if a.acked && self.done {
+                self.completed.push((member, a.name.clone(), a.request));
+                self.finish_attempt(member, Outcome::Completed);
+            } else if a.acked && now_ms.saturating_sub(a.last_progress) >= self.timeouts.attempt_ms {
+                if self.chunks == a.seen_chunks {
+                    let silent = format!("silent for {} ms during the transfer", self.timeouts.attempt_ms);
+                    self.finish_attempt(member, Outcome::Failed(silent));
+                } else {
+                    a.seen_chunks = self.chunks;
+                    a.last_progress = now_ms;
+                }
+            }
+            if self.asking.is_some() {
+                return JoinAction::Wait;
+            }
+        }
+        if let Some(at) = self.retry_at {
+            if now_ms < at {
+                return JoinAction::Wait;
+            }
+            self.retry_at = None;
+            self.plan.restart(candidates());
+        }
+        match self.plan.next() {
+            Step::Ready => JoinAction::Ready {
+                from: self.completed.iter().map(|(m, n, _)| (*m, n.clone())).collect(),
+            },
+            Step::Retry => {
+                self.retry_at = Some(now_ms + self.timeouts.retry_ms);
+                JoinAction::Wait
+            }
+            Step::Ask(member, name) => {
+                self.request += 1;
+                self.chunks = 0;
+                self.done = false;
+                self.asking = Some(Asking {
+                    member,
+                    name: name.clone(),
+                    request: self.request,
+                    acked: false,
+                    seen_chunks: 0,
+                    last_progress: now_ms,
+                });
+                JoinAction::Ask {
+                    member,
+                    name,
+                    request: self.request,
+                }
+            }
+        }
+    }
+
+    fn current(&mut self, member: MemberId, request: u64) -> Option<&mut Asking> {
+        self.asking
+            .as_mut()
+            .filter(|a| a.request == request && a.member == member)
+    }
+
+    fn finish_attempt(&mut self, member: MemberId, outcome: Outcome) {
+        self.plan.record(member, outcome);
+        self.asking = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(i: u8) -> MemberId {
+        MemberId::from_bytes([i; 16])
+    }
+
+    fn cand(i: u8) -> (Rank, String) {
+        ((u64::from(i), m(i)), format!("n{i}"))
+    }
+
+    const T: JoinTimeouts = JoinTimeouts {
+        attempt_ms: 1_000,
+        total_ms: 10_000,
+        retry_ms: 100,
+    };
+
+    fn ask(j: &mut Joiner, now: u64) -> (MemberId, u64) {
+        match j.poll(now, |_| true, Vec::new) {
+            JoinAction::Ask { member, request, .. } => (member, request),
+            other => panic!("expected an ask, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_transfer_completes_after_the_ack_and_done_in_either_order() {
+        let mut j = Joiner::new("/app", (9, m(9)), 0, vec![cand(1)], false, T);
+        let (member, request) = ask(&mut j, 0);
+        j.on_done(request);
+        assert_eq!(j.poll(10, |_| true, Vec::new), JoinAction::Wait, "done before the ack");
+        j.on_ack(member, request, AckResult::Acked, 20);
+        assert_eq!(
+            j.poll(30, |_| true, Vec::new),
+            JoinAction::Ready {
+                from: vec![(m(1), "n1".into())]
+            }
+        );
+    }
+
+    #[test]
+    fn a_silent_member_fails_its_attempt_and_the_next_is_asked_while_chunks_keep_it_alive() {
+        let mut j = Joiner::new("/app", (9, m(9)), 0, vec![cand(1), cand(2)], false, T);
+        let (first, r1) = ask(&mut j, 0);
+        j.on_ack(first, r1, AckResult::Acked, 0);
+        assert!(j.on_chunk(r1));
+        assert_eq!(
+            j.poll(1_000, |_| true, Vec::new),
+            JoinAction::Wait,
+            "a chunk came: still alive"
+        );
+        // No chunk for another attempt timeout: the next member is asked.
+        let (second, r2) = ask(&mut j, 2_000);
+        assert_eq!((first, second), (m(1), m(2)));
+        assert!(!j.on_chunk(r1), "a chunk of the abandoned attempt is dropped");
+        assert!(j.log().iter().any(|l| l.contains("silent")));
+        let _ = r2;
+    }
+
+    #[test]
+    fn not_ready_and_refusals_move_on_and_the_total_timeout_names_the_last_cause() {
+        let mut j = Joiner::new("/app", (9, m(9)), 0, vec![cand(1), cand(2)], false, T);
+        let (a, ra) = ask(&mut j, 0);
+        j.on_not_ready(a, ra);
+        let (b, rb) = ask(&mut j, 10);
+        j.on_ack(b, rb, AckResult::Failed("connection refused".into()), 20);
+        // Every attempt failed: ask again after the pause, until the total timeout.
+        assert_eq!(j.poll(30, |_| true, Vec::new), JoinAction::Wait);
+        match j.poll(10_000, |_| true, || vec![cand(2)]) {
+            JoinAction::Degraded(StateTransferError::TimedOut { member, cause, .. }) => {
+                assert!(member.contains("n2"), "{member}");
+                assert!(cause.contains("connection refused"), "{cause}");
+            }
+            other => panic!("expected degraded, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_member_that_leaves_mid_transfer_fails_the_attempt() {
+        let mut j = Joiner::new("/app", (9, m(9)), 0, vec![cand(1)], false, T);
+        let (a, r) = ask(&mut j, 0);
+        j.on_ack(a, r, AckResult::Acked, 0);
+        assert_eq!(j.poll(10, |m| m != a, Vec::new), JoinAction::Wait);
+        assert!(j.log().iter().any(|l| l.contains("left")));
+    }
+}
