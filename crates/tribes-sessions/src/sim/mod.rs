@@ -684,7 +684,10 @@ impl Sim {
                 sessions.sort_by_key(|d| d.id);
                 let snapshot = sessions.iter().map(check::AttrsOf::of).collect();
                 if let Some(joiner) = self.node(from) {
-                    joiner.snapshots.insert(request, snapshot);
+                    // A duplicated GetAll streams a second snapshot under the same
+                    // request; the joiner completes on the first `Done`, so the first
+                    // snapshot is the one to check it against.
+                    joiner.snapshots.entry(request).or_insert(snapshot);
                 }
                 let total = sessions.len() as u64;
                 let mut chunks: Vec<Vec<_>> = sessions.chunks(CHUNK_SESSIONS).map(<[_]>::to_vec).collect();

@@ -3,7 +3,7 @@ use std::time::Instant;
 use super::{SimStats, run_seed};
 
 /// Seeds CI runs: both managers (even seeds Delta, odd Backup), every fault.
-const CI_SEEDS: u64 = 300;
+const CI_SEEDS: u64 = 2_000;
 
 #[test]
 fn sim_many_seeds() {
