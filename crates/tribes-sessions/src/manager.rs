@@ -1329,7 +1329,7 @@ async fn run_startup(inner: Arc<Inner>) {
         let settled = stats.candidates.values().all(|c| match (&c.member, c.up) {
             (Some(name), true) => members.iter().any(|m| m.name() == name),
             (None, true) => true,
-            (_, false) => c.last_error.as_deref() != Some("not probed yet"),
+            (_, false) => c.probed,
         });
         if settled {
             break;

@@ -302,7 +302,7 @@ async fn configured_candidates_are_listed_before_discovery_runs() {
     // The watcher then reports its real findings under the same keys.
     eventually("the candidates to be probed", Duration::from_secs(5), || {
         let c = a.stats().candidates;
-        c.len() == 2 && c.values().all(|c| c.last_error.as_deref() != Some("not probed yet"))
+        c.len() == 2 && c.values().all(|c| c.probed)
     })
     .await;
 

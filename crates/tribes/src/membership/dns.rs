@@ -195,6 +195,7 @@ impl Discovery for DnsDiscovery {
                             member: None,
                             up: false,
                             last_error: Some(format!("DNS lookup via {server} failed: {cause}")),
+                            probed: true,
                         },
                     );
                 }

@@ -87,6 +87,9 @@ pub struct CandidateStatus {
     pub up: bool,
     /// Why the last probe failed.
     pub last_error: Option<String>,
+    /// Whether discovery has probed it at least once (a candidate listed up front, such
+    /// as a static address, is not probed until its discovery task has run).
+    pub probed: bool,
 }
 
 impl CandidateStatus {
@@ -97,6 +100,7 @@ impl CandidateStatus {
             member: None,
             up: false,
             last_error: Some(NOT_PROBED_YET.into()),
+            probed: false,
         }
     }
 }

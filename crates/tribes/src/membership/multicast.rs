@@ -104,6 +104,7 @@ impl Discovery for MulticastDiscovery {
                             member: None,
                             up: false,
                             last_error: Some(e.to_string()),
+                            probed: true,
                         },
                     );
                     return;
@@ -116,6 +117,7 @@ impl Discovery for MulticastDiscovery {
                     member: None,
                     up: true,
                     last_error: None,
+                    probed: true,
                 },
             );
             let target = SocketAddr::V4(SocketAddrV4::new(self.group, self.port));
@@ -130,7 +132,7 @@ impl Discovery for MulticastDiscovery {
                         let Ok(datagram) = ctx.codec.to_bytes(frame) else { continue };
                         if let Err(e) = socket.send_to(&datagram, target).await {
                             tracing::warn!(group = %key, error = %e, "multicast heartbeat not sent");
-                            ctx.report(&key, CandidateStatus { kind: "multicast", member: None, up: false, last_error: Some(e.to_string()) });
+                            ctx.report(&key, CandidateStatus { kind: "multicast", member: None, up: false, last_error: Some(e.to_string()), probed: true });
                         }
                     }
                     received = socket.recv_from(&mut buf) => {

@@ -36,6 +36,7 @@ async fn watch_loop(ctx: &DiscoveryContext, addr: SocketAddr, frequency: Duratio
         member: None,
         up: false,
         last_error: Some(error),
+        probed: true,
     };
     ctx.report(&key, CandidateStatus::not_probed_yet(kind));
     loop {
@@ -70,6 +71,7 @@ async fn watch_loop(ctx: &DiscoveryContext, addr: SocketAddr, frequency: Duratio
                             member: Some(member.name.clone()),
                             up: true,
                             last_error: None,
+                            probed: true,
                         },
                     );
                     ctx.heard(member);
