@@ -135,6 +135,22 @@ async fn check(manager: &'static str, faults: bool) {
         total.unanswered,
         total.wrong.len()
     );
+    if !faults {
+        // The cost of the guarantee, independent of how busy the machine is: replication
+        // messages and bytes sent by all nodes per answered request.
+        let (mut messages, mut bytes) = (0u64, 0u64);
+        for n in &nodes {
+            let s = status(n).await.expect("status");
+            messages += s["replication"]["messages_sent"].as_u64().unwrap_or(0);
+            bytes += s["replication"]["bytes_sent"].as_u64().unwrap_or(0);
+        }
+        let per = |x: u64| x as f64 / total.answered.max(1) as f64;
+        eprintln!(
+            "non-sticky {manager} sync: {:.2} replication messages and {:.0} bytes per request",
+            per(messages),
+            per(bytes)
+        );
+    }
     assert!(total.answered > 100, "too few answers to judge: {total:?}");
     assert!(
         total.wrong.is_empty(),
