@@ -23,6 +23,8 @@ use crate::placement;
 use crate::wire::Msg;
 
 mod anti_entropy;
+mod backup;
+mod expiry;
 
 pub(crate) type Filter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
@@ -198,16 +200,6 @@ impl Core {
         }
     }
 
-    /// BackupManager: the other members that hold `id`: its primary and the primary's
-    /// backups (a read on a backup must reach the primary too).
-    fn holders(&self, id: SessionId) -> Vec<MemberId> {
-        let primary = self.sessions.get(&id).and_then(|d| d.primary).unwrap_or(self.local);
-        let mut holders = placement::top(&self.all(), id, self.backup_count(), Some(primary));
-        holders.push(primary);
-        holders.retain(|m| *m != self.local);
-        holders
-    }
-
     fn replicate(&self, name: &str) -> bool {
         self.cfg.filter.as_ref().is_none_or(|f| f(name))
     }
@@ -346,49 +338,6 @@ impl Core {
         })
     }
 
-    /// BackupManager: who gets what of a commit. A backup that held the session gets
-    /// the change; one that did not (the primary moved, or the id changed) gets the whole
-    /// session, never a change it would turn into a partial copy. An invalidation or a new
-    /// id goes to every server, so no member keeps a copy under the old id; a claim goes
-    /// to the members that get nothing else, so they stop treating their copy as current.
-    fn backup_sends(
-        &self,
-        key: SessionId,
-        live: Option<&SessionData>,
-        before: &[MemberId],
-        to: Vec<MemberId>,
-        msg: Msg,
-        claimed: bool,
-    ) -> Vec<(Vec<MemberId>, Msg)> {
-        let sweeping = live.is_none_or(|d| d.id != key);
-        let full_to: Vec<MemberId> = match live {
-            Some(_) => to.iter().copied().filter(|m| !before.contains(m)).collect(),
-            None => Vec::new(),
-        };
-        let delta_to: Vec<MemberId> = if sweeping {
-            self.servers.iter().copied().filter(|m| !full_to.contains(m)).collect()
-        } else {
-            to.into_iter().filter(|m| before.contains(m)).collect()
-        };
-        let mut sends = Vec::new();
-        if claimed && !sweeping {
-            let others: Vec<MemberId> = self
-                .servers
-                .iter()
-                .copied()
-                .filter(|m| !delta_to.contains(m) && !full_to.contains(m))
-                .collect();
-            if !others.is_empty() {
-                sends.push((others, Msg::Claimed(key)));
-            }
-        }
-        if let (false, Some(d)) = (full_to.is_empty(), live) {
-            sends.push((full_to, Msg::Full(self.outgoing(d))));
-        }
-        sends.push((delta_to, msg));
-        sends
-    }
-
     /// Whether this node answers for `id` from its own copy: it holds the session and,
     /// for the BackupManager, is its primary. A BackupManager node that is not the
     /// primary may hold a copy older than the last acknowledged write.
@@ -400,17 +349,6 @@ impl Core {
     /// The driver saw the servers change at `now_ms` (see [`SETTLE_MS`]).
     pub(crate) fn note_servers_changed(&mut self, now_ms: u64) {
         self.servers_changed_ms = now_ms;
-    }
-
-    /// BackupManager: whom to ask for `id` (a [`Msg::Fetch`]): the holders of the copy held
-    /// here when its primary serves the context, otherwise every server.
-    pub(crate) fn fetch_targets(&self, id: &SessionId) -> Vec<MemberId> {
-        // A primary that checks its copy asks everyone: another node may believe it is
-        // the primary too.
-        match self.sessions.get(id).and_then(|d| d.primary) {
-            Some(p) if p != self.local && self.servers.contains(&p) => self.holders(*id),
-            _ => self.servers.clone(),
-        }
     }
 
     fn outgoing(&self, d: &SessionData) -> SessionData {
@@ -568,18 +506,6 @@ impl Core {
             return Some(new);
         }
         Some(id)
-    }
-
-    /// Whether this node is an owner of `id` (Delta: always; Backup: its primary or one
-    /// of the primary's backups by placement).
-    fn should_hold(&self, id: &SessionId) -> bool {
-        let Some(d) = self.sessions.get(id) else { return false };
-        match self.cfg.kind {
-            ManagerKind::Delta => true,
-            ManagerKind::Backup { backup_count: k } => {
-                d.primary == Some(self.local) || placement::top(&self.all(), *id, k, d.primary).contains(&self.local)
-            }
-        }
     }
 
     fn merge_full(&mut self, data: &SessionData, origin: Origin, out: &mut Vec<Effect>) -> bool {
@@ -831,169 +757,11 @@ impl Core {
         }
     }
 
-    /// BackupManager: this node was the primary of `id` (or a backup of the old one) and
-    /// `new` took it over: send `new` this copy, so a write this node made or acknowledged
-    /// concurrently with the takeover is merged there, not lost.
-    fn hand_back(&mut self, id: SessionId, new: MemberId, out: &mut Vec<Effect>) {
-        if let Some(d) = self.sessions.get(&id) {
-            let data = self.outgoing(d);
-            out.push(Effect::Send(vec![new], Msg::Merge { sessions: vec![data] }));
-        }
-    }
-
-    /// BackupManager: the primary of `id` is gone: the best-ranked member of `all` takes
-    /// over (this node, or the heir it sends the session to).
-    fn rehome(&mut self, id: SessionId, all: &[MemberId], out: &mut Vec<Effect>) {
-        let heir = placement::top(all, id, 1, None)[0];
-        if heir == self.local {
-            self.promote(id, out);
-        } else if let Some(d) = self.sessions.get(&id) {
-            out.push(Effect::Send(vec![heir], Msg::Adopt(self.outgoing(d))));
-        }
-    }
-
-    /// BackupManager: this node becomes the primary of `id` and replicates it to its backups.
-    fn promote(&mut self, id: SessionId, out: &mut Vec<Effect>) {
-        let to = self.recipients(id);
-        let local = self.local;
-        let writer = self.writer;
-        let Some(d) = self.sessions.get_mut(&id) else { return };
-        if d.primary == Some(local) {
-            return;
-        }
-        d.version += 1;
-        d.meta = Stamp {
-            version: d.version,
-            writer,
-        };
-        d.primary = Some(local);
-        self.counters.promotions += 1;
-        let data = self.outgoing(&self.sessions[&id]);
-        if !to.is_empty() {
-            out.push(Effect::Send(to, Msg::Full(data)));
-        }
-    }
-
     /// The set of other members serving the context changed.
     pub(crate) fn handle_servers_changed(&mut self, servers: Vec<MemberId>, out: &mut Vec<Effect>) {
         let old = std::mem::replace(&mut self.servers, servers);
-        let ManagerKind::Backup { backup_count: k } = self.cfg.kind else {
-            return;
-        };
-        let mut old_all = old.clone();
-        old_all.push(self.local);
-        let new_all = self.all();
-        let ids: Vec<(SessionId, Option<MemberId>)> = self.sessions.values().map(|d| (d.id, d.primary)).collect();
-        let mut fulls: HashMap<MemberId, Vec<SessionId>> = HashMap::new();
-        let mut drops: HashMap<MemberId, Vec<SessionId>> = HashMap::new();
-        for (id, primary) in ids {
-            if primary == Some(self.local) {
-                let before = placement::top(&old_all, id, k, Some(self.local));
-                let after = placement::top(&new_all, id, k, Some(self.local));
-                for m in after.iter().filter(|m| !before.contains(m)) {
-                    fulls.entry(*m).or_default().push(id);
-                }
-                for m in before.iter().filter(|m| !after.contains(m) && self.servers.contains(m)) {
-                    drops.entry(*m).or_default().push(id);
-                }
-            } else if primary.is_none_or(|p| !new_all.contains(&p)) {
-                self.rehome(id, &new_all, out);
-            }
-        }
-        for (m, ids) in fulls {
-            for id in ids {
-                let data = self.outgoing(&self.sessions[&id]);
-                out.push(Effect::Send(vec![m], Msg::Full(data)));
-            }
-        }
-        for (m, ids) in drops {
-            for id in ids {
-                let version = self.sessions[&id].version;
-                out.push(Effect::Send(vec![m], Msg::Drop { id, version }));
-            }
-        }
-    }
-
-    /// Periodic work: expire idle sessions, forget old tombstones, send the access batch,
-    /// and every `sync_interval_ms` an anti-entropy round with the next member.
-    pub(crate) fn handle_tick(&mut self, now_ms: u64, out: &mut Vec<Effect>) {
-        self.sync_tick(now_ms, out);
-        let grace = self.cfg.grace_ms;
-        let idle = |d: &SessionData| d.expires_at_ms().saturating_add(grace) < now_ms;
-        // Expiry in two steps: a session idle here is first asked about (the members
-        // answer with their last access: a touch batch may have been lost), and expired
-        // a grace later if no later access arrived meanwhile.
-        let mut ask: Vec<SessionId> = Vec::new();
-        let mut expired: Vec<SessionId> = Vec::new();
-        for d in self.sessions.values() {
-            if self.too_old(d, now_ms) {
-                expired.push(d.id);
-                continue;
-            }
-            if !idle(d) {
-                continue;
-            }
-            match self.expiring.get(&d.id) {
-                _ if self.servers.is_empty() => expired.push(d.id),
-                None => ask.push(d.id),
-                Some(at) if *at <= now_ms => expired.push(d.id),
-                Some(_) => {}
-            }
-        }
-        self.expiring.retain(|id, _| self.sessions.get(id).is_some_and(idle));
-        if !ask.is_empty() {
-            for id in &ask {
-                self.expiring.insert(*id, now_ms + grace);
-            }
-            self.send_to_holders(ask, |id| *id, Msg::Expiring, out);
-        }
-        for id in &expired {
-            self.expiring.remove(id);
-            self.destroy(now_ms, *id, DestroyReason::Expired, Origin::Local, out);
-        }
-        if !expired.is_empty() && !self.servers.is_empty() {
-            out.push(Effect::Send(self.servers.clone(), Msg::Expired(expired)));
-        }
-        self.fetched.retain(|_, at| at.saturating_add(FETCH_HOLD_MS) > now_ms);
-        let ttl = self.cfg.tombstone_ttl_ms;
-        self.tombs.retain(|_, at| at.saturating_add(ttl) > now_ms);
-        if self.touches.is_empty() || self.servers.is_empty() {
-            self.touches.clear();
-            return;
-        }
-        if now_ms < self.next_touch_ms {
-            // Accesses accumulate until the batch is due (ticks come more often).
-            return;
-        }
-        self.next_touch_ms = now_ms.saturating_add(self.cfg.touch_interval_ms);
-        let touches: Vec<(SessionId, u64)> = std::mem::take(&mut self.touches).into_iter().collect();
-        self.send_to_holders(touches, |(id, _)| *id, Msg::Touches, out);
-    }
-
-    /// Sends items about sessions to the members that hold them: every server
-    /// (DeltaManager), or per member its sessions' items (BackupManager).
-    fn send_to_holders<T>(
-        &self,
-        items: Vec<T>,
-        id_of: impl Fn(&T) -> SessionId,
-        msg: impl Fn(Vec<T>) -> Msg,
-        out: &mut Vec<Effect>,
-    ) where
-        T: Clone,
-    {
-        match self.cfg.kind {
-            ManagerKind::Delta => out.push(Effect::Send(self.servers.clone(), msg(items))),
-            ManagerKind::Backup { .. } => {
-                let mut per: HashMap<MemberId, Vec<T>> = HashMap::new();
-                for item in items {
-                    for m in self.holders(id_of(&item)) {
-                        per.entry(m).or_default().push(item.clone());
-                    }
-                }
-                for (m, list) in per {
-                    out.push(Effect::Send(vec![m], msg(list)));
-                }
-            }
+        if let ManagerKind::Backup { backup_count: k } = self.cfg.kind {
+            self.replace_on_servers_changed(old, k, out);
         }
     }
 
@@ -1018,14 +786,6 @@ impl Core {
     pub(crate) fn forget(&mut self, id: &SessionId) {
         self.sessions.remove(id);
         self.touches.remove(id);
-    }
-
-    /// On a clean shutdown with `expire`: destroy the sessions this node serves.
-    pub(crate) fn expire_all(&mut self, now_ms: u64, out: &mut Vec<Effect>) {
-        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
-        for id in ids {
-            self.destroy(now_ms, id, DestroyReason::Expired, Origin::Local, out);
-        }
     }
 
     /// For the status page and the benchmark: the inline and heap bytes of the
