@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::channel::AckHandle;
+use crate::acks::AckHandle;
 use crate::member::Member;
 use crate::membership::MembershipEvent;
 
