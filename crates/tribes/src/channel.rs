@@ -423,6 +423,16 @@ impl Inner {
         self.local.borrow().clone()
     }
 
+    /// The sender of a live member: a member's sender is dropped when it leaves, so
+    /// one found here is live; otherwise the member list decides (and a sender is made).
+    fn live_sender(&self, id: MemberId) -> Option<Arc<MemberSender>> {
+        if let Some(sender) = self.senders.lock().expect("senders lock").get(&id) {
+            return Some(sender.clone());
+        }
+        let member = self.members.borrow().iter().find(|m| m.id == id).cloned()?;
+        Some(self.sender_for(&member))
+    }
+
     fn sender_for(&self, member: &Member) -> Arc<MemberSender> {
         let mut senders = self.senders.lock().expect("senders lock");
         senders
@@ -553,6 +563,13 @@ impl Channel {
     pub async fn send(&self, to: &[MemberId], topic: &str, payload: Bytes, options: SendOptions) -> SendReport {
         let mode = options.mode.unwrap_or(self.inner.config.send_mode);
         let timeout = options.ack_timeout.unwrap_or(self.inner.config.ack_timeout);
+        if let [id] = to {
+            // One member (the common case): no futures to join.
+            let delivery = self.send_one(*id, topic, payload, mode, timeout).await;
+            return SendReport {
+                outcomes: vec![(*id, delivery)],
+            };
+        }
         let sends = to.iter().map(|&id| {
             let payload = payload.clone();
             async move { (id, self.send_one(id, topic, payload, mode, timeout).await) }
@@ -566,17 +583,16 @@ impl Channel {
         if self.inner.shutdown.is_cancelled() {
             return Delivery::Failed(SendError::ShuttingDown);
         }
-        let Some(member) = self.member(id) else {
+        let Some(sender) = self.inner.live_sender(id) else {
             return Delivery::Failed(SendError::UnknownMember { member: id });
         };
-        let messages = match self.inner.stack.outgoing(&member, Message::new(topic, payload)) {
+        let messages = match self.inner.stack.outgoing(sender.member(), Message::new(topic, payload)) {
             Ok(m) => m,
             Err(e) => return Delivery::Failed(e.into()),
         };
         if messages.is_empty() {
             return Delivery::Queued;
         }
-        let sender = self.inner.sender_for(&member);
         sender.send(messages, mode, timeout).await
     }
 

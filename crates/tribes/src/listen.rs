@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -91,6 +91,17 @@ pub(crate) struct Listeners {
     local_name: String,
     /// Counts messages that found no listener (or a dropped one).
     counters: Arc<Counters>,
+    /// Bumped by every [`Listeners::listen`], so that a cached [`Route`] is rechecked.
+    generation: AtomicU64,
+}
+
+/// A connection's cached way to the listener of the topic it last delivered to
+/// (most connections carry one topic): no lock and no hashing per message.
+#[derive(Debug)]
+pub(crate) struct Route {
+    generation: u64,
+    topic: String,
+    tx: mpsc::Sender<Incoming>,
 }
 
 impl Listeners {
@@ -100,6 +111,7 @@ impl Listeners {
             capacity,
             local_name,
             counters,
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -110,15 +122,25 @@ impl Listeners {
         Listener { topic, rx }
     }
 
-    /// Hand an incoming message to its topic's listener, or fail its ack.
-    pub(crate) async fn deliver(&self, from: &Arc<Member>, message: Message) {
-        let tx = self
-            .by_topic
-            .lock()
-            .expect("listeners lock")
-            .get(&message.topic)
-            .cloned();
-        let Some(tx) = tx else {
+    /// Hand an incoming message to its topic's listener, or fail its ack. `route`
+    /// caches the listener between calls (one per connection).
+    pub(crate) async fn deliver(&self, route: &mut Option<Route>, from: &Arc<Member>, message: Message) {
+        let generation = self.generation.load(Ordering::Acquire);
+        let cached = matches!(route, Some(r) if r.generation == generation && r.topic == message.topic);
+        if !cached {
+            let tx = self
+                .by_topic
+                .lock()
+                .expect("listeners lock")
+                .get(&message.topic)
+                .cloned();
+            *route = tx.map(|tx| Route {
+                generation,
+                topic: message.topic.clone(),
+                tx,
+            });
+        }
+        let Some(Route { tx, .. }) = route.as_ref() else {
             self.counters.undeliverable.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(from = %from, topic = %message.topic, "no listener for topic");
             if let Some(ack) = message.ack {

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::acks::AckState;
 use crate::batch;
 use crate::interceptor::{InterceptorStack, Message};
-use crate::listen::Listeners;
+use crate::listen::{Listeners, Route};
 use crate::member::{Member, MemberId};
 use crate::membership::MembershipInput;
 use crate::stats::{Counters, Refusals};
@@ -81,6 +81,8 @@ struct Conn {
     replies: mpsc::UnboundedSender<Frame>,
     /// The checked entries of the batch being handed on (reused).
     entries: Vec<Entry>,
+    /// The listener this connection delivered to last.
+    route: Option<Route>,
 }
 
 enum Entry {
@@ -105,6 +107,7 @@ async fn serve_connection(ctx: Arc<ReceiverContext>, stream: TcpStream, peer: So
         acks,
         replies,
         entries: Vec::new(),
+        route: None,
     };
     let result = loop {
         let frame = tokio::select! {
@@ -246,7 +249,7 @@ async fn handle_frame(ctx: &ReceiverContext, frame: Frame, conn: &mut Conn) -> R
         FrameKind::Message => {
             let header: MessageHeader = frame.header()?;
             let sender = conn.from.clone().ok_or(ConnectionError::MessageBeforeHello)?;
-            handle_message(ctx, &sender, &conn.acks, header, frame.payload).await;
+            handle_message(ctx, &sender, conn, header, frame.payload).await;
         }
         FrameKind::Batch => {
             // Check every entry before handing any on: a bad batch is refused whole.
@@ -263,7 +266,7 @@ async fn handle_frame(ctx: &ReceiverContext, frame: Frame, conn: &mut Conn) -> R
                     Entry::Goodbye(id) => goodbye(ctx, conn, id),
                     Entry::Message(header, payload) => {
                         let sender = conn.from.clone().ok_or(ConnectionError::MessageBeforeHello)?;
-                        handle_message(ctx, &sender, &conn.acks, header, payload).await;
+                        handle_message(ctx, &sender, conn, header, payload).await;
                     }
                 }
             }
@@ -285,10 +288,11 @@ fn goodbye(ctx: &ReceiverContext, conn: &mut Conn, id: MemberId) {
 async fn handle_message(
     ctx: &ReceiverContext,
     sender: &Arc<Member>,
-    acks: &Arc<AckState>,
+    conn: &mut Conn,
     header: MessageHeader,
     payload: Bytes,
 ) {
+    let acks = &conn.acks;
     let seq = header.id;
     let message = Message {
         topic: header.topic,
@@ -302,7 +306,7 @@ async fn handle_message(
                 acks.passed(seq);
             }
             for m in messages {
-                ctx.listeners.deliver(sender, m).await;
+                ctx.listeners.deliver(&mut conn.route, sender, m).await;
             }
         }
         Err(e) => {

@@ -118,6 +118,11 @@ impl MemberSender {
         })
     }
 
+    /// The member this sender sends to.
+    pub(crate) fn member(&self) -> &Member {
+        &self.member
+    }
+
     /// Stop the connections; waiting sends fail.
     pub(crate) fn close(&self) {
         self.left.store(true, Ordering::Relaxed);
