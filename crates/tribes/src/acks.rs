@@ -10,11 +10,14 @@
 //! - [`Waiting`] (sender): the sends waiting for an ack, by sequence number.
 //! - [`AckState`] (receiver): what has arrived and what is still being processed;
 //!   an [`AckHandle`] in each sync-ack message releases its sequence number when
-//!   dropped. The connection's writer wakes on [`AckState::changed`] and writes the
-//!   fail-acks and one ack for everything acknowledged since its last wake-up.
+//!   dropped. Whoever finishes a message (usually the listener's task) writes what
+//!   is owed at once through the connection's [`Flush`] when the socket takes it
+//!   without waiting; otherwise the connection's writer wakes on
+//!   [`AckState::changed`] and writes the fail-acks and one ack for everything
+//!   acknowledged since.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::{Notify, oneshot};
 
@@ -77,12 +80,25 @@ impl<E: Clone> Waiting<E> {
     }
 }
 
+/// Writes what is owed to a sender right away, without waiting (a non-blocking
+/// write); returns `false` when it could not (the writer task then finishes).
+pub(crate) trait Flush: Send + Sync {
+    fn flush_now(&self, acks: &AckState) -> bool;
+}
+
 /// Receiver side: the ack state of one connection, shared by its reader, its
 /// writer and the [`AckHandle`]s of the messages in flight.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct AckState {
     state: Mutex<State>,
     changed: Notify,
+    flush: OnceLock<Weak<dyn Flush>>,
+}
+
+impl std::fmt::Debug for AckState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AckState").field("state", &self.state).finish()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +133,21 @@ pub(crate) struct Owed {
 }
 
 impl AckState {
+    /// Write owed acks through `flush` where possible (the connection keeps it alive).
+    pub(crate) fn set_flush(&self, flush: Weak<dyn Flush>) {
+        let _ = self.flush.set(flush);
+    }
+
+    /// Something is owed: write it now if the socket takes it, else wake the writer.
+    fn wake(&self) {
+        if let Some(flush) = self.flush.get().and_then(Weak::upgrade)
+            && flush.flush_now(self)
+        {
+            return;
+        }
+        self.changed.notify_one();
+    }
+
     /// A message arrived with this sequence number and ack mode (0 none, 1 on
     /// receipt, 2 after processing). Sequence numbers arrive in increasing order.
     /// For a sync-ack message, returns the handle that travels with it; the
@@ -129,7 +160,7 @@ impl AckState {
             1 => {
                 s.due = true;
                 drop(s);
-                self.changed.notify_one();
+                self.wake();
                 None
             }
             _ => {
@@ -158,7 +189,7 @@ impl AckState {
             let advanced = s.watermark() > s.acked;
             drop(s);
             if advanced {
-                self.changed.notify_one();
+                self.wake();
             }
         }
     }
@@ -172,7 +203,7 @@ impl AckState {
         s.fails.push((seq, reason));
         s.due = true;
         drop(s);
-        self.changed.notify_one();
+        self.wake();
     }
 
     /// Resolves when there may be something to write.

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
-use crate::acks::AckState;
+use crate::acks::{AckState, Flush};
 use crate::batch;
 use crate::interceptor::{InterceptorStack, Message};
 use crate::listen::{Listeners, Route};
@@ -95,13 +95,17 @@ async fn serve_connection(ctx: Arc<ReceiverContext>, stream: TcpStream, peer: So
     let mut reader = FramedRead::with_capacity(read, ctx.codec.clone(), 64 * 1024);
     let (replies, reply_rx) = mpsc::unbounded_channel::<Frame>();
     let acks = Arc::new(AckState::default());
-    let writer = tokio::spawn(write_replies(
-        write,
-        ctx.codec.clone(),
-        acks.clone(),
-        reply_rx,
-        ctx.shutdown.clone(),
-    ));
+    let out = Arc::new(Replies {
+        out: tokio::sync::Mutex::new(ReplyOut {
+            write,
+            codec: ctx.codec.clone(),
+            buf: BytesMut::with_capacity(1024),
+        }),
+    });
+    let flush: Arc<dyn Flush> = out.clone();
+    acks.set_flush(Arc::downgrade(&flush));
+    drop(flush);
+    let writer = tokio::spawn(write_replies(out, acks.clone(), reply_rx, ctx.shutdown.clone()));
     let mut conn = Conn {
         from: None,
         acks,
@@ -152,57 +156,105 @@ async fn serve_connection(ctx: Arc<ReceiverContext>, stream: TcpStream, peer: So
     let _ = writer.await;
 }
 
-/// Writes what the connection owes its sender: pongs, fail-acks and one cumulative
-/// ack for whatever was acknowledged since the last wake-up, in one write.
-async fn write_replies(
-    mut write: OwnedWriteHalf,
-    mut codec: FrameCodec,
-    acks: Arc<AckState>,
-    mut replies: mpsc::UnboundedReceiver<Frame>,
-    cancel: CancellationToken,
-) {
-    let mut buf = BytesMut::with_capacity(1024);
-    loop {
-        let mut open = true;
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = acks.changed() => {}
-            f = replies.recv() => match f {
-                Some(f) => {
-                    if codec.encode(f, &mut buf).is_err() {
-                        return;
-                    }
-                }
-                None => open = false,
-            },
-        }
-        while let Ok(f) = replies.try_recv() {
-            if codec.encode(f, &mut buf).is_err() {
-                return;
-            }
-        }
+/// The write half of a receiving connection: pongs, fail-acks and cumulative acks.
+/// Whoever finishes a message writes the ack it made owed at once if the socket
+/// takes it (no task switch); what does not fit is left to [`write_replies`].
+struct Replies {
+    out: tokio::sync::Mutex<ReplyOut>,
+}
+
+struct ReplyOut {
+    write: OwnedWriteHalf,
+    codec: FrameCodec,
+    buf: BytesMut,
+}
+
+impl ReplyOut {
+    fn encode(&mut self, frame: Frame) -> Result<(), WireError> {
+        self.codec.encode(frame, &mut self.buf)
+    }
+
+    /// Fail-acks first, then one ack covering them and everything before.
+    fn encode_owed(&mut self, acks: &AckState) -> Result<(), WireError> {
         let owed = acks.owed();
         for (id, reason) in owed.fails {
-            let fail = Frame::new(
+            self.encode(Frame::new(
                 FrameKind::FailAck,
                 &AckHeader {
                     id,
                     reason: Some(reason),
                 },
                 Bytes::new(),
-            );
-            if codec.encode(fail, &mut buf).is_err() {
-                return;
-            }
+            ))?;
         }
         if let Some(id) = owed.ack {
-            let ack = Frame::new(FrameKind::Ack, &AckHeader { id, reason: None }, Bytes::new());
-            if codec.encode(ack, &mut buf).is_err() {
+            self.encode(Frame::new(
+                FrameKind::Ack,
+                &AckHeader { id, reason: None },
+                Bytes::new(),
+            ))?;
+        }
+        Ok(())
+    }
+}
+
+impl Flush for Replies {
+    fn flush_now(&self, acks: &AckState) -> bool {
+        // The writer task is writing: it looks again when woken.
+        let Ok(mut out) = self.out.try_lock() else {
+            return false;
+        };
+        if out.encode_owed(acks).is_err() {
+            return false;
+        }
+        if out.buf.is_empty() {
+            return true;
+        }
+        match out.write.try_write(&out.buf) {
+            Ok(n) if n == out.buf.len() => {
+                out.buf.clear();
+                true
+            }
+            Ok(n) => {
+                out.buf.advance(n);
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Writes what the fast path left: pongs, and acks that did not fit in the socket
+/// (or were made owed while this task was writing), each time in one write.
+async fn write_replies(
+    replies: Arc<Replies>,
+    acks: Arc<AckState>,
+    mut pongs: mpsc::UnboundedReceiver<Frame>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let mut open = true;
+        let mut pong = None;
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = acks.changed() => {}
+            f = pongs.recv() => match f {
+                Some(f) => pong = Some(f),
+                None => open = false,
+            },
+        }
+        let mut out = replies.out.lock().await;
+        for f in pong.into_iter().chain(std::iter::from_fn(|| pongs.try_recv().ok())) {
+            if out.encode(f).is_err() {
                 return;
             }
         }
-        if !buf.is_empty() {
-            if write.write_all(&buf).await.is_err() {
+        if out.encode_owed(&acks).is_err() {
+            return;
+        }
+        if !out.buf.is_empty() {
+            let ReplyOut { write, buf, .. } = &mut *out;
+            if write.write_all(buf).await.is_err() {
                 return;
             }
             buf.clear();
