@@ -1,6 +1,6 @@
 //! The [`Channel`]: membership, senders, receiver and interceptors, put together.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -18,7 +18,7 @@ use crate::interceptor::{
     DomainFilterInterceptor, FragmentationInterceptor, Interceptor, InterceptorStack, Message, ThroughputInterceptor,
 };
 use crate::listen::{Listener, Listeners};
-use crate::member::{Member, MemberId, unix_millis};
+use crate::member::{IdMap, Member, MemberId, unix_millis};
 use crate::membership::core::{Effect, Membership};
 use crate::membership::{CandidateStatus, Discovery, DiscoveryContext, MembershipEvent, MembershipInput, probe};
 use crate::receiver::ReceiverContext;
@@ -406,7 +406,7 @@ pub(crate) struct Inner {
     members: watch::Sender<Arc<Vec<Member>>>,
     events: broadcast::Sender<MembershipEvent>,
     listeners: Arc<Listeners>,
-    senders: Mutex<HashMap<MemberId, Arc<MemberSender>>>,
+    senders: Mutex<IdMap<Arc<MemberSender>>>,
     senders_ctx: Arc<SenderContext>,
     counters: Arc<Counters>,
     inputs: mpsc::UnboundedSender<MembershipInput>,
