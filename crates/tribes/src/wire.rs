@@ -20,7 +20,7 @@
 //! ```
 //!
 //! A batch frame (kind 9) has no header; its payload is many messages (and goodbyes)
-//! one after the other, sealed once (see [`crate::batch`] for the entry format). What a
+//! one after the other, sealed once (see `batch.rs` for the entry format). What a
 //! sender has queued for a member goes out as one batch in one write.
 //!
 //! Acks are cumulative: an ack frame names a sequence number of the connection and
@@ -85,7 +85,7 @@ pub(crate) enum FrameKind {
     Heartbeat = 7,
     /// A member leaving cleanly.
     Goodbye = 8,
-    /// Many messages (and goodbyes) in one sealed frame; see [`crate::batch`].
+    /// Many messages (and goodbyes) in one sealed frame; see `batch.rs`.
     Batch = 9,
 }
 
