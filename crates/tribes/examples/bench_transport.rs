@@ -14,6 +14,64 @@ use tribes::{Channel, Delivery, Keyring, SendError, SendMode, SendOptions, Stati
 const SIZES: [(usize, usize); 3] = [(100, 200_000), (1024, 100_000), (64 * 1024, 8_000)];
 const RTT_SAMPLES: usize = 5_000;
 
+/// Context switches of every thread of this process, voluntary and not (from
+/// `/proc/self/task/*/status`). Syscalls are counted from outside with `perf stat`
+/// on one measure at a time (`TRIBES_BENCH_ONLY`, see below).
+fn switches() -> u64 {
+    let mut n = 0;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            for line in status.lines() {
+                if let Some(v) = line
+                    .strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+                {
+                    n += v.trim().parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+    }
+    n
+}
+
+/// Context switches per message of one measure, raw and tribes side by side.
+struct Cost {
+    what: String,
+    raw: f64,
+    tribes: f64,
+}
+
+/// `TRIBES_BENCH_ONLY=<raw|tribes>:<100|1024|65536|rtt>` runs that one measure and
+/// exits, so that `perf stat -e raw_syscalls:sys_enter,context-switches` counts it alone.
+async fn only(what: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let (side, measure) = what
+        .split_once(':')
+        .ok_or("TRIBES_BENCH_ONLY=<raw|tribes>:<100|1024|65536|rtt>")?;
+    let messages = match measure {
+        "rtt" => {
+            let (p50, p99) = match side {
+                "raw" => raw_rtt().await?,
+                _ => tribes_rtt().await?,
+            };
+            eprintln!("{side} rtt: p50 {p50:.1} µs, p99 {p99:.1} µs");
+            RTT_SAMPLES
+        }
+        size => {
+            let size: usize = size.parse()?;
+            let count = SIZES.iter().find(|(s, _)| *s == size).ok_or("no such size")?.1;
+            let (rate, _) = match side {
+                "raw" => raw_throughput(size, count).await?,
+                _ => tribes_throughput(size, count).await?,
+            };
+            eprintln!("{side} async {size} B: {rate:.0} msg/s");
+            count
+        }
+    };
+    println!("messages {messages}");
+    Ok(())
+}
+
 struct Row {
     what: String,
     raw: f64,
@@ -24,10 +82,22 @@ struct Row {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if let Ok(what) = std::env::var("TRIBES_BENCH_ONLY") {
+        return only(&what).await;
+    }
     let mut rows = Vec::new();
+    let mut costs = Vec::new();
     for (size, count) in SIZES {
+        let k0 = switches();
         let raw = raw_throughput(size, count).await?;
+        let k1 = switches();
         let tribes = tribes_throughput(size, count).await?;
+        let k2 = switches();
+        costs.push(Cost {
+            what: format!("async {size} B"),
+            raw: (k1 - k0) as f64 / count as f64,
+            tribes: (k2 - k1) as f64 / count as f64,
+        });
         rows.push(Row {
             what: format!("async {size} B: messages/s"),
             raw: raw.0,
@@ -43,8 +113,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             higher_is_better: true,
         });
     }
+    let k0 = switches();
     let (raw50, raw99) = raw_rtt().await?;
+    let k1 = switches();
     let (t50, t99) = tribes_rtt().await?;
+    let k2 = switches();
+    costs.push(Cost {
+        what: "sync-ack 100 B".into(),
+        raw: (k1 - k0) as f64 / RTT_SAMPLES as f64,
+        tribes: (k2 - k1) as f64 / RTT_SAMPLES as f64,
+    });
     rows.push(Row {
         what: "sync-ack 100 B round trip p50".into(),
         raw: raw50,
@@ -69,8 +147,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             r.what, r.raw, r.unit, r.tribes, r.unit, ratio, note
         ));
     }
+    table.push_str(
+        "\nContext switches per message, both ends together (every thread of the process; the channels' setup included):\n\n| measure | raw TCP | tribes |\n|---|---:|---:|\n",
+    );
+    for c in &costs {
+        table.push_str(&format!("| {} | {:.3} | {:.3} |\n", c.what, c.raw, c.tribes));
+    }
     let report = format!(
-        "# Transport benchmark\n\nTwo `tribes` channels on loopback (one connection, default interceptors, every frame sealed with\nChaCha20-Poly1305 as by default) against a raw tokio TCP\nbaseline with the same framing job (u32 length prefix). Same machine, same run: {} cores.\nGoals: sync-ack p50 round trip within 2x of raw; async 64 KiB throughput at least 0.5x of raw.\n\n{table}",
+        "# Transport benchmark\n\nTwo `tribes` channels on loopback (one connection, default interceptors, every frame sealed with\nChaCha20-Poly1305 as by default) against a raw tokio TCP\nbaseline with the same framing job (u32 length prefix). Same machine, same run: {} cores.\nGoals (issue 13, as ratios to raw in the same run): async 100 B >= 0.25x, 1 KiB >= 0.5x, 64 KiB >= 0.7x; sync-ack p50 <= 1.5x and p99 <= 2x of the raw round trip.\n\n{table}",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
     println!("{report}");

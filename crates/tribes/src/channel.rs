@@ -1,10 +1,10 @@
 //! The [`Channel`]: membership, senders, receiver and interceptors, put together.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,156 +15,18 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::Instrument;
 
 use crate::interceptor::{
-    DomainFilterInterceptor, FragmentationInterceptor, Interceptor, InterceptorError, InterceptorStack, Message,
-    ThroughputInterceptor,
+    DomainFilterInterceptor, FragmentationInterceptor, Interceptor, InterceptorStack, Message, ThroughputInterceptor,
 };
-use crate::member::{Member, MemberId, unix_millis};
+use crate::listen::{Listener, Listeners};
+use crate::member::{IdMap, Member, MemberId, unix_millis};
 use crate::membership::core::{Effect, Membership};
 use crate::membership::{CandidateStatus, Discovery, DiscoveryContext, MembershipEvent, MembershipInput, probe};
+use crate::receiver::ReceiverContext;
 use crate::seal::{Keyring, Sealer};
-use crate::sender::MemberSender;
+use crate::send::{Delivery, SendError, SendMode, SendOptions, SendReport};
+use crate::sender::{MemberSender, SenderContext};
 use crate::stats::{ChannelStats, Counters, MemberStats, Refusals, Security};
-use crate::wire::{AckHeader, DEFAULT_MAX_FRAME_LEN, Frame, FrameCodec, FrameKind, GoodbyeHeader};
-
-/// When a send returns (Tomcat's `channelSendOptions`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub enum SendMode {
-    /// Queued in a bounded per-member queue; returns at once while the queue has room,
-    /// and waits for room (at most the ack timeout) when it is full (Tomcat's async, 8).
-    #[default]
-    Async,
-    /// Returns when the receiver has the bytes (Tomcat's use-ack, 2).
-    UseAck,
-    /// Returns when the receiver's application has processed the message (sync-ack, 4).
-    SyncAck,
-}
-
-impl SendMode {
-    pub(crate) fn wire(self) -> u8 {
-        match self {
-            SendMode::Async => 0,
-            SendMode::UseAck => 1,
-            SendMode::SyncAck => 2,
-        }
-    }
-}
-
-/// Per-message send options; the channel's defaults apply where these are `None`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SendOptions {
-    /// When the send returns.
-    pub mode: Option<SendMode>,
-    /// How long to wait for each member's ack.
-    pub ack_timeout: Option<Duration>,
-}
-
-impl SendOptions {
-    /// Options with this mode and the channel's ack timeout.
-    pub fn mode(mode: SendMode) -> Self {
-        SendOptions {
-            mode: Some(mode),
-            ack_timeout: None,
-        }
-    }
-
-    /// The same options with this ack timeout.
-    pub fn with_ack_timeout(mut self, timeout: Duration) -> Self {
-        self.ack_timeout = Some(timeout);
-        self
-    }
-}
-
-/// Why a message did not reach one member.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum SendError {
-    /// The destination is not a live member.
-    #[error("{member} is not a live member of this channel (it left, or was never seen): send to channel.members()")]
-    UnknownMember {
-        /// The id asked for.
-        member: MemberId,
-    },
-    /// The member's async queue stayed full for the whole ack timeout: it is slow or unreachable.
-    #[error(
-        "the send queue to {member} stayed full ({capacity} batches) for {waited:?}: the member is slow or unreachable; the message was not sent (raise queue_capacity or the ack timeout)"
-    )]
-    QueueFull {
-        /// The member.
-        member: String,
-        /// The queue's capacity.
-        capacity: usize,
-        /// How long the send waited for room.
-        waited: Duration,
-    },
-    /// No connection could be made.
-    #[error("cannot connect to {member}: {reason}")]
-    Connect {
-        /// The member.
-        member: String,
-        /// The socket error.
-        reason: String,
-    },
-    /// The connection closed before the ack arrived; the message may or may not have been processed.
-    #[error("the connection to {member} closed before its ack: {reason}")]
-    ConnectionLost {
-        /// The member.
-        member: String,
-        /// What closed it.
-        reason: String,
-    },
-    /// The receiver answered with a fail-ack.
-    #[error("{member} could not process the message: {reason}")]
-    Refused {
-        /// The member.
-        member: String,
-        /// The receiver's reason.
-        reason: String,
-    },
-    /// An interceptor on this side refused the message.
-    #[error(transparent)]
-    Interceptor(#[from] InterceptorError),
-    /// The channel is shutting down.
-    #[error("the channel is shutting down")]
-    ShuttingDown,
-}
-
-/// What happened to a message for one member.
-#[derive(Debug, Clone)]
-pub enum Delivery {
-    /// Queued for sending (async mode).
-    Queued,
-    /// Acknowledged by the member (use-ack or sync-ack mode).
-    Acked,
-    /// Not delivered, and why.
-    Failed(SendError),
-    /// No ack within the timeout; the message may still arrive.
-    TimedOut(Duration),
-}
-
-impl Delivery {
-    /// Whether the message is acked or queued.
-    pub fn is_ok(&self) -> bool {
-        matches!(self, Delivery::Queued | Delivery::Acked)
-    }
-}
-
-/// The outcome of a send, per member.
-#[derive(Debug, Clone, Default)]
-pub struct SendReport {
-    /// Each destination and what happened.
-    pub outcomes: Vec<(MemberId, Delivery)>,
-}
-
-impl SendReport {
-    /// Whether every member acked (or queued, in async mode).
-    pub fn all_ok(&self) -> bool {
-        self.outcomes.iter().all(|(_, d)| d.is_ok())
-    }
-
-    /// The outcome for one member.
-    pub fn get(&self, id: MemberId) -> Option<&Delivery> {
-        self.outcomes.iter().find(|(m, _)| *m == id).map(|(_, d)| d)
-    }
-}
+use crate::wire::{DEFAULT_MAX_FRAME_LEN, FrameCodec};
 
 /// Why a channel did not start.
 #[derive(Debug, thiserror::Error)]
@@ -190,112 +52,6 @@ pub enum StartError {
         /// The wildcard address.
         bind: SocketAddr,
     },
-}
-
-/// A received message, handed to the listeners of its topic.
-///
-/// In sync-ack mode the sender waits until this value is dropped (processing done)
-/// or [`Incoming::fail`] is called.
-pub struct Incoming {
-    from: Member,
-    message: Message,
-}
-
-impl fmt::Debug for Incoming {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Incoming")
-            .field("from", &self.from.name)
-            .field("message", &self.message)
-            .finish()
-    }
-}
-
-impl Incoming {
-    /// The sending member.
-    pub fn from(&self) -> &Member {
-        &self.from
-    }
-
-    /// The topic it was sent to.
-    pub fn topic(&self) -> &str {
-        &self.message.topic
-    }
-
-    /// The payload.
-    pub fn payload(&self) -> &Bytes {
-        &self.message.payload
-    }
-
-    /// A header set by the sender or its interceptors.
-    pub fn header(&self, name: &str) -> Option<&Bytes> {
-        self.message.header(name)
-    }
-
-    /// Acknowledge now (dropping does the same).
-    pub fn ack(self) {}
-
-    /// Tell a sync-ack sender that processing failed, and why.
-    pub fn fail(mut self, reason: impl Into<String>) {
-        if let Some(ack) = self.message.ack.take() {
-            ack.fail(reason.into());
-        }
-    }
-}
-
-/// Sends the ack for one message when processing ends.
-#[derive(Debug)]
-pub(crate) struct AckHandle {
-    pub(crate) id: u64,
-    pub(crate) reply: mpsc::UnboundedSender<Frame>,
-    pub(crate) done: bool,
-}
-
-impl AckHandle {
-    pub(crate) fn fail(mut self, reason: String) {
-        self.done = true;
-        let _ = self.reply.send(Frame::new(
-            FrameKind::FailAck,
-            &AckHeader {
-                id: self.id,
-                reason: Some(reason),
-            },
-            Bytes::new(),
-        ));
-    }
-}
-
-impl Drop for AckHandle {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = self.reply.send(Frame::new(
-                FrameKind::Ack,
-                &AckHeader {
-                    id: self.id,
-                    reason: None,
-                },
-                Bytes::new(),
-            ));
-        }
-    }
-}
-
-/// The messages of one topic, as they arrive.
-#[derive(Debug)]
-pub struct Listener {
-    topic: String,
-    rx: mpsc::Receiver<Incoming>,
-}
-
-impl Listener {
-    /// The next message, or `None` once the channel has shut down.
-    pub async fn recv(&mut self) -> Option<Incoming> {
-        self.rx.recv().await
-    }
-
-    /// The topic listened to.
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
 }
 
 enum Bind {
@@ -526,14 +282,37 @@ impl ChannelBuilder {
             Some(s) => FrameCodec::sealed(self.max_frame_len, s.clone()),
             None => FrameCodec::new(self.max_frame_len),
         };
+        let counters = Arc::new(Counters::default());
+        let refused: Arc<Refusals> = Arc::default();
+        let listeners = Arc::new(Listeners::new(
+            self.listener_capacity,
+            self.name.clone(),
+            counters.clone(),
+        ));
+        let senders_ctx = Arc::new(SenderContext {
+            local: local_rx.clone(),
+            codec: codec.clone(),
+            inputs: inputs_tx.clone(),
+            shutdown: shutdown.clone(),
+            pool_size: self.pool_size,
+            queue_capacity: self.queue_capacity,
+            connect_timeout: self.probe_timeout,
+        });
+        let receiver_ctx = Arc::new(ReceiverContext {
+            local: local_rx.clone(),
+            codec: codec.clone(),
+            stack: stack.clone(),
+            listeners: listeners.clone(),
+            counters: counters.clone(),
+            refused: refused.clone(),
+            inputs: inputs_tx.clone(),
+            shutdown: shutdown.clone(),
+        });
         let inner = Arc::new(Inner {
             local: local_tx,
             config: Config {
                 send_mode: self.send_mode,
                 ack_timeout: self.ack_timeout,
-                pool_size: self.pool_size,
-                queue_capacity: self.queue_capacity,
-                listener_capacity: self.listener_capacity,
                 probe_timeout: self.probe_timeout,
             },
             codec: codec.clone(),
@@ -541,14 +320,14 @@ impl ChannelBuilder {
             throughput,
             members: members_tx,
             events,
-            listeners: Mutex::default(),
+            listeners,
             senders: Mutex::default(),
-            next_id: AtomicU64::new(1),
-            counters: Counters::default(),
+            senders_ctx,
+            counters,
             inputs: inputs_tx.clone(),
             shutdown: shutdown.clone(),
             candidates: Arc::default(),
-            refused: Arc::default(),
+            refused,
             sealer,
             discovery_kinds: self.discovery.iter().map(|d| d.kind()).collect(),
             started: Instant::now(),
@@ -557,7 +336,7 @@ impl ChannelBuilder {
         tracing::info!(parent: &span, %advertise, id = %id, domain = %self.domain, "channel started");
         warn_loopback(&local, &self.discovery, &span);
 
-        tokio::spawn(crate::receiver::accept_loop(inner.clone(), listener).instrument(span.clone()));
+        tokio::spawn(crate::receiver::accept_loop(receiver_ctx, listener).instrument(span.clone()));
         tokio::spawn(
             run_membership(
                 inner.clone(),
@@ -608,84 +387,57 @@ fn warn_loopback(local: &Member, discovery: &[Box<dyn Discovery>], span: &tracin
     }
 }
 
+/// The channel-wide settings the channel itself reads (senders and receiver get
+/// theirs in their contexts).
 pub(crate) struct Config {
     pub(crate) send_mode: SendMode,
     pub(crate) ack_timeout: Duration,
-    pub(crate) pool_size: usize,
-    pub(crate) queue_capacity: usize,
-    pub(crate) listener_capacity: usize,
     pub(crate) probe_timeout: Duration,
 }
 
+/// What the channel and its membership task share. Senders and the receiver do
+/// not see it: they get a [`SenderContext`] and a [`ReceiverContext`].
 pub(crate) struct Inner {
-    pub(crate) local: watch::Sender<Member>,
-    pub(crate) config: Config,
-    pub(crate) codec: FrameCodec,
-    pub(crate) stack: InterceptorStack,
-    pub(crate) throughput: Arc<ThroughputInterceptor>,
-    pub(crate) members: watch::Sender<Arc<Vec<Member>>>,
-    pub(crate) events: broadcast::Sender<MembershipEvent>,
-    pub(crate) listeners: Mutex<HashMap<String, mpsc::Sender<Incoming>>>,
-    pub(crate) senders: Mutex<HashMap<MemberId, Arc<MemberSender>>>,
-    pub(crate) next_id: AtomicU64,
-    pub(crate) counters: Counters,
-    pub(crate) inputs: mpsc::UnboundedSender<MembershipInput>,
-    pub(crate) shutdown: CancellationToken,
-    pub(crate) candidates: Arc<Mutex<BTreeMap<String, CandidateStatus>>>,
-    pub(crate) refused: Arc<Refusals>,
-    pub(crate) sealer: Option<Arc<Sealer>>,
-    pub(crate) discovery_kinds: Vec<&'static str>,
-    pub(crate) started: Instant,
+    local: watch::Sender<Member>,
+    config: Config,
+    codec: FrameCodec,
+    stack: InterceptorStack,
+    throughput: Arc<ThroughputInterceptor>,
+    members: watch::Sender<Arc<Vec<Member>>>,
+    events: broadcast::Sender<MembershipEvent>,
+    listeners: Arc<Listeners>,
+    senders: Mutex<IdMap<Arc<MemberSender>>>,
+    senders_ctx: Arc<SenderContext>,
+    counters: Arc<Counters>,
+    inputs: mpsc::UnboundedSender<MembershipInput>,
+    shutdown: CancellationToken,
+    candidates: Arc<Mutex<BTreeMap<String, CandidateStatus>>>,
+    refused: Arc<Refusals>,
+    sealer: Option<Arc<Sealer>>,
+    discovery_kinds: Vec<&'static str>,
+    started: Instant,
 }
 
 impl Inner {
-    pub(crate) fn local(&self) -> Member {
+    fn local(&self) -> Member {
         self.local.borrow().clone()
     }
 
-    /// Hand an incoming message to its topic's listener, or fail its ack.
-    pub(crate) async fn deliver(&self, from: &Member, message: Message) {
-        let tx = self
-            .listeners
-            .lock()
-            .expect("listeners lock")
-            .get(&message.topic)
-            .cloned();
-        match tx {
-            Some(tx) => {
-                let incoming = Incoming {
-                    from: from.clone(),
-                    message,
-                };
-                if let Err(mpsc::error::SendError(incoming)) = tx.send(incoming).await {
-                    self.counters.undeliverable.fetch_add(1, Ordering::Relaxed);
-                    let topic = incoming.topic().to_string();
-                    incoming.fail(format!(
-                        "the listener of topic '{topic}' on {} was dropped",
-                        self.local().name
-                    ));
-                }
-            }
-            None => {
-                self.counters.undeliverable.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(from = %from, topic = %message.topic, "no listener for topic");
-                if let Some(ack) = message.ack {
-                    ack.fail(format!(
-                        "no listener for topic '{}' on {}: call Channel::listen(\"{}\") on every member before peers send",
-                        message.topic,
-                        self.local().name,
-                        message.topic
-                    ));
-                }
-            }
+    /// The sender of a live member: a member's sender is dropped when it leaves, so
+    /// one found here is live; otherwise the member list decides (and a sender is made).
+    fn live_sender(&self, id: MemberId) -> Option<Arc<MemberSender>> {
+        if let Some(sender) = self.senders.lock().expect("senders lock").get(&id) {
+            return Some(sender.clone());
         }
+        let member = self.members.borrow().iter().find(|m| m.id == id).cloned()?;
+        Some(self.sender_for(&member))
     }
 
-    fn sender_for(self: &Arc<Self>, member: &Member) -> Arc<MemberSender> {
+    fn sender_for(&self, member: &Member) -> Arc<MemberSender> {
         let mut senders = self.senders.lock().expect("senders lock");
         senders
             .entry(member.id)
-            .or_insert_with(|| MemberSender::spawn(self.clone(), member.clone()))
+            .or_insert_with(|| MemberSender::spawn(&self.senders_ctx, member.clone()))
             .clone()
     }
 }
@@ -778,14 +530,7 @@ impl Channel {
     /// Receive the messages sent to `topic`. A second call for the same topic replaces
     /// the first listener.
     pub fn listen(&self, topic: impl Into<String>) -> Listener {
-        let topic = topic.into();
-        let (tx, rx) = mpsc::channel(self.inner.config.listener_capacity);
-        self.inner
-            .listeners
-            .lock()
-            .expect("listeners lock")
-            .insert(topic.clone(), tx);
-        Listener { topic, rx }
+        self.inner.listeners.listen(topic.into())
     }
 
     /// Replace the keyring of a sealed channel, for key rotation without downtime:
@@ -818,6 +563,13 @@ impl Channel {
     pub async fn send(&self, to: &[MemberId], topic: &str, payload: Bytes, options: SendOptions) -> SendReport {
         let mode = options.mode.unwrap_or(self.inner.config.send_mode);
         let timeout = options.ack_timeout.unwrap_or(self.inner.config.ack_timeout);
+        if let [id] = to {
+            // One member (the common case): no futures to join.
+            let delivery = self.send_one(*id, topic, payload, mode, timeout).await;
+            return SendReport {
+                outcomes: vec![(*id, delivery)],
+            };
+        }
         let sends = to.iter().map(|&id| {
             let payload = payload.clone();
             async move { (id, self.send_one(id, topic, payload, mode, timeout).await) }
@@ -831,17 +583,16 @@ impl Channel {
         if self.inner.shutdown.is_cancelled() {
             return Delivery::Failed(SendError::ShuttingDown);
         }
-        let Some(member) = self.member(id) else {
+        let Some(sender) = self.inner.live_sender(id) else {
             return Delivery::Failed(SendError::UnknownMember { member: id });
         };
-        let messages = match self.inner.stack.outgoing(&member, Message::new(topic, payload)) {
+        let messages = match self.inner.stack.outgoing(sender.member(), Message::new(topic, payload)) {
             Ok(m) => m,
             Err(e) => return Delivery::Failed(e.into()),
         };
         if messages.is_empty() {
             return Delivery::Queued;
         }
-        let sender = self.inner.sender_for(&member);
         sender.send(messages, mode, timeout).await
     }
 
@@ -906,8 +657,7 @@ impl Channel {
         let local = self.inner.local();
         let goodbyes = members.iter().map(|m| {
             let sender = self.inner.sender_for(m);
-            let frame = Frame::new(FrameKind::Goodbye, &GoodbyeHeader { id: local.id }, Bytes::new());
-            async move { sender.send_raw(frame, Duration::from_millis(500)).await }
+            async move { sender.send_goodbye(local.id, Duration::from_millis(500)).await }
         });
         futures::future::join_all(goodbyes).await;
         self.inner.shutdown.cancel();

@@ -41,9 +41,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::channel::{Channel, SendMode, SendOptions};
+use crate::channel::Channel;
 use crate::member::MemberId;
 use crate::membership::MembershipEvent;
+use crate::send::{SendMode, SendOptions};
 
 /// The channel topic the farm uses; every member running a farm listens on it.
 pub const TOPIC: &str = "tribes.farm";
@@ -391,7 +392,7 @@ struct Runner {
 impl Runner {
     async fn run(
         mut self,
-        mut listener: crate::channel::Listener,
+        mut listener: crate::listen::Listener,
         mut events: broadcast::Receiver<MembershipEvent>,
         poll: Duration,
         stop: CancellationToken,

@@ -24,7 +24,7 @@ pub const TEST_KEY_ID: u8 = 1;
 pub const TEST_KEY: [u8; 32] = [0x5a; 32];
 
 /// Every frame kind, in the order of their bytes.
-const KINDS: [FrameKind; 8] = [
+const KINDS: [FrameKind; 9] = [
     FrameKind::Message,
     FrameKind::Ack,
     FrameKind::FailAck,
@@ -33,6 +33,7 @@ const KINDS: [FrameKind; 8] = [
     FrameKind::Pong,
     FrameKind::Heartbeat,
     FrameKind::Goodbye,
+    FrameKind::Batch,
 ];
 
 fn sealer() -> Arc<Sealer> {
@@ -85,6 +86,22 @@ fn headers(frame: &Frame) {
         FrameKind::Goodbye => typed::<GoodbyeHeader>(frame),
         FrameKind::Message => typed::<MessageHeader>(frame),
         FrameKind::Ack | FrameKind::FailAck => typed::<AckHeader>(frame),
+        FrameKind::Batch => {
+            // As the receiver reads a batch: every entry, stopping at the first bad one.
+            for entry in crate::batch::entries(frame) {
+                match entry {
+                    Ok(entry) => {
+                        assert!(
+                            matches!(entry.kind, FrameKind::Message | FrameKind::Goodbye),
+                            "a batch entry of kind {:?}",
+                            entry.kind
+                        );
+                        headers(&entry);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
     }
 }
 
@@ -127,7 +144,7 @@ fn seal_round_trip(data: &[u8]) {
     let [k, split, x, y, rest @ ..] = data else {
         return;
     };
-    let kind = KINDS[usize::from(k % 8)];
+    let kind = KINDS[usize::from(k % 9)];
     let at = (rest.len() * *split as usize / 255).min(MAX_HEADER_LEN);
     let frame = Frame {
         kind,
@@ -381,6 +398,7 @@ pub fn seed_frames() -> Vec<(String, Vec<u8>)> {
                 Bytes::from(vec![7u8; 300]),
             ),
         ),
+        ("batch", seed_batch()),
         (
             "ack",
             Frame::new(FrameKind::Ack, &AckHeader { id: 1, reason: None }, Bytes::new()),
@@ -433,13 +451,51 @@ pub fn seed_frames() -> Vec<(String, Vec<u8>)> {
     big_header[36..40].copy_from_slice(&(MAX_HEADER_LEN as u32 + 1).to_be_bytes());
     out.push(("header_too_large".into(), big_header));
     let mut kind = first.clone();
-    kind[5] = 9;
+    kind[5] = 10;
     out.push(("unknown_kind".into(), kind));
-    let mut version = first;
-    version[4] = 2;
+    let mut version = first.clone();
+    version[4] = crate::wire::VERSION + 1;
     out.push(("unknown_version".into(), version));
+    let mut old = first;
+    old[4] = 1;
+    out.push(("old_version".into(), old));
     out.push(("http".into(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()));
     out
+}
+
+/// A batch as a sender writes it: three messages (one asking for a sync-ack, one
+/// with interceptor headers) and a goodbye, as one frame (kind, no header, entries).
+fn seed_batch() -> Frame {
+    let mut codec = FrameCodec::new(MAX_FRAME_LEN);
+    let mut out = crate::batch::BatchWriter::new(MAX_FRAME_LEN);
+    let message = |h: &MessageHeader, payload: &[u8], out: &mut crate::batch::BatchWriter, codec: &mut FrameCodec| {
+        out.push(codec, FrameKind::Message, h, payload)
+            .expect("within the limit");
+    };
+    message(
+        &message_header(1, 0, "tribes.sessions/shop", vec![]),
+        b"\x92\x01\xa5Hello",
+        &mut out,
+        &mut codec,
+    );
+    message(
+        &message_header(2, 2, "t", interceptor_headers()),
+        &[7u8; 40],
+        &mut out,
+        &mut codec,
+    );
+    message(&message_header(3, 1, "t", vec![]), b"", &mut out, &mut codec);
+    let goodbye = GoodbyeHeader {
+        id: MemberId::from_bytes([3; 16]),
+    };
+    out.push(&mut codec, FrameKind::Goodbye, &goodbye, b"")
+        .expect("within the limit");
+    out.finish(&mut codec);
+    Frame {
+        kind: FrameKind::Batch,
+        header: Bytes::new(),
+        payload: Bytes::copy_from_slice(&out.bytes()[crate::wire::PREFIX_LEN..]),
+    }
 }
 
 mod erased {

@@ -69,16 +69,22 @@
 //!
 //! # Wire format
 //!
-//! Every frame is `magic "TRBS" | version 1 | kind | flags | key id | nonce (12) |
+//! Every frame is `magic "TRBS" | version 2 | kind | flags | key id | nonce (12) |
 //! tag (16) | header length (u32) | payload length (u32) | header | payload`, 44
-//! bytes before the MessagePack header. Lengths are checked before any allocation;
-//! frames over `max_frame_len` (default 1 MiB), unknown kinds and versions and
+//! bytes before the MessagePack header. What is queued for a member travels as one
+//! batch frame (many messages, sealed once, written once); acks are cumulative (one
+//! ack frame acknowledges every message of the connection up to a sequence number,
+//! a fail-ack refuses one). Lengths are checked before any allocation;
+//! frames over `max_frame_len` (default 1 MiB), unknown kinds and versions (a peer
+//! still on version 1 is told it runs an older tribes) and
 //! garbage close that one connection with an error naming the peer, counted in
 //! [`ChannelStats::malformed_frames`]. Messages larger than a frame are split by
 //! the [`FragmentationInterceptor`]. The key id, nonce and tag are reserved for
 //! authenticated encryption. Nothing on the wire is executable: headers are plain
 //! MessagePack data and payloads are opaque bytes.
 
+mod acks;
+mod batch;
 mod channel;
 pub mod farm;
 /// Entry points for the `cargo fuzz` targets in `fuzz/` (`--cfg fuzzing` only).
@@ -86,28 +92,30 @@ pub mod farm;
 #[doc(hidden)]
 pub mod fuzzing;
 mod interceptor;
+mod listen;
 mod member;
 mod membership;
 mod receiver;
 mod seal;
+mod send;
 mod sender;
 mod stats;
 mod wire;
 
-pub use channel::{
-    Channel, ChannelBuilder, Delivery, Incoming, Listener, SendError, SendMode, SendOptions, SendReport, StartError,
-};
+pub use channel::{Channel, ChannelBuilder, StartError};
 pub use farm::{Farm, FarmBuilder, FarmEvent};
 pub use interceptor::{
     CompressionInterceptor, DomainFilterInterceptor, FragmentationInterceptor, Interceptor, InterceptorError,
     MemberThroughput, Message, OrderInterceptor, ThroughputInterceptor,
 };
+pub use listen::{Incoming, Listener};
 pub use member::{Member, MemberId};
 pub use membership::{
     CandidateStatus, DepartureReason, Discovery, DiscoveryContext, DnsDiscovery, MembershipEvent, MulticastDiscovery,
     ProbeError, StaticDiscovery,
 };
 pub use seal::{KeyError, Keyring};
+pub use send::{Delivery, SendError, SendMode, SendOptions, SendReport};
 pub use stats::{ChannelStats, MemberStats, RefusedPeer, Security};
 pub use wire::{DEFAULT_MAX_FRAME_LEN, WireError};
 

@@ -29,7 +29,17 @@ use base64::Engine;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
 
-use crate::wire::WireError;
+/// Why a sealed frame did not open; the frame codec turns it into a
+/// [`crate::WireError`] (so `seal` does not depend on the wire format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpenError {
+    /// No accepted key has this id.
+    UnknownKey { key_id: u8 },
+    /// The tag does not match: wrong key, forged or corrupted.
+    Forged { key_id: u8 },
+    /// The (sender, counter) was seen before.
+    Replayed { counter: u64 },
+}
 
 /// Why a cluster key could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -291,7 +301,11 @@ impl Sealer {
 
     /// Encrypt `body` in place; returns the key id, nonce and tag for the prefix.
     /// `aad` is called with the key id and nonce and must return the additional data.
-    pub(crate) fn seal(&self, body: &mut [u8], aad: impl FnOnce(u8, &[u8; 12]) -> Vec<u8>) -> (u8, [u8; 12], [u8; 16]) {
+    pub(crate) fn seal<A: AsRef<[u8]>>(
+        &self,
+        body: &mut [u8],
+        aad: impl FnOnce(u8, &[u8; 12]) -> A,
+    ) -> (u8, [u8; 12], [u8; 16]) {
         let counter = self.counter.fetch_add(1, Ordering::Relaxed);
         let mut nonce = [0u8; 12];
         nonce[..4].copy_from_slice(&self.prefix);
@@ -301,7 +315,7 @@ impl Sealer {
         let cipher = &guard.1[&id];
         let ad = aad(id, &nonce);
         let tag = cipher
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &ad, body)
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), ad.as_ref(), body)
             .expect("frames are far below the ChaCha20-Poly1305 length limit");
         (id, nonce, tag.into())
     }
@@ -314,12 +328,12 @@ impl Sealer {
         tag: &[u8; 16],
         aad: &[u8],
         body: &mut [u8],
-    ) -> Result<([u8; 4], u64), WireError> {
+    ) -> Result<([u8; 4], u64), OpenError> {
         let guard = self.keyring.read().expect("keyring lock");
-        let cipher = guard.1.get(&key_id).ok_or(WireError::UnknownKey { key_id })?;
+        let cipher = guard.1.get(&key_id).ok_or(OpenError::UnknownKey { key_id })?;
         cipher
             .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, body, Tag::from_slice(tag))
-            .map_err(|_| WireError::Forged { key_id })?;
+            .map_err(|_| OpenError::Forged { key_id })?;
         let sender: [u8; 4] = nonce[..4].try_into().expect("4 bytes");
         let counter = u64::from_be_bytes(nonce[4..].try_into().expect("8 bytes"));
         Ok((sender, counter))
@@ -328,12 +342,12 @@ impl Sealer {
     /// Replay check for the frame that opens a TCP connection: each (sender,
     /// counter) opens at most one connection. Connections are read in any order, so
     /// this is an exact set (the last 65,536 openers) rather than a window.
-    pub(crate) fn check_opener(&self, sender: [u8; 4], counter: u64) -> Result<(), WireError> {
+    pub(crate) fn check_opener(&self, sender: [u8; 4], counter: u64) -> Result<(), OpenError> {
         const REMEMBERED: usize = 65_536;
         let mut guard = self.openers.lock().expect("opener lock");
         let (order, seen) = &mut *guard;
         if !seen.insert((sender, counter)) {
-            return Err(WireError::Replayed { counter });
+            return Err(OpenError::Replayed { counter });
         }
         order.push_back((sender, counter));
         if order.len() > REMEMBERED
@@ -346,7 +360,7 @@ impl Sealer {
 
     /// Replay check for a frame that travels alone (a multicast datagram): each
     /// (sender, counter) is accepted once, within a window of 1024 per sender.
-    pub(crate) fn check_fresh(&self, sender: [u8; 4], counter: u64) -> Result<(), WireError> {
+    pub(crate) fn check_fresh(&self, sender: [u8; 4], counter: u64) -> Result<(), OpenError> {
         let mut guard = self.windows.lock().expect("replay lock");
         let (clock, windows) = &mut *guard;
         *clock += 1;
@@ -361,7 +375,7 @@ impl Sealer {
         if window.accept(counter) {
             Ok(())
         } else {
-            Err(WireError::Replayed { counter })
+            Err(OpenError::Replayed { counter })
         }
     }
 }
@@ -412,32 +426,32 @@ mod tests {
         b.check_fresh(sender, counter).unwrap();
         assert!(matches!(
             b.check_fresh(sender, counter),
-            Err(WireError::Replayed { .. })
+            Err(OpenError::Replayed { .. })
         ));
         b.check_opener(sender, counter + 5000).unwrap();
         b.check_opener(sender, counter).unwrap();
         assert!(matches!(
             b.check_opener(sender, counter),
-            Err(WireError::Replayed { .. })
+            Err(OpenError::Replayed { .. })
         ));
         let mut tampered = sealed.clone();
         tampered[0] ^= 1;
         let c = Sealer::new(Keyring::new(1, [1; 32]));
         assert!(matches!(
             c.open(id, &nonce, &tag, b"ad", &mut tampered),
-            Err(WireError::Forged { key_id: 1 })
+            Err(OpenError::Forged { key_id: 1 })
         ));
         let other = Sealer::new(Keyring::new(1, [2; 32]));
         let mut body2 = sealed.clone();
         assert!(matches!(
             other.open(id, &nonce, &tag, b"ad", &mut body2),
-            Err(WireError::Forged { .. })
+            Err(OpenError::Forged { .. })
         ));
         let d = Sealer::new(Keyring::new(4, [1; 32]));
         let mut body3 = sealed;
         assert!(matches!(
             d.open(id, &nonce, &tag, b"ad", &mut body3),
-            Err(WireError::UnknownKey { key_id: 1 })
+            Err(OpenError::UnknownKey { key_id: 1 })
         ));
     }
 }

@@ -1,72 +1,107 @@
 //! Per-member pooled senders (Tomcat's `PooledParallelSender`).
 //!
 //! Each member gets `pool_size` connections, each driven by one task that connects
-//! lazily, says hello, writes queued batches (coalescing what is queued into one
-//! write) and reads the acks that come back on the same socket. A broken
-//! connection fails the acks it was waiting for, tells the membership (a strong
-//! hint that the member died) and reconnects with exponential backoff.
+//! lazily, says hello, and then writes batches: whatever is queued when it wakes
+//! (up to [`WRITE_BUDGET`]) is encoded in place into one reused buffer as one batch
+//! frame, sealed once, and written with one syscall. While that write is under way
+//! the queue fills again, so concurrent senders share frames under load; a lone
+//! message goes out as soon as the task wakes, with no timer on the way. The same
+//! task reads the cumulative acks that come back on the socket.
+//!
+//! A broken connection fails the sends waiting for an ack, tells the membership (a
+//! strong hint that the member died) and reconnects with exponential backoff.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use crate::channel::{Delivery, Inner, SendError, SendMode};
-use crate::interceptor::Message;
-use crate::member::Member;
+use crate::acks::Waiting;
+use crate::batch::BatchWriter;
+use crate::interceptor::{InterceptorError, Message};
+use crate::member::{Member, MemberId};
 use crate::membership::MembershipInput;
-use crate::wire::{AckHeader, Frame, FrameKind, MemberHeader, MessageHeader};
+use crate::send::{Delivery, SendError, SendMode};
+use crate::wire::{AckHeader, Frame, FrameCodec, FrameKind, GoodbyeHeader, MemberHeader};
 
 type AckResult = Result<(), SendError>;
 
-struct Pending {
-    conn: usize,
-    tx: oneshot::Sender<AckResult>,
+/// Stop gathering queued messages into one write past this many bytes.
+pub(crate) const WRITE_BUDGET: usize = 256 * 1024;
+
+/// What the senders use of the channel, and nothing more.
+#[derive(Debug)]
+pub(crate) struct SenderContext {
+    /// This node, for the hello.
+    pub(crate) local: watch::Receiver<Member>,
+    /// Seals and frames; cloned per connection.
+    pub(crate) codec: FrameCodec,
+    /// Where a lost connection is reported.
+    pub(crate) inputs: mpsc::UnboundedSender<MembershipInput>,
+    /// The channel's shutdown.
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) pool_size: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) connect_timeout: Duration,
 }
 
-/// Frames that go out together, in order, on one connection.
-struct Batch {
-    frames: Vec<Frame>,
+/// One send queued for a connection.
+#[derive(Debug)]
+enum Queued {
+    /// The interceptor output of one send; the ack (if any) is for the last message.
+    Send {
+        messages: Vec<Message>,
+        ack: u8,
+        reply: Option<oneshot::Sender<AckResult>>,
+    },
+    /// This node leaves.
+    Goodbye(MemberId),
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct SenderCounters {
+    /// Messages acknowledged by the member.
     pub(crate) acks: AtomicU64,
     pub(crate) failures: AtomicU64,
     pub(crate) timeouts: AtomicU64,
+    /// Writes (one syscall each, bar short writes), batch frames and messages written.
+    pub(crate) writes: AtomicU64,
+    pub(crate) frames: AtomicU64,
+    pub(crate) messages: AtomicU64,
 }
 
 pub(crate) struct MemberSender {
     member: Member,
-    inner: Arc<Inner>,
-    conns: Vec<mpsc::Sender<Batch>>,
+    conns: Vec<mpsc::Sender<Queued>>,
+    queue_capacity: usize,
     next_conn: AtomicUsize,
-    pending: Arc<Mutex<HashMap<u64, Pending>>>,
     cancel: CancellationToken,
+    left: Arc<AtomicBool>,
     pub(crate) counters: Arc<SenderCounters>,
 }
 
 impl MemberSender {
-    pub(crate) fn spawn(inner: Arc<Inner>, member: Member) -> Arc<Self> {
-        let cancel = inner.shutdown.child_token();
-        let pending = Arc::new(Mutex::new(HashMap::new()));
+    pub(crate) fn spawn(ctx: &Arc<SenderContext>, member: Member) -> Arc<Self> {
+        let cancel = ctx.shutdown.child_token();
         let counters = Arc::new(SenderCounters::default());
-        let conns = (0..inner.config.pool_size)
-            .map(|index| {
-                let (tx, rx) = mpsc::channel(inner.config.queue_capacity);
+        let left = Arc::new(AtomicBool::new(false));
+        let conns = (0..ctx.pool_size)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(ctx.queue_capacity);
                 let conn = Connection {
-                    index,
                     member: member.clone(),
-                    inner: inner.clone(),
-                    pending: pending.clone(),
+                    ctx: ctx.clone(),
                     cancel: cancel.clone(),
                     counters: counters.clone(),
+                    left: left.clone(),
+                    seq: 0,
                 };
                 tokio::spawn(conn.run(rx));
                 tx
@@ -74,31 +109,24 @@ impl MemberSender {
             .collect();
         Arc::new(MemberSender {
             member,
-            inner,
             conns,
+            queue_capacity: ctx.queue_capacity,
             next_conn: AtomicUsize::new(0),
-            pending,
             cancel,
+            left,
             counters,
         })
     }
 
+    /// The member this sender sends to.
+    pub(crate) fn member(&self) -> &Member {
+        &self.member
+    }
+
     /// Stop the connections; waiting sends fail.
     pub(crate) fn close(&self) {
+        self.left.store(true, Ordering::Relaxed);
         self.cancel.cancel();
-        let drained: Vec<Pending> = self
-            .pending
-            .lock()
-            .expect("pending lock")
-            .drain()
-            .map(|(_, p)| p)
-            .collect();
-        for p in drained {
-            let _ = p.tx.send(Err(SendError::ConnectionLost {
-                member: self.member.to_string(),
-                reason: "the member left the cluster".into(),
-            }));
-        }
     }
 
     pub(crate) fn queue_depth(&self) -> usize {
@@ -106,63 +134,50 @@ impl MemberSender {
     }
 
     fn pick(&self) -> usize {
+        if self.conns.len() == 1 {
+            return 0;
+        }
         self.next_conn.fetch_add(1, Ordering::Relaxed) % self.conns.len()
     }
 
-    /// Frame the interceptor output and send it; the ack (if any) is for the last frame.
+    /// Queue the interceptor output of one send; the ack (if any) is for the last message.
     pub(crate) async fn send(&self, messages: Vec<Message>, mode: SendMode, timeout: Duration) -> Delivery {
-        let count = messages.len();
-        let mut last_id = 0;
-        let frames: Vec<Frame> = messages
-            .into_iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-                last_id = id;
-                let ack = if i + 1 == count { mode.wire() } else { 0 };
-                Frame::new(
-                    FrameKind::Message,
-                    &MessageHeader {
-                        id,
-                        ack,
-                        topic: m.topic,
-                        headers: m.headers,
-                    },
-                    m.payload,
-                )
-            })
-            .collect();
-        let conn = self.pick();
-        let batch = Batch { frames };
+        let conn = &self.conns[self.pick()];
         if mode == SendMode::Async {
+            let queued = Queued::Send {
+                messages,
+                ack: 0,
+                reply: None,
+            };
             // Returns at once while the queue has room; a full queue (a slow or
             // unreachable member) holds the caller back for at most the ack timeout
             // rather than dropping the message.
-            let batch = match self.conns[conn].try_send(batch) {
+            let queued = match conn.try_send(queued) {
                 Ok(()) => return Delivery::Queued,
                 Err(mpsc::error::TrySendError::Closed(_)) => return Delivery::Failed(SendError::ShuttingDown),
-                Err(mpsc::error::TrySendError::Full(batch)) => batch,
+                Err(mpsc::error::TrySendError::Full(queued)) => queued,
             };
-            return match tokio::time::timeout(timeout, self.conns[conn].send(batch)).await {
+            return match tokio::time::timeout(timeout, conn.send(queued)).await {
                 Ok(Ok(())) => Delivery::Queued,
                 Ok(Err(_)) => Delivery::Failed(SendError::ShuttingDown),
                 Err(_) => {
                     self.counters.failures.fetch_add(1, Ordering::Relaxed);
                     Delivery::Failed(SendError::QueueFull {
                         member: self.member.to_string(),
-                        capacity: self.inner.config.queue_capacity,
+                        capacity: self.queue_capacity,
                         waited: timeout,
                     })
                 }
             };
         }
         let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .expect("pending lock")
-            .insert(last_id, Pending { conn, tx });
+        let queued = Queued::Send {
+            messages,
+            ack: mode.wire(),
+            reply: Some(tx),
+        };
         let waited = tokio::time::timeout(timeout, async {
-            if self.conns[conn].send(batch).await.is_err() {
+            if conn.send(queued).await.is_err() {
                 return Err(SendError::ShuttingDown);
             }
             rx.await.unwrap_or(Err(SendError::ShuttingDown))
@@ -175,7 +190,6 @@ impl MemberSender {
                 Delivery::Failed(e)
             }
             Err(_) => {
-                self.pending.lock().expect("pending lock").remove(&last_id);
                 self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(member = %self.member, ?timeout, "no ack within the timeout");
                 Delivery::TimedOut(timeout)
@@ -183,13 +197,13 @@ impl MemberSender {
         }
     }
 
-    /// Send one control frame (a goodbye), waiting at most `timeout` for it to be queued.
-    pub(crate) async fn send_raw(&self, frame: Frame, timeout: Duration) {
-        let conn = self.pick();
-        let _ = tokio::time::timeout(timeout, self.conns[conn].send(Batch { frames: vec![frame] })).await;
+    /// Queue a goodbye, waiting at most `timeout` for it to be queued and written.
+    pub(crate) async fn send_goodbye(&self, local: MemberId, timeout: Duration) {
+        let conn = &self.conns[self.pick()];
+        let _ = tokio::time::timeout(timeout, conn.send(Queued::Goodbye(local))).await;
         // Give the connection task a moment to write it.
         let _ = tokio::time::timeout(timeout, async {
-            while self.conns[conn].capacity() < self.conns[conn].max_capacity() {
+            while conn.capacity() < conn.max_capacity() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
@@ -197,75 +211,67 @@ impl MemberSender {
     }
 }
 
+/// The header of a message entry, borrowed from the message (same encoding as
+/// [`crate::wire::MessageHeader`]).
+#[derive(Serialize)]
+struct MessageHeaderRef<'a> {
+    id: u64,
+    ack: u8,
+    topic: &'a str,
+    headers: &'a [(String, bytes::Bytes)],
+}
+
 struct Connection {
-    index: usize,
     member: Member,
-    inner: Arc<Inner>,
-    pending: Arc<Mutex<HashMap<u64, Pending>>>,
+    ctx: Arc<SenderContext>,
     cancel: CancellationToken,
     counters: Arc<SenderCounters>,
+    left: Arc<AtomicBool>,
+    /// The last sequence number given to a message (continues across reconnects).
+    seq: u64,
 }
 
 impl Connection {
-    async fn run(self, mut rx: mpsc::Receiver<Batch>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
         let min_backoff = Duration::from_millis(50);
         let mut backoff = min_backoff;
         loop {
             let first = tokio::select! {
                 _ = self.cancel.cancelled() => return,
-                b = rx.recv() => match b { Some(b) => b, None => return },
+                q = rx.recv() => match q { Some(q) => q, None => return },
             };
-            let connect =
-                tokio::time::timeout(self.inner.config.probe_timeout, TcpStream::connect(self.member.addr)).await;
-            let stream = match connect {
-                Ok(Ok(s)) => s,
+            let connect = tokio::time::timeout(self.ctx.connect_timeout, TcpStream::connect(self.member.addr)).await;
+            let reason = match connect {
+                Ok(Ok(stream)) => {
+                    backoff = min_backoff;
+                    let _ = stream.set_nodelay(true);
+                    match self.session(stream, first, &mut rx).await {
+                        Ok(()) => return,
+                        Err(reason) => {
+                            tracing::debug!(member = %self.member, %reason, "replication connection closed");
+                            self.lost();
+                            if self.cancel.is_cancelled() {
+                                return;
+                            }
+                            self.sleep(&mut backoff).await;
+                            continue;
+                        }
+                    }
+                }
                 Ok(Err(e)) => {
-                    self.fail_batch(
-                        &first,
-                        SendError::Connect {
-                            member: self.member.to_string(),
-                            reason: e.to_string(),
-                        },
-                    );
                     self.lost();
-                    self.sleep(&mut backoff).await;
-                    continue;
+                    e.to_string()
                 }
-                Err(_) => {
-                    self.fail_batch(
-                        &first,
-                        SendError::Connect {
-                            member: self.member.to_string(),
-                            reason: "connect timed out".into(),
-                        },
-                    );
-                    self.sleep(&mut backoff).await;
-                    continue;
-                }
+                Err(_) => "connect timed out".to_string(),
             };
-            backoff = min_backoff;
-            let _ = stream.set_nodelay(true);
-            match self.session(stream, first, &mut rx).await {
-                Ok(()) => return,
-                Err((reason, unsent)) => {
-                    tracing::debug!(member = %self.member, %reason, "replication connection closed");
-                    if let Some(b) = &unsent {
-                        self.fail_batch(
-                            b,
-                            SendError::ConnectionLost {
-                                member: self.member.to_string(),
-                                reason: reason.clone(),
-                            },
-                        );
-                    }
-                    self.fail_pending(&reason);
-                    self.lost();
-                    if self.cancel.is_cancelled() {
-                        return;
-                    }
-                    self.sleep(&mut backoff).await;
-                }
+            if let Queued::Send { reply: Some(reply), .. } = first {
+                let _ = reply.send(Err(SendError::Connect {
+                    member: self.member.to_string(),
+                    reason,
+                }));
             }
+            self.counters.failures.fetch_add(1, Ordering::Relaxed);
+            self.sleep(&mut backoff).await;
         }
     }
 
@@ -278,118 +284,270 @@ impl Connection {
     }
 
     fn lost(&self) {
-        let _ = self.inner.inputs.send(MembershipInput::ConnectionLost(self.member.id));
+        let _ = self.ctx.inputs.send(MembershipInput::ConnectionLost(self.member.id));
     }
 
-    /// One connected session: returns `Ok` on shutdown, or why it ended.
+    /// One connected session: returns `Ok` on shutdown, or why it ended. Every
+    /// send still waiting for an ack fails when it ends.
     async fn session(
-        &self,
+        &mut self,
         stream: TcpStream,
-        first: Batch,
-        rx: &mut mpsc::Receiver<Batch>,
-    ) -> Result<(), (String, Option<Batch>)> {
-        let (read, write) = stream.into_split();
-        let mut reader = FramedRead::new(read, self.inner.codec.clone());
-        let mut writer = FramedWrite::new(write, self.inner.codec.clone());
-        writer.set_backpressure_boundary(256 * 1024);
+        first: Queued,
+        rx: &mut mpsc::Receiver<Queued>,
+    ) -> Result<(), String> {
+        let mut waiting = Waiting::default();
+        let result = self.exchange(stream, first, rx, &mut waiting).await;
+        let error = match &result {
+            _ if self.left.load(Ordering::Relaxed) => SendError::ConnectionLost {
+                member: self.member.to_string(),
+                reason: "the member left the cluster".into(),
+            },
+            Ok(()) => SendError::ShuttingDown,
+            Err(reason) => SendError::ConnectionLost {
+                member: self.member.to_string(),
+                reason: reason.clone(),
+            },
+        };
+        waiting.fail_all(&error);
+        result
+    }
+
+    async fn exchange(
+        &mut self,
+        stream: TcpStream,
+        first: Queued,
+        rx: &mut mpsc::Receiver<Queued>,
+        waiting: &mut Waiting<SendError>,
+    ) -> Result<(), String> {
+        let (read, mut write) = stream.into_split();
+        // A fresh codec per connection: its first frame opens the connection.
+        let mut codec = self.ctx.codec.clone();
+        let mut reader = FramedRead::new(read, self.ctx.codec.clone());
+        let mut out = BatchWriter::new(codec.max_frame_len());
         let hello = Frame::new(
             FrameKind::Hello,
             &MemberHeader {
-                member: self.inner.local(),
+                member: self.ctx.local.borrow().clone(),
             },
             Default::default(),
         );
-        if let Err(e) = writer.feed(hello).await {
-            return Err((e.to_string(), Some(first)));
-        }
+        out.push_frame(&mut codec, hello).map_err(|e| e.to_string())?;
         let mut next = Some(first);
         loop {
-            if let Some(batch) = next.take() {
-                for frame in batch.frames {
-                    if let Err(e) = writer.feed(frame).await {
-                        return Err((e.to_string(), None));
-                    }
-                }
-                // Coalesce whatever else is queued into the same write.
-                while let Ok(more) = rx.try_recv() {
-                    for frame in more.frames {
-                        if let Err(e) = writer.feed(frame).await {
-                            return Err((e.to_string(), None));
-                        }
-                    }
-                    if writer.write_buffer().len() > 1024 * 1024 {
-                        break;
-                    }
-                }
-                if let Err(e) = writer.flush().await {
-                    return Err((e.to_string(), None));
-                }
+            if let Some(queued) = next.take() {
+                self.gather(queued, rx, &mut out, &mut codec, waiting);
+                out.finish(&mut codec);
+                let written = write.write_all(out.bytes()).await;
+                let (frames, messages) = out.clear();
+                self.counters.writes.fetch_add(1, Ordering::Relaxed);
+                self.counters.frames.fetch_add(frames as u64, Ordering::Relaxed);
+                self.counters.messages.fetch_add(messages as u64, Ordering::Relaxed);
+                written.map_err(|e| e.to_string())?;
             }
             tokio::select! {
                 _ = self.cancel.cancelled() => return Ok(()),
-                b = rx.recv() => match b {
-                    Some(b) => next = Some(b),
+                q = rx.recv() => match q {
+                    Some(q) => next = Some(q),
                     None => return Ok(()),
                 },
                 frame = reader.next() => match frame {
-                    Some(Ok(frame)) => self.handle_reply(frame),
-                    Some(Err(e)) => return Err((format!("bad reply from {}: {e}", self.member), None)),
-                    None => return Err(("closed by the peer".into(), None)),
+                    Some(Ok(frame)) => self.handle_reply(frame, waiting),
+                    Some(Err(e)) => return Err(format!("bad reply from {}: {e}", self.member)),
+                    None => return Err("closed by the peer".into()),
                 },
             }
         }
     }
 
-    fn handle_reply(&self, frame: Frame) {
+    /// Encode `first` and whatever else is queued right now (up to [`WRITE_BUDGET`])
+    /// into batch frames, sealed and ready to write. Never waits: when the queue is
+    /// empty the batch goes as it is, so a lone message leaves at once.
+    fn gather(
+        &mut self,
+        first: Queued,
+        rx: &mut mpsc::Receiver<Queued>,
+        out: &mut BatchWriter,
+        codec: &mut FrameCodec,
+        waiting: &mut Waiting<SendError>,
+    ) {
+        self.encode(first, out, codec, waiting);
+        while out.len() < WRITE_BUDGET {
+            match rx.try_recv() {
+                Ok(more) => self.encode(more, out, codec, waiting),
+                Err(_) => break,
+            }
+        }
+        out.finish(codec);
+    }
+
+    /// Encode one queued send into the batch, giving each message the next
+    /// sequence number, and wait for the ack of its last one if it asks for one.
+    fn encode(
+        &mut self,
+        queued: Queued,
+        out: &mut BatchWriter,
+        codec: &mut FrameCodec,
+        waiting: &mut Waiting<SendError>,
+    ) {
+        match queued {
+            Queued::Send { messages, ack, reply } => {
+                let last = messages.len().saturating_sub(1);
+                for (i, m) in messages.iter().enumerate() {
+                    self.seq += 1;
+                    let header = MessageHeaderRef {
+                        id: self.seq,
+                        ack: if i == last { ack } else { 0 },
+                        topic: &m.topic,
+                        headers: &m.headers,
+                    };
+                    if let Err(e) = out.push(codec, FrameKind::Message, &header, &m.payload) {
+                        // Only a message the fragmentation interceptor did not split.
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(SendError::Interceptor(InterceptorError {
+                                interceptor: "fragmentation",
+                                reason: format!("the message does not fit in a frame: {e}"),
+                            })));
+                        }
+                        return;
+                    }
+                }
+                if let Some(reply) = reply {
+                    waiting.push(self.seq, reply);
+                }
+            }
+            Queued::Goodbye(id) => {
+                if let Err(e) = out.push(codec, FrameKind::Goodbye, &GoodbyeHeader { id }, &[]) {
+                    tracing::debug!(error = %e, "goodbye not written");
+                }
+            }
+        }
+    }
+
+    fn handle_reply(&self, frame: Frame, waiting: &mut Waiting<SendError>) {
         let Ok(header) = frame.header::<AckHeader>() else {
             return;
         };
-        let result = match frame.kind {
+        match frame.kind {
             FrameKind::Ack => {
-                self.counters.acks.fetch_add(1, Ordering::Relaxed);
-                Ok(())
+                let acked = waiting.ack_through(header.id);
+                self.counters.acks.fetch_add(acked as u64, Ordering::Relaxed);
             }
-            FrameKind::FailAck => Err(SendError::Refused {
-                member: self.member.to_string(),
-                reason: header.reason.unwrap_or_default(),
-            }),
-            _ => return,
+            FrameKind::FailAck => {
+                waiting.refuse(
+                    header.id,
+                    SendError::Refused {
+                        member: self.member.to_string(),
+                        reason: header.reason.unwrap_or_default(),
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Bytes, BytesMut};
+    use tokio_util::codec::Decoder;
+
+    use super::*;
+    use crate::wire::{DEFAULT_MAX_FRAME_LEN, MessageHeader};
+
+    fn connection() -> (Connection, FrameCodec) {
+        let (_, local) = watch::channel(Member::new(
+            MemberId::from_bytes([1; 16]),
+            "a",
+            "d",
+            ([127, 0, 0, 1], 1).into(),
+            0,
+        ));
+        let (inputs, _) = mpsc::unbounded_channel();
+        let codec = FrameCodec::new(DEFAULT_MAX_FRAME_LEN);
+        let ctx = Arc::new(SenderContext {
+            local,
+            codec: codec.clone(),
+            inputs,
+            shutdown: CancellationToken::new(),
+            pool_size: 1,
+            queue_capacity: 1024,
+            connect_timeout: Duration::from_secs(1),
+        });
+        let conn = Connection {
+            member: Member::new(MemberId::from_bytes([2; 16]), "b", "d", ([127, 0, 0, 1], 2).into(), 0),
+            ctx,
+            cancel: CancellationToken::new(),
+            counters: Arc::default(),
+            left: Arc::default(),
+            seq: 0,
         };
-        if let Some(p) = self.pending.lock().expect("pending lock").remove(&header.id) {
-            let _ = p.tx.send(result);
-        }
+        (conn, codec)
     }
 
-    fn fail_batch(&self, batch: &Batch, error: SendError) {
-        let mut pending = self.pending.lock().expect("pending lock");
-        let mut failed = false;
-        for frame in &batch.frames {
-            if let Ok(h) = frame.header::<MessageHeader>()
-                && let Some(p) = pending.remove(&h.id)
-            {
-                let _ = p.tx.send(Err(error.clone()));
-            }
-            failed = true;
-        }
-        if failed {
-            self.counters.failures.fetch_add(1, Ordering::Relaxed);
-        }
+    fn send(payload: &'static [u8], ack: u8) -> (Queued, Option<oneshot::Receiver<AckResult>>) {
+        let (tx, rx) = oneshot::channel();
+        let queued = Queued::Send {
+            messages: vec![Message::new("t", Bytes::from_static(payload))],
+            ack,
+            reply: (ack > 0).then_some(tx),
+        };
+        (queued, (ack > 0).then_some(rx))
     }
 
-    fn fail_pending(&self, reason: &str) {
-        let mut pending = self.pending.lock().expect("pending lock");
-        let ids: Vec<u64> = pending
-            .iter()
-            .filter(|(_, p)| p.conn == self.index)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            if let Some(p) = pending.remove(&id) {
-                let _ = p.tx.send(Err(SendError::ConnectionLost {
-                    member: self.member.to_string(),
-                    reason: reason.to_string(),
-                }));
+    /// The ids and payloads of the messages in what `gather` wrote.
+    fn written(out: &BatchWriter) -> Vec<(u64, u8, Bytes)> {
+        let mut codec = FrameCodec::new(DEFAULT_MAX_FRAME_LEN);
+        let mut buf = BytesMut::from(out.bytes());
+        let mut got = Vec::new();
+        while let Some(frame) = codec.decode(&mut buf).unwrap() {
+            for entry in crate::batch::entries(&frame) {
+                let entry = entry.unwrap();
+                let h: MessageHeader = entry.header().unwrap();
+                got.push((h.id, h.ack, entry.payload));
             }
         }
+        got
+    }
+
+    /// A lone message is written as soon as the connection task wakes: gathering
+    /// never waits for company. (A plain test, with no tokio runtime: any timer on
+    /// this path would panic here.)
+    #[test]
+    fn a_lone_message_is_gathered_at_once_without_a_timer() {
+        let (mut conn, mut codec) = connection();
+        let (_tx, mut rx) = mpsc::channel(16);
+        let mut out = BatchWriter::new(DEFAULT_MAX_FRAME_LEN);
+        let mut waiting = Waiting::default();
+        let (first, _ack) = send(b"alone", 2);
+        conn.gather(first, &mut rx, &mut out, &mut codec, &mut waiting);
+        assert_eq!(written(&out), vec![(1, 2, Bytes::from_static(b"alone"))]);
+        assert_eq!(out.clear(), (1, 1), "one frame of one message");
+    }
+
+    /// What concurrent senders queued meanwhile shares one frame, in queue order,
+    /// each with the next sequence number; only sends that asked for an ack wait.
+    #[test]
+    fn queued_sends_share_one_frame_in_order() {
+        let (mut conn, mut codec) = connection();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut out = BatchWriter::new(DEFAULT_MAX_FRAME_LEN);
+        let mut waiting = Waiting::default();
+        let (first, _) = send(b"0", 0);
+        let mut acks = Vec::new();
+        for i in 1..40u8 {
+            let (q, ack) = send(if i % 2 == 0 { b"even" } else { b"odd" }, i % 3);
+            tx.try_send(q).unwrap();
+            acks.extend(ack);
+        }
+        conn.gather(first, &mut rx, &mut out, &mut codec, &mut waiting);
+        let got = written(&out);
+        assert_eq!(
+            got.iter().map(|g| g.0).collect::<Vec<_>>(),
+            (1..=40).collect::<Vec<_>>()
+        );
+        assert_eq!(out.clear(), (1, 40), "one frame");
+        // 1, 2, 4, 5, ... asked for acks (i % 3 != 0): an ack through 20 answers those up to 20.
+        let answered = waiting.ack_through(20);
+        assert_eq!(answered, (1..20).filter(|i| i % 3 != 0).count());
     }
 }

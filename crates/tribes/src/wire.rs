@@ -5,9 +5,9 @@
 //! ```text
 //! offset size  field
 //!  0      4    magic          b"TRBS"
-//!  4      1    version        1
+//!  4      1    version        2 (1 was tribes before batched frames)
 //!  5      1    kind           1 message, 2 ack, 3 fail-ack, 4 hello, 5 ping, 6 pong,
-//!                             7 heartbeat, 8 goodbye
+//!                             7 heartbeat, 8 goodbye, 9 batch
 //!  6      1    flags          bit 0: sealed (ChaCha20-Poly1305 under the cluster key);
 //!                             bit 1: the first frame its sender wrote on the connection
 //!  7      1    key id         which cluster key sealed the frame (0 when plain)
@@ -18,6 +18,13 @@
 //! 44      …    header         rmp-serde (MessagePack) of the kind's header struct
 //!  …      …    payload        opaque application bytes
 //! ```
+//!
+//! A batch frame (kind 9) has no header; its payload is many messages (and goodbyes)
+//! one after the other, sealed once (see `batch.rs` for the entry format). What a
+//! sender has queued for a member goes out as one batch in one write.
+//!
+//! Acks are cumulative: an ack frame names a sequence number of the connection and
+//! acknowledges every message up to it; a fail-ack names one message.
 //!
 //! The decoder checks magic, version, kind and both lengths before it reserves a
 //! single byte for the body, so a peer cannot make a node allocate past the limit.
@@ -40,12 +47,12 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::member::{Member, MemberId};
-use crate::seal::Sealer;
+use crate::seal::{OpenError, Sealer};
 
 /// The four bytes every frame starts with.
 pub(crate) const MAGIC: [u8; 4] = *b"TRBS";
 /// The wire version this build speaks.
-pub(crate) const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 2;
 /// Bytes before the header: magic, version, kind, flags, key id, nonce, tag, lengths.
 pub(crate) const PREFIX_LEN: usize = 44;
 /// The largest header any kind may have.
@@ -78,6 +85,8 @@ pub(crate) enum FrameKind {
     Heartbeat = 7,
     /// A member leaving cleanly.
     Goodbye = 8,
+    /// Many messages (and goodbyes) in one sealed frame; see `batch.rs`.
+    Batch = 9,
 }
 
 impl FrameKind {
@@ -91,6 +100,7 @@ impl FrameKind {
             6 => FrameKind::Pong,
             7 => FrameKind::Heartbeat,
             8 => FrameKind::Goodbye,
+            9 => FrameKind::Batch,
             _ => return None,
         })
     }
@@ -142,7 +152,8 @@ pub enum WireError {
     },
     /// The frame is of a wire version this build does not speak.
     #[error(
-        "wire version {found} is not supported (this node speaks {supported}): run the same tribes version on every member"
+        "wire version {found} is not supported (this node speaks {supported}{}): run the same tribes version on every member",
+        if *found < *supported { "; the peer runs an older tribes, from before batched frames and cumulative acks" } else { "; the peer runs a newer tribes" }
     )]
     UnsupportedVersion {
         /// The version in the frame.
@@ -233,9 +244,26 @@ pub enum WireError {
         /// Bytes the prefix announced.
         needed: usize,
     },
+    /// A batch frame whose entries do not add up (it opened, so it came from a
+    /// holder of the cluster key: a bug or a hostile member). Refused whole.
+    #[error("malformed batch frame: {reason}")]
+    BadBatch {
+        /// What is wrong with the entries.
+        reason: &'static str,
+    },
     /// Reading or writing the socket failed.
     #[error("i/o: {0}")]
     Io(#[from] io::Error),
+}
+
+impl From<OpenError> for WireError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::UnknownKey { key_id } => WireError::UnknownKey { key_id },
+            OpenError::Forged { key_id } => WireError::Forged { key_id },
+            OpenError::Replayed { counter } => WireError::Replayed { counter },
+        }
+    }
 }
 
 /// The frame codec shared by the TCP receiver, the senders, multicast and tests.
@@ -271,6 +299,38 @@ impl FrameCodec {
             last: None,
             datagram: false,
             wrote: false,
+        }
+    }
+
+    /// The largest header plus payload this codec writes or accepts.
+    pub(crate) fn max_frame_len(&self) -> usize {
+        self.max_frame_len
+    }
+
+    /// Finish a frame written in place: `frame` is the 44-byte prefix (magic,
+    /// version, kind and both lengths filled in, the rest zero) and the body. Sets
+    /// the flags and, on a sealed codec, encrypts the body and fills in key id,
+    /// nonce and tag: one AEAD over the whole body, however many messages it holds.
+    pub(crate) fn seal_in_place(&mut self, frame: &mut [u8]) {
+        let opens = if self.wrote { 0 } else { OPENS };
+        self.wrote = true;
+        let (head, body) = frame.split_at_mut(PREFIX_LEN);
+        match &self.sealer {
+            None => head[6] = opens,
+            Some(sealer) => {
+                head[6] = SEALED | opens;
+                let (key_id, nonce, tag) = sealer.seal(body, |key_id, nonce| {
+                    let mut aad = [0u8; 28];
+                    aad[..7].copy_from_slice(&head[..7]);
+                    aad[7] = key_id;
+                    aad[8..20].copy_from_slice(nonce);
+                    aad[20..].copy_from_slice(&head[36..44]);
+                    aad
+                });
+                head[7] = key_id;
+                head[8..20].copy_from_slice(&nonce);
+                head[20..36].copy_from_slice(&tag);
+            }
         }
     }
 
@@ -398,16 +458,20 @@ impl Decoder for FrameCodec {
     }
 }
 
-fn write_frame(frame: &Frame, flags: u8, dst: &mut BytesMut) {
-    dst.reserve(frame.wire_len());
+/// The 44-byte prefix of a frame with flags, key id, nonce and tag still zero
+/// (filled in by [`FrameCodec::seal_in_place`]).
+pub(crate) fn put_prefix(kind: FrameKind, header_len: usize, payload_len: usize, dst: &mut BytesMut) {
     dst.put_slice(&MAGIC);
     dst.put_u8(VERSION);
-    dst.put_u8(frame.kind as u8);
-    dst.put_u8(flags);
-    dst.put_u8(0);
-    dst.put_bytes(0, 12 + 16);
-    dst.put_u32(frame.header.len() as u32);
-    dst.put_u32(frame.payload.len() as u32);
+    dst.put_u8(kind as u8);
+    dst.put_bytes(0, 2 + 12 + 16);
+    dst.put_u32(header_len as u32);
+    dst.put_u32(payload_len as u32);
+}
+
+fn write_frame(frame: &Frame, dst: &mut BytesMut) {
+    dst.reserve(frame.wire_len());
+    put_prefix(frame.kind, frame.header.len(), frame.payload.len(), dst);
     dst.put_slice(&frame.header);
     dst.put_slice(&frame.payload);
 }
@@ -424,26 +488,8 @@ impl Encoder<Frame> for FrameCodec {
             });
         }
         let start = dst.len();
-        let opens = if self.wrote { 0 } else { OPENS };
-        self.wrote = true;
-        match &self.sealer {
-            None => write_frame(&frame, opens, dst),
-            Some(sealer) => {
-                write_frame(&frame, SEALED | opens, dst);
-                let (head, body) = dst[start..].split_at_mut(PREFIX_LEN);
-                let (key_id, nonce, tag) = sealer.seal(body, |key_id, nonce| {
-                    let mut aad = Vec::with_capacity(28);
-                    aad.extend_from_slice(&head[..7]);
-                    aad.push(key_id);
-                    aad.extend_from_slice(nonce);
-                    aad.extend_from_slice(&head[36..44]);
-                    aad
-                });
-                head[7] = key_id;
-                head[8..20].copy_from_slice(&nonce);
-                head[20..36].copy_from_slice(&tag);
-            }
-        }
+        write_frame(&frame, dst);
+        self.seal_in_place(&mut dst[start..]);
         Ok(())
     }
 }

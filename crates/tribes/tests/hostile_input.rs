@@ -44,13 +44,13 @@ fn garbage_never_hurts_the_receiver() {
     let target = a.local().addr();
 
     // Known-bad frames, each closed with a count.
-    let mut oversized = Vec::from(&b"TRBS\x01\x01"[..]);
+    let mut oversized = Vec::from(&b"TRBS\x02\x01"[..]);
     oversized.extend_from_slice(&[0u8; 30]);
     oversized.extend_from_slice(&8u32.to_be_bytes());
     oversized.extend_from_slice(&u32::MAX.to_be_bytes());
-    let mut unknown_kind = Vec::from(&b"TRBS\x01\xee"[..]);
+    let mut unknown_kind = Vec::from(&b"TRBS\x02\xee"[..]);
     unknown_kind.extend_from_slice(&[0u8; 38]);
-    let mut message_before_hello = Vec::from(&b"TRBS\x01\x01"[..]);
+    let mut message_before_hello = Vec::from(&b"TRBS\x02\x01"[..]);
     message_before_hello.extend_from_slice(&[0u8; 30]);
     message_before_hello.extend_from_slice(&1u32.to_be_bytes());
     message_before_hello.extend_from_slice(&0u32.to_be_bytes());
@@ -76,7 +76,7 @@ fn garbage_never_hurts_the_receiver() {
             &(proptest::collection::vec(any::<u8>(), 0..2048), any::<bool>()),
             |(data, prefix)| {
                 let mut bytes = if prefix {
-                    Vec::from(&b"TRBS\x01"[..])
+                    Vec::from(&b"TRBS\x02"[..])
                 } else {
                     Vec::new()
                 };

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::channel::AckHandle;
+use crate::acks::AckHandle;
 use crate::member::Member;
 use crate::membership::MembershipEvent;
 
@@ -156,26 +156,29 @@ impl InterceptorStack {
 
     /// Run a message down the stack for one destination.
     pub(crate) fn outgoing(&self, to: &Member, message: Message) -> Result<Vec<Message>, InterceptorError> {
-        let mut current = vec![message];
+        // Two vectors, swapped from layer to layer (not one per layer).
+        let mut current = Vec::with_capacity(1);
+        current.push(message);
+        let mut next = Vec::with_capacity(1);
         for layer in self.layers.iter() {
-            let mut next = Vec::with_capacity(current.len());
-            for m in current {
+            for m in current.drain(..) {
                 layer.on_send(to, m, &mut next)?;
             }
-            current = next;
+            std::mem::swap(&mut current, &mut next);
         }
         Ok(current)
     }
 
     /// Run a message up the stack from the wire.
     pub(crate) fn incoming(&self, from: &Member, message: Message) -> Result<Vec<Message>, InterceptorError> {
-        let mut current = vec![message];
+        let mut current = Vec::with_capacity(1);
+        current.push(message);
+        let mut next = Vec::with_capacity(1);
         for layer in self.layers.iter().rev() {
-            let mut next = Vec::with_capacity(current.len());
-            for m in current {
+            for m in current.drain(..) {
                 layer.on_receive(from, m, &mut next)?;
             }
-            current = next;
+            std::mem::swap(&mut current, &mut next);
             if current.is_empty() {
                 break;
             }

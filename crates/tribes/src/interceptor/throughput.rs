@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use super::{Interceptor, InterceptorError, Message};
-use crate::member::{Member, MemberId};
+use crate::member::{IdMap, Member, MemberId};
 
 /// Application-level traffic with one member, as counted above every other layer.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -25,7 +25,7 @@ pub struct MemberThroughput {
 /// the top of its stack; [`crate::Channel::stats`] reports its figures.
 #[derive(Debug, Default)]
 pub struct ThroughputInterceptor {
-    per_member: Mutex<HashMap<MemberId, MemberThroughput>>,
+    per_member: Mutex<IdMap<MemberThroughput>>,
 }
 
 impl ThroughputInterceptor {
@@ -46,7 +46,12 @@ impl ThroughputInterceptor {
 
     /// Figures for every member ever seen.
     pub fn snapshot(&self) -> HashMap<MemberId, MemberThroughput> {
-        self.per_member.lock().expect("throughput lock").clone()
+        self.per_member
+            .lock()
+            .expect("throughput lock")
+            .iter()
+            .map(|(id, t)| (*id, t.clone()))
+            .collect()
     }
 }
 

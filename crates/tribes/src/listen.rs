@@ -1,0 +1,174 @@
+//! Listeners: the topics this node receives, and handing messages to them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::interceptor::Message;
+use crate::member::Member;
+use crate::stats::Counters;
+
+/// A received message, handed to the listeners of its topic.
+///
+/// In sync-ack mode the sender waits until this value is dropped (processing done)
+/// or [`Incoming::fail`] is called.
+pub struct Incoming {
+    from: Arc<Member>,
+    message: Message,
+}
+
+impl fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("from", &self.from.name)
+            .field("message", &self.message)
+            .finish()
+    }
+}
+
+impl Incoming {
+    /// The sending member.
+    pub fn from(&self) -> &Member {
+        &self.from
+    }
+
+    /// The topic it was sent to.
+    pub fn topic(&self) -> &str {
+        &self.message.topic
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &Bytes {
+        &self.message.payload
+    }
+
+    /// A header set by the sender or its interceptors.
+    pub fn header(&self, name: &str) -> Option<&Bytes> {
+        self.message.header(name)
+    }
+
+    /// Acknowledge now (dropping does the same).
+    pub fn ack(self) {}
+
+    /// Tell a sync-ack sender that processing failed, and why. Only this message
+    /// is refused, even when it arrived in a batch with others.
+    pub fn fail(mut self, reason: impl Into<String>) {
+        if let Some(ack) = self.message.ack.take() {
+            ack.fail(reason.into());
+        }
+    }
+}
+
+/// The messages of one topic, as they arrive.
+#[derive(Debug)]
+pub struct Listener {
+    topic: String,
+    rx: mpsc::Receiver<Incoming>,
+}
+
+impl Listener {
+    /// The next message, or `None` once the channel has shut down.
+    pub async fn recv(&mut self) -> Option<Incoming> {
+        self.rx.recv().await
+    }
+
+    /// The topic listened to.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+}
+
+/// The listeners of one channel, by topic.
+#[derive(Debug)]
+pub(crate) struct Listeners {
+    by_topic: Mutex<HashMap<String, mpsc::Sender<Incoming>>>,
+    capacity: usize,
+    /// This node's name, for the reasons of fail-acks.
+    local_name: String,
+    /// Counts messages that found no listener (or a dropped one).
+    counters: Arc<Counters>,
+    /// Bumped by every [`Listeners::listen`], so that a cached [`Route`] is rechecked.
+    generation: AtomicU64,
+}
+
+/// A connection's cached way to the listener of the topic it last delivered to
+/// (most connections carry one topic): no lock and no hashing per message.
+#[derive(Debug)]
+pub(crate) struct Route {
+    generation: u64,
+    topic: String,
+    tx: mpsc::Sender<Incoming>,
+}
+
+impl Listeners {
+    pub(crate) fn new(capacity: usize, local_name: String, counters: Arc<Counters>) -> Self {
+        Listeners {
+            by_topic: Mutex::default(),
+            capacity,
+            local_name,
+            counters,
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Listen to `topic`, replacing its listener if it had one.
+    pub(crate) fn listen(&self, topic: String) -> Listener {
+        let (tx, rx) = mpsc::channel(self.capacity);
+        self.by_topic.lock().expect("listeners lock").insert(topic.clone(), tx);
+        Listener { topic, rx }
+    }
+
+    /// Hand an incoming message to its topic's listener, or fail its ack. `route`
+    /// caches the listener between calls (one per connection).
+    pub(crate) async fn deliver(&self, route: &mut Option<Route>, from: &Arc<Member>, message: Message) {
+        let generation = self.generation.load(Ordering::Acquire);
+        let cached = matches!(route, Some(r) if r.generation == generation && r.topic == message.topic);
+        if !cached {
+            let tx = self
+                .by_topic
+                .lock()
+                .expect("listeners lock")
+                .get(&message.topic)
+                .cloned();
+            *route = tx.map(|tx| Route {
+                generation,
+                topic: message.topic.clone(),
+                tx,
+            });
+        }
+        let Some(Route { tx, .. }) = route.as_ref() else {
+            self.counters.undeliverable.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(from = %from, topic = %message.topic, "no listener for topic");
+            if let Some(ack) = message.ack {
+                ack.fail(format!(
+                    "no listener for topic '{}' on {}: call Channel::listen(\"{}\") on every member before peers send",
+                    message.topic, self.local_name, message.topic
+                ));
+            }
+            return;
+        };
+        let incoming = Incoming {
+            from: from.clone(),
+            message,
+        };
+        // Without waiting while the listener keeps up (the common case).
+        let incoming = match tx.try_send(incoming) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(incoming)) => match tx.send(incoming).await {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(incoming)) => incoming,
+            },
+            Err(mpsc::error::TrySendError::Closed(incoming)) => incoming,
+        };
+        self.counters.undeliverable.fetch_add(1, Ordering::Relaxed);
+        let topic = incoming.topic().to_string();
+        incoming.fail(format!(
+            "the listener of topic '{topic}' on {} was dropped",
+            self.local_name
+        ));
+    }
+}
