@@ -37,6 +37,7 @@ impl Count {
 /// the process, so [`metrics_router`] and [`status_router`](crate::status_router) can show it).
 #[derive(Debug, Default)]
 pub(crate) struct LayerCounters {
+    pub(crate) requests: Count,
     pub(crate) created: Count,
     pub(crate) commits: Count,
     pub(crate) invalidated: Count,
@@ -52,6 +53,11 @@ pub(crate) struct LayerCounters {
 impl LayerCounters {
     pub(crate) fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
         vec![
+            (
+                "http_requests",
+                "Requests that passed through the session layer",
+                self.requests.get(),
+            ),
             (
                 "http_sessions_created",
                 "Sessions created by requests on this node",

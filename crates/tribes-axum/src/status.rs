@@ -1,10 +1,12 @@
-//! `GET /status` (JSON) and `GET /` (HTML): Tomcat's Manager app, for one context.
+//! `GET /status` (JSON), `GET /` (the cluster dashboard) and `GET /status.html` (this
+//! node and context): Tomcat's Manager app, and a view of the whole cluster.
 
 use std::fmt::{self, Write as _};
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
@@ -13,12 +15,18 @@ use tribes::Channel;
 use tribes_sessions::SessionManager;
 
 use crate::backend;
+use crate::dashboard::{ClusterView, Dashboard, MemberState, dashboard_for, now_ms};
 use crate::metrics::counters_for;
+
+/// The version of the `/status` JSON document (see docs/status.md). It changes only
+/// when a field is removed or changes its meaning; new fields may appear at any time.
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Clone)]
 struct StatusState {
     manager: SessionManager,
     channel: Channel,
+    dashboard: Arc<Dashboard>,
 }
 
 impl fmt::Debug for StatusState {
@@ -29,29 +37,48 @@ impl fmt::Debug for StatusState {
 
 /// A router serving this node's view of the cluster for `manager`'s context:
 ///
-/// - `GET /status`: JSON with `route` (this node), `ready`, `context`, `manager` (the
-///   kind), `sessions` (held by this node), `members` (the other live members, each
-///   with `route`, `addr` and `id`), `replication` (the manager's statistics), `layer`
-///   (the layer's counters) and `channel` (traffic per member).
-/// - `GET /` and `GET /status.html`: the same as a small HTML page, without external
-///   assets, every text escaped.
+/// - `GET /`: the cluster dashboard. Every member on one page, whichever node serves
+///   it: route, address, ready or not and since when, sessions per context, how far
+///   behind it is (queue depth, last ack), charts of the last five minutes (requests,
+///   commits, messages, bytes, acks, failures, timeouts per second) and the events in
+///   words, newest first, with the fix where there is one. Plain HTML with inline SVG,
+///   nothing loaded from elsewhere; a small inline script refreshes it every 2 s.
+/// - `GET /status`: JSON for scripts, with a `schema_version`; its fields are
+///   documented in `docs/status.md`.
+/// - `GET /status.html`: this node and context as a small HTML page.
 ///
-/// Mount it anywhere, e.g. `.nest("/cluster", status_router(manager, channel))`: the
-/// JSON is then at `/cluster/status` and the page at `/cluster` (axum 0.8 nests `/` at
-/// the prefix itself, without a trailing slash) and `/cluster/status.html`. Put it
-/// outside the [`ReplicatedSessions`](crate::ReplicatedSessions) layer, or call it
-/// without the session cookie, so that it answers while the node is not ready.
+/// The dashboard's data about other members travels over the channel: every node
+/// running a status router samples itself every second and broadcasts a small report
+/// on the topic `tribes.status` (so the members need not reach each other's HTTP
+/// port). A member that sends none is shown as such. Status routers of several
+/// contexts on one channel share one dashboard, which lists every context. The
+/// sampling task starts with the first router (inside a tokio runtime) and ends when
+/// every router of the node is dropped.
+///
+/// Mount it anywhere, e.g. `.nest("/cluster/", status_router(manager, channel))`: the
+/// dashboard is then at `/cluster/`, the JSON at `/cluster/status` and the node page at
+/// `/cluster/status.html` (add a redirect from `/cluster` if you like, as the demo
+/// does). Nested at `"/cluster"` without the slash, axum 0.8 serves the dashboard at
+/// `/cluster` instead, and `/cluster/` is not found. Put it outside the
+/// [`ReplicatedSessions`](crate::ReplicatedSessions) layer, or call it without the
+/// session cookie, so that it answers while the node is not ready.
 pub fn status_router(manager: SessionManager, channel: Channel) -> Router {
+    let dashboard = dashboard_for(&manager, &channel);
     Router::new()
         .route("/status", get(status_json))
-        .route("/", get(status_html))
+        .route("/", get(dashboard_html))
         .route("/status.html", get(status_html))
-        .with_state(StatusState { manager, channel })
+        .with_state(StatusState {
+            manager,
+            channel,
+            dashboard,
+        })
 }
 
 /// The status document.
 #[derive(Debug, Serialize)]
 pub(crate) struct Status {
+    schema_version: u32,
     route: String,
     ready: bool,
     context: String,
@@ -61,6 +88,57 @@ pub(crate) struct Status {
     replication: Value,
     layer: Map<String, Value>,
     channel: Value,
+    cluster: Vec<ClusterMember>,
+}
+
+/// One member in the dashboard's view (`cluster` in the JSON).
+#[derive(Debug, Serialize)]
+struct ClusterMember {
+    route: String,
+    id: String,
+    addr: String,
+    local: bool,
+    state: &'static str,
+    since_ms: u64,
+    reason: Option<String>,
+    sessions: Map<String, Value>,
+    queue_depth: Option<u64>,
+    last_ack_ms: Option<u64>,
+}
+
+fn cluster(view: &ClusterView) -> Vec<ClusterMember> {
+    view.ordered()
+        .into_iter()
+        .map(|e| {
+            let state = e.state();
+            let is_local = e.id == view.local_id;
+            let (queue_depth, last_ack_ms) = if is_local { (None, None) } else { view.lag(&e.id) };
+            ClusterMember {
+                route: e.route.clone(),
+                id: e.id.clone(),
+                addr: e.addr.clone(),
+                local: is_local,
+                state: state.name(),
+                since_ms: state.since_ms(),
+                reason: match state {
+                    MemberState::Gone { reason, .. } => Some(reason.words().to_owned()),
+                    _ => None,
+                },
+                sessions: e
+                    .report
+                    .as_ref()
+                    .map(|(_, r)| {
+                        r.contexts
+                            .iter()
+                            .map(|c| (c.context.clone(), json!(c.sessions)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                queue_depth,
+                last_ack_ms,
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -71,7 +149,7 @@ struct MemberView {
     domain: String,
 }
 
-pub(crate) fn status(manager: &SessionManager, channel: &Channel) -> Status {
+pub(crate) fn status(manager: &SessionManager, channel: &Channel, dashboard: &Dashboard) -> Status {
     let local = channel.local();
     let stats = manager.stats();
     let sessions = stats.sessions as u64;
@@ -107,6 +185,7 @@ pub(crate) fn status(manager: &SessionManager, channel: &Channel) -> Status {
         "foreign_domain": cs.foreign_domain,
     });
     Status {
+        schema_version: SCHEMA_VERSION,
         route: local.name().to_owned(),
         ready: backend::is_ready(manager),
         context: manager.context().to_owned(),
@@ -116,15 +195,26 @@ pub(crate) fn status(manager: &SessionManager, channel: &Channel) -> Status {
         replication,
         layer,
         channel: channel_json,
+        cluster: cluster(&dashboard.view()),
     }
 }
 
 async fn status_json(State(s): State<StatusState>) -> Response {
-    Json(status(&s.manager, &s.channel)).into_response()
+    Json(status(&s.manager, &s.channel, &s.dashboard)).into_response()
 }
 
 async fn status_html(State(s): State<StatusState>) -> Html<String> {
-    Html(render_html(&status(&s.manager, &s.channel)))
+    Html(render_html(&status(&s.manager, &s.channel, &s.dashboard)))
+}
+
+async fn dashboard_html(State(s): State<StatusState>, OriginalUri(uri): OriginalUri) -> Response {
+    // Relative links resolve against the router's mount point, with or without the slash.
+    let mut base = uri.path().to_owned();
+    if !base.ends_with('/') {
+        base.push('/');
+    }
+    let body = crate::dashboard_html::render(&s.dashboard.view(), now_ms(), &base);
+    ([(axum::http::header::CACHE_CONTROL, "no-store")], Html(body)).into_response()
 }
 
 /// Escapes text for HTML element content and attribute values.
