@@ -39,7 +39,7 @@ thead th{background:#eef1f4;position:sticky;top:0}tbody tr:nth-child(even){backg
 .route{font-weight:bold;font-size:1.05em}.id,.muted{color:#555;font-size:.85em}\
 .badge{display:inline-block;padding:0 .45em;border-radius:3px;font-weight:600}\
 .s-ready{background:#dafbe1;color:#116329}.s-not_ready,.s-no_report,.s-silent{background:#fff1c2;color:#6b4400}.s-gone{background:#ffe1e1;color:#8c1d18}\
-tr[data-state=gone] .route{text-decoration:line-through}\
+tr[data-state=gone] td{color:#555}\
 ul.ctx{list-style:none;margin:0;padding:0}ul.ctx li{white-space:nowrap}.chart{display:block}.now{font-size:.8em;color:#333}\
 ol#events{list-style:none;padding:0;margin:0}ol#events li{border-left:4px solid #8c959f;padding:.25em .6em;margin:.3em 0;background:#f6f8fa}\
 ol#events li.bad{border-color:#b3261e;background:#fff5f5}ol#events li.warn{border-color:#9a6700;background:#fffbea}\

@@ -157,7 +157,7 @@ impl Event {
         match &self.kind {
             EventKind::Gone { reason } if reason.is_failure() => Severity::Failure,
             EventKind::Refused { .. } | EventKind::StoreDown { .. } => Severity::Failure,
-            EventKind::Silent { .. } | EventKind::NotReady { .. } | EventKind::Missed { .. } => Severity::Warning,
+            EventKind::Silent { .. } | EventKind::Missed { .. } => Severity::Warning,
             _ => Severity::Info,
         }
     }
