@@ -32,7 +32,7 @@ pub(crate) fn ago(ms: u64) -> String {
 
 const STYLE: &str = "\
 body{font-family:system-ui,sans-serif;margin:1em 1.5em;color:#1b1b1b;background:#fff}\
-h1{font-size:1.4em;margin:.2em 0}h1 span{font-weight:normal;color:#444}h2{font-size:1.1em;margin:1em 0 .4em}\
+header nav{float:right}a:focus-visible{outline:3px solid #1a5fb4;outline-offset:2px}h1{font-size:1.4em;margin:.2em 0}h1 span{font-weight:normal;color:#444}h2{font-size:1.1em;margin:1em 0 .4em}\
 #summary{margin:.2em 0;color:#333}#offline{background:#fde7e9;color:#8c1d18;padding:.4em .8em;border-radius:4px}\
 table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #d0d7de;padding:.3em .5em;text-align:left;vertical-align:top;font-size:.9em}\
 thead th{background:#eef1f4;position:sticky;top:0}tbody tr:nth-child(even){background:#fafbfc}\
@@ -64,8 +64,9 @@ pub(crate) fn render(view: &ClusterView, now_ms: u64, base: &str) -> String {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><base href=\"{base}\">\
          <title>tribes cluster, seen from {me}</title><style>{STYLE}</style></head><body>\
          <header><h1>Cluster <span>seen from {me}</span></h1>\
-         <p id=\"summary\" role=\"status\">{n} members: {ready} ready, {not_ready} not ready, {silent} without report, \
-         {gone} gone. Updated {at} UTC. <a href=\"status\">JSON</a></p>\
+         <nav aria-label=\"Other views\"><a href=\"status\">JSON</a> · <a href=\"status.html\">this node</a></nav>\
+         <p id=\"summary\">{n} members: {ready} ready, {not_ready} not ready, {silent} without report, \
+         {gone} gone. Updated {at} UTC.</p>\
          <p id=\"offline\" role=\"alert\" hidden></p></header><main id=\"live\">",
         me = escape(&view.local_route),
         base = escape(base),
