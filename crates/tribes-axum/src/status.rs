@@ -233,10 +233,59 @@ pub(crate) fn escape(s: &str) -> String {
     out
 }
 
-fn value_text(v: &Value) -> String {
+/// A JSON value as HTML: text escaped, arrays of objects as tables, objects as
+/// two-column tables, other arrays as comma-separated lists (never raw JSON).
+fn value_html(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::Null => "-".to_owned(),
+        Value::String(s) => escape(s),
+        Value::Array(items) if items.is_empty() => "none".to_owned(),
+        Value::Array(items) if items.iter().all(Value::is_object) => {
+            let mut keys: Vec<&String> = Vec::new();
+            for item in items {
+                if let Value::Object(m) = item {
+                    for k in m.keys() {
+                        if !keys.contains(&k) {
+                            keys.push(k);
+                        }
+                    }
+                }
+            }
+            let mut h = String::from("<table><tr>");
+            for k in &keys {
+                let _ = write!(h, "<th scope=\"col\">{}</th>", escape(k));
+            }
+            h.push_str("</tr>");
+            for item in items {
+                h.push_str("<tr>");
+                for k in &keys {
+                    let _ = write!(
+                        h,
+                        "<td>{}</td>",
+                        value_html(item.get(k.as_str()).unwrap_or(&Value::Null))
+                    );
+                }
+                h.push_str("</tr>");
+            }
+            h.push_str("</table>");
+            h
+        }
+        Value::Array(items) => items.iter().map(value_html).collect::<Vec<_>>().join(", "),
+        Value::Object(m) if m.is_empty() => "none".to_owned(),
+        Value::Object(m) => {
+            let mut h = String::from("<table>");
+            for (k, v) in m {
+                let _ = write!(
+                    h,
+                    "<tr><th scope=\"row\">{}</th><td>{}</td></tr>",
+                    escape(k),
+                    value_html(v)
+                );
+            }
+            h.push_str("</table>");
+            h
+        }
+        other => escape(&other.to_string()),
     }
 }
 
@@ -279,17 +328,17 @@ fn render_html(st: &Status) -> String {
     h.push_str("</table><h2>Replication</h2><table>");
     if let Value::Object(m) = &st.replication {
         for (k, v) in m {
-            let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", e(k), e(&value_text(v)));
+            let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", e(k), value_html(v));
         }
     }
     h.push_str("</table><h2>Layer</h2><table>");
     for (k, v) in &st.layer {
-        let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", e(k), e(&value_text(v)));
+        let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", e(k), value_html(v));
     }
     h.push_str("</table><h2>Channel</h2><table>");
     if let Value::Object(m) = &st.channel {
         for (k, v) in m {
-            let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", e(k), e(&value_text(v)));
+            let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", e(k), value_html(v));
         }
     }
     h.push_str("</table></body></html>");
@@ -299,6 +348,32 @@ fn render_html(st: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_values_render_as_tables_and_lists_never_raw() {
+        let v = json!({
+            "per_member": [{"member": "b", "acks": 3}, {"member": "<c>", "acks": 0, "extra": null}],
+            "servers": ["b", "c"],
+            "store": null,
+            "empty": [],
+        });
+        let h = value_html(&v);
+        assert!(!h.contains('{') && !h.contains('['), "{h}");
+        assert!(
+            h.contains("<th scope=\"col\">acks</th><th scope=\"col\">member</th><th scope=\"col\">extra</th>"),
+            "{h}"
+        );
+        assert!(
+            h.contains("<td>3</td><td>b</td><td>-</td>"),
+            "a key missing in a row is a dash: {h}"
+        );
+        assert!(
+            h.contains("<td>0</td><td>&lt;c&gt;</td><td>-</td>"),
+            "null is a dash, text escaped: {h}"
+        );
+        assert!(h.contains("<th scope=\"row\">servers</th><td>b, c</td>"), "{h}");
+        assert!(h.contains("<th scope=\"row\">empty</th><td>none</td>"), "{h}");
+    }
 
     #[test]
     fn escapes() {

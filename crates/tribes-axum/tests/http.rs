@@ -316,6 +316,9 @@ async fn status_json_html_and_metrics() {
     assert!(r.body.contains("<h1>Node A</h1>"), "{}", r.body);
     assert!(r.body.contains("<td>B</td>"), "{}", r.body);
     assert!(r.body.contains("/app"));
+    // Lists and per-member statistics are tables, not raw JSON.
+    assert!(!r.body.contains("[{") && !r.body.contains("\":"), "{}", r.body);
+    assert!(r.body.contains("<th scope=\"col\">member</th>"), "{}", r.body);
 
     let r = get_(&a.url("/metrics"), None).await;
     assert_eq!(r.status, StatusCode::OK);
