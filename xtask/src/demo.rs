@@ -143,7 +143,11 @@ pub(crate) fn run() -> Result<(), String> {
         println!("  (install nginx to get a load balancer on 127.0.0.1:8080 too)");
     }
     println!(
-        "  status  http://{}/cluster/status   metrics http://{}/metrics",
+        "  cluster http://{}/cluster/   (every member, live charts, events; on any node)",
+        NODES[0].http
+    );
+    println!(
+        "  json    http://{}/cluster/status   metrics http://{}/metrics",
         NODES[0].http, NODES[0].http
     );
     println!();
@@ -151,9 +155,17 @@ pub(crate) fn run() -> Result<(), String> {
         "1. Open http://{}/ and press the counter button a few times.",
         NODES[0].http
     );
-    println!("2. Kill that node: kill -9 {}", children[0].1.id());
     println!(
-        "3. Open http://{}/ (same browser): the count goes on. Ctrl-C stops everything.",
+        "2. Open http://{}/cluster/ in another tab: three members ready, their charts moving.",
+        NODES[1].http
+    );
+    println!("3. Kill the first node: kill -9 {}", children[0].1.id());
+    println!(
+        "   The dashboard shows {} as gone, with the reason, within 3 s.",
+        NODES[0].route
+    );
+    println!(
+        "4. Open http://{}/ (same browser): the count goes on. Ctrl-C stops everything.",
         NODES[1].http
     );
     println!();

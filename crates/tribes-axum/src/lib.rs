@@ -104,6 +104,9 @@
 
 mod backend;
 mod cookie;
+mod dashboard;
+mod dashboard_html;
+mod events;
 mod extract;
 mod future;
 /// Entry points for the `cargo fuzz` targets in `fuzz/` (`--cfg fuzzing` only).
@@ -111,6 +114,7 @@ mod future;
 #[doc(hidden)]
 pub mod fuzzing;
 mod handle;
+mod history;
 mod layer;
 mod metrics;
 mod service;

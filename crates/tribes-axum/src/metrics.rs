@@ -37,6 +37,7 @@ impl Count {
 /// the process, so [`metrics_router`] and [`status_router`](crate::status_router) can show it).
 #[derive(Debug, Default)]
 pub(crate) struct LayerCounters {
+    pub(crate) requests: Count,
     pub(crate) created: Count,
     pub(crate) commits: Count,
     pub(crate) invalidated: Count,
@@ -52,6 +53,11 @@ pub(crate) struct LayerCounters {
 impl LayerCounters {
     pub(crate) fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
         vec![
+            (
+                "http_requests",
+                "Requests that passed through the session layer",
+                self.requests.get(),
+            ),
             (
                 "http_sessions_created",
                 "Sessions created by requests on this node",
@@ -472,8 +478,51 @@ pub(crate) fn render(manager: &SessionManager, channel: &Channel) -> Result<Stri
         &mut registry,
         "channel_uptime_seconds",
         "Time since the channel started",
-        [(node_only, cs.uptime.as_secs() as i64)],
+        [(node_only.clone(), cs.uptime.as_secs() as i64)],
     );
+    gauge_family(
+        &mut registry,
+        "channel_refused_peers",
+        "Peers (by address) whose frames this node refused, e.g. sealed with another cluster key",
+        [(node_only.clone(), i64::try_from(cs.refused.len()).unwrap_or(i64::MAX))],
+    );
+    counter_family(
+        &mut registry,
+        "channel_refused",
+        "Connections or datagrams refused from those peers",
+        [(node_only.clone(), cs.refused.values().map(|r| r.count).sum())],
+    );
+
+    // The session store, when the manager has one.
+    if let Some(store) = &ms.store {
+        let healthy = Family::<NodeLabels, Gauge<f64, AtomicU64>>::default();
+        healthy
+            .get_or_create(&node_only)
+            .set(store.healthy.map_or(f64::NAN, |h| f64::from(u8::from(h))));
+        registry.register(
+            "store_healthy",
+            "1 when the store's last health check passed, 0 when it failed (NaN before the first)",
+            healthy,
+        );
+        gauge_family(
+            &mut registry,
+            "store_queue_depth",
+            "Write-behind: sessions waiting to be saved",
+            [(node_only.clone(), i64::try_from(store.queue_depth).unwrap_or(i64::MAX))],
+        );
+        counter_family(
+            &mut registry,
+            "store_errors",
+            "Failed store operations",
+            [(node_only.clone(), store.errors)],
+        );
+        counter_family(
+            &mut registry,
+            "store_saves",
+            "Records saved to the store",
+            [(node_only, store.saves)],
+        );
+    }
 
     let mut out = String::new();
     encode(&mut out, &registry)?;

@@ -92,6 +92,7 @@ where
 {
     let config = &layer.config;
     let manager = &layer.manager;
+    layer.counters.requests.inc();
     let https = cookie::is_https(req.headers(), req.uri());
     let cookie = match cookie::read(req.headers(), &config.cookie_name) {
         RequestCookie::Present(c) => Some(c),

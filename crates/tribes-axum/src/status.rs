@@ -1,10 +1,12 @@
-//! `GET /status` (JSON) and `GET /` (HTML): Tomcat's Manager app, for one context.
+//! `GET /status` (JSON), `GET /` (the cluster dashboard) and `GET /status.html` (this
+//! node and context): Tomcat's Manager app, and a view of the whole cluster.
 
 use std::fmt::{self, Write as _};
+use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
@@ -13,12 +15,18 @@ use tribes::Channel;
 use tribes_sessions::SessionManager;
 
 use crate::backend;
+use crate::dashboard::{ClusterView, Dashboard, MemberState, dashboard_for, now_ms};
 use crate::metrics::counters_for;
+
+/// The version of the `/status` JSON document (see docs/status.md). It changes only
+/// when a field is removed or changes its meaning; new fields may appear at any time.
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Clone)]
 struct StatusState {
     manager: SessionManager,
     channel: Channel,
+    dashboard: Arc<Dashboard>,
 }
 
 impl fmt::Debug for StatusState {
@@ -29,29 +37,48 @@ impl fmt::Debug for StatusState {
 
 /// A router serving this node's view of the cluster for `manager`'s context:
 ///
-/// - `GET /status`: JSON with `route` (this node), `ready`, `context`, `manager` (the
-///   kind), `sessions` (held by this node), `members` (the other live members, each
-///   with `route`, `addr` and `id`), `replication` (the manager's statistics), `layer`
-///   (the layer's counters) and `channel` (traffic per member).
-/// - `GET /` and `GET /status.html`: the same as a small HTML page, without external
-///   assets, every text escaped.
+/// - `GET /`: the cluster dashboard. Every member on one page, whichever node serves
+///   it: route, address, ready or not and since when, sessions per context, how far
+///   behind it is (queue depth, last ack), charts of the last five minutes (requests,
+///   commits, messages, bytes, acks, failures, timeouts per second) and the events in
+///   words, newest first, with the fix where there is one. Plain HTML with inline SVG,
+///   nothing loaded from elsewhere; a small inline script refreshes it every 2 s.
+/// - `GET /status`: JSON for scripts, with a `schema_version`; its fields are
+///   documented in `docs/status.md`.
+/// - `GET /status.html`: this node and context as a small HTML page.
 ///
-/// Mount it anywhere, e.g. `.nest("/cluster", status_router(manager, channel))`: the
-/// JSON is then at `/cluster/status` and the page at `/cluster` (axum 0.8 nests `/` at
-/// the prefix itself, without a trailing slash) and `/cluster/status.html`. Put it
-/// outside the [`ReplicatedSessions`](crate::ReplicatedSessions) layer, or call it
-/// without the session cookie, so that it answers while the node is not ready.
+/// The dashboard's data about other members travels over the channel: every node
+/// running a status router samples itself every second and broadcasts a small report
+/// on the topic `tribes.status` (so the members need not reach each other's HTTP
+/// port). A member that sends none is shown as such. Status routers of several
+/// contexts on one channel share one dashboard, which lists every context. The
+/// sampling task starts with the first router (inside a tokio runtime) and ends when
+/// every router of the node is dropped.
+///
+/// Mount it anywhere, e.g. `.nest("/cluster/", status_router(manager, channel))`: the
+/// dashboard is then at `/cluster/`, the JSON at `/cluster/status` and the node page at
+/// `/cluster/status.html` (add a redirect from `/cluster` if you like, as the demo
+/// does). Nested at `"/cluster"` without the slash, axum 0.8 serves the dashboard at
+/// `/cluster` instead, and `/cluster/` is not found. Put it outside the
+/// [`ReplicatedSessions`](crate::ReplicatedSessions) layer, or call it without the
+/// session cookie, so that it answers while the node is not ready.
 pub fn status_router(manager: SessionManager, channel: Channel) -> Router {
+    let dashboard = dashboard_for(&manager, &channel);
     Router::new()
         .route("/status", get(status_json))
-        .route("/", get(status_html))
+        .route("/", get(dashboard_html))
         .route("/status.html", get(status_html))
-        .with_state(StatusState { manager, channel })
+        .with_state(StatusState {
+            manager,
+            channel,
+            dashboard,
+        })
 }
 
 /// The status document.
 #[derive(Debug, Serialize)]
 pub(crate) struct Status {
+    schema_version: u32,
     route: String,
     ready: bool,
     context: String,
@@ -61,6 +88,57 @@ pub(crate) struct Status {
     replication: Value,
     layer: Map<String, Value>,
     channel: Value,
+    cluster: Vec<ClusterMember>,
+}
+
+/// One member in the dashboard's view (`cluster` in the JSON).
+#[derive(Debug, Serialize)]
+struct ClusterMember {
+    route: String,
+    id: String,
+    addr: String,
+    local: bool,
+    state: &'static str,
+    since_ms: u64,
+    reason: Option<String>,
+    sessions: Map<String, Value>,
+    queue_depth: Option<u64>,
+    last_ack_ms: Option<u64>,
+}
+
+fn cluster(view: &ClusterView) -> Vec<ClusterMember> {
+    view.ordered()
+        .into_iter()
+        .map(|e| {
+            let state = e.state();
+            let is_local = e.id == view.local_id;
+            let (queue_depth, last_ack_ms) = if is_local { (None, None) } else { view.lag(&e.id) };
+            ClusterMember {
+                route: e.route.clone(),
+                id: e.id.clone(),
+                addr: e.addr.clone(),
+                local: is_local,
+                state: state.name(),
+                since_ms: state.since_ms(),
+                reason: match state {
+                    MemberState::Gone { reason, .. } => Some(reason.words().to_owned()),
+                    _ => None,
+                },
+                sessions: e
+                    .report
+                    .as_ref()
+                    .map(|(_, r)| {
+                        r.contexts
+                            .iter()
+                            .map(|c| (c.context.clone(), json!(c.sessions)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                queue_depth,
+                last_ack_ms,
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -71,7 +149,7 @@ struct MemberView {
     domain: String,
 }
 
-pub(crate) fn status(manager: &SessionManager, channel: &Channel) -> Status {
+pub(crate) fn status(manager: &SessionManager, channel: &Channel, dashboard: &Dashboard) -> Status {
     let local = channel.local();
     let stats = manager.stats();
     let sessions = stats.sessions as u64;
@@ -107,6 +185,7 @@ pub(crate) fn status(manager: &SessionManager, channel: &Channel) -> Status {
         "foreign_domain": cs.foreign_domain,
     });
     Status {
+        schema_version: SCHEMA_VERSION,
         route: local.name().to_owned(),
         ready: backend::is_ready(manager),
         context: manager.context().to_owned(),
@@ -116,15 +195,26 @@ pub(crate) fn status(manager: &SessionManager, channel: &Channel) -> Status {
         replication,
         layer,
         channel: channel_json,
+        cluster: cluster(&dashboard.view()),
     }
 }
 
 async fn status_json(State(s): State<StatusState>) -> Response {
-    Json(status(&s.manager, &s.channel)).into_response()
+    Json(status(&s.manager, &s.channel, &s.dashboard)).into_response()
 }
 
 async fn status_html(State(s): State<StatusState>) -> Html<String> {
-    Html(render_html(&status(&s.manager, &s.channel)))
+    Html(render_html(&status(&s.manager, &s.channel, &s.dashboard)))
+}
+
+async fn dashboard_html(State(s): State<StatusState>, OriginalUri(uri): OriginalUri) -> Response {
+    // Relative links resolve against the router's mount point, with or without the slash.
+    let mut base = uri.path().to_owned();
+    if !base.ends_with('/') {
+        base.push('/');
+    }
+    let body = crate::dashboard_html::render(&s.dashboard.view(), now_ms(), &base);
+    ([(axum::http::header::CACHE_CONTROL, "no-store")], Html(body)).into_response()
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -143,10 +233,59 @@ pub(crate) fn escape(s: &str) -> String {
     out
 }
 
-fn value_text(v: &Value) -> String {
+/// A JSON value as HTML: text escaped, arrays of objects as tables, objects as
+/// two-column tables, other arrays as comma-separated lists (never raw JSON).
+fn value_html(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::Null => "-".to_owned(),
+        Value::String(s) => escape(s),
+        Value::Array(items) if items.is_empty() => "none".to_owned(),
+        Value::Array(items) if items.iter().all(Value::is_object) => {
+            let mut keys: Vec<&String> = Vec::new();
+            for item in items {
+                if let Value::Object(m) = item {
+                    for k in m.keys() {
+                        if !keys.contains(&k) {
+                            keys.push(k);
+                        }
+                    }
+                }
+            }
+            let mut h = String::from("<table><tr>");
+            for k in &keys {
+                let _ = write!(h, "<th scope=\"col\">{}</th>", escape(k));
+            }
+            h.push_str("</tr>");
+            for item in items {
+                h.push_str("<tr>");
+                for k in &keys {
+                    let _ = write!(
+                        h,
+                        "<td>{}</td>",
+                        value_html(item.get(k.as_str()).unwrap_or(&Value::Null))
+                    );
+                }
+                h.push_str("</tr>");
+            }
+            h.push_str("</table>");
+            h
+        }
+        Value::Array(items) => items.iter().map(value_html).collect::<Vec<_>>().join(", "),
+        Value::Object(m) if m.is_empty() => "none".to_owned(),
+        Value::Object(m) => {
+            let mut h = String::from("<table>");
+            for (k, v) in m {
+                let _ = write!(
+                    h,
+                    "<tr><th scope=\"row\">{}</th><td>{}</td></tr>",
+                    escape(k),
+                    value_html(v)
+                );
+            }
+            h.push_str("</table>");
+            h
+        }
+        other => escape(&other.to_string()),
     }
 }
 
@@ -189,17 +328,17 @@ fn render_html(st: &Status) -> String {
     h.push_str("</table><h2>Replication</h2><table>");
     if let Value::Object(m) = &st.replication {
         for (k, v) in m {
-            let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", e(k), e(&value_text(v)));
+            let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", e(k), value_html(v));
         }
     }
     h.push_str("</table><h2>Layer</h2><table>");
     for (k, v) in &st.layer {
-        let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", e(k), e(&value_text(v)));
+        let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", e(k), value_html(v));
     }
     h.push_str("</table><h2>Channel</h2><table>");
     if let Value::Object(m) = &st.channel {
         for (k, v) in m {
-            let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", e(k), e(&value_text(v)));
+            let _ = write!(h, "<tr><th>{}</th><td>{}</td></tr>", e(k), value_html(v));
         }
     }
     h.push_str("</table></body></html>");
@@ -209,6 +348,32 @@ fn render_html(st: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_values_render_as_tables_and_lists_never_raw() {
+        let v = json!({
+            "per_member": [{"member": "b", "acks": 3}, {"member": "<c>", "acks": 0, "extra": null}],
+            "servers": ["b", "c"],
+            "store": null,
+            "empty": [],
+        });
+        let h = value_html(&v);
+        assert!(!h.contains('{') && !h.contains('['), "{h}");
+        assert!(
+            h.contains("<th scope=\"col\">acks</th><th scope=\"col\">member</th><th scope=\"col\">extra</th>"),
+            "{h}"
+        );
+        assert!(
+            h.contains("<td>3</td><td>b</td><td>-</td>"),
+            "a key missing in a row is a dash: {h}"
+        );
+        assert!(
+            h.contains("<td>0</td><td>&lt;c&gt;</td><td>-</td>"),
+            "null is a dash, text escaped: {h}"
+        );
+        assert!(h.contains("<th scope=\"row\">servers</th><td>b, c</td>"), "{h}");
+        assert!(h.contains("<th scope=\"row\">empty</th><td>none</td>"), "{h}");
+    }
 
     #[test]
     fn escapes() {

@@ -8,6 +8,9 @@
 //!
 //! Every flag can also come from the environment (`TRIBES_ROUTE`, `TRIBES_HTTP`, …).
 //!
+//! Open `http://127.0.0.1:8081/cluster/` for the cluster dashboard: every member, its
+//! sessions, live charts and events in words, from whichever node you ask.
+//!
 //! `--store file:DIR|postgres://…|redis://…` keeps the sessions in a store as well:
 //! `--store-mode persist` (default) writes through with `--sync` (a whole-cluster restart
 //! loses no acknowledged write) and behind without; `--store-mode shared` turns replication
@@ -21,7 +24,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Json, Response};
+use axum::response::{Html, IntoResponse, Json, Redirect, Response};
 use axum::routing::{get, post, put};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
@@ -252,11 +255,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/static/hello.txt", get(|| async { "hello from a static file\n" }))
         .layer(sessions)
         .with_state(app)
-        .nest("/cluster", status_router(manager.clone(), channel.clone()))
+        .nest("/cluster/", status_router(manager.clone(), channel.clone()))
+        .route("/cluster", get(|| async { Redirect::permanent("/cluster/") }))
         .merge(metrics_router(manager.clone(), channel.clone()));
 
     let listener = tokio::net::TcpListener::bind(args.http).await?;
     tracing::info!(route = %route, http = %args.http, cluster = %args.cluster, "tribes-demo serving");
+    tracing::info!(
+        "the cluster dashboard: http://{}/cluster/ (every member, from any node)",
+        args.http
+    );
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

@@ -39,7 +39,7 @@ code {{ background: #eee; padding: 0 .3rem; }}
 <button id="increment" onclick="increment()">Count</button>
 <p>Kill this node, then open another one: the count goes on.</p>
 <ul id="links">{links}</ul>
-<p><a href="/cluster/status.html">Cluster status</a> · <a href="/metrics">Metrics</a></p>
+<p><a href="/cluster/">Cluster dashboard</a> · <a href="/cluster/status.html">This node</a> · <a href="/metrics">Metrics</a></p>
 <script>
 async function increment() {{
   const r = await fetch('/counter', {{ credentials: 'same-origin' }});
