@@ -117,6 +117,7 @@ mod handle;
 mod history;
 mod layer;
 mod metrics;
+mod reporter;
 mod service;
 mod status;
 

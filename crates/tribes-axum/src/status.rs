@@ -15,8 +15,9 @@ use tribes::Channel;
 use tribes_sessions::SessionManager;
 
 use crate::backend;
-use crate::dashboard::{ClusterView, Dashboard, MemberState, dashboard_for, now_ms};
+use crate::dashboard::{ClusterView, MemberState};
 use crate::metrics::counters_for;
+use crate::reporter::{Dashboard, dashboard_for, now_ms};
 
 /// The version of the `/status` JSON document (see docs/status.md). It changes only
 /// when a field is removed or changes its meaning; new fields may appear at any time.

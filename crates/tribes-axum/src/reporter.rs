@@ -1,0 +1,178 @@
+//! The shell around [`ClusterView`]: one task per channel samples this node's
+//! statistics every [`PERIOD`], broadcasts its report on [`TOPIC`], and feeds the view
+//! the reports and membership events it receives. It reads the clock; the view does not.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tribes::{Channel, MemberId, MembershipEvent, SendMode, SendOptions};
+use tribes_sessions::SessionManager;
+
+use crate::dashboard::{ClusterView, ContextReport, LocalSample, PERIOD, StoreHealth, TOPIC};
+use crate::metrics::counters_for;
+
+/// Unix milliseconds now (the shell's clock).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// One node's dashboard: its view and the contexts (managers) it samples.
+#[derive(Debug)]
+pub(crate) struct Dashboard {
+    pub(crate) view: Mutex<ClusterView>,
+    managers: Mutex<Vec<SessionManager>>,
+}
+
+impl Dashboard {
+    pub(crate) fn view(&self) -> std::sync::MutexGuard<'_, ClusterView> {
+        self.view.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The dashboard of `channel`'s node, shared by every status router of the node, with
+/// `manager`'s context added. The first call starts the sampling task (if there is a
+/// tokio runtime; without one the page shows what it can: nothing is sampled).
+pub(crate) fn dashboard_for(manager: &SessionManager, channel: &Channel) -> Arc<Dashboard> {
+    static ALL: OnceLock<Mutex<HashMap<MemberId, Weak<Dashboard>>>> = OnceLock::new();
+    let local = channel.local();
+    let mut all = ALL
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    all.retain(|_, d| d.strong_count() > 0);
+    if let Some(d) = all.get(&local.id()).and_then(Weak::upgrade) {
+        let mut managers = d.managers.lock().unwrap_or_else(|e| e.into_inner());
+        if !managers.iter().any(|m| m.context() == manager.context()) {
+            managers.push(manager.clone());
+        }
+        drop(managers);
+        return d;
+    }
+    let d = Arc::new(Dashboard {
+        view: Mutex::new(ClusterView::new(
+            local.id().to_string(),
+            local.name().to_owned(),
+            local.addr().to_string(),
+            now_ms(),
+        )),
+        managers: Mutex::new(vec![manager.clone()]),
+    });
+    all.insert(local.id(), Arc::downgrade(&d));
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(run(Arc::downgrade(&d), channel.clone()));
+        }
+        Err(_) => tracing::warn!("status_router called outside a tokio runtime: the dashboard shows no other member"),
+    }
+    d
+}
+
+fn sample(managers: &[SessionManager], channel: &Channel) -> LocalSample {
+    let mut s = LocalSample::default();
+    for m in managers {
+        let st = m.stats();
+        let layer = counters_for(m);
+        s.counters.requests += layer.requests.get();
+        s.counters.commits += layer.commits.get();
+        s.counters.failures += st.failures;
+        let manager = match st.kind {
+            tribes_sessions::ManagerKind::Delta => "delta".to_owned(),
+            tribes_sessions::ManagerKind::Backup { backup_count } => format!("backup ({backup_count})"),
+        };
+        let store = st.store.as_ref().map(|x| StoreHealth {
+            name: x.name.clone(),
+            healthy: x.healthy,
+            error: x.health_error.clone(),
+        });
+        s.contexts.push((
+            ContextReport {
+                context: st.context.clone(),
+                manager,
+                ready: st.ready,
+                sessions: st.sessions as u64,
+                store,
+            },
+            st.state_transfer.clone(),
+        ));
+    }
+    let cs = channel.stats();
+    for m in &cs.members {
+        s.counters.messages += m.messages_out + m.messages_in;
+        s.counters.bytes += m.bytes_out + m.bytes_in;
+        s.counters.acks += m.acks;
+        s.counters.failures += m.failures;
+        s.counters.timeouts += m.timeouts;
+        s.peers
+            .push((m.id.clone(), m.name.clone(), m.queue_depth as u64, m.acks));
+    }
+    s.refused = cs
+        .refused
+        .iter()
+        .map(|(peer, r)| (peer.clone(), r.count, r.last_reason.clone()))
+        .collect();
+    s
+}
+
+/// Samples and reports every [`PERIOD`], takes the others' reports and membership
+/// events, until every router of the node is dropped.
+async fn run(dashboard: Weak<Dashboard>, channel: Channel) {
+    let mut inbox = channel.listen(TOPIC);
+    let mut events = channel.subscribe();
+    if let Some(d) = dashboard.upgrade() {
+        let now = now_ms();
+        let mut view = d.view();
+        for m in channel.members() {
+            view.handle_live(now, m.id().to_string(), m.name(), m.addr().to_string(), false);
+        }
+    }
+    let mut tick = tokio::time::interval(PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let Some(d) = dashboard.upgrade() else { break };
+                let managers = d.managers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let local = sample(&managers, &channel);
+                let now = now_ms();
+                let report = {
+                    let mut view = d.view();
+                    view.tick(now);
+                    view.observe_local(now, local)
+                };
+                drop(d);
+                match serde_json::to_vec(&report) {
+                    Ok(bytes) => {
+                        channel.broadcast(TOPIC, Bytes::from(bytes), SendOptions::mode(SendMode::Async)).await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "status report did not encode"),
+                }
+            }
+            Some(msg) = inbox.recv() => {
+                let Some(d) = dashboard.upgrade() else { break };
+                let from = msg.from().clone();
+                if let Err(e) = d.view().handle_report(now_ms(), &from.id().to_string(), msg.payload()) {
+                    tracing::debug!(member = %from.name(), error = %e, "status report ignored");
+                }
+            }
+            ev = events.recv() => {
+                let Some(d) = dashboard.upgrade() else { break };
+                let now = now_ms();
+                let mut view = d.view();
+                match ev {
+                    Ok(MembershipEvent::Added(m)) => view.handle_live(now, m.id().to_string(), m.name(), m.addr().to_string(), true),
+                    Ok(MembershipEvent::Back(m)) => view.handle_live(now, m.id().to_string(), m.name(), m.addr().to_string(), true),
+                    Ok(MembershipEvent::Disappeared { member, reason }) => {
+                        view.handle_gone(now, &member.id().to_string(), member.name(), reason.into());
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => view.handle_missed(now, n),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        }
+    }
+}
