@@ -242,14 +242,7 @@ impl Joiner {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn m(i: u8) -> MemberId {
-        MemberId::from_bytes([i; 16])
-    }
-
-    fn cand(i: u8) -> (Rank, String) {
-        ((u64::from(i), m(i)), format!("n{i}"))
-    }
+    use crate::transfer::tests::{cand, m};
 
     const T: JoinTimeouts = JoinTimeouts {
         attempt_ms: 1_000,

@@ -1187,6 +1187,9 @@ fn handle_incoming(inner: &Arc<Inner>, incoming: Incoming) {
     };
     let now_ms = inner.now_ms();
     let mut out = Vec::new();
+    // A fetch answer (the session, or "not here") is merged by the core like any message;
+    // then the request waiting for it may go on.
+    let fetch_answer = msg.fetch_answer();
     match msg {
         Msg::Hello => inner.add_server(from),
         Msg::Digest { buckets } => {
@@ -1235,20 +1238,6 @@ fn handle_incoming(inner: &Arc<Inner>, incoming: Incoming) {
             }
             inner.joined.notify_one();
         }
-        Msg::FetchReply(d) => {
-            let id = d.id;
-            inner.core().handle_msg(now_ms, from, Msg::FetchReply(d), &mut out);
-            inner.perform(std::mem::take(&mut out));
-            wake(lock(&inner.fetches).answered(id, from));
-        }
-        Msg::FetchMiss { id, gone } => {
-            tracing::debug!(context = %inner.context(), session = %id.log_id(), from = %inner.name_of(from), gone, "fetch: not held there");
-            inner
-                .core()
-                .handle_msg(now_ms, from, Msg::FetchMiss { id, gone }, &mut out);
-            inner.perform(std::mem::take(&mut out));
-            wake(lock(&inner.fetches).answered(id, from));
-        }
         Msg::NotReady { request } => {
             if let Some(j) = lock(&inner.transfer).joiner.as_mut() {
                 j.on_not_ready(from, request);
@@ -1263,6 +1252,9 @@ fn handle_incoming(inner: &Arc<Inner>, incoming: Incoming) {
         other => inner.core().handle_msg(now_ms, from, other, &mut out),
     }
     inner.perform(out);
+    if let Some(id) = fetch_answer {
+        wake(lock(&inner.fetches).answered(id, from));
+    }
     drop(incoming);
 }
 

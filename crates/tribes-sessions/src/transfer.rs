@@ -134,14 +134,16 @@ impl TransferPlan {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn m(i: u8) -> MemberId {
+    /// A member id for tests (the joiner's tests use these too).
+    pub(crate) fn m(i: u8) -> MemberId {
         MemberId::from_bytes([i; 16])
     }
 
-    fn cand(i: u8) -> (Rank, String) {
+    /// A candidate ranked `i`, named `n{i}`.
+    pub(crate) fn cand(i: u8) -> (Rank, String) {
         ((u64::from(i), m(i)), format!("n{i}"))
     }
 

@@ -79,6 +79,17 @@ pub(crate) enum Msg {
     Expiring(Vec<SessionId>),
 }
 
+impl Msg {
+    /// The session a fetch answer (`FetchReply` or `FetchMiss`) is about.
+    pub(crate) fn fetch_answer(&self) -> Option<SessionId> {
+        match self {
+            Msg::FetchReply(d) => Some(d.id),
+            Msg::FetchMiss { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Envelope<M> {
     v: u8,
