@@ -17,8 +17,8 @@ use tribes::MemberId;
 use crate::data::{Delta, Op, SessionData, Stamp, writer_of};
 use crate::error::{CreateError, ReplicationError};
 use crate::id::SessionId;
+use crate::kind::{ManagerKind, ReplicationMode};
 use crate::listener::{DestroyReason, Origin, SessionEvent};
-use crate::manager::{ManagerKind, ReplicationMode};
 use crate::placement;
 use crate::wire::Msg;
 
@@ -145,6 +145,14 @@ impl Core {
             servers_changed_ms: 0,
             counters: Counters::default(),
         }
+    }
+
+    pub(crate) fn context(&self) -> &str {
+        &self.cfg.context
+    }
+
+    pub(crate) fn kind(&self) -> ManagerKind {
+        self.cfg.kind
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -111,8 +111,10 @@ mod fetch;
 pub mod fuzzing;
 mod id;
 mod joiner;
+mod kind;
 mod listener;
 mod manager;
+mod node;
 mod persist;
 mod placement;
 mod session;
@@ -125,10 +127,9 @@ mod wire;
 
 pub use error::{AttributeError, CreateError, ReplicationError, StartError, StateTransferError};
 pub use id::{LogId, ParseIdError, SessionId};
+pub use kind::{ManagerKind, ReplicationMode};
 pub use listener::{Clock, DestroyReason, Origin, SessionEvent, SessionListener, SystemClock};
-pub use manager::{
-    AckOutcome, CommitReport, ManagerKind, MemberAck, Readiness, ReplicationMode, SessionManager, SessionManagerBuilder,
-};
+pub use manager::{AckOutcome, CommitReport, MemberAck, Readiness, SessionManager, SessionManagerBuilder};
 pub use persist::{StoreMode, StoreStats};
 pub use session::Session;
 pub use stats::{ManagerStats, MemberReplication, TransferStats};

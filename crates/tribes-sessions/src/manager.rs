@@ -1,5 +1,5 @@
 //! `SessionManager`: the builder, the public operations and the tokio driver that
-//! moves bytes between the [`Core`] and the tribes channel.
+//! moves bytes and time between the [`SessionNode`] and the tribes channel.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,39 +11,20 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tribes::{Channel, Delivery, Incoming, MemberId, MembershipEvent, SendError, SendMode, SendOptions};
 
+use crate::node::{Delivered, NodeConfig, Now, Output, SessionNode, Transmit};
+
 use crate::core::{Commit, Core, CoreConfig, Effect, Filter};
 use crate::error::{CreateError, ReplicationError, StartError, StateTransferError};
 use crate::fetch::{Begin, Fetches};
 use crate::id::SessionId;
-use crate::joiner::{AckResult, JoinAction, JoinTimeouts, Joiner};
+use crate::joiner::JoinTimeouts;
+use crate::kind::{ManagerKind, ReplicationMode};
 use crate::listener::{Clock, DestroyReason, Origin, SessionEvent, SessionListener, SystemClock, unix_ms};
 use crate::persist::{StoreMode, StoreState};
 use crate::session::{HandleState, Limits, Session};
-use crate::stats::{ManagerStats, MemberReplication, TransferStats};
+use crate::stats::{ManagerStats, MemberReplication};
 use crate::store::{SessionStore, StoreError, StoredSession};
 use crate::wire::{self, Msg};
-
-/// Which replication scheme a manager uses. See the crate docs for when to pick which.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum ManagerKind {
-    /// All to all: every member serving the context holds every session (Tomcat's `DeltaManager`).
-    Delta,
-    /// One primary and `backup_count` backups per session (Tomcat's `BackupManager`).
-    Backup {
-        /// Copies besides the primary (default 1).
-        backup_count: usize,
-    },
-}
-
-/// What a commit sends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
-pub enum ReplicationMode {
-    /// Only the recorded changes (default).
-    #[default]
-    Deltas,
-    /// The whole session at every commit (Tomcat's full-session mode).
-    FullSession,
-}
 
 /// Whether a manager serves requests yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -322,10 +303,38 @@ impl SessionManagerBuilder {
                 _ => self.sync_interval.as_millis() as u64,
             },
         });
-        let mut core = Core::new(cfg, local.id());
-        core.begin_transfer();
-        let (ready_tx, _) = watch::channel(Readiness::Starting);
+        let shared = matches!(self.store, Some((_, StoreMode::Shared)));
+        let node_cfg = NodeConfig {
+            local: local.clone(),
+            shared,
+            transfer: JoinTimeouts {
+                attempt_ms: self.attempt_timeout.as_millis() as u64,
+                total_ms: self.transfer_timeout.as_millis() as u64,
+                retry_ms: 100,
+            },
+            discovery_wait_ms: self.discovery_wait.as_millis() as u64,
+            chunk_size: self.chunk_size,
+            tick_ms: self.touch_interval.min(Duration::from_millis(500)).as_millis() as u64,
+            regreet_every_ms: self.sync_interval.as_millis() as u64,
+        };
+        let epoch = tokio::time::Instant::now();
+        let start_now = Now {
+            wall_ms: unix_ms(self.clock.now()),
+            mono_ms: 0,
+        };
+        let mut node = SessionNode::new(node_cfg, cfg, start_now);
+        // Subscribed before the members are read, so no change falls in between.
+        let events = channel.subscribe();
+        for m in channel.members() {
+            node.handle_member_up(start_now, m, false);
+        }
+        let (ready_tx, _) = watch::channel(if node.is_serving() {
+            Readiness::Ready
+        } else {
+            Readiness::Starting
+        });
         let (outbox, outbox_rx) = mpsc::unbounded_channel();
+        let (results, results_rx) = mpsc::unbounded_channel();
         let store = self
             .store
             .as_ref()
@@ -336,24 +345,24 @@ impl SessionManagerBuilder {
             local: local.id(),
             topic,
             channel,
-            core: Mutex::new(core),
+            node: Mutex::new(node),
+            epoch,
             ready: ready_tx,
             outbox,
+            results,
             counters: Default::default(),
             per_member: Mutex::new(HashMap::new()),
-            transfer: Mutex::new(TransferState::default()),
             fetches: Mutex::new(Fetches::default()),
-            unreachable: Mutex::new(HashMap::new()),
-            joined: tokio::sync::Notify::new(),
             tasks: Mutex::new(Vec::new()),
             shut: AtomicBool::new(false),
             b: self,
         });
-        let events = inner.channel.subscribe();
+        if inner.is_serving() {
+            tracing::info!(context = %inner.context(), route = %inner.route, "session manager ready (shared store)");
+        }
         let t1 = tokio::spawn(run_outbox(inner.clone(), outbox_rx));
-        let t2 = tokio::spawn(run_driver(inner.clone(), listener, events));
-        let t3 = tokio::spawn(run_startup(inner.clone()));
-        inner.tasks().extend([t1, t2, t3]);
+        let t2 = tokio::spawn(run_driver(inner.clone(), listener, events, results_rx));
+        inner.tasks().extend([t1, t2]);
         if inner.store.is_some() {
             let t4 = tokio::spawn(run_store(inner.clone()));
             inner.tasks().push(t4);
@@ -379,31 +388,22 @@ pub(crate) struct Counters {
     pub(crate) undecodable: AtomicU64,
 }
 
-#[derive(Default)]
-struct TransferState {
-    /// The state transfer while this node starts; `None` once it serves.
-    joiner: Option<Joiner>,
-    stats: TransferStats,
-}
-
 struct Inner {
     b: SessionManagerBuilder,
     route: Arc<str>,
     local: MemberId,
     topic: String,
     channel: Channel,
-    core: Mutex<Core>,
+    node: Mutex<SessionNode>,
+    /// Monotonic time 0 of the node's clock.
+    epoch: tokio::time::Instant,
     ready: watch::Sender<Readiness>,
     outbox: mpsc::UnboundedSender<(Vec<MemberId>, Msg)>,
+    /// The outcomes of the acknowledged sends the node asked for, back to the driver.
+    results: mpsc::UnboundedSender<(u64, Delivered)>,
     counters: Counters,
     per_member: Mutex<HashMap<MemberId, MemberReplication>>,
-    transfer: Mutex<TransferState>,
     fetches: Mutex<Fetches<oneshot::Sender<()>>>,
-    /// Members whose Hello got no answer (not a refusal: a timeout or a failed
-    /// connection), and why. A starting node may not serve without their sessions.
-    unreachable: Mutex<HashMap<MemberId, String>>,
-    /// Wakes the startup when a state-transfer message arrived.
-    joined: tokio::sync::Notify,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shut: AtomicBool,
     store: Option<Arc<StoreState>>,
@@ -413,9 +413,35 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The node's core, locked (for the local calls: create, get, commit, ...).
+struct CoreGuard<'a>(MutexGuard<'a, SessionNode>);
+
+impl std::ops::Deref for CoreGuard<'_> {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        self.0.core()
+    }
+}
+
+impl std::ops::DerefMut for CoreGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Core {
+        self.0.core_mut()
+    }
+}
+
 impl Inner {
-    fn core(&self) -> MutexGuard<'_, Core> {
-        lock(&self.core)
+    fn node(&self) -> MutexGuard<'_, SessionNode> {
+        lock(&self.node)
+    }
+    fn core(&self) -> CoreGuard<'_> {
+        CoreGuard(self.node())
+    }
+    /// Both clocks of the node.
+    fn clocks(&self) -> Now {
+        Now {
+            wall_ms: self.now_ms(),
+            mono_ms: self.epoch.elapsed().as_millis() as u64,
+        }
     }
     fn tasks(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
         lock(&self.tasks)
@@ -440,16 +466,48 @@ impl Inner {
         self.store.as_ref().is_some_and(|s| s.mode == StoreMode::Shared)
     }
 
-    fn perform(&self, effects: Vec<Effect>) {
-        let shared = self.shared();
-        for e in effects {
-            match e {
-                Effect::Send(to, msg) => {
-                    if !to.is_empty() && !shared {
-                        let _ = self.outbox.send((to, msg));
-                    }
+    /// The core's effects of a local call: through the node, then done.
+    fn perform(self: &Arc<Self>, effects: Vec<Effect>) {
+        let outputs = {
+            let mut node = self.node();
+            node.absorb(effects);
+            node.drain_outputs()
+        };
+        self.act(outputs);
+    }
+
+    /// Does what the node asked for since the last time.
+    fn run_outputs(self: &Arc<Self>) {
+        let outputs = self.node().drain_outputs();
+        self.act(outputs);
+    }
+
+    fn act(self: &Arc<Self>, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Send(Transmit { to, msg, ack: None }) => {
+                    let _ = self.outbox.send((to, msg));
                 }
-                Effect::Event(ev) => {
+                Output::Send(Transmit {
+                    to,
+                    msg,
+                    ack: Some(ack),
+                }) => {
+                    let inner = self.clone();
+                    tokio::spawn(async move {
+                        let timeout = Duration::from_millis(ack.timeout_ms);
+                        let (_, outcomes) = inner.send_acks(&to, &msg, SendMode::SyncAck, timeout).await;
+                        let result = match outcomes.into_iter().next().map(|(_, d)| d) {
+                            Some(Delivery::Acked) => Delivered::Acked,
+                            Some(Delivery::Failed(SendError::Refused { reason, .. })) => Delivered::Refused(reason),
+                            Some(Delivery::Failed(e)) => Delivered::Failed(e.to_string()),
+                            Some(Delivery::TimedOut(d)) => Delivered::TimedOut(d.as_millis() as u64),
+                            Some(Delivery::Queued) | None => Delivered::Failed("not sent".into()),
+                        };
+                        let _ = inner.results.send((ack.token, result));
+                    });
+                }
+                Output::Event(ev) => {
                     if let SessionEvent::Destroyed {
                         id,
                         reason: DestroyReason::Expired,
@@ -464,6 +522,11 @@ impl Inner {
                         });
                     }
                     self.notify(&ev)
+                }
+                Output::Transferred(result) => {
+                    let inner = self.clone();
+                    let t = tokio::spawn(async move { finish_startup(inner, result).await });
+                    self.tasks().push(t);
                 }
             }
         }
@@ -544,90 +607,6 @@ impl Inner {
         }
         drop(per);
         (len, report.outcomes)
-    }
-
-    /// Sends Hello to `member`; registers it as serving the context if it acks.
-    async fn hello(self: &Arc<Self>, member: MemberId) {
-        self.greet(member, false).await;
-    }
-
-    /// Says "I serve this context" to `member`; its ack adds it to the servers. `again`:
-    /// a periodic retry (a member that does not serve the context is not reported again).
-    async fn greet(self: &Arc<Self>, member: MemberId, again: bool) {
-        let report = self
-            .channel
-            .send(
-                &[member],
-                &self.topic,
-                wire::encode(&Msg::Hello),
-                SendOptions::mode(SendMode::SyncAck).with_ack_timeout(Duration::from_secs(2)),
-            )
-            .await;
-        match report.get(member) {
-            Some(Delivery::Acked) => {
-                lock(&self.unreachable).remove(&member);
-                self.add_server(member)
-            }
-            Some(Delivery::Failed(SendError::Refused { .. })) if again => {}
-            Some(Delivery::Failed(SendError::Refused { member: name, reason })) => {
-                let msg = format!(
-                    "{name} ({member}) does not serve context '{}' ({reason}): it gets no sessions of it",
-                    self.context()
-                );
-                tracing::info!("{msg}");
-                lock(&self.transfer).stats.attempts.push(msg);
-            }
-            Some(Delivery::Failed(e)) => self.unreachable(member, e.to_string(), again),
-            Some(Delivery::TimedOut(d)) => self.unreachable(member, format!("no answer within {d:?}"), again),
-            Some(Delivery::Queued) | None => {}
-        }
-    }
-
-    /// A member is listed by the membership but its replication port does not answer
-    /// (a firewall that lets heartbeats through, a stuck process): say so, and keep it
-    /// among the members a starting node must receive sessions from.
-    fn unreachable(&self, member: MemberId, cause: String, again: bool) {
-        let msg = format!(
-            "{} answers the membership but not on its replication port for context '{}' ({cause}): its sessions cannot be received; check that the cluster port is open between the nodes",
-            self.name_of(member),
-            self.context()
-        );
-        if again {
-            tracing::debug!("{msg}");
-        } else {
-            tracing::warn!("{msg}");
-        }
-        lock(&self.unreachable).insert(member, cause);
-    }
-
-    fn add_server(&self, member: MemberId) {
-        let mut out = Vec::new();
-        {
-            let mut core = self.core();
-            if core.servers().contains(&member) {
-                return;
-            }
-            let mut s = core.servers().to_vec();
-            s.push(member);
-            core.note_servers_changed(self.now_ms());
-            core.handle_servers_changed(s, &mut out);
-        }
-        tracing::info!(context = %self.context(), member = %self.name_of(member), "member serves the context");
-        self.perform(out);
-    }
-
-    fn remove_server(&self, member: MemberId) {
-        let mut out = Vec::new();
-        {
-            let mut core = self.core();
-            if !core.servers().contains(&member) {
-                return;
-            }
-            let s = core.servers().iter().copied().filter(|m| *m != member).collect();
-            core.note_servers_changed(self.now_ms());
-            core.handle_servers_changed(s, &mut out);
-        }
-        self.perform(out);
     }
 }
 
@@ -1018,7 +997,7 @@ impl SessionManager {
             invalidated: counters.invalidated,
             promotions: counters.promotions,
             overhead_bytes: overhead,
-            state_transfer: lock(&i.transfer).stats.clone(),
+            state_transfer: i.node().transfer_stats(),
             per_member: lock(&i.per_member).values().cloned().collect(),
             store_conflicts: i.store.as_ref().map_or(0, |s| s.conflicts.load(Ordering::Relaxed)),
             store: i.store.as_ref().map(|s| s.stats()),
@@ -1084,83 +1063,71 @@ async fn run_outbox(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<(Vec<Memb
     }
 }
 
+/// The driver: moves messages, membership changes, send outcomes and time into the
+/// node, and does what it asks for. Every decision is the node's (`node.rs`).
 async fn run_driver(
     inner: Arc<Inner>,
     mut listener: tribes::Listener,
     mut events: tokio::sync::broadcast::Receiver<MembershipEvent>,
+    mut results: mpsc::UnboundedReceiver<(u64, Delivered)>,
 ) {
-    let mut tick = tokio::time::interval(inner.b.touch_interval.min(Duration::from_millis(500)));
-    let mut last_greet = tokio::time::Instant::now();
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let wake_at = inner.epoch + Duration::from_millis(inner.node().poll_timeout());
         tokio::select! {
             incoming = listener.recv() => {
                 let Some(incoming) = incoming else { return };
                 handle_incoming(&inner, incoming);
             }
-            event = events.recv() => match event {
-                Ok(MembershipEvent::Added(m)) => {
-                    let inner = inner.clone();
-                    let t = tokio::spawn(async move { inner.hello(m.id()).await });
-                    inner_tasks_push(&t);
-                }
-                Ok(MembershipEvent::Back(m)) => {
-                    // A healed partition: both sides may have changed sessions the
-                    // other never saw. An anti-entropy round at once repairs them.
-                    let inner = inner.clone();
-                    let t = tokio::spawn(async move {
-                        inner.hello(m.id()).await;
-                        if inner.is_serving() {
-                            let mut out = Vec::new();
-                            inner.core().sync_with(m.id(), &mut out);
-                            inner.perform(out);
-                        }
-                    });
-                    inner_tasks_push(&t);
-                }
-                Ok(MembershipEvent::Disappeared { member, reason }) => {
-                    tracing::info!(context = %inner.context(), member = %member, ?reason, "member gone");
-                    wake(lock(&inner.fetches).member_gone(member.id()));
-                    lock(&inner.unreachable).remove(&member.id());
-                    inner.remove_server(member.id());
-                }
-                Ok(MembershipEvent::Updated(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let members: Vec<MemberId> = inner.channel.members().iter().map(|m| m.id()).collect();
-                    let gone: Vec<MemberId> =
-                        inner.core().servers().iter().copied().filter(|m| !members.contains(m)).collect();
-                    for m in gone {
-                        inner.remove_server(m);
+            event = events.recv() => {
+                let now = inner.clocks();
+                match event {
+                    Ok(MembershipEvent::Added(m)) => inner.node().handle_member_up(now, m, false),
+                    Ok(MembershipEvent::Back(m)) => inner.node().handle_member_up(now, m, true),
+                    Ok(MembershipEvent::Disappeared { member, reason }) => {
+                        tracing::info!(context = %inner.context(), member = %member, ?reason, "member gone");
+                        wake(lock(&inner.fetches).member_gone(member.id()));
+                        inner.node().handle_member_down(now, member.id());
                     }
-                }
-                Err(_) => return,
-            },
-            _ = tick.tick() => {
-                let mut out = Vec::new();
-                let now_ms = inner.now_ms();
-                {
-                    let mut core = inner.core();
-                    if !core.is_transferring() {
-                        core.handle_tick(now_ms, &mut out);
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        inner.node().handle_members(now, inner.channel.members());
                     }
-                }
-                inner.perform(out);
-                // A Hello that was lost (a connection broke) is said again, every sync
-                // interval, to members not known to serve the context.
-                if !inner.b.sync_interval.is_zero() && last_greet.elapsed() >= inner.b.sync_interval && inner.is_serving() {
-                    last_greet = tokio::time::Instant::now();
-                    let servers = inner.core().servers().to_vec();
-                    for m in inner.channel.members().iter().map(|m| m.id()).filter(|m| !servers.contains(m)) {
-                        let inner = inner.clone();
-                        tokio::spawn(async move { inner.greet(m, true).await });
-                    }
+                    Err(_) => return,
                 }
             }
+            Some((token, result)) = results.recv() => {
+                inner.node().handle_send_result(inner.clocks(), token, result);
+            }
+            _ = tokio::time::sleep_until(wake_at) => {
+                let now = inner.clocks();
+                let discovering = inner.node().is_discovering();
+                if discovering && discovery_settled(&inner.channel) {
+                    // Every member the channel lists now is known before the greetings.
+                    let members = inner.channel.members();
+                    let mut node = inner.node();
+                    node.handle_members(now, members);
+                    node.handle_discovery_settled();
+                }
+                inner.node().handle_timeout(now);
+            }
         }
+        inner.run_outputs();
     }
 }
 
-fn inner_tasks_push(_t: &JoinHandle<()>) {}
+/// Whether discovery found what it was configured with: every candidate was probed, and
+/// every one that answered is a member. (A candidate is reported up a moment before the
+/// membership task adds its member; greeting in between would make this node ready
+/// without that member's sessions.)
+fn discovery_settled(channel: &Channel) -> bool {
+    let stats = channel.stats();
+    let members = channel.members();
+    stats.candidates.values().all(|c| match (&c.member, c.up) {
+        (Some(name), true) => members.iter().any(|m| m.name() == name),
+        (None, true) => true,
+        (_, false) => c.probed,
+    })
+}
 
 /// Wakes the requests waiting for completed fetches.
 fn wake(waiters: Vec<oneshot::Sender<()>>) {
@@ -1185,77 +1152,16 @@ fn handle_incoming(inner: &Arc<Inner>, incoming: Incoming) {
             return;
         }
     };
-    let now_ms = inner.now_ms();
-    let mut out = Vec::new();
     // A fetch answer (the session, or "not here") is merged by the core like any message;
     // then the request waiting for it may go on.
     let fetch_answer = msg.fetch_answer();
-    match msg {
-        Msg::Hello => inner.add_server(from),
-        Msg::Digest { buckets } => {
-            // A digest also says the sender serves the context (a lost Hello is repaired).
-            if !inner.core().servers().contains(&from) && inner.channel.members().iter().any(|m| m.id() == from) {
-                inner.add_server(from);
-            }
-            inner.core().handle_msg(now_ms, from, Msg::Digest { buckets }, &mut out);
-        }
-        Msg::GetAll { request } => {
-            if !inner.is_serving() {
-                // A typed answer, not a refusal text: the asker tries another member.
-                drop(incoming);
-                let _ = inner.outbox.send((vec![from], Msg::NotReady { request }));
-                return;
-            }
-            let sessions = {
-                let mut core = inner.core();
-                if !core.servers().contains(&from) {
-                    let mut s = core.servers().to_vec();
-                    s.push(from);
-                    core.note_servers_changed(now_ms);
-                    core.handle_servers_changed(s, &mut out);
-                }
-                core.snapshot_for(from)
-            };
-            drop(incoming);
-            inner.perform(out);
-            let inner2 = inner.clone();
-            tokio::spawn(async move { stream_snapshot(inner2, from, request, sessions).await });
-            return;
-        }
-        Msg::Chunk { request, sessions } => {
-            let current = lock(&inner.transfer)
-                .joiner
-                .as_mut()
-                .is_some_and(|j| j.on_chunk(request));
-            if current {
-                inner.core().apply_chunk(sessions, &mut out);
-            }
-        }
-        Msg::Done { request, sessions } => {
-            tracing::debug!(context = %inner.context(), sessions, "state transfer: every session sent");
-            if let Some(j) = lock(&inner.transfer).joiner.as_mut() {
-                j.on_done(request);
-            }
-            inner.joined.notify_one();
-        }
-        Msg::NotReady { request } => {
-            if let Some(j) = lock(&inner.transfer).joiner.as_mut() {
-                j.on_not_ready(from, request);
-            }
-            inner.joined.notify_one();
-        }
-        Msg::Bye { expire } => {
-            inner.core().handle_msg(now_ms, from, Msg::Bye { expire }, &mut out);
-            inner.perform(std::mem::take(&mut out));
-            inner.remove_server(from);
-        }
-        other => inner.core().handle_msg(now_ms, from, other, &mut out),
-    }
-    inner.perform(out);
+    inner.node().handle_message(inner.clocks(), from, msg);
+    // Acked before anything the message caused is sent (a GetAll's first chunk).
+    drop(incoming);
+    inner.run_outputs();
     if let Some(id) = fetch_answer {
         wake(lock(&inner.fetches).answered(id, from));
     }
-    drop(incoming);
 }
 
 impl Inner {
@@ -1264,172 +1170,14 @@ impl Inner {
     }
 }
 
-async fn stream_snapshot(inner: Arc<Inner>, to: MemberId, request: u64, sessions: Vec<crate::data::SessionData>) {
-    let total = sessions.len() as u64;
-    let timeout = inner.b.attempt_timeout;
-    let mut it = sessions.into_iter().peekable();
-    while it.peek().is_some() {
-        let chunk: Vec<_> = it.by_ref().take(inner.b.chunk_size).collect();
-        let (_, acks) = inner
-            .send(
-                &[to],
-                &Msg::Chunk {
-                    request,
-                    sessions: chunk,
-                },
-                SendMode::SyncAck,
-                timeout,
-            )
-            .await;
-        if !acks.iter().all(|a| a.outcome == AckOutcome::Acked) {
-            tracing::warn!(context = %inner.context(), member = %inner.name_of(to), ?acks, "state transfer to member aborted");
-            return;
-        }
-    }
-    inner
-        .send(
-            &[to],
-            &Msg::Done {
-                request,
-                sessions: total,
-            },
-            SendMode::SyncAck,
-            timeout,
-        )
-        .await;
-}
-
-/// Announces the context, then runs the state transfer and reports readiness.
-async fn run_startup(inner: Arc<Inner>) {
-    let started = tokio::time::Instant::now();
-    if inner.shared() {
-        // The store is the truth: nothing to receive from anyone.
-        inner.core().finish_transfer(inner.now_ms(), &mut Vec::new());
-        lock(&inner.transfer).stats.duration_ms = Some(0);
-        tracing::info!(context = %inner.context(), route = %inner.route, "session manager ready (shared store)");
-        inner.ready.send_replace(Readiness::Ready);
-        return;
-    }
-    // Give discovery a moment to find the configured members: wait until every
-    // candidate was probed and every one that answered is a member. (A candidate is
-    // reported up a moment before the membership task adds its member; planning the
-    // transfer in between would make this node ready without the state.)
-    let deadline = started + inner.b.discovery_wait;
-    while tokio::time::Instant::now() < deadline {
-        let stats = inner.channel.stats();
-        let members = inner.channel.members();
-        let settled = stats.candidates.values().all(|c| match (&c.member, c.up) {
-            (Some(name), true) => members.iter().any(|m| m.name() == name),
-            (None, true) => true,
-            (_, false) => c.probed,
-        });
-        if settled {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let members = inner.channel.members();
-    let hellos = members.iter().map(|m| {
-        let inner = inner.clone();
-        let id = m.id();
-        async move { inner.hello(id).await }
-    });
-    futures::future::join_all(hellos).await;
-
-    let local = inner.channel.local();
-    let local_rank = (local.started_at_ms(), local.id());
-    // The members serving the context, and those whose Hello got no answer at all: a
-    // blocked replication port must not make this node ready without their sessions.
-    let candidates = |inner: &Inner| {
-        let servers = inner.core().servers().to_vec();
-        let unreachable = lock(&inner.unreachable).clone();
-        inner
-            .channel
-            .members()
-            .into_iter()
-            .filter(|m| servers.contains(&m.id()) || unreachable.contains_key(&m.id()))
-            .map(|m| ((m.started_at_ms(), m.id()), m.name().to_string()))
-            .collect::<Vec<_>>()
-    };
-    let ask_all = matches!(inner.b.kind, ManagerKind::Backup { .. });
+/// The state transfer ended: load the store when it persists, then serve.
+async fn finish_startup(inner: Arc<Inner>, result: Result<(), StateTransferError>) {
     let total = inner.b.transfer_timeout;
-    let timeouts = JoinTimeouts {
-        attempt_ms: inner.b.attempt_timeout.as_millis() as u64,
-        total_ms: total.as_millis() as u64,
-        retry_ms: 100,
-    };
-    // The joiner's clock: milliseconds since the start (monotonic).
-    let now = || started.elapsed().as_millis() as u64;
-    let joiner = Joiner::new(inner.context(), local_rank, 0, candidates(&inner), ask_all, timeouts);
-    lock(&inner.transfer).joiner = Some(joiner);
-    let mut regreeted = now();
-    let result = loop {
-        let action = {
-            let members: Vec<MemberId> = inner.channel.members().iter().map(|m| m.id()).collect();
-            let mut t = lock(&inner.transfer);
-            let j = t.joiner.as_mut().expect("the joiner lives until the transfer ends");
-            j.poll(now(), |m| members.contains(&m), || candidates(&inner))
-        };
-        match action {
-            JoinAction::Ready { .. } => break Ok(()),
-            JoinAction::Degraded(e) => break Err(e),
-            JoinAction::Wait => {
-                // A member whose replication did not answer is greeted again every second.
-                if now().saturating_sub(regreeted) >= 1_000 {
-                    regreeted = now();
-                    let silent: Vec<MemberId> = lock(&inner.unreachable).keys().copied().collect();
-                    futures::future::join_all(silent.into_iter().map(|m| inner.greet(m, true))).await;
-                }
-                let _ = tokio::time::timeout(Duration::from_millis(50), inner.joined.notified()).await;
-            }
-            JoinAction::Ask { member, name, request } => {
-                tracing::debug!(context = %inner.context(), member = %name, request, "asking for the sessions");
-                let report = inner
-                    .channel
-                    .send(
-                        &[member],
-                        &inner.topic,
-                        wire::encode(&Msg::GetAll { request }),
-                        SendOptions::mode(SendMode::SyncAck).with_ack_timeout(inner.b.attempt_timeout),
-                    )
-                    .await;
-                let result = match report.get(member) {
-                    Some(Delivery::Acked) => AckResult::Acked,
-                    Some(Delivery::Failed(SendError::Refused { reason, .. })) => {
-                        AckResult::NoSuchContext(reason.clone())
-                    }
-                    Some(Delivery::Failed(e)) => AckResult::Failed(e.to_string()),
-                    Some(Delivery::TimedOut(d)) => AckResult::Failed(format!("no answer within {d:?}")),
-                    Some(Delivery::Queued) | None => AckResult::Failed("not sent".into()),
-                };
-                if let Some(j) = lock(&inner.transfer).joiner.as_mut() {
-                    j.on_ack(member, request, result, now());
-                }
-            }
-        }
-    };
-    let joiner = lock(&inner.transfer).joiner.take();
-    if let Some(j) = &joiner {
-        let mut t = lock(&inner.transfer);
-        t.stats
-            .from
-            .extend(j.completed().iter().map(|(_, name, _)| name.clone()));
-    }
-    let mut out = Vec::new();
-    inner.core().finish_transfer(inner.now_ms(), &mut out);
-    inner.perform(out);
     let result = match (result, inner.store.clone().filter(|s| s.mode.is_persist())) {
-        (Ok(()), Some(store)) => load_all_until(&inner, &store, started + total, total).await,
+        (Ok(()), Some(store)) => load_all_until(&inner, &store, inner.epoch + total, total).await,
         (result, _) => result,
     };
-    {
-        let mut t = lock(&inner.transfer);
-        t.stats.duration_ms = Some(started.elapsed().as_millis() as u64);
-        t.stats
-            .attempts
-            .extend(joiner.iter().flat_map(|j| j.log().iter().cloned()));
-        t.stats.sessions_received = inner.core().counters.snapshot_sessions;
-    }
+    inner.node().serve(inner.clocks(), result.is_err());
     match result {
         Ok(()) => {
             tracing::info!(context = %inner.context(), route = %inner.route, "session manager ready");
@@ -1454,7 +1202,7 @@ async fn load_all_until(
         match load_all(inner, store).await {
             Ok(n) => {
                 tracing::info!(context = %inner.context(), store = %store.name(), sessions = n, "sessions loaded from the store");
-                lock(&inner.transfer).stats.from.push(store.name().to_owned());
+                inner.node().note_source(store.name().to_owned());
                 return Ok(());
             }
             Err(e) if tokio::time::Instant::now() < deadline => {

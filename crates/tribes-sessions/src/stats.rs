@@ -1,6 +1,6 @@
 //! What a status page shows.
 
-use crate::manager::ManagerKind;
+use crate::kind::ManagerKind;
 
 /// Replication traffic to one member.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]

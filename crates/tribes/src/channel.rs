@@ -19,8 +19,8 @@ use crate::interceptor::{
 };
 use crate::listen::{Listener, Listeners};
 use crate::member::{IdMap, Member, MemberId, unix_millis};
-use crate::membership::core::{Effect, Membership};
 use crate::membership::{CandidateStatus, Discovery, DiscoveryContext, MembershipEvent, MembershipInput, probe};
+use crate::membership::{Membership, MembershipEffect as Effect};
 use crate::receiver::ReceiverContext;
 use crate::seal::{Keyring, Sealer};
 use crate::send::{Delivery, SendError, SendMode, SendOptions, SendReport};

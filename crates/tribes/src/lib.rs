@@ -111,8 +111,8 @@ pub use interceptor::{
 pub use listen::{Incoming, Listener};
 pub use member::{Member, MemberId};
 pub use membership::{
-    CandidateStatus, DepartureReason, Discovery, DiscoveryContext, DnsDiscovery, MembershipEvent, MulticastDiscovery,
-    ProbeError, StaticDiscovery,
+    CandidateStatus, DepartureReason, Discovery, DiscoveryContext, DnsDiscovery, Membership, MembershipEffect,
+    MembershipEvent, MulticastDiscovery, ProbeError, StaticDiscovery,
 };
 pub use seal::{KeyError, Keyring};
 pub use send::{Delivery, SendError, SendMode, SendOptions, SendReport};

@@ -35,8 +35,8 @@ use tribes::MemberId;
 use super::{Core, Effect};
 use crate::data::SessionData;
 use crate::id::{FNV_OFFSET, SessionId, fnv1a as fnv};
+use crate::kind::ManagerKind;
 use crate::listener::{DestroyReason, Origin};
-use crate::manager::ManagerKind;
 use crate::placement;
 use crate::wire::Msg;
 

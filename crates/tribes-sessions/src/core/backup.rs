@@ -10,7 +10,7 @@ use tribes::MemberId;
 use super::{Core, Effect};
 use crate::data::{SessionData, Stamp};
 use crate::id::SessionId;
-use crate::manager::ManagerKind;
+use crate::kind::ManagerKind;
 use crate::placement;
 use crate::wire::Msg;
 

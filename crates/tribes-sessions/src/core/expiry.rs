@@ -10,8 +10,8 @@ use tribes::MemberId;
 use super::{Core, Effect, FETCH_HOLD_MS};
 use crate::data::SessionData;
 use crate::id::SessionId;
+use crate::kind::ManagerKind;
 use crate::listener::{DestroyReason, Origin};
-use crate::manager::ManagerKind;
 use crate::wire::Msg;
 
 impl Core {

@@ -8,7 +8,7 @@ use tribes::MemberId;
 use super::{AckedWrite, MAX_INACTIVE_MS, Sim, TOUCH_INTERVAL_MS};
 use crate::data::{Blob, SessionData, Stamp};
 use crate::id::SessionId;
-use crate::manager::ManagerKind;
+use crate::kind::ManagerKind;
 use crate::wire::Msg;
 
 /// Fails the run with a message (the runner adds the seed and the replay command).
@@ -86,7 +86,7 @@ impl Sim {
         for node in self.nodes.iter().flatten() {
             for id in &node.destroyed {
                 ensure!(
-                    !node.core.contains(id),
+                    !node.core().contains(id),
                     "session {id} came back on {} after it was destroyed there",
                     node.id
                 );
@@ -97,8 +97,8 @@ impl Sim {
             .nodes
             .iter()
             .flatten()
-            .filter(|n| !n.core.is_transferring())
-            .map(|n| (n.id, n.core.sessions().map(|d| (d.id, d)).collect()))
+            .filter(|n| !n.core().is_transferring())
+            .map(|n| (n.id, n.core().sessions().map(|d| (d.id, d)).collect()))
             .collect();
         let mut acked = std::mem::take(&mut self.oracle.acked);
         let mut lost_by_crash = 0;
@@ -123,7 +123,7 @@ impl Sim {
                 // Handed over (a claim, a demotion, a repair): on the wire to a live node.
                 return true;
             }
-            if holders.is_empty() && self.nodes.iter().flatten().any(|n| n.core.is_transferring()) {
+            if holders.is_empty() && self.nodes.iter().flatten().any(|n| n.core().is_transferring()) {
                 // A joining node may hold it in its transfer queue: judge once it is ready.
                 return true;
             }
@@ -178,7 +178,7 @@ impl Sim {
         if degraded || !matches!(self.cfg.kind, ManagerKind::Delta) {
             return Ok(());
         }
-        for (source, request) in &node.completed {
+        for (source, request) in node.session.transferred_from() {
             let Some(snapshot) = node.snapshots.get(request) else {
                 return Err(format!(
                     "{} completed a transfer from {source} it has no snapshot of",
@@ -186,10 +186,10 @@ impl Sim {
                 ));
             };
             for s in snapshot {
-                if node.destroyed.contains(&s.id) || node.core.is_tombstoned(&s.id) {
+                if node.destroyed.contains(&s.id) || node.core().is_tombstoned(&s.id) {
                     continue;
                 }
-                let Some(mine) = node.core.sessions().find(|d| d.id == s.id) else {
+                let Some(mine) = node.core().sessions().find(|d| d.id == s.id) else {
                     return Err(format!(
                         "{} became ready without session {} that {source} sent in its state transfer",
                         node.id, s.id
@@ -217,7 +217,7 @@ impl Sim {
         let mut copies: BTreeMap<SessionId, Vec<(MemberId, AttrsOf)>> = BTreeMap::new();
         for n in &nodes {
             ensure!(n.is_serving(), "{} is not serving after the settle", n.id);
-            for d in n.core.sessions() {
+            for d in n.core().sessions() {
                 ensure!(
                     !self.oracle.invalidated.contains(&d.id),
                     "invalidated session {} is still on {} after the heal",

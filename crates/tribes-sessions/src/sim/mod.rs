@@ -1,11 +1,13 @@
 //! Deterministic simulation of a cluster of session managers (issue 7); see
 //! `docs/simulation.md`.
 //!
-//! One thread, a virtual clock and a simulated network drive N nodes' [`Core`]s exactly
-//! as `manager.rs` does (effects become sends, sync-ack sends wait for acks, the state
-//! transfer follows [`TransferPlan`]), with membership decided by a simulated failure
-//! detector with the rules of `tribes::membership::core` (suspect after 2/3 of the drop
-//! time, verify, remove; heard again: `Back`). Every random choice comes from one
+//! One thread, a virtual clock and a simulated network drive N processes' shipped
+//! [`SessionNode`](crate::node::SessionNode)s exactly as `manager.rs` does (outputs become
+//! sends, sync-ack sends report their outcome back, time reaches `handle_timeout` at
+//! `poll_timeout`), with membership decided by the channel's own
+//! failure detector, [`tribes::Membership`], fed with simulated heartbeats and TCP
+//! verifications (suspect after 2/3 of the drop time, verify, remove; heard again:
+//! `Back`; a new id at a member's address: `Replaced`). Every random choice comes from one
 //! `StdRng` seeded by the run's seed, and every iteration is in a fixed order, so a seed
 //! replays the same run.
 
@@ -17,20 +19,23 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tribes::MemberId;
+use tribes::{Member, MemberId, MembershipEffect, MembershipEvent};
 
-use crate::core::{Core, CoreConfig, Effect};
+use crate::core::{CoreConfig, Effect};
 use crate::data::{Blob, Op, Stamp, writer_of};
 use crate::id::SessionId;
+use crate::kind::{ManagerKind, ReplicationMode};
 use crate::listener::{DestroyReason, SessionEvent};
-use crate::manager::{ManagerKind, ReplicationMode};
+use crate::node::{Delivered, Output, Transmit};
 use crate::wire::Msg;
 
-use node::{Node, Phase};
+use node::{Node, clocks};
 
 /// One step of virtual time.
 const STEP_MS: u64 = 50;
@@ -41,7 +46,7 @@ const ATTEMPT_TIMEOUT_MS: u64 = 1_500;
 const TRANSFER_TIMEOUT_MS: u64 = 20_000;
 const DISCOVERY_WAIT_MS: u64 = 500;
 const TOUCH_INTERVAL_MS: u64 = 1_000;
-/// The driver's tick: `min(touch interval, 500 ms)` as in `run_driver`.
+/// The core's timer: `min(touch interval, 500 ms)` as `SessionManager` sets it.
 const TICK_MS: u64 = 500;
 const MAX_INACTIVE_MS: u64 = 8_000;
 /// Anti-entropy: one round per node with the next member every this often.
@@ -116,18 +121,8 @@ struct Packet {
 #[derive(Debug)]
 enum Purpose {
     Write(AckedWrite),
-    Hello(MemberId),
-    StartupHello(MemberId),
-    GetAll {
-        member: MemberId,
-        request: u64,
-    },
-    Chunk {
-        to: MemberId,
-        request: u64,
-        rest: Vec<Vec<crate::data::SessionData>>,
-        total: u64,
-    },
+    /// An acknowledged send a session node asked for, under its own token.
+    Node(u64),
     Done,
 }
 
@@ -205,6 +200,8 @@ pub(crate) struct Sim {
     trace: bool,
     log: Vec<String>,
     core_cfg: Arc<CoreConfig>,
+    /// The instant of virtual time 0, for the membership machine's `Instant` clock.
+    epoch: Instant,
 }
 
 impl Sim {
@@ -243,6 +240,7 @@ impl Sim {
             trace: std::env::var_os("TRIBES_SIM_TRACE").is_some(),
             log: Vec::new(),
             core_cfg,
+            epoch: Instant::now(),
         };
         // The nodes start a little apart, as processes do.
         for slot in 0..n {
@@ -287,8 +285,7 @@ impl Sim {
         self.deliver()?;
         self.membership();
         self.timeouts();
-        self.startups()?;
-        self.ticks();
+        self.timers()?;
         if self.chaos {
             for _ in 0..2 {
                 if self.rng.random_bool(0.5) {
@@ -338,9 +335,9 @@ impl Sim {
         for slot in 0..self.nodes.len() {
             if self.nodes[slot].is_none() && self.now >= self.restart_at[slot] {
                 let id = MemberId::random(&mut self.rng);
-                let core = Core::new(self.core_cfg.clone(), id);
                 self.started_at.insert(id, self.now);
-                self.nodes[slot] = Some(Node::new(id, self.now, core));
+                let local = Member::new(id, format!("slot{slot}"), "sim", Self::addr_of(slot), self.now);
+                self.nodes[slot] = Some(Node::new(local, self.now, self.core_cfg.clone()));
                 self.stats.transfers += 1;
                 self.trace(|| format!("START {id} (slot {slot})"));
             }
@@ -508,57 +505,17 @@ impl Sim {
                     self.oracle.acked.push(w);
                 }
             }
-            Purpose::Hello(m) | Purpose::StartupHello(m) => {
+            Purpose::Node(node_token) => {
+                let result = match p.error {
+                    None => Delivered::Acked,
+                    Some(e) if e == "timed out" => Delivered::TimedOut(ACK_TIMEOUT_MS),
+                    Some(e) => Delivered::Failed(e),
+                };
+                let now = clocks(self.now);
                 if let Some(node) = self.node(owner) {
-                    node.startup_hellos.remove(&token);
+                    node.session.handle_send_result(now, node_token, result);
                 }
-                if ok {
-                    self.add_server(owner, m);
-                }
-            }
-            Purpose::GetAll { member, request } => {
-                let now = self.now;
-                if let Some(node) = self.node(owner) {
-                    node.on_get_all_acked(member, request, p.error, now);
-                }
-            }
-            Purpose::Chunk {
-                to,
-                request,
-                mut rest,
-                total,
-            } => {
-                if ok {
-                    if rest.is_empty() {
-                        self.send_sync(
-                            owner,
-                            &[to],
-                            Msg::Done {
-                                request,
-                                sessions: total,
-                            },
-                            Purpose::Done,
-                        );
-                    } else {
-                        let chunk = rest.remove(0);
-                        self.send_sync(
-                            owner,
-                            &[to],
-                            Msg::Chunk {
-                                request,
-                                sessions: chunk,
-                            },
-                            Purpose::Chunk {
-                                to,
-                                request,
-                                rest,
-                                total,
-                            },
-                        );
-                    }
-                } else {
-                    self.trace(|| format!("{owner}: state transfer to {to} aborted"));
-                }
+                self.run_outputs_later(owner);
             }
             Purpose::Done => {}
         }
@@ -566,16 +523,29 @@ impl Sim {
 
     // ----- the driver: what manager.rs does with the core -----
 
-    /// Performs a core's effects: sends go out async (the outbox), events are recorded.
-    fn perform(&mut self, owner: MemberId, mut out: Vec<Effect>) -> Result<(), String> {
-        // The core iterates hash maps: order its sends by content so a seed replays.
-        out.sort_by_cached_key(|e| match e {
-            Effect::Event(_) => String::new(),
-            Effect::Send(to, msg) => format!("{to:?}{msg:?}"),
+    /// The core's effects of a local call: through the node, then done (`Inner::perform`).
+    fn perform(&mut self, owner: MemberId, out: Vec<Effect>) -> Result<(), String> {
+        if let Some(node) = self.node(owner) {
+            node.session.absorb(out);
+        }
+        self.run_outputs(owner)
+    }
+
+    /// Does what the node `owner` asked for (`Inner::act`): sends (async, or sync-ack
+    /// with the node's token), events (checked), the end of its state transfer (it
+    /// serves at once: the simulation has no store).
+    fn run_outputs(&mut self, owner: MemberId) -> Result<(), String> {
+        let Some(node) = self.node(owner) else { return Ok(()) };
+        let mut outputs = node.session.drain_outputs();
+        // The core iterates hash maps: order what it sends by content so a seed replays
+        // (a stable sort: acknowledged sends and the rest keep the node's order).
+        outputs.sort_by_cached_key(|o| match o {
+            Output::Send(Transmit { to, msg, ack: None }) => format!("{to:?}{msg:?}"),
+            _ => String::new(),
         });
-        for e in out {
-            match e {
-                Effect::Send(to, msg) => {
+        for output in outputs {
+            match output {
+                Output::Send(Transmit { to, msg, ack: None }) => {
                     for m in to {
                         self.send(
                             owner,
@@ -587,347 +557,192 @@ impl Sim {
                         );
                     }
                 }
-                Effect::Event(SessionEvent::Destroyed { id, reason, .. }) => {
-                    self.trace(|| format!("{owner}: destroyed {id} ({reason:?})"));
-                    if reason == DestroyReason::Expired {
-                        let last = self.oracle.sessions.get(&id).copied().unwrap_or(0);
-                        ensure!(
-                            self.oracle.invalidated.contains(&id)
-                                || self.oracle.expired.contains(&id)
-                                || last + MAX_INACTIVE_MS <= self.now,
-                            "premature expiry: {owner} expired {id}, last client access {} ms ago (max inactive {MAX_INACTIVE_MS} ms)",
-                            self.now - last
-                        );
-                        self.oracle.expired.insert(id);
-                    }
-                    if let Some(node) = self.node(owner) {
-                        node.destroyed.insert(id);
-                    }
+                Output::Send(Transmit {
+                    to,
+                    msg,
+                    ack: Some(ack),
+                }) => {
+                    self.send_sync(owner, &to, msg, Purpose::Node(ack.token));
                 }
-                Effect::Event(_) => {}
+                Output::Event(ev) => self.on_event(owner, ev)?,
+                Output::Transferred(result) => {
+                    let degraded = result.is_err();
+                    let now = clocks(self.now);
+                    let Some(slot) = self.slot_of(owner) else { return Ok(()) };
+                    let node = self.nodes[slot].as_mut().expect("live");
+                    node.session.serve(now, degraded);
+                    if degraded {
+                        self.stats.degraded += 1;
+                    }
+                    self.trace(|| format!("{owner}: READY (degraded: {degraded})"));
+                    self.check_joiner(slot, degraded)?;
+                }
             }
         }
         Ok(())
     }
 
-    /// `perform` where the caller cannot fail: a broken invariant is kept and fails the
-    /// step (`check_step`).
-    fn perform_later(&mut self, owner: MemberId, out: Vec<Effect>) {
-        if let Err(e) = self.perform(owner, out) {
+    /// A session event of node `owner`: an expiry must not come before its time.
+    fn on_event(&mut self, owner: MemberId, ev: SessionEvent) -> Result<(), String> {
+        let SessionEvent::Destroyed { id, reason, .. } = ev else {
+            return Ok(());
+        };
+        self.trace(|| format!("{owner}: destroyed {id} ({reason:?})"));
+        if reason == DestroyReason::Expired {
+            let last = self.oracle.sessions.get(&id).copied().unwrap_or(0);
+            ensure!(
+                self.oracle.invalidated.contains(&id)
+                    || self.oracle.expired.contains(&id)
+                    || last + MAX_INACTIVE_MS <= self.now,
+                "premature expiry: {owner} expired {id}, last client access {} ms ago (max inactive {MAX_INACTIVE_MS} ms)",
+                self.now - last
+            );
+            self.oracle.expired.insert(id);
+        }
+        if let Some(node) = self.node(owner) {
+            node.destroyed.insert(id);
+        }
+        Ok(())
+    }
+
+    /// `run_outputs` where the caller cannot fail: a broken invariant is kept and fails
+    /// the step (`check_step`).
+    fn run_outputs_later(&mut self, owner: MemberId) {
+        if let Err(e) = self.run_outputs(owner) {
             self.violation.get_or_insert(e);
         }
     }
 
-    fn add_server(&mut self, at: MemberId, member: MemberId) {
-        let Some(node) = self.node(at) else { return };
-        if node.core.servers().contains(&member) {
-            return;
-        }
-        let mut servers = node.core.servers().to_vec();
-        servers.push(member);
-        let mut out = Vec::new();
-        node.core.handle_servers_changed(servers, &mut out);
-        self.perform_later(at, out);
-    }
-
-    /// `add_server` for a member the node's membership has (not one it already removed:
-    /// a late message must not bring back a member the failure detector dropped).
-    fn add_server_if_member(&mut self, at: MemberId, member: MemberId) {
-        let Some(node) = self.node(at) else { return };
-        if node.view.get(&member).is_some_and(|p| !p.removed) {
-            self.add_server(at, member);
-        }
-    }
-
-    fn remove_server(&mut self, at: MemberId, member: MemberId) {
-        let Some(node) = self.node(at) else { return };
-        if !node.core.servers().contains(&member) {
-            return;
-        }
-        let servers = node.core.servers().iter().copied().filter(|m| *m != member).collect();
-        let mut out = Vec::new();
-        node.core.handle_servers_changed(servers, &mut out);
-        self.perform_later(at, out);
-    }
-
-    /// `handle_incoming`: returns the ack result.
+    /// `handle_incoming`: the node decides; returns the ack result.
     fn on_msg(&mut self, at: MemberId, from: MemberId, msg: Msg) -> Result<Result<(), String>, String> {
-        let now = self.now;
-        let mut out = Vec::new();
-        match msg {
-            Msg::Hello => {
-                self.add_server_if_member(at, from);
-            }
-            Msg::Digest { buckets } => {
-                // A digest also says the sender serves the context (a lost Hello is repaired).
-                self.add_server_if_member(at, from);
-                let node = self.node(at).expect("receiver is live");
-                node.core.handle_msg(now, from, Msg::Digest { buckets }, &mut out);
-            }
-            Msg::GetAll { request } => {
-                let node = self.node(at).expect("receiver is live");
-                if !node.is_serving() {
-                    // The typed answer `handle_incoming` sends: ask someone else.
-                    self.send(
-                        at,
-                        from,
-                        Body::Msg {
-                            msg: Msg::NotReady { request },
-                            ack: None,
-                        },
-                    );
-                    return Ok(Ok(()));
-                }
-                self.add_server_if_member(at, from);
-                let node = self.node(at).expect("receiver is live");
-                let mut sessions = node.core.snapshot_for(from);
-                sessions.sort_by_key(|d| d.id);
-                let snapshot = sessions.iter().map(check::AttrsOf::of).collect();
-                if let Some(joiner) = self.node(from) {
-                    // A duplicated GetAll streams a second snapshot under the same
-                    // request; the joiner completes on the first `Done`, so the first
-                    // snapshot is the one to check it against.
-                    joiner.snapshots.entry(request).or_insert(snapshot);
-                }
-                let total = sessions.len() as u64;
-                let mut chunks: Vec<Vec<_>> = sessions.chunks(CHUNK_SESSIONS).map(<[_]>::to_vec).collect();
-                // Streamed after the GetAll is acked, one sync-ack chunk after the other.
-                if chunks.is_empty() {
-                    self.send_sync(at, &[from], Msg::Done { request, sessions: 0 }, Purpose::Done);
-                } else {
-                    let first = chunks.remove(0);
-                    self.send_sync(
-                        at,
-                        &[from],
-                        Msg::Chunk {
-                            request,
-                            sessions: first,
-                        },
-                        Purpose::Chunk {
-                            to: from,
-                            request,
-                            rest: chunks,
-                            total,
-                        },
-                    );
-                }
-            }
-            Msg::Chunk { request, sessions } => {
-                let node = self.node(at).expect("receiver is live");
-                if node.on_chunk(request) {
-                    node.core.apply_chunk(sessions, &mut out);
-                }
-            }
-            Msg::Done { request, .. } => {
-                let node = self.node(at).expect("receiver is live");
-                node.on_done(request);
-            }
-            Msg::NotReady { request } => {
-                let node = self.node(at).expect("receiver is live");
-                node.on_not_ready(from, request);
-            }
-            Msg::Bye { expire } => {
-                let node = self.node(at).expect("receiver is live");
-                node.core.handle_msg(now, from, Msg::Bye { expire }, &mut out);
-                self.perform(at, std::mem::take(&mut out))?;
-                self.remove_server(at, from);
-            }
-            other => {
-                let node = self.node(at).expect("receiver is live");
-                node.core.handle_msg(now, from, other, &mut out);
+        let now = clocks(self.now);
+        if let Msg::GetAll { request } = &msg
+            && let Some(node) = self.node(at)
+            && node.is_serving()
+        {
+            // What the source streams, to check the joiner against. A duplicated GetAll
+            // streams a second snapshot under the same request; the joiner completes on
+            // the first `Done`, so the first snapshot is the one to check it against.
+            let request = *request;
+            let mut sessions = node.core().snapshot_for(from);
+            sessions.sort_by_key(|d| d.id);
+            let snapshot = sessions.iter().map(check::AttrsOf::of).collect();
+            if let Some(joiner) = self.node(from) {
+                joiner.snapshots.entry(request).or_insert(snapshot);
             }
         }
-        self.perform(at, out)?;
+        let node = self.node(at).expect("receiver is live");
+        node.session.handle_message(now, from, msg);
+        self.run_outputs(at)?;
         Ok(Ok(()))
     }
 
-    /// The failure detector: heartbeats within a partition side, suspect after 2/3 of the
-    /// drop time, verify (reaches the member iff it is up and on the same side), remove.
-    #[allow(clippy::needless_range_loop)] // slots index `nodes`, `ids` and `group` alike
+    /// The membership of machine `slot` as its heartbeats describe it.
+    fn member_at(&self, slot: usize) -> Option<Member> {
+        let id = self.nodes[slot].as_ref()?.id;
+        Some(Member::new(
+            id,
+            format!("slot{slot}"),
+            "sim",
+            Self::addr_of(slot),
+            self.started_at[&id],
+        ))
+    }
+
+    /// Machine `slot`'s address (a restarted process keeps it, with a new id).
+    fn addr_of(slot: usize) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, slot as u8 + 1], 4000))
+    }
+
+    /// Membership, decided by the shipped machine (`tribes::Membership`) of each node:
+    /// heartbeats within a partition side, lost ones included; its timer; and the TCP
+    /// verifications it asks for, answered as a real probe would be (the member itself
+    /// answers: alive; nothing or another process at its address: gone; the other side
+    /// of a partition: no verdict).
     fn membership(&mut self) {
         let n = self.nodes.len();
-        let ids: Vec<Option<MemberId>> = self.nodes.iter().map(|n| n.as_ref().map(|n| n.id)).collect();
-        let mut events: Vec<(MemberId, MemberId, bool)> = Vec::new(); // (at, member, up)
+        let at = self.epoch + Duration::from_millis(self.now);
+        let mut events: Vec<(MemberId, MembershipEvent)> = Vec::new();
         for a in 0..n {
-            let Some(me) = ids[a] else { continue };
-            for (b, other) in ids.iter().enumerate() {
-                let Some(other) = *other else { continue };
+            let Some(me) = self.nodes[a].as_ref().map(|n| n.id) else {
+                continue;
+            };
+            let mut out = Vec::new();
+            for b in 0..n {
                 if a == b || !self.connected(a, b) {
                     continue;
                 }
+                let Some(member) = self.member_at(b) else { continue };
                 // A heartbeat every 500 ms on average, of which 30% are lost (UDP) under chaos.
                 let p = if self.chaos { 0.07 } else { 0.1 };
                 if self.rng.random_bool(p) {
                     let node = self.nodes[a].as_mut().expect("live");
-                    if node.heard(other, self.now) {
-                        events.push((me, other, true));
+                    node.membership.handle_heard(at, member, &mut out);
+                }
+            }
+            let node = self.nodes[a].as_mut().expect("live");
+            node.membership.handle_timer(at, &mut out);
+            while !out.is_empty() {
+                for effect in std::mem::take(&mut out) {
+                    match effect {
+                        MembershipEffect::Event(event) => events.push((me, event)),
+                        MembershipEffect::Verify(member) => {
+                            let verdict = match self.slot_at(member.addr()) {
+                                Some(b) if !self.connected(a, b) => None,
+                                Some(b) => Some(self.nodes[b].as_ref().is_some_and(|n| n.id == member.id())),
+                                None => Some(false),
+                            };
+                            let node = self.nodes[a].as_mut().expect("live");
+                            node.membership.handle_verified(at, member.id(), verdict, &mut out);
+                        }
+                        _ => {}
                     }
                 }
             }
         }
-        for a in 0..n {
-            let Some(me) = ids[a] else { continue };
-            let node = self.nodes[a].as_ref().expect("live");
-            let silent: Vec<(MemberId, u64, bool)> = node
-                .view
-                .iter()
-                .filter(|(_, p)| !p.removed)
-                .map(|(id, p)| (*id, self.now - p.last_heard, p.verifying))
-                .collect();
-            for (other, silent_ms, verifying) in silent {
-                let reachable = self.slot_of(other).is_some_and(|b| self.connected(a, b));
-                let node = self.nodes[a].as_mut().expect("live");
-                if silent_ms >= DROP_TIME_MS {
-                    node.view.get_mut(&other).expect("tracked").removed = true;
-                    events.push((me, other, false));
-                } else if silent_ms >= DROP_TIME_MS * 2 / 3 && !verifying {
-                    // The TCP verification answers at once in the simulation.
-                    if reachable {
-                        node.heard(other, self.now);
-                    } else {
-                        node.view.get_mut(&other).expect("tracked").removed = true;
-                        events.push((me, other, false));
-                    }
+        let now = clocks(self.now);
+        for (at, event) in events {
+            let Some(node) = self.node(at) else { continue };
+            match event {
+                MembershipEvent::Added(m) => node.session.handle_member_up(now, m, false),
+                MembershipEvent::Back(m) => node.session.handle_member_up(now, m, true),
+                MembershipEvent::Disappeared { member, reason } => {
+                    node.session.handle_member_down(now, member.id());
+                    let member = member.id();
+                    self.trace(|| format!("{at}: member {member} gone ({reason:?})"));
                 }
+                _ => {}
             }
-        }
-        for (at, member, up) in events {
-            if up {
-                // Added or Back: greet it (hello, sync-ack); it serves the context if it acks.
-                self.trace(|| format!("{at}: member {member} up"));
-                self.send_sync(at, &[member], Msg::Hello, Purpose::Hello(member));
-                // Back after a partition (or new): an anti-entropy round at once.
-                if let Some(node) = self.node(at)
-                    && node.is_serving()
-                {
-                    let mut out = Vec::new();
-                    node.core.sync_with(member, &mut out);
-                    self.perform_later(at, out);
-                }
-            } else {
-                self.trace(|| format!("{at}: member {member} gone"));
-                self.remove_server(at, member);
-            }
+            self.run_outputs_later(at);
         }
     }
 
-    /// `run_startup` for every starting node.
-    fn startups(&mut self) -> Result<(), String> {
+    /// The machine whose address is `addr` (crashed or not).
+    fn slot_at(&self, addr: SocketAddr) -> Option<usize> {
+        match addr {
+            SocketAddr::V4(v4) => Some(usize::from(v4.ip().octets()[3]) - 1).filter(|s| *s < self.nodes.len()),
+            SocketAddr::V6(_) => None,
+        }
+    }
+
+    /// `run_driver`'s timer: each node's `handle_timeout` once its `poll_timeout` is due.
+    /// Discovery settles when the membership lists a member (or at the discovery wait).
+    fn timers(&mut self) -> Result<(), String> {
+        let now = clocks(self.now);
         for slot in 0..self.nodes.len() {
             let Some(node) = self.nodes[slot].as_mut() else {
                 continue;
             };
-            let id = node.id;
-            match &node.phase {
-                Phase::Serving { .. } => {}
-                Phase::Discovering { until } => {
-                    let members: Vec<MemberId> =
-                        node.view.iter().filter(|(_, p)| !p.removed).map(|(m, _)| *m).collect();
-                    if !members.is_empty() || self.now >= *until {
-                        node.phase = Phase::Greeting;
-                        for m in members {
-                            let token = self.next_token + 1;
-                            self.send_sync(id, &[m], Msg::Hello, Purpose::StartupHello(m));
-                            if self.pending.contains_key(&token)
-                                && let Some(node) = self.node(id)
-                            {
-                                node.startup_hellos.insert(token);
-                            }
-                        }
-                    }
-                }
-                Phase::Greeting => {
-                    if node.startup_hellos.is_empty() {
-                        let candidates = self.candidates(id);
-                        let node = self.nodes[slot].as_mut().expect("live");
-                        node.start_plan(&self.cfg.kind, candidates);
-                    }
-                }
-                Phase::Transferring { .. } => {
-                    let candidates = self.candidates(id);
-                    let now = self.now;
-                    let node = self.nodes[slot].as_mut().expect("live");
-                    let action = node.drive_plan(now, candidates);
-                    match action {
-                        node::Action::None => {}
-                        node::Action::Ask(member, request) => {
-                            self.trace(|| format!("{id}: asks {member} for the sessions (request {request})"));
-                            self.send_sync(
-                                id,
-                                &[member],
-                                Msg::GetAll { request },
-                                Purpose::GetAll { member, request },
-                            );
-                        }
-                        node::Action::Finish { degraded, from } => {
-                            self.finish_startup(slot, degraded, from)?;
-                        }
-                    }
-                }
+            if node.session.is_discovering() && node.membership.members().next().is_some() {
+                node.session.handle_discovery_settled();
+            }
+            if node.session.poll_timeout() <= self.now {
+                node.session.handle_timeout(now);
+                let id = node.id;
+                self.run_outputs(id)?;
             }
         }
         Ok(())
-    }
-
-    /// Members serving the context, with their age rank (the plan asks the oldest first).
-    fn candidates(&self, at: MemberId) -> Vec<((u64, MemberId), String)> {
-        let Some(node) = self.nodes.iter().flatten().find(|n| n.id == at) else {
-            return Vec::new();
-        };
-        node.core
-            .servers()
-            .iter()
-            .filter(|m| node.view.get(m).is_some_and(|p| !p.removed))
-            .map(|m| ((self.started_at[m], *m), m.to_string()))
-            .collect()
-    }
-
-    fn finish_startup(&mut self, slot: usize, degraded: bool, from: Vec<MemberId>) -> Result<(), String> {
-        let now = self.now;
-        let node = self.nodes[slot].as_mut().expect("live");
-        let mut out = Vec::new();
-        node.core.finish_transfer(now, &mut out);
-        node.phase = Phase::Serving { degraded };
-        let id = node.id;
-        if degraded {
-            self.stats.degraded += 1;
-        }
-        self.trace(|| format!("{id}: READY (degraded: {degraded}, from {from:?})"));
-        self.perform(id, out)?;
-        self.check_joiner(slot, degraded)
-    }
-
-    /// `run_driver`'s tick: expiry, tombstones, the access batch every touch interval,
-    /// and every sync interval a Hello again to members not known to serve the context.
-    fn ticks(&mut self) {
-        if !self.now.is_multiple_of(TICK_MS) {
-            return;
-        }
-        if self.now.is_multiple_of(SYNC_INTERVAL_MS) {
-            let mut greet = Vec::new();
-            for node in self.nodes.iter().flatten().filter(|n| n.is_serving()) {
-                for (m, p) in &node.view {
-                    if !p.removed && !node.core.servers().contains(m) {
-                        greet.push((node.id, *m));
-                    }
-                }
-            }
-            for (at, m) in greet {
-                self.send_sync(at, &[m], Msg::Hello, Purpose::Hello(m));
-            }
-        }
-        for slot in 0..self.nodes.len() {
-            let Some(node) = self.nodes[slot].as_mut() else {
-                continue;
-            };
-            if node.core.is_transferring() {
-                continue;
-            }
-            let mut out = Vec::new();
-            node.core.handle_tick(self.now, &mut out);
-            let id = node.id;
-            self.perform_later(id, out);
-        }
     }
 
     // ----- clients -----
@@ -955,17 +770,17 @@ impl Sim {
             let node = self.nodes[slot].as_mut().expect("live");
             ensure!(node.is_serving(), "a request reached {} before it was ready", node.id);
             let route: Arc<str> = Arc::from(format!("slot{slot}"));
-            node.core.create(now, id, route).map_err(|e| e.to_string())?;
+            node.core_mut().create(now, id, route).map_err(|e| e.to_string())?;
             self.oracle.sessions.insert(id, now);
             let value = self.value();
             return self.write(slot, id, vec![Op::Set("a".into(), value)]);
         }
         let id = known[self.rng.random_range(0..known.len())];
         let node = self.nodes[slot].as_mut().expect("live");
-        let Some(data) = node.core.get(now, &id) else {
+        let Some(data) = node.core().get(now, &id) else {
             if matches!(self.cfg.kind, ManagerKind::Backup { .. }) {
                 // `SessionManager::get` fetches from the holders; the reply lands later.
-                let servers = node.core.fetch_targets(&id);
+                let servers = node.core().fetch_targets(&id);
                 let me = node.id;
                 for m in servers {
                     self.send(
@@ -982,7 +797,7 @@ impl Sim {
         };
         let _ = data;
         if roll < 30 {
-            node.core.touch(now, &id);
+            node.core_mut().touch(now, &id);
             self.oracle.sessions.insert(id, now);
             return Ok(());
         }
@@ -1009,7 +824,7 @@ impl Sim {
         let now = self.now;
         let node = self.nodes[slot].as_mut().expect("live");
         let me = node.id;
-        let base = node.core.get(now, &id).map_or(0, |d| d.version);
+        let base = node.core().get(now, &id).map_or(0, |d| d.version);
         let names: Vec<&'static str> = ops
             .iter()
             .filter_map(|o| match o {
@@ -1018,7 +833,7 @@ impl Sim {
             })
             .collect();
         let mut out = Vec::new();
-        let commit = match node.core.commit(now, id, base, ops, false, &mut out) {
+        let commit = match node.core_mut().commit(now, id, base, ops, false, &mut out) {
             Ok(c) => c,
             Err(_) => return Ok(()), // destroyed meanwhile: nothing written
         };
@@ -1118,12 +933,8 @@ impl Sim {
                 "  {}: serving {}, servers {:?}, view {:?}",
                 node.id,
                 node.is_serving(),
-                node.core.servers(),
-                node.view
-                    .iter()
-                    .filter(|(_, p)| !p.removed)
-                    .map(|(m, _)| *m)
-                    .collect::<Vec<_>>()
+                node.core().servers(),
+                node.members()
             );
         }
         Err(format!(
@@ -1137,8 +948,8 @@ impl Sim {
             && self.pending.is_empty()
             && self.nodes.iter().flatten().all(|n| {
                 let others: BTreeSet<MemberId> = live.iter().copied().filter(|m| *m != n.id).collect();
-                let servers: BTreeSet<MemberId> = n.core.servers().iter().copied().collect();
-                let view: BTreeSet<MemberId> = n.view.iter().filter(|(_, p)| !p.removed).map(|(m, _)| *m).collect();
+                let servers: BTreeSet<MemberId> = n.core().servers().iter().copied().collect();
+                let view: BTreeSet<MemberId> = n.members().into_iter().collect();
                 n.is_serving() && view == others && servers == others
             })
     }

@@ -90,7 +90,7 @@ fn stale_drop_keeps_the_primary_copy() {
     use crate::core::{Core, CoreConfig};
     use crate::data::{Blob, Op};
     use crate::id::SessionId;
-    use crate::manager::{ManagerKind, ReplicationMode};
+    use crate::kind::{ManagerKind, ReplicationMode};
     use crate::wire::Msg;
 
     let cfg = Arc::new(CoreConfig {

@@ -1,8 +1,12 @@
-//! The membership decisions, with no sockets and an injected clock.
+//! The membership decisions, with no sockets and an injected clock: [`Membership`].
+//!
+//! The channel drives it from its membership task; the session simulation in
+//! `tribes-sessions` drives the same machine with simulated heartbeats, so what the
+//! simulation checks is the failure detector that ships.
 //!
 //! Call order: feed every heartbeat, pong, goodbye and connection loss through the
 //! `handle_*` methods as they arrive, and call [`Membership::handle_timer`] at least
-//! every [`Membership::TICK`]. Each call appends [`Effect`]s to `out`; the runtime
+//! every [`Membership::TICK`]. Each call appends [`MembershipEffect`]s to `out`; the runtime
 //! publishes the events and performs the TCP verifications it asks for, then reports
 //! each verification back through [`Membership::handle_verified`].
 //!
@@ -11,7 +15,7 @@
 //! so lost UDP packets never remove a live member, and a member that cannot be
 //! reached at all is removed once it has been silent for `drop_time`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::member::{Member, MemberId};
@@ -49,7 +53,8 @@ pub enum DepartureReason {
 
 /// What the runtime must do after a `handle_*` call.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Effect {
+#[non_exhaustive]
+pub enum MembershipEffect {
     /// Publish this event to subscribers and interceptors.
     Event(MembershipEvent),
     /// Check over TCP whether this member is still alive, then call `handle_verified`.
@@ -64,45 +69,50 @@ struct Tracked {
 }
 
 /// Live members and the failure detector's state.
+///
+/// Members are kept in id order and every effect is produced in that order, so a
+/// simulation that feeds the same inputs gets the same effects.
 #[derive(Debug)]
-pub(crate) struct Membership {
+pub struct Membership {
     local: MemberId,
     domain: String,
     drop_time: Duration,
-    members: HashMap<MemberId, Tracked>,
+    members: BTreeMap<MemberId, Tracked>,
     /// Members removed recently: those that left are ignored for a while, the others
     /// come back with [`MembershipEvent::Back`].
-    gone: HashMap<MemberId, (Instant, DepartureReason)>,
+    gone: BTreeMap<MemberId, (Instant, DepartureReason)>,
     foreign_domain: u64,
 }
 
 impl Membership {
     /// How often `handle_timer` must run at least.
-    pub(crate) const TICK: Duration = Duration::from_millis(100);
+    pub const TICK: Duration = Duration::from_millis(100);
 
-    pub(crate) fn new(local: MemberId, domain: impl Into<String>, drop_time: Duration) -> Self {
+    /// The machine of member `local` in cluster `domain`: a member silent for
+    /// `drop_time` is removed, one silent for two thirds of it is verified first.
+    pub fn new(local: MemberId, domain: impl Into<String>, drop_time: Duration) -> Self {
         Membership {
             local,
             domain: domain.into(),
             drop_time,
-            members: HashMap::new(),
-            gone: HashMap::new(),
+            members: BTreeMap::new(),
+            gone: BTreeMap::new(),
             foreign_domain: 0,
         }
     }
 
     /// The live members, in no order.
-    pub(crate) fn members(&self) -> impl Iterator<Item = &Member> {
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
         self.members.values().map(|t| &t.member)
     }
 
     /// Heartbeats dropped because they came from another domain.
-    pub(crate) fn foreign_domain_count(&self) -> u64 {
+    pub fn foreign_domain_count(&self) -> u64 {
         self.foreign_domain
     }
 
     /// The member is alive: a heartbeat, a pong or a hello arrived from it.
-    pub(crate) fn handle_heard(&mut self, now: Instant, member: Member, out: &mut Vec<Effect>) {
+    pub fn handle_heard(&mut self, now: Instant, member: Member, out: &mut Vec<MembershipEffect>) {
         if member.id == self.local {
             return;
         }
@@ -115,7 +125,7 @@ impl Membership {
             tracked.verifying = false;
             if tracked.member != member {
                 tracked.member = member.clone();
-                out.push(Effect::Event(MembershipEvent::Updated(member)));
+                out.push(MembershipEffect::Event(MembershipEvent::Updated(member)));
             }
             return;
         }
@@ -143,7 +153,7 @@ impl Membership {
                 verifying: false,
             },
         );
-        out.push(Effect::Event(if back {
+        out.push(MembershipEffect::Event(if back {
             MembershipEvent::Back(member)
         } else {
             MembershipEvent::Added(member)
@@ -151,7 +161,7 @@ impl Membership {
     }
 
     /// The member announced a clean shutdown.
-    pub(crate) fn handle_goodbye(&mut self, now: Instant, id: MemberId, out: &mut Vec<Effect>) {
+    pub fn handle_goodbye(&mut self, now: Instant, id: MemberId, out: &mut Vec<MembershipEffect>) {
         if self.members.contains_key(&id) {
             self.remove(now, id, DepartureReason::Left, out);
         } else {
@@ -160,12 +170,12 @@ impl Membership {
     }
 
     /// A connection to or from the member closed: verify it at once.
-    pub(crate) fn handle_connection_lost(&mut self, _now: Instant, id: MemberId, out: &mut Vec<Effect>) {
+    pub fn handle_connection_lost(&mut self, _now: Instant, id: MemberId, out: &mut Vec<MembershipEffect>) {
         if let Some(tracked) = self.members.get_mut(&id)
             && !tracked.verifying
         {
             tracked.verifying = true;
-            out.push(Effect::Verify(tracked.member.clone()));
+            out.push(MembershipEffect::Verify(tracked.member.clone()));
         }
     }
 
@@ -173,7 +183,13 @@ impl Membership {
     ///
     /// `alive` is true when the member answered with its own id; a timeout is not a
     /// verdict (`None`): the member is then removed only once silent for `drop_time`.
-    pub(crate) fn handle_verified(&mut self, now: Instant, id: MemberId, alive: Option<bool>, out: &mut Vec<Effect>) {
+    pub fn handle_verified(
+        &mut self,
+        now: Instant,
+        id: MemberId,
+        alive: Option<bool>,
+        out: &mut Vec<MembershipEffect>,
+    ) {
         let Some(tracked) = self.members.get_mut(&id) else {
             return;
         };
@@ -195,7 +211,7 @@ impl Membership {
     }
 
     /// Time passes: suspect the silent, drop the long silent, forget old departures.
-    pub(crate) fn handle_timer(&mut self, now: Instant, out: &mut Vec<Effect>) {
+    pub fn handle_timer(&mut self, now: Instant, out: &mut Vec<MembershipEffect>) {
         let suspect_after = self.suspect_after();
         let mut dead = Vec::new();
         for tracked in self.members.values_mut() {
@@ -204,7 +220,7 @@ impl Membership {
                 dead.push(tracked.member.id);
             } else if silent >= suspect_after && !tracked.verifying {
                 tracked.verifying = true;
-                out.push(Effect::Verify(tracked.member.clone()));
+                out.push(MembershipEffect::Verify(tracked.member.clone()));
             }
         }
         for id in dead {
@@ -221,10 +237,10 @@ impl Membership {
         self.drop_time * 2 / 3
     }
 
-    fn remove(&mut self, now: Instant, id: MemberId, reason: DepartureReason, out: &mut Vec<Effect>) {
+    fn remove(&mut self, now: Instant, id: MemberId, reason: DepartureReason, out: &mut Vec<MembershipEffect>) {
         if let Some(tracked) = self.members.remove(&id) {
             self.gone.insert(id, (now, reason));
-            out.push(Effect::Event(MembershipEvent::Disappeared {
+            out.push(MembershipEffect::Event(MembershipEvent::Disappeared {
                 member: tracked.member,
                 reason,
             }));
@@ -246,7 +262,7 @@ mod tests {
         )
     }
 
-    fn events(out: &mut Vec<Effect>) -> Vec<Effect> {
+    fn events(out: &mut Vec<MembershipEffect>) -> Vec<MembershipEffect> {
         std::mem::take(out)
     }
 
@@ -257,29 +273,35 @@ mod tests {
         let mut out = Vec::new();
         let b = member(1, 4001, "d");
         m.handle_heard(t0, b.clone(), &mut out);
-        assert_eq!(events(&mut out), vec![Effect::Event(MembershipEvent::Added(b.clone()))]);
+        assert_eq!(
+            events(&mut out),
+            vec![MembershipEffect::Event(MembershipEvent::Added(b.clone()))]
+        );
         m.handle_timer(t0 + Duration::from_millis(1900), &mut out);
         assert!(out.is_empty());
         m.handle_timer(t0 + Duration::from_millis(2100), &mut out);
-        assert_eq!(events(&mut out), vec![Effect::Verify(b.clone())]);
+        assert_eq!(events(&mut out), vec![MembershipEffect::Verify(b.clone())]);
         // Verification says alive: UDP loss must not remove it.
         m.handle_verified(t0 + Duration::from_millis(2200), b.id, Some(true), &mut out);
         m.handle_timer(t0 + Duration::from_millis(3100), &mut out);
         assert!(out.is_empty());
         // Silent again and unreachable: removed.
         m.handle_timer(t0 + Duration::from_millis(4400), &mut out);
-        assert_eq!(events(&mut out), vec![Effect::Verify(b.clone())]);
+        assert_eq!(events(&mut out), vec![MembershipEffect::Verify(b.clone())]);
         m.handle_verified(t0 + Duration::from_millis(4410), b.id, Some(false), &mut out);
         assert_eq!(
             events(&mut out),
-            vec![Effect::Event(MembershipEvent::Disappeared {
+            vec![MembershipEffect::Event(MembershipEvent::Disappeared {
                 member: b.clone(),
                 reason: DepartureReason::Silent
             })]
         );
         // Heard again with the same id: back.
         m.handle_heard(t0 + Duration::from_millis(5000), b.clone(), &mut out);
-        assert_eq!(events(&mut out), vec![Effect::Event(MembershipEvent::Back(b))]);
+        assert_eq!(
+            events(&mut out),
+            vec![MembershipEffect::Event(MembershipEvent::Back(b))]
+        );
     }
 
     #[test]
@@ -296,7 +318,7 @@ mod tests {
         m.handle_timer(t0 + Duration::from_millis(3000), &mut out);
         assert!(matches!(
             &out[..],
-            [Effect::Event(MembershipEvent::Disappeared {
+            [MembershipEffect::Event(MembershipEvent::Disappeared {
                 reason: DepartureReason::Silent,
                 ..
             })]
@@ -319,11 +341,11 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                Effect::Event(MembershipEvent::Disappeared {
+                MembershipEffect::Event(MembershipEvent::Disappeared {
                     member: old.clone(),
                     reason: DepartureReason::Replaced
                 }),
-                Effect::Event(MembershipEvent::Added(new)),
+                MembershipEffect::Event(MembershipEvent::Added(new)),
             ]
         );
         out.clear();
@@ -341,11 +363,11 @@ mod tests {
         m.handle_heard(t0, b.clone(), &mut out);
         out.clear();
         m.handle_connection_lost(t0, b.id, &mut out);
-        assert_eq!(events(&mut out), vec![Effect::Verify(b.clone())]);
+        assert_eq!(events(&mut out), vec![MembershipEffect::Verify(b.clone())]);
         m.handle_verified(t0, b.id, Some(false), &mut out);
         assert!(matches!(
             &out[..],
-            [Effect::Event(MembershipEvent::Disappeared {
+            [MembershipEffect::Event(MembershipEvent::Disappeared {
                 reason: DepartureReason::ConnectionLost,
                 ..
             })]
@@ -357,7 +379,7 @@ mod tests {
         m.handle_goodbye(t0, c.id, &mut out);
         assert!(matches!(
             &out[..],
-            [Effect::Event(MembershipEvent::Disappeared {
+            [MembershipEffect::Event(MembershipEvent::Disappeared {
                 reason: DepartureReason::Left,
                 ..
             })]

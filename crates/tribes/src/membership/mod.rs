@@ -1,4 +1,4 @@
-//! Who is in the cluster: the membership decisions ([`core`]) and the ways members
+//! Who is in the cluster: the membership decisions ([`Membership`]) and the ways members
 //! are found ([`Discovery`]): a static list, multicast heartbeats, and whatever a
 //! DNS names (autoscaling groups, Kubernetes headless services), and whatever a
 //! user plugs in.
@@ -22,7 +22,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-pub use self::core::{DepartureReason, MembershipEvent};
+pub use self::core::{DepartureReason, Membership, MembershipEffect, MembershipEvent};
 pub use dns::DnsDiscovery;
 pub use multicast::MulticastDiscovery;
 pub use probe::ProbeError;
