@@ -145,7 +145,7 @@ fn a_member_whose_hello_is_not_answered_is_still_asked_for_the_sessions() {
 #[test]
 fn a_snapshot_streams_chunk_after_acked_chunk_then_done_and_stops_on_a_failure() {
     let joiner = member(2, 900);
-    let mut n = serving_alone(&[joiner.clone()]);
+    let mut n = serving_alone(std::slice::from_ref(&joiner));
     let hello = acked(&n.drain_outputs());
     n.handle_send_result(at(700), hello[0].0, Delivered::Acked);
     for i in 0..5u8 {
@@ -184,7 +184,7 @@ fn a_snapshot_streams_chunk_after_acked_chunk_then_done_and_stops_on_a_failure()
 #[test]
 fn a_hello_from_a_member_the_membership_removed_does_not_make_it_a_server() {
     let other = member(2, 50);
-    let mut n = serving_alone(&[other.clone()]);
+    let mut n = serving_alone(std::slice::from_ref(&other));
     n.drain_outputs();
     n.handle_member_down(at(700), other.id());
     n.handle_message(at(800), other.id(), Msg::Hello);
@@ -194,7 +194,7 @@ fn a_hello_from_a_member_the_membership_removed_does_not_make_it_a_server() {
 #[test]
 fn members_not_known_to_serve_the_context_are_greeted_again_each_interval() {
     let other = member(2, 50);
-    let mut n = serving_alone(&[other.clone()]);
+    let mut n = serving_alone(std::slice::from_ref(&other));
     let hello = acked(&n.drain_outputs());
     n.handle_send_result(at(700), hello[0].0, Delivered::Refused("no listener".into()));
     assert!(!n.core().servers().contains(&other.id()));
