@@ -354,6 +354,16 @@ impl Core {
         self.is_primary(id) && (settled || matches!(self.cfg.kind, ManagerKind::Delta))
     }
 
+    /// BackupManager: whether a request must ask the holders before it uses the session
+    /// (`found`: whether a copy is held here). On a miss, always. With a copy that is not
+    /// the primary's, in the ack modes (`acked`): a copy held here may be older than the
+    /// last acknowledged write made on another node (a balancer without affinity sends
+    /// the next request anywhere), so it is checked against the current holders first.
+    /// Async mode answers from the copy (see the README's guarantees table).
+    pub(crate) fn must_fetch(&self, id: &SessionId, found: bool, acked: bool, now_ms: u64) -> bool {
+        matches!(self.cfg.kind, ManagerKind::Backup { .. }) && (!found || (acked && !self.is_current_here(id, now_ms)))
+    }
+
     /// The driver saw the servers change at `now_ms` (see [`SETTLE_MS`]).
     pub(crate) fn note_servers_changed(&mut self, now_ms: u64) {
         self.servers_changed_ms = now_ms;

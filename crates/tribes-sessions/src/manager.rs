@@ -759,19 +759,11 @@ impl SessionManager {
         }))
     }
 
-    /// BackupManager: whether `get` asks the holders first. On a miss, always. With a
-    /// copy that is not the primary's, in the ack modes: a copy held here may be older
-    /// than the last acknowledged write made on another node (a balancer without
-    /// affinity sends the next request anywhere), so it is checked against the current
-    /// holders before it is used. Async mode answers from the copy (see the README's
-    /// guarantees table).
+    /// Whether `get` asks the holders first ([`Core::must_fetch`]); never with a shared
+    /// store (the store is the truth).
     fn must_fetch(&self, id: &SessionId, found: bool) -> bool {
-        if !matches!(self.inner.b.kind, ManagerKind::Backup { .. }) || self.inner.shared() {
-            return false;
-        }
-        !found
-            || (self.inner.b.send_mode != SendMode::Async
-                && !self.inner.core().is_current_here(id, self.inner.now_ms()))
+        let acked = self.inner.b.send_mode != SendMode::Async;
+        !self.inner.shared() && self.inner.core().must_fetch(id, found, acked, self.inner.now_ms())
     }
 
     /// Asks the members that may hold `id` and waits until each answered (with the

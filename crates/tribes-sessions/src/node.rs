@@ -152,6 +152,11 @@ pub(crate) struct SessionNode {
     started_ms: u64,
     last_ms: u64,
     members: BTreeMap<MemberId, Member>,
+    /// Members that left the membership, and when (a late message from one must not make
+    /// it a server again).
+    departed: BTreeMap<MemberId, u64>,
+    /// Servers added on a message before the membership listed them, and when.
+    provisional: BTreeMap<MemberId, u64>,
     /// Members whose `Hello` got no answer (not a refusal), and why.
     unreachable: BTreeMap<MemberId, String>,
     discovery_settled: bool,
@@ -182,6 +187,8 @@ impl SessionNode {
             started_ms: now.mono_ms,
             last_ms: now.mono_ms,
             members: BTreeMap::new(),
+            departed: BTreeMap::new(),
+            provisional: BTreeMap::new(),
             unreachable: BTreeMap::new(),
             discovery_settled: false,
             pending: BTreeMap::new(),
@@ -301,6 +308,8 @@ impl SessionNode {
         if id == self.local() {
             return;
         }
+        self.departed.remove(&id);
+        self.provisional.remove(&id);
         let known = self.members.insert(id, member).is_some();
         if known && !back {
             return;
@@ -319,6 +328,8 @@ impl SessionNode {
     /// A member left the membership.
     pub(crate) fn handle_member_down(&mut self, now: Now, id: MemberId) {
         self.members.remove(&id);
+        self.provisional.remove(&id);
+        self.departed.insert(id, now.mono_ms);
         self.unreachable.remove(&id);
         self.remove_server(now, id);
         self.drive(now);
@@ -344,10 +355,10 @@ impl SessionNode {
         self.last_ms = now.mono_ms;
         let mut out = Vec::new();
         match msg {
-            Msg::Hello => self.add_server_if_member(now, from),
+            Msg::Hello => self.add_server_on_message(now, from),
             Msg::Digest { buckets } => {
                 // A digest also says the sender serves the context (a lost Hello is repaired).
-                self.add_server_if_member(now, from);
+                self.add_server_on_message(now, from);
                 self.core
                     .handle_msg(now.wall_ms, from, Msg::Digest { buckets }, &mut out);
             }
@@ -357,8 +368,10 @@ impl SessionNode {
                     self.send(vec![from], Msg::NotReady { request });
                     return;
                 }
-                self.add_server_if_member(now, from);
-                let sessions = self.core.snapshot_for(from);
+                self.add_server_on_message(now, from);
+                // In id order: the same sessions make the same chunks (a run replays).
+                let mut sessions = self.core.snapshot_for(from);
+                sessions.sort_unstable_by_key(|d| d.id);
                 let total = sessions.len() as u64;
                 let rest = sessions.chunks(self.cfg.chunk_size.max(1)).map(<[_]>::to_vec).collect();
                 self.stream(Stream {
@@ -451,6 +464,7 @@ impl SessionNode {
                 self.absorb(out);
             }
         }
+        self.forget_departures(now);
         if self.cfg.regreet_every_ms > 0 && now.mono_ms >= self.next_regreet {
             // A Hello that was lost (a connection broke) is said again to members not
             // known to serve the context.

@@ -4,6 +4,11 @@
 //! server list as members come and go.
 
 use super::{Delivered, HELLO_TIMEOUT_MS, Now, Pending, SessionNode};
+
+/// How long a server added before the membership listed it stays one without it.
+pub(crate) const PROVISIONAL_MS: u64 = 15_000;
+/// How long a departed member's late messages are ignored.
+const DEPARTED_MEMORY_MS: u64 = 600_000;
 use crate::wire::Msg;
 use tribes::MemberId;
 
@@ -55,12 +60,37 @@ impl SessionNode {
         self.unreachable.insert(member, cause);
     }
 
-    /// `add_server` for a member the membership has: a late message must not bring back
-    /// a member the failure detector removed.
-    pub(super) fn add_server_if_member(&mut self, now: Now, member: MemberId) {
+    /// A `Hello`, `Digest` or `GetAll` says its sender serves the context. A member the
+    /// membership lists becomes a server. So does a process the membership has not heard
+    /// yet (a node that just started greets before every heartbeat has gone round): it is
+    /// alive, and until this node replicates to it, it must not serve stale copies. It
+    /// stays a server only if the membership lists it within [`PROVISIONAL_MS`]. A member
+    /// the membership removed is not made a server again by a late message: if it is
+    /// alive, the membership says `Back` and it is greeted then.
+    pub(super) fn add_server_on_message(&mut self, now: Now, member: MemberId) {
         if self.members.contains_key(&member) {
             self.add_server(now, member);
+        } else if !self.departed.contains_key(&member) && member != self.local() {
+            self.provisional.entry(member).or_insert(now.mono_ms);
+            self.add_server(now, member);
         }
+    }
+
+    /// Drops provisional servers the membership never listed, and old departures.
+    pub(super) fn forget_departures(&mut self, now: Now) {
+        let stale: Vec<MemberId> = self
+            .provisional
+            .iter()
+            .filter(|(_, at)| now.mono_ms.saturating_sub(**at) >= PROVISIONAL_MS)
+            .map(|(m, _)| *m)
+            .collect();
+        for m in stale {
+            self.provisional.remove(&m);
+            tracing::info!(context = %self.context(), member = %m, "a member that greeted this node never joined its membership: it no longer gets sessions");
+            self.remove_server(now, m);
+        }
+        self.departed
+            .retain(|_, at| now.mono_ms.saturating_sub(*at) < DEPARTED_MEMORY_MS);
     }
 
     fn add_server(&mut self, now: Now, member: MemberId) {

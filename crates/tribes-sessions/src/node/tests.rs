@@ -212,3 +212,22 @@ fn members_not_known_to_serve_the_context_are_greeted_again_each_interval() {
     n.handle_send_result(at(2_600), again[0].0, Delivered::Acked);
     assert!(n.core().servers().contains(&other.id()));
 }
+
+#[test]
+fn a_hello_from_a_process_the_membership_has_not_heard_yet_makes_it_a_server_until_proved_absent() {
+    let mut n = serving_alone(&[]);
+    let (early, never) = (member(2, 900), member(3, 950));
+    // A node that just started greets before its heartbeats went round: it gets every
+    // write from now on (else it would serve stale copies).
+    n.handle_message(at(700), early.id(), Msg::Hello);
+    n.handle_message(at(700), never.id(), Msg::Hello);
+    assert!(n.core().servers().contains(&early.id()));
+    assert!(n.core().servers().contains(&never.id()));
+    n.handle_member_up(at(900), early.clone(), false);
+    n.handle_timeout(at(700 + servers::PROVISIONAL_MS));
+    assert!(n.core().servers().contains(&early.id()), "a member was dropped");
+    assert!(
+        !n.core().servers().contains(&never.id()),
+        "a process the membership never listed stays a server"
+    );
+}

@@ -13,6 +13,7 @@
 
 #[macro_use]
 mod check;
+mod clients;
 mod node;
 #[cfg(test)]
 mod tests;
@@ -121,6 +122,12 @@ struct Packet {
 #[derive(Debug)]
 enum Purpose {
     Write(AckedWrite),
+    /// A register client's write (`clients.rs`) of `value`.
+    Register {
+        client: usize,
+        write: AckedWrite,
+        value: u64,
+    },
     /// An acknowledged send a session node asked for, under its own token.
     Node(u64),
     Done,
@@ -173,6 +180,11 @@ pub(crate) struct SimStats {
     pub(crate) writes: u64,
     /// Phases after which convergence and backup counts were checked.
     pub(crate) quiescent_checks: u64,
+    /// Register clients' writes acknowledged, and reads checked against them.
+    pub(crate) register_acked: u64,
+    pub(crate) register_checked: u64,
+    /// BackupManager reads that went on without every holder's answer (not checked).
+    pub(crate) register_unconfirmed: u64,
 }
 
 pub(crate) struct Sim {
@@ -202,6 +214,11 @@ pub(crate) struct Sim {
     core_cfg: Arc<CoreConfig>,
     /// The instant of virtual time 0, for the membership machine's `Instant` clock.
     epoch: Instant,
+    /// Register clients (`clients.rs`), their sessions, and whether their reads are
+    /// checked now (not from a partition until the heal and settle).
+    clients: Vec<clients::Client>,
+    client_sessions: BTreeSet<SessionId>,
+    register_checks: bool,
 }
 
 impl Sim {
@@ -241,6 +258,12 @@ impl Sim {
             log: Vec::new(),
             core_cfg,
             epoch: Instant::now(),
+            // Half stick to a node (failing over to the next), half go round robin.
+            clients: (0..clients::CLIENTS)
+                .map(|i| clients::Client::new(i.is_multiple_of(2).then_some(i % n)))
+                .collect(),
+            client_sessions: BTreeSet::new(),
+            register_checks: true,
         };
         // The nodes start a little apart, as processes do.
         for slot in 0..n {
@@ -292,6 +315,7 @@ impl Sim {
                     self.client_op()?;
                 }
             }
+            self.register_clients()?;
         }
         self.check_step()
     }
@@ -324,6 +348,7 @@ impl Sim {
                 self.stats.partitions += 1;
                 let g = self.group.clone();
                 self.trace(|| format!("PARTITION {g:?}"));
+                self.suspend_register_checks();
             } else {
                 self.group.iter_mut().for_each(|g| *g = 0);
                 self.trace(|| "HEAL".into());
@@ -452,7 +477,11 @@ impl Sim {
                         m.truncate(160);
                         self.trace(|| format!("{} -> {}: {m}", p.from, p.to));
                     }
+                    let answer = msg.fetch_answer();
                     let result = self.on_msg(p.to, p.from, msg)?;
+                    if let Some(id) = answer {
+                        self.fetch_answered(p.to, p.from, id);
+                    }
                     if let Some(token) = ack {
                         self.send(p.to, p.from, Body::Ack { token, result });
                     }
@@ -492,12 +521,15 @@ impl Sim {
 
     fn resolve(&mut self, token: u64) {
         let Some(p) = self.pending.remove(&token) else { return };
-        if self.slot_of(p.owner).is_none() {
-            return; // the waiting node crashed
-        }
         let ok = p.error.is_none();
         let owner = p.owner;
+        let owner_live = self.slot_of(owner).is_some();
         match p.purpose {
+            // A client whose node crashed got no answer: as good as not acknowledged.
+            Purpose::Register { client, write, value } => {
+                self.register_write_done(client, write, value, ok && owner_live)
+            }
+            _ if !owner_live => {} // the waiting node crashed
             Purpose::Write(w) => {
                 if ok {
                     self.trace(|| format!("ACKED {} ({}) {}={:?}", w.id, w.id.log_id(), w.name, w.stamp));
@@ -668,11 +700,19 @@ impl Sim {
                 continue;
             };
             let mut out = Vec::new();
+            // Static discovery probes every configured address at start: each process
+            // that answers (up, same side of any partition) is heard at once.
+            let probing = !self.nodes[a].as_ref().expect("live").probed;
+            self.nodes[a].as_mut().expect("live").probed = true;
             for b in 0..n {
                 if a == b || !self.connected(a, b) {
                     continue;
                 }
                 let Some(member) = self.member_at(b) else { continue };
+                if probing {
+                    let node = self.nodes[a].as_mut().expect("live");
+                    node.membership.handle_heard(at, member.clone(), &mut out);
+                }
                 // A heartbeat every 500 ms on average, of which 30% are lost (UDP) under chaos.
                 let p = if self.chaos { 0.07 } else { 0.1 };
                 if self.rng.random_bool(p) {
@@ -708,6 +748,7 @@ impl Sim {
                 MembershipEvent::Back(m) => node.session.handle_member_up(now, m, true),
                 MembershipEvent::Disappeared { member, reason } => {
                     node.session.handle_member_down(now, member.id());
+                    self.fetch_member_gone(at, member.id());
                     let member = member.id();
                     self.trace(|| format!("{at}: member {member} gone ({reason:?})"));
                 }
@@ -726,14 +767,25 @@ impl Sim {
     }
 
     /// `run_driver`'s timer: each node's `handle_timeout` once its `poll_timeout` is due.
-    /// Discovery settles when the membership lists a member (or at the discovery wait).
+    /// Discovery settles as static discovery does (`discovery_settled` in `manager.rs`):
+    /// every configured address was probed, and every process that answered is a member.
+    /// Here: each other machine is down, on the other side of a partition (its probe
+    /// timed out), or its process is in the membership (or the discovery wait passed).
     fn timers(&mut self) -> Result<(), String> {
         let now = clocks(self.now);
         for slot in 0..self.nodes.len() {
+            let settled = (0..self.nodes.len()).all(|b| {
+                let Some(other) = self.nodes[b].as_ref().filter(|_| b != slot && self.connected(slot, b)) else {
+                    return true;
+                };
+                self.nodes[slot]
+                    .as_ref()
+                    .is_some_and(|n| n.membership.members().any(|m| m.id() == other.id))
+            });
             let Some(node) = self.nodes[slot].as_mut() else {
                 continue;
             };
-            if node.session.is_discovering() && node.membership.members().next().is_some() {
+            if node.session.is_discovering() && settled {
                 node.session.handle_discovery_settled();
             }
             if node.session.poll_timeout() <= self.now {
@@ -762,7 +814,11 @@ impl Sim {
             .oracle
             .sessions
             .keys()
-            .filter(|id| !self.oracle.invalidated.contains(id) && !self.oracle.expired.contains(id))
+            .filter(|id| {
+                !self.oracle.invalidated.contains(id)
+                    && !self.oracle.expired.contains(id)
+                    && !self.client_sessions.contains(id)
+            })
             .copied()
             .collect();
         if roll < 15 || known.is_empty() {
@@ -921,7 +977,10 @@ impl Sim {
                 }
                 match synced_until {
                     None => synced_until = Some(self.now + rounds_ms),
-                    Some(t) if self.now >= t => return Ok(()),
+                    Some(t) if self.now >= t => {
+                        self.resume_register_checks();
+                        return Ok(());
+                    }
                     Some(_) => {}
                 }
             }

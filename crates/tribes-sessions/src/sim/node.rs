@@ -26,6 +26,8 @@ pub(super) struct Node {
     pub(super) destroyed: BTreeSet<SessionId>,
     /// What each transfer source sent (by request), to check the joiner against.
     pub(super) snapshots: BTreeMap<u64, Vec<AttrsOf>>,
+    /// Whether its discovery probed the configured addresses yet (at its first step).
+    pub(super) probed: bool,
 }
 
 impl Node {
@@ -50,6 +52,7 @@ impl Node {
             membership: Membership::new(id, "sim", Duration::from_millis(DROP_TIME_MS)),
             destroyed: BTreeSet::new(),
             snapshots: BTreeMap::new(),
+            probed: false,
         }
     }
 
