@@ -103,6 +103,9 @@
 //! as above), so they answer while the node is not ready and never touch sessions.
 
 mod backend;
+#[cfg(feature = "config")]
+mod config;
+mod contexts;
 mod cookie;
 mod dashboard;
 mod dashboard_html;
@@ -121,6 +124,9 @@ mod reporter;
 mod service;
 mod status;
 
+#[cfg(feature = "config")]
+pub use config::{Config, ConfigError, LayerConfig, ManagerConfig, ManagerKindConfig, NodeConfig, SendModeConfig};
+pub use contexts::Contexts;
 pub use extract::{MissingSessionLayer, Session, SessionError};
 pub use future::ResponseFuture;
 pub use layer::{

@@ -17,7 +17,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tribes::Channel;
-use tribes_sessions::SessionManager;
+use tribes_sessions::{ManagerStats, SessionManager};
+
+use crate::Contexts;
 
 /// A monotonically increasing count.
 #[derive(Debug, Default)]
@@ -50,8 +52,11 @@ pub(crate) struct LayerCounters {
     pub(crate) absolute_timeouts: Count,
 }
 
+/// Every layer counter: name, help, value.
+pub(crate) type LayerSnapshot = Vec<(&'static str, &'static str, u64)>;
+
 impl LayerCounters {
-    pub(crate) fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
+    pub(crate) fn snapshot(&self) -> LayerSnapshot {
         vec![
             (
                 "http_requests",
@@ -126,7 +131,7 @@ pub(crate) fn counters_for(manager: &SessionManager) -> Arc<LayerCounters> {
 
 #[derive(Clone)]
 struct MetricsState {
-    manager: SessionManager,
+    contexts: Contexts,
     channel: Channel,
 }
 
@@ -157,14 +162,16 @@ struct MemberLabels {
 }
 
 /// A router serving `GET /metrics`: this node's sessions, replication and channel
-/// statistics in the Prometheus text format, labelled by node (route), context and member.
+/// statistics in the Prometheus text format, labelled by node (route), context and member,
+/// for every one of its [`Contexts`] (one manager converts into it).
 ///
 /// Mount it anywhere, e.g. `app.merge(metrics_router(manager, channel))`, outside the
 /// [`ReplicatedSessions`](crate::ReplicatedSessions) layer.
-pub fn metrics_router(manager: SessionManager, channel: Channel) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .with_state(MetricsState { manager, channel })
+pub fn metrics_router(contexts: impl Into<Contexts>, channel: Channel) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(MetricsState {
+        contexts: contexts.into(),
+        channel,
+    })
 }
 
 fn counter_family<
@@ -197,162 +204,175 @@ fn gauge_family<
     registry.register(name, help, family);
 }
 
-pub(crate) fn render(manager: &SessionManager, channel: &Channel) -> Result<String, fmt::Error> {
+pub(crate) fn render(contexts: &Contexts, channel: &Channel) -> Result<String, fmt::Error> {
     let mut registry = Registry::with_prefix("tribes");
     let node = channel.local().name().to_owned();
-    let context = manager.context().to_owned();
-    let nl = NodeLabels {
-        node: node.clone(),
-        context: context.clone(),
-    };
+    let context = contexts.first().context().to_owned();
 
-    // The manager's statistics.
-    let ms = manager.stats();
-    let one = |v: u64| [(nl.clone(), v)];
-    let gauge = |v: f64| {
+    // Every manager's statistics, labelled by its context.
+    let all: Vec<(NodeLabels, ManagerStats, &SessionManager)> = contexts
+        .all()
+        .iter()
+        .map(|m| {
+            let labels = NodeLabels {
+                node: node.clone(),
+                context: m.context().to_owned(),
+            };
+            (labels, m.stats(), m)
+        })
+        .collect();
+    let each = |f: fn(&ManagerStats) -> u64| all.iter().map(|(nl, ms, _)| (nl.clone(), f(ms))).collect::<Vec<_>>();
+    let gauge = |f: fn(&ManagerStats) -> f64| {
         let family = Family::<NodeLabels, Gauge<f64, AtomicU64>>::default();
-        family.get_or_create(&nl).set(v);
+        for (nl, ms, _) in &all {
+            family.get_or_create(nl).set(f(ms));
+        }
         family
     };
     registry.register(
         "sessions_active",
         "Sessions held by this node",
-        gauge(ms.sessions as f64),
+        gauge(|ms| ms.sessions as f64),
     );
     registry.register(
         "ready",
         "1 when the node serves requests (state transfer over)",
-        gauge(f64::from(u8::from(ms.ready))),
+        gauge(|ms| f64::from(u8::from(ms.ready))),
     );
     registry.register(
         "context_servers",
         "Other members serving the context",
-        gauge(ms.servers.len() as f64),
+        gauge(|ms| ms.servers.len() as f64),
     );
     registry.register(
         "sessions_overhead_bytes",
         "Estimated bookkeeping bytes beyond attribute data",
-        gauge(ms.overhead_bytes as f64),
+        gauge(|ms| ms.overhead_bytes as f64),
     );
-    let transfer = &ms.state_transfer;
     registry.register(
         "state_transfer_duration_seconds",
         "How long the state transfer took (NaN while running)",
-        gauge(transfer.duration_ms.map_or(f64::NAN, |ms| ms as f64 / 1000.0)),
+        gauge(|ms| ms.state_transfer.duration_ms.map_or(f64::NAN, |t| t as f64 / 1000.0)),
     );
     registry.register(
         "state_transfer_sessions",
         "Sessions received in the state transfer",
-        gauge(transfer.sessions_received as f64),
+        gauge(|ms| ms.state_transfer.sessions_received as f64),
     );
     registry.register(
         "state_transfer_attempts",
         "State transfer attempts and skipped members",
-        gauge(transfer.attempts.len() as f64),
+        gauge(|ms| ms.state_transfer.attempts.len() as f64),
     );
     counter_family(
         &mut registry,
         "replication_messages_sent",
         "Session messages sent (one per member)",
-        one(ms.messages_sent),
+        each(|ms| ms.messages_sent),
     );
     counter_family(
         &mut registry,
         "replication_bytes_sent",
         "Bytes of session messages sent",
-        one(ms.bytes_sent),
+        each(|ms| ms.bytes_sent),
     );
     counter_family(
         &mut registry,
         "replication_messages_received",
         "Session messages received",
-        one(ms.messages_received),
+        each(|ms| ms.messages_received),
     );
     counter_family(
         &mut registry,
         "replication_bytes_received",
         "Bytes of session messages received",
-        one(ms.bytes_received),
+        each(|ms| ms.bytes_received),
     );
-    counter_family(&mut registry, "replication_acks", "Sync-acks received", one(ms.acks));
+    counter_family(
+        &mut registry,
+        "replication_acks",
+        "Sync-acks received",
+        each(|ms| ms.acks),
+    );
     counter_family(
         &mut registry,
         "replication_failures",
         "Failed or timed-out session sends",
-        one(ms.failures),
+        each(|ms| ms.failures),
     );
     counter_family(
         &mut registry,
         "replication_undecodable",
         "Session messages that did not decode",
-        one(ms.undecodable),
+        each(|ms| ms.undecodable),
     );
     counter_family(
         &mut registry,
         "replication_deltas_applied",
         "Replicated deltas applied",
-        one(ms.deltas_applied),
+        each(|ms| ms.deltas_applied),
     );
     counter_family(
         &mut registry,
         "replication_conflicts",
         "Deltas made against an older version, and copies merged where each had a write the other lacked (last writer won)",
-        one(ms.conflicts),
+        each(|ms| ms.conflicts),
     );
     counter_family(
         &mut registry,
         "replication_sync_rounds",
         "Anti-entropy rounds started",
-        one(ms.sync_rounds),
+        each(|ms| ms.sync_rounds),
     );
     counter_family(
         &mut registry,
         "replication_sync_repaired",
         "Sessions anti-entropy found different on two members and repaired",
-        one(ms.sync_repaired),
+        each(|ms| ms.sync_repaired),
     );
     counter_family(
         &mut registry,
         "replication_dropped_late",
         "Late changes to destroyed sessions, dropped",
-        one(ms.dropped_late),
+        each(|ms| ms.dropped_late),
     );
     counter_family(
         &mut registry,
         "replication_dropped_in_snapshot",
         "Queued changes the snapshot already had",
-        one(ms.dropped_in_snapshot),
+        each(|ms| ms.dropped_in_snapshot),
     );
     counter_family(
         &mut registry,
         "sessions_expired",
         "Sessions expired on this node",
-        one(ms.expired),
+        each(|ms| ms.expired),
     );
     counter_family(
         &mut registry,
         "sessions_invalidated",
         "Sessions invalidated (here or replicated)",
-        one(ms.invalidated),
+        each(|ms| ms.invalidated),
     );
     counter_family(
         &mut registry,
         "sessions_promotions",
         "Sessions this node took over as primary",
-        one(ms.promotions),
+        each(|ms| ms.promotions),
     );
     let per = |f: fn(&tribes_sessions::MemberReplication) -> u64| {
-        ms.per_member
-            .iter()
-            .map(|m| {
-                (
-                    ReplicationLabels {
-                        node: node.clone(),
-                        context: context.clone(),
-                        member: m.member.clone(),
-                    },
-                    f(m),
-                )
+        all.iter()
+            .flat_map(|(nl, ms, _)| {
+                ms.per_member.iter().map(|m| {
+                    (
+                        ReplicationLabels {
+                            node: node.clone(),
+                            context: nl.context.clone(),
+                            member: m.member.clone(),
+                        },
+                        f(m),
+                    )
+                })
             })
             .collect::<Vec<_>>()
     };
@@ -380,9 +400,18 @@ pub(crate) fn render(manager: &SessionManager, channel: &Channel) -> Result<Stri
         "Failed or timed-out sends to a member",
         per(|m| m.failures),
     );
-    // The layer's counters.
-    for (name, help, value) in counters_for(manager).snapshot() {
-        counter_family(&mut registry, name, help, [(nl.clone(), value)]);
+    // The layers' counters, each name once with a value per context.
+    let layers: Vec<(NodeLabels, LayerSnapshot)> = all
+        .iter()
+        .map(|(nl, _, m)| (nl.clone(), counters_for(m).snapshot()))
+        .collect();
+    for (i, (name, help, _)) in layers[0].1.iter().enumerate() {
+        counter_family(
+            &mut registry,
+            name,
+            help,
+            layers.iter().map(|(nl, values)| (nl.clone(), values[i].2)),
+        );
     }
 
     // The channel, per member.
@@ -493,12 +522,18 @@ pub(crate) fn render(manager: &SessionManager, channel: &Channel) -> Result<Stri
         [(node_only.clone(), cs.refused.values().map(|r| r.count).sum())],
     );
 
-    // The session store, when the manager has one.
-    if let Some(store) = &ms.store {
+    // The session stores, for the contexts that have one.
+    let stores: Vec<(NodeLabels, &tribes_sessions::StoreStats)> = all
+        .iter()
+        .filter_map(|(nl, ms, _)| ms.store.as_ref().map(|st| (nl.clone(), st)))
+        .collect();
+    if !stores.is_empty() {
         let healthy = Family::<NodeLabels, Gauge<f64, AtomicU64>>::default();
-        healthy
-            .get_or_create(&node_only)
-            .set(store.healthy.map_or(f64::NAN, |h| f64::from(u8::from(h))));
+        for (nl, store) in &stores {
+            healthy
+                .get_or_create(nl)
+                .set(store.healthy.map_or(f64::NAN, |h| f64::from(u8::from(h))));
+        }
         registry.register(
             "store_healthy",
             "1 when the store's last health check passed, 0 when it failed (NaN before the first)",
@@ -508,19 +543,21 @@ pub(crate) fn render(manager: &SessionManager, channel: &Channel) -> Result<Stri
             &mut registry,
             "store_queue_depth",
             "Write-behind: sessions waiting to be saved",
-            [(node_only.clone(), i64::try_from(store.queue_depth).unwrap_or(i64::MAX))],
+            stores
+                .iter()
+                .map(|(nl, st)| (nl.clone(), i64::try_from(st.queue_depth).unwrap_or(i64::MAX))),
         );
         counter_family(
             &mut registry,
             "store_errors",
             "Failed store operations",
-            [(node_only.clone(), store.errors)],
+            stores.iter().map(|(nl, st)| (nl.clone(), st.errors)),
         );
         counter_family(
             &mut registry,
             "store_saves",
             "Records saved to the store",
-            [(node_only, store.saves)],
+            stores.iter().map(|(nl, st)| (nl.clone(), st.saves)),
         );
     }
 
@@ -530,7 +567,7 @@ pub(crate) fn render(manager: &SessionManager, channel: &Channel) -> Result<Stri
 }
 
 async fn metrics(State(s): State<MetricsState>) -> Response {
-    match render(&s.manager, &s.channel) {
+    match render(&s.contexts, &s.channel) {
         Ok(body) => (
             [(
                 header::CONTENT_TYPE,

@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use tribes::Channel;
 use tribes_sessions::SessionManager;
 
+use crate::Contexts;
 use crate::backend;
 use crate::dashboard::{ClusterView, MemberState};
 use crate::metrics::counters_for;
@@ -25,7 +26,7 @@ pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Clone)]
 struct StatusState {
-    manager: SessionManager,
+    contexts: Contexts,
     channel: Channel,
     dashboard: Arc<Dashboard>,
 }
@@ -36,7 +37,8 @@ impl fmt::Debug for StatusState {
     }
 }
 
-/// A router serving this node's view of the cluster for `manager`'s context:
+/// A router serving this node's view of the cluster for its [`Contexts`] (one manager, or
+/// several applications on one channel: every one is listed):
 ///
 /// - `GET /`: the cluster dashboard. Every member on one page, whichever node serves
 ///   it: route, address, ready or not and since when, sessions per context, how far
@@ -46,7 +48,7 @@ impl fmt::Debug for StatusState {
 ///   nothing loaded from elsewhere; a small inline script refreshes it every 2 s.
 /// - `GET /status`: JSON for scripts, with a `schema_version`; its fields are
 ///   documented in `docs/status.md`.
-/// - `GET /status.html`: this node and context as a small HTML page.
+/// - `GET /status.html`: this node and its contexts as a small HTML page.
 ///
 /// The dashboard's data about other members travels over the channel: every node
 /// running a status router samples itself every second and broadcasts a small report
@@ -63,14 +65,18 @@ impl fmt::Debug for StatusState {
 /// `/cluster` instead, and `/cluster/` is not found. Put it outside the
 /// [`ReplicatedSessions`](crate::ReplicatedSessions) layer, or call it without the
 /// session cookie, so that it answers while the node is not ready.
-pub fn status_router(manager: SessionManager, channel: Channel) -> Router {
-    let dashboard = dashboard_for(&manager, &channel);
+pub fn status_router(contexts: impl Into<Contexts>, channel: Channel) -> Router {
+    let contexts = contexts.into();
+    let dashboard = dashboard_for(contexts.first(), &channel);
+    for manager in &contexts.all()[1..] {
+        dashboard_for(manager, &channel);
+    }
     Router::new()
         .route("/status", get(status_json))
         .route("/", get(dashboard_html))
         .route("/status.html", get(status_html))
         .with_state(StatusState {
-            manager,
+            contexts,
             channel,
             dashboard,
         })
@@ -90,6 +96,38 @@ pub(crate) struct Status {
     layer: Map<String, Value>,
     channel: Value,
     cluster: Vec<ClusterMember>,
+    contexts: Vec<ContextView>,
+}
+
+/// One context of this node (`contexts` in the JSON).
+#[derive(Debug, Serialize)]
+struct ContextView {
+    context: String,
+    manager: String,
+    ready: bool,
+    sessions: u64,
+    /// The routes of the other members serving the context.
+    servers: Vec<String>,
+    store: Option<String>,
+}
+
+fn kind_name(kind: tribes_sessions::ManagerKind) -> String {
+    match kind {
+        tribes_sessions::ManagerKind::Delta => "delta".to_owned(),
+        tribes_sessions::ManagerKind::Backup { backup_count } => format!("backup ({backup_count} backup copies)"),
+    }
+}
+
+fn context_view(manager: &SessionManager) -> ContextView {
+    let stats = manager.stats();
+    ContextView {
+        context: stats.context.clone(),
+        manager: kind_name(stats.kind),
+        ready: backend::is_ready(manager),
+        sessions: stats.sessions as u64,
+        servers: stats.servers.clone(),
+        store: stats.store.as_ref().map(|s| s.name.clone()),
+    }
 }
 
 /// One member in the dashboard's view (`cluster` in the JSON).
@@ -150,14 +188,12 @@ struct MemberView {
     domain: String,
 }
 
-pub(crate) fn status(manager: &SessionManager, channel: &Channel, dashboard: &Dashboard) -> Status {
+pub(crate) fn status(contexts: &Contexts, channel: &Channel, dashboard: &Dashboard) -> Status {
+    let manager = contexts.first();
     let local = channel.local();
     let stats = manager.stats();
     let sessions = stats.sessions as u64;
-    let kind = match stats.kind {
-        tribes_sessions::ManagerKind::Delta => "delta".to_owned(),
-        tribes_sessions::ManagerKind::Backup { backup_count } => format!("backup ({backup_count} backup copies)"),
-    };
+    let kind = kind_name(stats.kind);
     let replication = serde_json::to_value(&stats).unwrap_or(Value::Null);
     let members = channel
         .members()
@@ -197,15 +233,16 @@ pub(crate) fn status(manager: &SessionManager, channel: &Channel, dashboard: &Da
         layer,
         channel: channel_json,
         cluster: cluster(&dashboard.view()),
+        contexts: contexts.all().iter().map(context_view).collect(),
     }
 }
 
 async fn status_json(State(s): State<StatusState>) -> Response {
-    Json(status(&s.manager, &s.channel, &s.dashboard)).into_response()
+    Json(status(&s.contexts, &s.channel, &s.dashboard)).into_response()
 }
 
 async fn status_html(State(s): State<StatusState>) -> Html<String> {
-    Html(render_html(&status(&s.manager, &s.channel, &s.dashboard)))
+    Html(render_html(&status(&s.contexts, &s.channel, &s.dashboard)))
 }
 
 async fn dashboard_html(State(s): State<StatusState>, OriginalUri(uri): OriginalUri) -> Response {
@@ -311,6 +348,28 @@ fn render_html(st: &Status) -> String {
         ready = if st.ready { "yes" } else { "no (state transfer running)" },
         sessions = st.sessions,
     );
+    let _ = write!(
+        h,
+        "<h2>Contexts ({})</h2><table><tr><th>Context</th><th>Manager</th><th>Ready</th><th>Sessions</th><th>Served with</th><th>Store</th></tr>",
+        st.contexts.len()
+    );
+    for c in &st.contexts {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            e(&c.context),
+            e(&c.manager),
+            if c.ready { "yes" } else { "no" },
+            c.sessions,
+            if c.servers.is_empty() {
+                "no other member".to_owned()
+            } else {
+                e(&c.servers.join(", "))
+            },
+            c.store.as_deref().map_or_else(|| "-".to_owned(), e),
+        );
+    }
+    h.push_str("</table>");
     let _ = write!(
         h,
         "<h2>Members ({})</h2><table><tr><th>Route</th><th>Address</th><th>Id</th><th>Domain</th></tr>",

@@ -383,7 +383,10 @@ async fn logs_never_contain_a_full_session_id() {
     let conflicted = ids.last().copied().unwrap();
     let corrupt = SessionId::from_bytes([0x5a; 16]);
     ids.push(corrupt);
-    std::fs::write(dir.join(format!("{corrupt}.session")), b"not a record").unwrap();
+    // The manager of context "/app" keeps its records in the subdirectory of its namespace.
+    let records = dir.join(tribes_sessions::store_namespace("/app"));
+    std::fs::create_dir_all(&records).unwrap();
+    std::fs::write(records.join(format!("{corrupt}.session")), b"not a record").unwrap();
     assert_eq!(get_(&s.url("/get/x"), Some(&format!("{corrupt}.S"))).await.body, "-");
 
     // Let the managers' background tasks log what they do, then look.

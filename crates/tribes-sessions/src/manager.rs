@@ -209,8 +209,8 @@ impl SessionManagerBuilder {
         self.notify_on_replication = notify;
         self
     }
-    /// On a clean shutdown, expire this node's sessions everywhere (default false:
-    /// they live on in the other members).
+    /// On a clean shutdown, expire this node's sessions everywhere, the store included
+    /// (default false: they live on in the other members and the store).
     pub fn with_expire_sessions_on_shutdown(mut self, expire: bool) -> Self {
         self.expire_on_shutdown = expire;
         self
@@ -338,7 +338,8 @@ impl SessionManagerBuilder {
         let store = self
             .store
             .as_ref()
-            .map(|(store, mode)| Arc::new(StoreState::new(store.clone(), *mode)));
+            // The context's own records only: contexts sharing a store never meet.
+            .map(|(store, mode)| Arc::new(StoreState::new(store.for_context(&self.context), *mode)));
         let inner = Arc::new(Inner {
             store,
             route: Arc::from(local.name()),
@@ -1005,9 +1006,10 @@ impl SessionManager {
         }
         let expire = self.inner.b.expire_on_shutdown;
         let servers = self.inner.core().servers().to_vec();
+        let mut expired = Vec::new();
         if expire {
             let mut out = Vec::new();
-            self.inner.core().expire_all(self.inner.now_ms(), &mut out);
+            expired = self.inner.core().expire_all(self.inner.now_ms(), &mut out);
             for e in out {
                 if let Effect::Event(ev) = e {
                     self.inner.notify(&ev);
@@ -1016,6 +1018,7 @@ impl SessionManager {
         }
         if let Some(store) = self.inner.store.clone() {
             self.inner.flush(&store).await;
+            store.delete_on_shutdown(&expired).await;
         }
         if !servers.is_empty() && !self.inner.shared() {
             self.inner
@@ -1252,7 +1255,8 @@ async fn run_store(inner: Arc<Inner>) {
                 }
             }
             _ = store.wake.notified(), if behind => {
-                while let Some(id) = store.dequeue() {
+                while let Some(job) = store.dequeue() {
+                    let id = job.id;
                     if inner.persist(&store, id).await.is_err() {
                         // Kept for later: a store outage delays writes, it does not drop them.
                         store.enqueue(id);
@@ -1362,10 +1366,13 @@ impl Inner {
 
     /// Write-behind: saves every queued session now (a clean shutdown).
     async fn flush(&self, store: &StoreState) {
-        while let Some(id) = store.dequeue() {
+        while let Some(job) = store.dequeue() {
+            let id = job.id;
             if let Err(e) = self.persist(store, id).await {
                 tracing::error!(context = %self.context(), session = %id.log_id(), "session not saved at shutdown: {e}");
             }
         }
+        // A save the background task took just before is not cut off by the stop.
+        store.wait_idle(Duration::from_secs(10)).await;
     }
 }

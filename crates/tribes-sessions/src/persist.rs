@@ -77,6 +77,18 @@ pub struct StoreStats {
     pub last_error: Option<String>,
 }
 
+/// A write-behind id taken from the queue; see [`StoreState::dequeue`].
+pub(crate) struct InFlight<'a> {
+    state: &'a StoreState,
+    pub(crate) id: SessionId,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The store, its mode, and what the manager tracks about it.
 pub(crate) struct StoreState {
     pub(crate) store: Arc<dyn SessionStore>,
@@ -92,6 +104,8 @@ pub(crate) struct StoreState {
     errors: AtomicU64,
     pub(crate) conflicts: AtomicU64,
     queue_full: AtomicU64,
+    /// Dequeued write-behind saves not finished yet.
+    in_flight: std::sync::atomic::AtomicUsize,
     last_error: Mutex<Option<String>>,
     health: Mutex<Option<Result<(), String>>>,
 }
@@ -114,6 +128,7 @@ impl StoreState {
             errors: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             queue_full: AtomicU64::new(0),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
             last_error: Mutex::new(None),
             health: Mutex::new(None),
         }
@@ -173,6 +188,27 @@ impl StoreState {
         self.record(r, "load")
     }
 
+    /// Expire-on-shutdown: deletes the records of the sessions the cluster expired at this
+    /// node's clean shutdown, so a restart from the store does not bring them back. Runs
+    /// after the write-behind queue was flushed; a failed delete is logged and counted (the
+    /// record then expires by its own time). Returns how many records were deleted.
+    pub(crate) async fn delete_on_shutdown(&self, ids: &[SessionId]) -> usize {
+        let mut deleted = 0;
+        for id in ids {
+            let _order = self.stripe(id).lock().await;
+            let r = self.store.delete(&id.to_string()).await;
+            if let Ok(true) = r {
+                deleted += 1;
+                self.deletes.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = self.record(r, "delete at shutdown");
+        }
+        if !ids.is_empty() {
+            tracing::info!(store = %self.name(), deleted, "sessions expired at shutdown deleted from the store");
+        }
+        deleted
+    }
+
     /// Queues `id` for the write-behind task; `false` when the queue is full.
     pub(crate) fn enqueue(&self, id: SessionId) -> bool {
         let StoreMode::WriteBehind { queue: cap } = self.mode else {
@@ -193,11 +229,24 @@ impl StoreState {
         true
     }
 
-    pub(crate) fn dequeue(&self) -> Option<SessionId> {
+    /// The next queued id, counted as in flight until the returned guard drops (after its
+    /// save, or when the task saving it is aborted).
+    pub(crate) fn dequeue(&self) -> Option<InFlight<'_>> {
         let mut q = lock(&self.queue);
         let id = q.0.pop_front()?;
         q.1.remove(&id);
-        Some(id)
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        Some(InFlight { state: self, id })
+    }
+
+    /// Waits (at most `limit`) until no dequeued save is under way: a clean shutdown
+    /// calls it after flushing the queue, so that a save the background task had just
+    /// taken is not cut off when the tasks stop.
+    pub(crate) async fn wait_idle(&self, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     pub(crate) fn set_health(&self, r: Result<(), StoreError>) {

@@ -293,6 +293,92 @@ mod suite {
         assert!(s.delete(&newer).await.unwrap());
         assert_eq!(s.load(&newer).await.unwrap(), None);
     }
+
+    /// Two contexts (two applications) sharing one store, and the store as opened (the
+    /// context ""): the same id in each is three records; none loads, overwrites, lists,
+    /// deletes or expires another's.
+    pub(crate) async fn contexts_apart(b: &dyn Backend) {
+        let base = b.store();
+        let shop = base.for_context("shop");
+        let cart = base.for_context("/cart");
+        assert!(
+            shop.name().starts_with(base.name()) && shop.name().contains("context 'shop'"),
+            "{}",
+            shop.name()
+        );
+        let id = unique("ctx");
+        shop.save(&record(&id, 1, HOUR, b"shop"), None).await.unwrap();
+        assert_eq!(cart.load(&id).await.unwrap(), None, "another context's record loaded");
+        assert_eq!(
+            base.load(&id).await.unwrap(),
+            None,
+            "a context's record loaded by the store as opened"
+        );
+        // A version check sees only the context's own record.
+        let e = cart.save(&record(&id, 2, HOUR, b"x"), Some(1)).await.unwrap_err();
+        assert!(matches!(e, StoreError::Conflict { found: None, .. }), "{e}");
+        cart.save(&record(&id, 7, HOUR, b"cart"), None).await.unwrap();
+        base.save(&record(&id, 3, HOUR, b"base"), None).await.unwrap();
+        let loaded = |s: Arc<dyn SessionStore>| {
+            let id = id.clone();
+            async move { s.load(&id).await.unwrap().map(|r| (r.version, r.data)) }
+        };
+        assert_eq!(
+            loaded(shop.clone()).await,
+            Some((1, b"shop".to_vec())),
+            "overwritten by another context"
+        );
+        assert_eq!(loaded(cart.clone()).await, Some((7, b"cart".to_vec())));
+        assert_eq!(base.load(&id).await.unwrap().map(|r| r.data), Some(b"base".to_vec()));
+        // Listings are per context.
+        let only_cart = unique("only-cart");
+        cart.save(&record(&only_cart, 1, HOUR, b""), None).await.unwrap();
+        assert!(cart.list_ids().await.unwrap().contains(&only_cart));
+        assert!(
+            !shop.list_ids().await.unwrap().contains(&only_cart),
+            "listed in another context"
+        );
+        assert!(
+            !base.list_ids().await.unwrap().contains(&only_cart),
+            "listed by the store as opened"
+        );
+        // Deletes are per context.
+        assert!(cart.delete(&id).await.unwrap());
+        assert!(!cart.delete(&id).await.unwrap());
+        assert_eq!(
+            loaded(shop.clone()).await,
+            Some((1, b"shop".to_vec())),
+            "deleted by another context"
+        );
+        assert!(base.load(&id).await.unwrap().is_some(), "deleted by another context");
+        // Expiry sweeps are per context (Redis expires natively: its sweep does nothing).
+        let old = unique("old");
+        let mut expired = record(&old, 1, HOUR, b"");
+        expired.expires_at_ms = expired.last_access_ms - 1;
+        shop.save(&expired, None).await.unwrap();
+        let kept = shop.list_ids().await.unwrap().contains(&old);
+        assert_eq!(
+            kept,
+            !base.name().starts_with("redis"),
+            "an expired record is kept until the sweep, except on Redis"
+        );
+        cart.delete_expired(SystemTime::now()).await.unwrap();
+        base.delete_expired(SystemTime::now()).await.unwrap();
+        assert_eq!(
+            shop.list_ids().await.unwrap().contains(&old),
+            kept,
+            "swept by another context"
+        );
+        shop.delete_expired(SystemTime::now()).await.unwrap();
+        assert!(
+            !shop.list_ids().await.unwrap().contains(&old),
+            "swept by its own context"
+        );
+        // Re-scoping replaces the context, it does not nest.
+        let again = cart.for_context("shop");
+        assert_eq!(again.load(&id).await.unwrap().map(|r| r.data), Some(b"shop".to_vec()));
+        shop.health().await.unwrap();
+    }
 }
 
 /// One test per suite function for a backend made by `$make` (an async expression giving
@@ -333,6 +419,11 @@ macro_rules! conformance {
         async fn corrupt_isolated() {
             let Some(b) = $make else { return };
             crate::suite::corrupt_isolated(&b).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn contexts_apart() {
+            let Some(b) = $make else { return };
+            crate::suite::contexts_apart(&b).await;
         }
     };
 }
@@ -439,6 +530,33 @@ mod store_file {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A context's records live in the subdirectory named by `store_namespace`, made by its
+    /// first save; the directory's own files (records written before stores were
+    /// namespaced) stay the store-as-opened's; a context name cannot leave the directory.
+    #[tokio::test]
+    async fn contexts_in_subdirectories() {
+        let dir = temp_dir("ctx");
+        let store = FileStore::open(&dir).await.unwrap();
+        store.save(&record("legacy", 1, HOUR, b"old"), None).await.unwrap();
+        let cart = store.clone().with_context("/cart");
+        assert_eq!(cart.dir(), dir.join("%2Fcart"));
+        assert!(cart.list_ids().await.unwrap().is_empty());
+        assert_eq!(cart.delete_expired(SystemTime::now()).await.unwrap(), 0);
+        assert!(!cart.dir().exists(), "made by the first save, not by reads");
+        cart.save(&record("abc", 1, HOUR, b"c"), None).await.unwrap();
+        assert!(dir.join("%2Fcart").join("abc.session").is_file());
+        assert_eq!(store.list_ids().await.unwrap(), vec!["legacy".to_owned()]);
+        assert_eq!(store.load("legacy").await.unwrap().unwrap().data, b"old");
+        assert_eq!(cart.load("legacy").await.unwrap(), None);
+        let evil = store.clone().with_context("../../etc");
+        assert_eq!(evil.dir(), dir.join("%2E%2E%2F%2E%2E%2Fetc"));
+        // The directory itself gone: an error, not a silently re-made subdirectory.
+        std::fs::remove_dir_all(&dir).unwrap();
+        let e = cart.save(&record("abc", 2, HOUR, b""), None).await.unwrap_err();
+        assert!(e.to_string().contains("does the directory still exist"), "{e}");
+        assert!(!dir.exists());
+    }
+
     /// The directory vanishing is an error naming the store and the fix.
     #[tokio::test]
     async fn directory_gone() {
@@ -476,7 +594,7 @@ mod store_postgres {
             Box::pin(async move {
                 sqlx::query(
                     "INSERT INTO tribes_sessions (id, version, expires_at_ms, record) VALUES ($1, 0, 9000000000000000, $2) \
-                     ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, version = 0",
+                     ON CONFLICT (context, id) DO UPDATE SET record = EXCLUDED.record, version = 0",
                 )
                 .bind(id)
                 .bind(bytes)
@@ -509,6 +627,74 @@ mod store_postgres {
             t.await.unwrap().unwrap();
         }
         b.store.health().await.unwrap();
+    }
+
+    /// A table made by the first migration (one context for all, primary key `id`) is
+    /// migrated in place: its rows stay readable by the store as connected (context ""), the
+    /// CHANGELOG's `UPDATE` hands them to a manager's context, and the same id may then live
+    /// in two contexts.
+    #[cfg(feature = "file")]
+    #[tokio::test]
+    async fn migrates_a_table_without_contexts() {
+        use std::str::FromStr;
+        let url = service_env("TRIBES_TEST_POSTGRES_URL");
+        let schema = format!("tribes_mig_{:016x}", rand::random::<u64>());
+        let admin = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let options = sqlx::postgres::PgConnectOptions::from_str(&url)
+            .unwrap()
+            .options([("search_path", schema.as_str())]);
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .unwrap();
+        sqlx::raw_sql(include_str!("../migrations/20261122000000_tribes_sessions.sql"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        // A record in the one layout every backend keeps, as the file store writes it.
+        let dir = super::store_file::temp_dir("pg-mig");
+        let id = unique("before");
+        let files = tribes_sessions::FileStore::open(&dir).await.unwrap();
+        files.save(&record(&id, 4, HOUR, b"kept"), None).await.unwrap();
+        let bytes = std::fs::read(dir.join(format!("{id}.session"))).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        sqlx::query(
+            "INSERT INTO tribes_sessions (id, version, expires_at_ms, record) VALUES ($1, 4, 9000000000000000, $2)",
+        )
+        .bind(&id)
+        .bind(&bytes)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+        let store = PostgresStore::from_pool(pool.clone());
+        store.migrate().await.unwrap();
+        store.migrate().await.unwrap();
+        assert_eq!(
+            store.load(&id).await.unwrap().unwrap().data,
+            b"kept",
+            "existing rows stay readable"
+        );
+        let app = store.clone().with_context("app");
+        assert_eq!(app.load(&id).await.unwrap(), None);
+        sqlx::query("UPDATE tribes_sessions SET context = 'app' WHERE context = ''")
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(app.load(&id).await.unwrap().unwrap().version, 4);
+        assert_eq!(store.load(&id).await.unwrap(), None);
+        store.save(&record(&id, 1, HOUR, b"other"), None).await.unwrap();
+        assert_eq!(app.load(&id).await.unwrap().unwrap().data, b"kept");
+        pool.close().await;
+        sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&admin)
+            .await
+            .unwrap();
     }
 
     /// An unreachable server: the error names the store and asks whether it is running.

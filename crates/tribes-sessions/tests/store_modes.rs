@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::{builder, channel, init_tracing};
+use common::{CONTEXT, builder, channel, init_tracing};
 use tribes_sessions::{
     FileStore, ManagerKind, ReplicationError, SessionManager, SessionStore, StoreMode, StoredSession,
 };
@@ -42,12 +42,14 @@ async fn write_through_saves_before_commit_returns_and_a_new_node_loads_it() {
     init_tracing();
     let dir = temp_dir("wt");
     let store = file_store(&dir).await;
+    // The manager's own records: those of its context.
+    let records = store.for_context(CONTEXT);
     let a = lone("wt-a", store.clone(), StoreMode::WriteThrough).await;
     let s = a.create(SystemTime::now()).unwrap();
     s.insert("user", "alice").unwrap();
     let report = a.commit(&s).await.unwrap();
     // Saved when commit returned, with the session's version.
-    let rec = store
+    let rec = records
         .load(&s.id().to_string())
         .await
         .unwrap()
@@ -68,15 +70,15 @@ async fn write_through_saves_before_commit_returns_and_a_new_node_loads_it() {
     let other = b.create(SystemTime::now()).unwrap();
     other.insert("k", "v").unwrap();
     let rec = other.to_stored();
-    store.save(&rec, None).await.unwrap();
+    records.save(&rec, None).await.unwrap();
     let lonely = lone("wt-c", store.clone(), StoreMode::WriteThrough).await;
-    store.save(&rec, None).await.unwrap();
+    records.save(&rec, None).await.unwrap();
     assert!(lonely.get(&other.id()).await.is_some(), "get falls back to the store");
 
     // Invalidation deletes from the store.
     on_b.invalidate();
     b.commit(&on_b).await.unwrap();
-    assert!(store.load(&s.id().to_string()).await.unwrap().is_none(), "deleted");
+    assert!(records.load(&s.id().to_string()).await.unwrap().is_none(), "deleted");
 
     // A new id (fixation protection) moves the record.
     let s2 = b.create(SystemTime::now()).unwrap();
@@ -85,8 +87,8 @@ async fn write_through_saves_before_commit_returns_and_a_new_node_loads_it() {
     let old = s2.id();
     let new = s2.cycle_id();
     b.commit(&s2).await.unwrap();
-    assert!(store.load(&old.to_string()).await.unwrap().is_none());
-    assert!(store.load(&new.to_string()).await.unwrap().is_some());
+    assert!(records.load(&old.to_string()).await.unwrap().is_none());
+    assert!(records.load(&new.to_string()).await.unwrap().is_some());
     b.shutdown().await;
     lonely.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -154,7 +156,7 @@ async fn write_behind_full_queue_saves_inline() {
     assert!(stats.queue_depth <= 1, "{stats:?}");
     a.abort();
     // A crash loses at most the queued ids: here at most one of 20.
-    let saved = store.list_ids().await.unwrap().len();
+    let saved = store.for_context(CONTEXT).list_ids().await.unwrap().len();
     assert!(saved >= 19, "{saved} of 20 saved");
     let _ = std::fs::remove_dir_all(&dir);
 }

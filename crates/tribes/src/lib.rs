@@ -103,7 +103,7 @@ mod stats;
 mod wire;
 
 pub use channel::{Channel, ChannelBuilder, StartError};
-pub use farm::{Farm, FarmBuilder, FarmEvent};
+pub use farm::{Farm, FarmBuilder, FarmEvent, FarmMemberStats, FarmStats};
 pub use interceptor::{
     CompressionInterceptor, DomainFilterInterceptor, FragmentationInterceptor, Interceptor, InterceptorError,
     MemberThroughput, Message, OrderInterceptor, ThroughputInterceptor,

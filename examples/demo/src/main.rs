@@ -15,7 +15,14 @@
 //! `--store-mode persist` (default) writes through with `--sync` (a whole-cluster restart
 //! loses no acknowledged write) and behind without; `--store-mode shared` turns replication
 //! off and makes the store the truth (no `--member` needed). See docs/stores.md.
+//!
+//! The manager's options: `--manager backup --backups 2` (copies besides the primary),
+//! `--sync` (sync-ack) or `--use-ack`, `--serialize-requests` (one request per session at a
+//! time), `--replicate-attributes REGEX` (only attributes whose name matches are
+//! replicated, Tomcat's `sessionAttributeNameFilter`), and `--cart`: a second application
+//! (context `cart`, its own cookie) at `/cart` on the same channel.
 
+mod cart;
 mod page;
 
 use std::net::SocketAddr;
@@ -29,7 +36,7 @@ use axum::routing::{get, post, put};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use tribes::{Channel, DnsDiscovery, Farm, Keyring, MulticastDiscovery, SendMode, StaticDiscovery};
-use tribes_axum::{OnSyncFailure, ReplicatedSessions, Session, metrics_router, status_router};
+use tribes_axum::{Contexts, OnSyncFailure, ReplicatedSessions, Session, metrics_router, status_router};
 use tribes_sessions::{ManagerKind, SessionManager, StoreMode};
 
 /// The name of the demo's session context.
@@ -56,8 +63,15 @@ struct Args {
     #[command(subcommand)]
     command: Option<Command>,
     /// This node's route (Tomcat's jvmRoute): the suffix of its session cookies.
-    #[arg(long, env = "TRIBES_ROUTE", required = true)]
+    #[arg(long, env = "TRIBES_ROUTE", required_unless_present = "config")]
     route: Option<String>,
+    /// Take the node, manager and layer settings from this TOML file (and the
+    /// TRIBES_NODE_*, TRIBES_MANAGER_*, TRIBES_LAYER_* variables) instead of the flags
+    /// --route, --cluster, --member, --cluster-key-file, --manager, --backups, --sync,
+    /// --use-ack, --max-inactive-secs, --replicate-attributes and --serialize-requests;
+    /// see docs/configuration.md.
+    #[arg(long, env = "TRIBES_CONFIG")]
+    config: Option<std::path::PathBuf>,
     /// Address the HTTP server listens on.
     #[arg(long, env = "TRIBES_HTTP", default_value = "127.0.0.1:8081")]
     http: SocketAddr,
@@ -87,6 +101,24 @@ struct Args {
     /// Wait for every member's ack before answering (sync-ack replication).
     #[arg(long, env = "TRIBES_SYNC")]
     sync: bool,
+    /// Wait until every member has received the bytes (use-ack: received, not yet applied).
+    #[arg(long, env = "TRIBES_USE_ACK", conflicts_with = "sync")]
+    use_ack: bool,
+    /// BackupManager: copies of each session besides the primary.
+    #[arg(long, env = "TRIBES_BACKUPS", default_value_t = 1)]
+    backups: usize,
+    /// Run the requests of one session one at a time on this node (no lost update).
+    #[arg(long, env = "TRIBES_SERIALIZE_REQUESTS")]
+    serialize_requests: bool,
+    /// Replicate only the attributes of the counter's sessions whose name matches this
+    /// regular expression (the others stay on the node that wrote them), e.g.
+    /// `^(count|user)$`. The cart replicates all of its attributes.
+    #[arg(long, env = "TRIBES_REPLICATE_ATTRIBUTES")]
+    replicate_attributes: Option<regex::Regex>,
+    /// Serve a second application, a shopping cart with its own context (`cart`) and
+    /// cookie, at `/cart`.
+    #[arg(long, env = "TRIBES_CART")]
+    cart: bool,
     /// Idle seconds before a session expires.
     #[arg(long, env = "TRIBES_MAX_INACTIVE_SECS", default_value_t = 1800)]
     max_inactive_secs: u64,
@@ -191,25 +223,48 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(Command::Keygen { path }) = &args.command {
         return keygen(path);
     }
-    let route = args.route.clone().expect("clap requires --route");
+    let config = match &args.config {
+        Some(path) => match tribes_axum::Config::load(path) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("tribes-demo: {e}");
+                std::process::exit(2);
+            }
+        },
+        None => None,
+    };
+    let route = match &config {
+        Some(c) => c.node.route.clone(),
+        None => args.route.clone().expect("clap requires --route"),
+    };
 
-    let mut channel = Channel::builder(&route).bind(args.cluster);
-    channel = match (&args.cluster_key_file, args.insecure_plaintext) {
-        (Some(path), _) => channel.cluster_key(Keyring::from_file(path)?),
-        (None, true) => channel.insecure_plaintext(),
-        (None, false) => channel,
-    };
-    channel = if args.multicast {
-        channel.discovery(MulticastDiscovery::new())
-    } else if let Some(name) = &args.dns {
-        let mut dns = DnsDiscovery::new(name, args.cluster.port());
-        if let Some(server) = args.dns_server {
-            dns = dns.with_server(server);
+    let mut channel = match config.as_ref().map(tribes_axum::Config::channel) {
+        Some(Ok(channel)) => channel,
+        Some(Err(e)) => {
+            eprintln!("tribes-demo: {e}");
+            std::process::exit(2);
         }
-        channel.discovery(dns)
-    } else {
-        channel.discovery(StaticDiscovery::new(args.members.clone()))
+        None => Channel::builder(&route).bind(args.cluster),
     };
+    // Without a file, the flags give the key, the address and the members.
+    if config.is_none() {
+        channel = match (&args.cluster_key_file, args.insecure_plaintext) {
+            (Some(path), _) => channel.cluster_key(Keyring::from_file(path)?),
+            (None, true) => channel.insecure_plaintext(),
+            (None, false) => channel,
+        };
+        channel = if args.multicast {
+            channel.discovery(MulticastDiscovery::new())
+        } else if let Some(name) = &args.dns {
+            let mut dns = DnsDiscovery::new(name, args.cluster.port());
+            if let Some(server) = args.dns_server {
+                dns = dns.with_server(server);
+            }
+            channel.discovery(dns)
+        } else {
+            channel.discovery(StaticDiscovery::new(args.members.clone()))
+        };
+    }
     let channel = channel.start().await?;
     let _farm = match &args.farm_dir {
         Some(dir) => Some(
@@ -220,44 +275,57 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => None,
     };
 
-    let kind = match args.manager {
-        Manager::Delta => ManagerKind::Delta,
-        Manager::Backup => ManagerKind::Backup { backup_count: 1 },
+    // One store for both applications: each context keeps its own records in it.
+    let store = match &args.store {
+        Some(spec) => {
+            let mode = match (args.store_mode, args.sync) {
+                (StoreModeArg::Shared, _) => StoreMode::Shared,
+                (StoreModeArg::Persist, true) => StoreMode::WriteThrough,
+                (StoreModeArg::Persist, false) => StoreMode::WriteBehind { queue: 10_000 },
+            };
+            Some((open_store(spec).await?, mode))
+        }
+        None => None,
     };
-    let mut builder = SessionManager::builder(CONTEXT)
-        .with_kind(kind)
-        .with_send_mode(if args.sync { SendMode::SyncAck } else { SendMode::Async })
-        .with_max_inactive(Duration::from_secs(args.max_inactive_secs));
-    if let Some(spec) = &args.store {
-        let mode = match (args.store_mode, args.sync) {
-            (StoreModeArg::Shared, _) => StoreMode::Shared,
-            (StoreModeArg::Persist, true) => StoreMode::WriteThrough,
-            (StoreModeArg::Persist, false) => StoreMode::WriteBehind { queue: 10_000 },
-        };
-        builder = builder.with_store(open_store(spec).await?, mode);
-    }
-    let manager = builder.start(channel.clone()).await?;
-    // With a store, a write the store did not take (or a shared-mode conflict) is a 503.
-    let sessions = match args.store {
-        Some(_) => ReplicatedSessions::new(manager.clone()).with_sync_failure(OnSyncFailure::ServiceUnavailable),
-        None => ReplicatedSessions::new(manager.clone()),
+    let manager = manager_builder(&args, config.as_ref(), CONTEXT, &store)
+        .start(channel.clone())
+        .await?;
+    let sessions = layer(&args, config.as_ref(), &manager);
+    let cart = match args.cart {
+        true => Some(
+            manager_builder(&args, config.as_ref(), cart::CONTEXT, &store)
+                .start(channel.clone())
+                .await?,
+        ),
+        false => None,
     };
 
     let app = App {
         route: route.clone(),
         links: args.links.clone(),
     };
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/", get(home))
         .route("/counter", get(counter))
         .route("/session/invalidate", post(invalidate))
         .route("/session/{key}", put(put_key).get(get_key).delete(delete_key))
         .route("/static/hello.txt", get(|| async { "hello from a static file\n" }))
         .layer(sessions)
-        .with_state(app)
-        .nest("/cluster/", status_router(manager.clone(), channel.clone()))
+        .with_state(app);
+    // The status and metrics routers show every context of this node.
+    let mut contexts = Contexts::new(manager.clone());
+    if let Some(cart) = &cart {
+        router = router.merge(cart::router(
+            layer(&args, config.as_ref(), cart)
+                .with_cookie_name(cart::COOKIE)
+                .with_cookie_path("/cart"),
+        ));
+        contexts = contexts.with(cart.clone());
+    }
+    let router = router
+        .nest("/cluster/", status_router(contexts.clone(), channel.clone()))
         .route("/cluster", get(|| async { Redirect::permanent("/cluster/") }))
-        .merge(metrics_router(manager.clone(), channel.clone()));
+        .merge(metrics_router(contexts, channel.clone()));
 
     let listener = tokio::net::TcpListener::bind(args.http).await?;
     tracing::info!(route = %route, http = %args.http, cluster = %args.cluster, "tribes-demo serving");
@@ -270,8 +338,70 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     tracing::info!("shutting down: handing sessions over, saying goodbye");
     manager.shutdown().await;
+    if let Some(cart) = cart {
+        cart.shutdown().await;
+    }
     channel.shutdown().await;
     Ok(())
+}
+
+/// The manager of `context` with the options of the file or the command line, on
+/// `store` if any.
+fn manager_builder(
+    args: &Args,
+    config: Option<&tribes_axum::Config>,
+    context: &str,
+    store: &Option<(std::sync::Arc<dyn tribes_sessions::SessionStore>, StoreMode)>,
+) -> tribes_sessions::SessionManagerBuilder {
+    if let Some(c) = config {
+        let mut c = c.clone();
+        // The counter's context is the file's; the cart keeps its own name.
+        if context != CONTEXT {
+            c.manager.context = context.to_owned();
+            c.manager.replicate_attributes = None;
+        }
+        let builder = c.manager();
+        return match store {
+            Some((store, mode)) => builder.with_store(store.clone(), *mode),
+            None => builder,
+        };
+    }
+    let kind = match args.manager {
+        Manager::Delta => ManagerKind::Delta,
+        Manager::Backup => ManagerKind::Backup {
+            backup_count: args.backups,
+        },
+    };
+    let send_mode = match (args.sync, args.use_ack) {
+        (true, _) => SendMode::SyncAck,
+        (false, true) => SendMode::UseAck,
+        (false, false) => SendMode::Async,
+    };
+    let mut builder = SessionManager::builder(context)
+        .with_kind(kind)
+        .with_send_mode(send_mode)
+        .with_max_inactive(Duration::from_secs(args.max_inactive_secs));
+    // The filter is the counter's: the cart replicates all of its attributes.
+    if let Some(filter) = args.replicate_attributes.clone().filter(|_| context == CONTEXT) {
+        builder = builder.with_attribute_filter(move |name| filter.is_match(name));
+    }
+    if let Some((store, mode)) = store {
+        builder = builder.with_store(store.clone(), *mode);
+    }
+    builder
+}
+
+/// The session layer of `manager` with the options of the file or the command line.
+fn layer(args: &Args, config: Option<&tribes_axum::Config>, manager: &SessionManager) -> ReplicatedSessions {
+    let layer = match config {
+        Some(c) => c.layer(manager.clone()),
+        None => ReplicatedSessions::new(manager.clone()).with_serialize_requests(args.serialize_requests),
+    };
+    // With a store, a write the store did not take (or a shared-mode conflict) is a 503.
+    match args.store {
+        Some(_) => layer.with_sync_failure(OnSyncFailure::ServiceUnavailable),
+        None => layer,
+    }
 }
 
 async fn shutdown_signal() {
@@ -297,11 +427,20 @@ impl IntoResponse for AppError {
     }
 }
 
+/// The session as a page may show it: its log hash (`#1a2b3c4d`, as in the logs), never
+/// its id. The id is a secret kept in an HttpOnly cookie so page scripts never see it; a
+/// body that repeated it would undo that (OWASP).
+async fn session_hash(session: &Session) -> Option<String> {
+    let cookie = session.id().await?;
+    let id = cookie.split('.').next().unwrap_or_default();
+    Some(tribes_sessions::LogId::of_text(id).to_string())
+}
+
 async fn home(State(app): State<App>, session: Session) -> Result<Html<String>, AppError> {
     let count = session.get::<u64>("count").await.unwrap_or(None).unwrap_or(0);
     Ok(Html(page::render(
         &app.route,
-        session.id().await.as_deref(),
+        session_hash(&session).await.as_deref(),
         count,
         &app.links,
     )))
@@ -311,7 +450,7 @@ async fn counter(State(app): State<App>, session: Session) -> Result<Json<serde_
     let count = session.get::<u64>("count").await.unwrap_or(None).unwrap_or(0) + 1;
     session.insert("count", &count).await?;
     Ok(Json(
-        json!({ "count": count, "node": app.route, "session": session.id().await }),
+        json!({ "count": count, "node": app.route, "session": session_hash(&session).await }),
     ))
 }
 

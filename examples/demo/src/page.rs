@@ -34,7 +34,7 @@ code {{ background: #eee; padding: 0 .3rem; }}
 <body>
 <h1>tribes demo</h1>
 <p class="node">Served by node <strong id="node">{route}</strong></p>
-<p>Your session: <code id="session">{session}</code></p>
+<p>Your session: <code id="session">{session}</code> (its log hash: the id itself stays in the HttpOnly cookie)</p>
 <p>Count: <span id="count">{count}</span></p>
 <button id="increment" onclick="increment()">Count</button>
 <p>Kill this node, then open another one: the count goes on.</p>

@@ -98,11 +98,26 @@ impl Core {
         }
     }
 
-    /// On a clean shutdown with `expire`: destroy the sessions this node serves.
-    pub(crate) fn expire_all(&mut self, now_ms: u64, out: &mut Vec<Effect>) {
+    /// On a clean shutdown with `expire`: destroy the sessions this node serves. Returns
+    /// the ones the cluster expires with them (what `Bye { expire: true }` makes the
+    /// members destroy: every session with the DeltaManager; with the BackupManager those
+    /// this node is the primary of, or all when no other member serves the context), which
+    /// must leave the store too; the others live on at their primary.
+    pub(crate) fn expire_all(&mut self, now_ms: u64, out: &mut Vec<Effect>) -> Vec<SessionId> {
+        let alone = self.servers.is_empty();
+        let everywhere: Vec<SessionId> = self
+            .sessions
+            .values()
+            .filter(|d| match self.cfg.kind {
+                ManagerKind::Delta => true,
+                ManagerKind::Backup { .. } => alone || d.primary == Some(self.local),
+            })
+            .map(|d| d.id)
+            .collect();
         let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
         for id in ids {
             self.destroy(now_ms, id, DestroyReason::Expired, Origin::Local, out);
         }
+        everywhere
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::record::{self, StoredSession};
-use super::{SessionStore, StoreError, StoreFuture, check_id, check_record};
+use super::{SessionStore, StoreError, StoreFuture, check_id, check_record, scoped_name, store_namespace};
 use crate::id::LogId;
 
 /// The suffix of a session file: `<id>.session`.
@@ -52,6 +52,10 @@ pub struct FileStore {
 
 #[derive(Debug)]
 struct Inner {
+    /// The directory given to [`FileStore::open`].
+    base: PathBuf,
+    /// Where this store's records are: `base` for the context `""`, else
+    /// `base/<store_namespace(context)>` (created by the first save).
     dir: PathBuf,
     name: String,
     stripes: Vec<Mutex<()>>,
@@ -67,6 +71,7 @@ impl FileStore {
         let dir = dir.into();
         let name = format!("file store at {}", dir.display());
         let inner = Arc::new(Inner {
+            base: dir.clone(),
             dir,
             name,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
@@ -82,9 +87,32 @@ impl FileStore {
         Ok(store)
     }
 
-    /// The directory.
+    /// The directory of this store's records: the one given to [`FileStore::open`], or its
+    /// subdirectory for the context of [`FileStore::with_context`].
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// This store for the records of `context` only, in the subdirectory
+    /// [`store_namespace(context)`](super::store_namespace) of the directory given to
+    /// [`FileStore::open`] (created by the first save); `""` is that directory itself. See
+    /// [`SessionStore::for_context`].
+    pub fn with_context(self, context: &str) -> FileStore {
+        let base = self.inner.base.clone();
+        let dir = if context.is_empty() {
+            base.clone()
+        } else {
+            base.join(store_namespace(context))
+        };
+        let name = scoped_name(&format!("file store at {}", base.display()), context);
+        FileStore {
+            inner: Arc::new(Inner {
+                base,
+                dir,
+                name,
+                stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            }),
+        }
     }
 
     /// Runs `f` on the blocking pool and maps its I/O error.
@@ -180,7 +208,15 @@ impl Inner {
             .dir
             .join(format!(".{id}.{:016x}{TMP_SUFFIX}", rand::random::<u64>()));
         let result = (|| {
-            let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut file = match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+                // A context's subdirectory appears with its first record.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && self.dir != self.base && self.base.is_dir() => {
+                    fs::create_dir_all(&self.dir)?;
+                    File::open(&self.base)?.sync_all()?;
+                    OpenOptions::new().write(true).create_new(true).open(&tmp)?
+                }
+                other => other?,
+            };
             file.write_all(bytes)?;
             file.sync_all()?;
             drop(file);
@@ -229,7 +265,7 @@ impl Inner {
     /// The ids of the directory's session files.
     fn list_ids(&self) -> io::Result<Vec<String>> {
         let mut ids = Vec::new();
-        for entry in fs::read_dir(&self.dir)? {
+        for entry in self.read_dir()? {
             let name = entry?.file_name();
             let Some(name) = name.to_str() else { continue };
             match name.strip_suffix(SUFFIX) {
@@ -273,7 +309,7 @@ impl Inner {
     /// Removes hidden temp files older than `age`: what a crash mid-save leaves behind.
     fn remove_stale_temps(&self, age: Duration) -> io::Result<()> {
         let now = SystemTime::now();
-        for entry in fs::read_dir(&self.dir)? {
+        for entry in self.read_dir()? {
             let entry = entry?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
@@ -300,8 +336,22 @@ impl Inner {
         Ok(())
     }
 
+    /// The entries of the directory; none when a context's subdirectory has no record yet.
+    fn read_dir(&self) -> io::Result<Vec<io::Result<fs::DirEntry>>> {
+        match fs::read_dir(&self.dir) {
+            Ok(entries) => Ok(entries.collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.dir != self.base && self.base.is_dir() => {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Creates and removes a temp file: the directory exists and is writable.
     fn probe(&self) -> io::Result<()> {
+        if self.dir != self.base && self.base.is_dir() {
+            fs::create_dir_all(&self.dir)?;
+        }
         let probe = self
             .dir
             .join(format!(".health.{:016x}{TMP_SUFFIX}", rand::random::<u64>()));
@@ -380,5 +430,9 @@ impl SessionStore for FileStore {
 
     fn health(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move { self.blocking("health", None, |inner| inner.probe()).await })
+    }
+
+    fn for_context(&self, context: &str) -> Arc<dyn SessionStore> {
+        Arc::new(self.clone().with_context(context))
     }
 }

@@ -99,6 +99,23 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     /// # Errors
     /// The error a real operation would get, naming the store and the fix.
     fn health(&self) -> StoreFuture<'_, ()>;
+
+    /// The same store (same directory, database or Redis) for the records of context
+    /// `context` only: its ids, loads, saves, deletes, expiry sweeps and listings never see
+    /// another context's records, so two applications sharing one store cannot load,
+    /// overwrite or delete each other's sessions. A
+    /// [`SessionManager`](crate::SessionManager) calls it with its context name on the store
+    /// given to [`with_store`](crate::SessionManagerBuilder::with_store); call it yourself
+    /// only to read a manager's records.
+    ///
+    /// A store as opened holds the context `""`, where records were kept before stores were
+    /// namespaced (see the CHANGELOG for moving them). Calling it on a store already scoped
+    /// replaces the context, it does not nest.
+    ///
+    /// Where each backend keeps a context: the file store in the subdirectory
+    /// [`store_namespace(context)`](store_namespace) of its directory, PostgreSQL in the `context` column
+    /// (part of the primary key), Redis under the keys `<prefix><store_namespace(context)>:<id>`.
+    fn for_context(&self, context: &str) -> Arc<dyn SessionStore>;
 }
 
 impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
@@ -122,6 +139,45 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     }
     fn health(&self) -> StoreFuture<'_, ()> {
         (**self).health()
+    }
+    fn for_context(&self, context: &str) -> Arc<dyn SessionStore> {
+        (**self).for_context(context)
+    }
+}
+
+/// A context name as a store keeps it in file names and keys: ASCII letters, digits, `-`
+/// and `_` as they are, every other byte as `%XX` (upper-case hex). The mapping is
+/// one-to-one, and the result never contains `/`, `.`, `:`, `*`, `{` or a space, so it is a
+/// safe directory name and Redis key part (no glob, no hash tag). `""` stays `""`.
+///
+/// # Examples
+/// ```
+/// assert_eq!(tribes_sessions::store_namespace("/cart"), "%2Fcart");
+/// assert_eq!(tribes_sessions::store_namespace("shop-eu_1"), "shop-eu_1");
+/// assert_eq!(tribes_sessions::store_namespace(".."), "%2E%2E");
+/// ```
+pub fn store_namespace(context: &str) -> String {
+    let mut out = String::with_capacity(context.len());
+    for b in context.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The name a scoped store shows: the base name, plus the context unless it is `""`.
+#[cfg_attr(
+    not(any(feature = "file", feature = "postgres", feature = "redis")),
+    allow(dead_code)
+)]
+pub(crate) fn scoped_name(base: &str, context: &str) -> String {
+    if context.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base} (context '{context}')")
     }
 }
 

@@ -8,17 +8,22 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use super::error::redact_url;
 use super::record::{self, StoredSession};
-use super::{SessionStore, StoreError, StoreFuture, check_id, check_record};
+use super::{SessionStore, StoreError, StoreFuture, check_id, check_record, scoped_name};
 
 /// Held while the migration runs, so nodes starting together do not race on `CREATE`.
 const MIGRATION_LOCK: i64 = 0x7472_6962_6573; // "tribes"
 const HINT_DOWN: &str = "is PostgreSQL running and reachable?";
+const HINT_COLUMN: &str = "the table tribes_sessions lacks a column of this version (context): call PostgresStore::migrate, or apply crates/tribes-sessions/migrations/*.sql";
 const HINT_TABLE: &str = "the table tribes_sessions is missing: call PostgresStore::migrate, or apply crates/tribes-sessions/migrations/*.sql";
 
 /// Sessions as rows of the table `tribes_sessions` in PostgreSQL.
 ///
-/// The table comes from the migration shipped in the crate's `migrations/` directory
-/// ([`PostgresStore::MIGRATION`]); [`PostgresStore::connect`] applies it. A save is one
+/// The table comes from the migrations shipped in the crate's `migrations/` directory
+/// ([`PostgresStore::MIGRATION`]); [`PostgresStore::connect`] applies them. Every row
+/// belongs to one context (the `context` column, part of the primary key): the store as
+/// connected holds the context `""`, [`PostgresStore::with_context`] (what a
+/// [`SessionManager`](crate::SessionManager) does with its context name) another, and no
+/// query of one context touches another's rows. A save is one
 /// statement: an upsert, or with an expected version an `UPDATE … WHERE version = $expected`,
 /// so concurrent writers on many nodes are detected by the database
 /// ([`StoreError::Conflict`]). [`delete_expired`](SessionStore::delete_expired) deletes by
@@ -38,12 +43,20 @@ const HINT_TABLE: &str = "the table tribes_sessions is missing: call PostgresSto
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The name without the context.
+    base: String,
     name: String,
+    context: String,
 }
 
 impl PostgresStore {
-    /// The SQL of the shipped migration (idempotent): the table and its expiry index.
-    pub const MIGRATION: &'static str = include_str!("../../migrations/20261122000000_tribes_sessions.sql");
+    /// The SQL of the shipped migrations, in order (idempotent): the table, its per-context
+    /// primary key and its expiry index.
+    pub const MIGRATION: &'static str = concat!(
+        include_str!("../../migrations/20261122000000_tribes_sessions.sql"),
+        "\n",
+        include_str!("../../migrations/20261202000000_tribes_sessions_context.sql"),
+    );
 
     /// Connects a pool (16 connections, 5 s to acquire one) to `url` and applies the
     /// migration.
@@ -66,7 +79,7 @@ impl PostgresStore {
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(options);
-        let store = PostgresStore { pool, name };
+        let store = PostgresStore::new(pool, name);
         store.migrate().await?;
         Ok(store)
     }
@@ -82,7 +95,24 @@ impl PostgresStore {
             o.get_port(),
             o.get_database().unwrap_or("")
         );
-        PostgresStore { pool, name }
+        PostgresStore::new(pool, name)
+    }
+
+    fn new(pool: PgPool, name: String) -> PostgresStore {
+        PostgresStore {
+            pool,
+            base: name.clone(),
+            name,
+            context: String::new(),
+        }
+    }
+
+    /// This store for the rows of `context` only (the `context` column); `""` is the context
+    /// of the store as connected. See [`SessionStore::for_context`].
+    pub fn with_context(mut self, context: &str) -> PostgresStore {
+        self.name = scoped_name(&self.base, context);
+        self.context = context.to_owned();
+        self
     }
 
     /// Applies [`PostgresStore::MIGRATION`] in a transaction under an advisory lock. Running
@@ -137,6 +167,7 @@ fn pg_error(store: &str, operation: &'static str, id: Option<&str>, e: sqlx::Err
         | sqlx::Error::WorkerCrashed => unavailable(format!("{operation}: {e}")),
         sqlx::Error::Database(db) => match db.code().as_deref() {
             Some("42P01") => backend(Some(HINT_TABLE)),
+            Some("42703") => backend(Some(HINT_COLUMN)),
             // Class 08: connection exception; 57P01-57P03: shutdown, cannot connect now.
             Some(code) if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03") => {
                 unavailable(format!("{operation}: {e}"))
@@ -167,7 +198,8 @@ impl SessionStore for PostgresStore {
         Box::pin(async move {
             check_id(&self.name, id)?;
             let row: Option<(i64, Vec<u8>)> =
-                sqlx::query_as("SELECT version, record FROM tribes_sessions WHERE id = $1")
+                sqlx::query_as("SELECT version, record FROM tribes_sessions WHERE context = $1 AND id = $2")
+                    .bind(&self.context)
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await
@@ -201,15 +233,16 @@ impl SessionStore for PostgresStore {
             let err = self.err("save", Some(&record.id));
             let Some(expected) = expected_version else {
                 sqlx::query(
-                    "INSERT INTO tribes_sessions (id, version, expires_at_ms, record, updated_at) \
-                     VALUES ($1, $2, $3, $4, now()) \
-                     ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, \
+                    "INSERT INTO tribes_sessions (context, id, version, expires_at_ms, record, updated_at) \
+                     VALUES ($5, $1, $2, $3, $4, now()) \
+                     ON CONFLICT (context, id) DO UPDATE SET version = EXCLUDED.version, \
                      expires_at_ms = EXCLUDED.expires_at_ms, record = EXCLUDED.record, updated_at = now()",
                 )
                 .bind(&record.id)
                 .bind(version)
                 .bind(expires)
                 .bind(&bytes)
+                .bind(&self.context)
                 .execute(&self.pool)
                 .await
                 .map_err(&err)?;
@@ -217,7 +250,7 @@ impl SessionStore for PostgresStore {
             };
             let updated = sqlx::query(
                 "UPDATE tribes_sessions SET version = $2, expires_at_ms = $3, record = $4, updated_at = now() \
-                 WHERE id = $1 AND version = $5 AND expires_at_ms > $6",
+                 WHERE context = $7 AND id = $1 AND version = $5 AND expires_at_ms > $6",
             )
             .bind(&record.id)
             .bind(version)
@@ -225,6 +258,7 @@ impl SessionStore for PostgresStore {
             .bind(&bytes)
             .bind(to_sql_version(expected))
             .bind(now_ms)
+            .bind(&self.context)
             .execute(&self.pool)
             .await
             .map_err(&err)?
@@ -233,13 +267,15 @@ impl SessionStore for PostgresStore {
                 return Ok(());
             }
             // Nothing written: tell which version is there (informational, read after the fact).
-            let found: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM tribes_sessions WHERE id = $1 AND expires_at_ms > $2")
-                    .bind(&record.id)
-                    .bind(now_ms)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(&err)?;
+            let found: Option<i64> = sqlx::query_scalar(
+                "SELECT version FROM tribes_sessions WHERE context = $3 AND id = $1 AND expires_at_ms > $2",
+            )
+            .bind(&record.id)
+            .bind(now_ms)
+            .bind(&self.context)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(&err)?;
             Err(StoreError::Conflict {
                 store: self.name.clone(),
                 id: record.id.clone(),
@@ -252,7 +288,8 @@ impl SessionStore for PostgresStore {
     fn delete<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             check_id(&self.name, id)?;
-            let deleted = sqlx::query("DELETE FROM tribes_sessions WHERE id = $1")
+            let deleted = sqlx::query("DELETE FROM tribes_sessions WHERE context = $1 AND id = $2")
+                .bind(&self.context)
                 .bind(id)
                 .execute(&self.pool)
                 .await
@@ -265,7 +302,8 @@ impl SessionStore for PostgresStore {
     fn delete_expired(&self, now: SystemTime) -> StoreFuture<'_, u64> {
         let now_ms = i64::try_from(record::unix_ms(now)).unwrap_or(i64::MAX);
         Box::pin(async move {
-            let deleted = sqlx::query("DELETE FROM tribes_sessions WHERE expires_at_ms <= $1")
+            let deleted = sqlx::query("DELETE FROM tribes_sessions WHERE context = $1 AND expires_at_ms <= $2")
+                .bind(&self.context)
                 .bind(now_ms)
                 .execute(&self.pool)
                 .await
@@ -277,16 +315,21 @@ impl SessionStore for PostgresStore {
 
     fn list_ids(&self) -> StoreFuture<'_, Vec<String>> {
         Box::pin(async move {
-            sqlx::query_scalar("SELECT id FROM tribes_sessions")
+            sqlx::query_scalar("SELECT id FROM tribes_sessions WHERE context = $1")
+                .bind(&self.context)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(self.err("list_ids", None))
         })
     }
 
+    fn for_context(&self, context: &str) -> std::sync::Arc<dyn SessionStore> {
+        std::sync::Arc::new(self.clone().with_context(context))
+    }
+
     fn health(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            sqlx::query("SELECT 1 FROM tribes_sessions LIMIT 0")
+            sqlx::query("SELECT context FROM tribes_sessions LIMIT 0")
                 .execute(&self.pool)
                 .await
                 .map_err(self.err("health", None))?;

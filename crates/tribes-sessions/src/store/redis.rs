@@ -13,7 +13,7 @@ use redis::{ErrorKind, FromRedisValue, RedisError, Script, Value};
 
 use super::error::redact_url;
 use super::record::{self, StoredSession};
-use super::{SessionStore, StoreError, StoreFuture, check_id, check_record};
+use super::{SessionStore, StoreError, StoreFuture, check_id, check_record, scoped_name, store_namespace};
 
 const DEFAULT_PREFIX: &str = "tribes:session:";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -67,7 +67,14 @@ return {1, ''}
 #[derive(Clone)]
 pub struct RedisStore {
     conn: Conn,
+    /// The name without the context.
+    base: Arc<str>,
     name: Arc<str>,
+    /// The prefix of [`RedisStore::with_prefix`].
+    base_prefix: Arc<str>,
+    /// The context of [`RedisStore::with_context`].
+    context: Arc<str>,
+    /// `base_prefix`, then `<store_namespace(context)>:` unless the context is `""`.
     prefix: Arc<str>,
     script: Arc<Script>,
 }
@@ -83,6 +90,7 @@ impl fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("name", &self.name)
             .field("prefix", &self.prefix)
+            .field("context", &self.context)
             .finish_non_exhaustive()
     }
 }
@@ -139,20 +147,44 @@ impl RedisStore {
     fn new(conn: Conn, name: String) -> RedisStore {
         RedisStore {
             conn,
+            base: name.clone().into(),
             name: name.into(),
+            base_prefix: DEFAULT_PREFIX.into(),
+            context: "".into(),
             prefix: DEFAULT_PREFIX.into(),
             script: Arc::new(Script::new(SAVE_SCRIPT)),
         }
     }
 
-    /// Uses `prefix` before every id in key names (default `tribes:session:`), to keep
-    /// several applications, or tests, apart in one Redis.
+    /// Uses `prefix` before every key name (default `tribes:session:`), to keep
+    /// several deployments, or tests, apart in one Redis. Applications sharing one prefix are
+    /// kept apart by their context ([`RedisStore::with_context`]).
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> RedisStore {
-        self.prefix = prefix.into().into();
+        self.base_prefix = prefix.into().into();
+        self.rekey();
         self
     }
 
-    /// The key prefix.
+    /// This store for the records of `context` only, under the keys
+    /// `<prefix><store_namespace(context)>:<id>`; `""` is the context of the store as
+    /// connected (keys `<prefix><id>`). See [`SessionStore::for_context`].
+    pub fn with_context(mut self, context: &str) -> RedisStore {
+        self.context = context.into();
+        self.name = scoped_name(&self.base, context).into();
+        self.rekey();
+        self
+    }
+
+    fn rekey(&mut self) {
+        self.prefix = if self.context.is_empty() {
+            self.base_prefix.clone()
+        } else {
+            format!("{}{}:", self.base_prefix, store_namespace(&self.context)).into()
+        };
+    }
+
+    /// The prefix of every key of this store: the one of [`RedisStore::with_prefix`], then
+    /// the context's namespace and `:` unless the context is `""`.
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -199,10 +231,13 @@ impl RedisStore {
                 _ => self.query::<Value>(&cmd).await?,
             };
             let (next, keys): (u64, Vec<String>) = FromRedisValue::from_redis_value(&value)?;
-            out.extend(
-                keys.into_iter()
-                    .filter_map(|k| k.strip_prefix(&*self.prefix).map(str::to_owned)),
-            );
+            // `<prefix><namespace>:<id>` of another context matches the pattern of the context
+            // "" too: the `:` makes it no id.
+            out.extend(keys.into_iter().filter_map(|k| {
+                k.strip_prefix(&*self.prefix)
+                    .filter(|id| record::valid_id(id))
+                    .map(str::to_owned)
+            }));
             if next == 0 {
                 return Ok(());
             }
@@ -406,6 +441,10 @@ impl SessionStore for RedisStore {
             }
             Ok(ids.into_iter().collect())
         })
+    }
+
+    fn for_context(&self, context: &str) -> Arc<dyn SessionStore> {
+        Arc::new(self.clone().with_context(context))
     }
 
     fn health(&self) -> StoreFuture<'_, ()> {

@@ -26,9 +26,24 @@ pub struct DemoNode {
     child: Option<Child>,
     /// Run the process as this uid and gid (tests that partition by socket owner).
     pub run_as: Option<u32>,
+    /// Environment variables for the process, besides the test's own.
+    pub envs: Vec<(String, String)>,
 }
 
 impl DemoNode {
+    /// A node started with exactly `args` (such as `--config FILE --http ADDR`).
+    pub fn with_args(route: &str, http: SocketAddr, cluster: SocketAddr, args: Vec<String>) -> DemoNode {
+        DemoNode {
+            route: route.into(),
+            http,
+            cluster,
+            args,
+            child: None,
+            run_as: None,
+            envs: Vec::new(),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
     }
@@ -53,6 +68,7 @@ impl DemoNode {
         let out = || if logs { Stdio::piped() } else { Stdio::null() };
         let mut child = cmd
             .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,tribes=info".into()),
@@ -192,6 +208,7 @@ pub fn cluster(n: usize, opts: &Options) -> Vec<DemoNode> {
                 args,
                 child: None,
                 run_as: None,
+                envs: Vec::new(),
             }
         })
         .collect()
@@ -219,6 +236,11 @@ impl Browser {
             .build()
             .unwrap();
         Browser { client, jar }
+    }
+
+    /// The cookie jar.
+    pub fn jar(&self) -> &reqwest::cookie::Jar {
+        &self.jar
     }
 
     /// The TRIBESSESSIONID value the jar would send to `node`.

@@ -1,0 +1,570 @@
+//! [`Config`]: a node's channel, manager and layer from a TOML file and `TRIBES_*`
+//! environment variables (feature `config`). The keys, and the Tomcat `server.xml`
+//! attributes they replace, are in `docs/configuration.md`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::ReplicatedSessions;
+
+/// A node's configuration: `[node]` (the channel), `[manager]` (the session manager) and
+/// `[layer]` (the HTTP layer). Every key is optional except `node.route` and
+/// `node.bind`; unknown keys are errors, so a typo never passes silently.
+///
+/// Read it with [`Config::load`] (a file, then the environment) or [`Config::from_toml`];
+/// build the parts with [`Config::channel`], [`Config::manager`] and [`Config::layer`].
+///
+/// # Examples
+/// ```
+/// let config = tribes_axum::Config::from_toml(r#"
+///     [node]
+///     route = "a"
+///     bind = "127.0.0.1:4001"
+///     members = ["127.0.0.1:4002"]
+///     insecure_plaintext = true
+///     [manager]
+///     context = "shop"
+///     send_mode = "sync-ack"
+/// "#, "example.toml").unwrap();
+/// assert_eq!(config.manager.context, "shop");
+/// let err = tribes_axum::Config::from_toml("[manager]\nsend_mod = 'async'", "bad.toml").unwrap_err();
+/// assert!(err.to_string().contains("send_mod"));
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// The channel: who this node is and how it finds the others.
+    pub node: NodeConfig,
+    /// The session manager of the application.
+    #[serde(default)]
+    pub manager: ManagerConfig,
+    /// The HTTP layer.
+    #[serde(default)]
+    pub layer: LayerConfig,
+}
+
+/// `[node]`: the channel.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// This node's route, the suffix of its session ids (Tomcat's `jvmRoute`).
+    pub route: String,
+    /// The address the cluster receiver listens on and advertises (Tomcat's `Receiver`
+    /// `address` and `port`).
+    pub bind: SocketAddr,
+    /// The other members' cluster addresses (Tomcat's `StaticMember`s).
+    #[serde(default)]
+    pub members: Vec<SocketAddr>,
+    /// The cluster key file (`tribes-demo keygen PATH` writes one).
+    pub cluster_key_file: Option<PathBuf>,
+    /// Send in plain text (only on a network you trust entirely); excludes `cluster_key_file`.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+    /// How long a silent member stays in the membership, ms (Tomcat's `dropTime`).
+    pub drop_time_ms: Option<u64>,
+    /// The membership domain: members of other domains are ignored (Tomcat's `domain`).
+    pub domain: Option<String>,
+}
+
+/// Which manager replicates the sessions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ManagerKindConfig {
+    /// Every node holds every session (Tomcat's `DeltaManager`).
+    #[default]
+    Delta,
+    /// One primary and `backups` copies (Tomcat's `BackupManager`).
+    Backup,
+}
+
+/// When a commit returns (Tomcat's `channelSendOptions`: async 8, use-ack 2, sync-ack 4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum SendModeConfig {
+    /// At once; replicated in the background.
+    #[default]
+    Async,
+    /// When every member has received it.
+    UseAck,
+    /// When every member has applied it.
+    SyncAck,
+}
+
+/// `[manager]`: the session manager.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct ManagerConfig {
+    /// The context (the application) whose sessions these are (Tomcat's Context path).
+    pub context: String,
+    /// `delta` or `backup`.
+    pub kind: ManagerKindConfig,
+    /// BackupManager: copies of each session besides the primary.
+    pub backups: usize,
+    /// `async`, `use-ack` or `sync-ack`.
+    pub send_mode: SendModeConfig,
+    /// How long a sync-ack or use-ack commit waits, ms.
+    pub ack_timeout_ms: u64,
+    /// Idle seconds before a session expires (Tomcat's `sessionTimeout`, in minutes there).
+    pub max_inactive_secs: u64,
+    /// The most sessions this node holds; creating more is refused (`maxActiveSessions`).
+    pub max_active_sessions: Option<usize>,
+    /// Listeners hear replicated changes too (`notifyListenersOnReplication`).
+    pub notify_listeners_on_replication: bool,
+    /// A clean shutdown expires this node's sessions everywhere, the store included
+    /// (`expireSessionsOnShutdown`).
+    pub expire_sessions_on_shutdown: bool,
+    /// Replicate only the attributes whose name matches this regular expression
+    /// (`sessionAttributeNameFilter`).
+    pub replicate_attributes: Option<String>,
+    /// How long a joining node may take to receive the sessions, seconds
+    /// (`stateTransferTimeout`).
+    pub state_transfer_timeout_secs: u64,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        ManagerConfig {
+            context: "app".into(),
+            kind: ManagerKindConfig::Delta,
+            backups: 1,
+            send_mode: SendModeConfig::Async,
+            ack_timeout_ms: 5000,
+            max_inactive_secs: 1800,
+            max_active_sessions: None,
+            notify_listeners_on_replication: false,
+            expire_sessions_on_shutdown: false,
+            replicate_attributes: None,
+            state_transfer_timeout_secs: 60,
+        }
+    }
+}
+
+/// `[layer]`: the HTTP layer.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct LayerConfig {
+    /// The session cookie's name (default `TRIBESSESSIONID`).
+    pub cookie_name: Option<String>,
+    /// Requests whose path matches this regular expression never touch the session
+    /// (Tomcat's `ReplicationValve` `filter`; the layer's default covers static files).
+    pub filter: Option<String>,
+    /// Run the requests of one session one at a time on this node.
+    pub serialize_requests: bool,
+}
+
+/// A configuration that cannot be used: which key, what is wrong, how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file (or an environment variable) is not valid TOML for [`Config`]: an unknown
+    /// key, a value of the wrong type, a missing key. The message names the key, its
+    /// line and what is expected.
+    #[error("{origin}: {message}")]
+    Parse {
+        /// The file name, or the environment.
+        origin: String,
+        /// What toml and serde said, with the key and the expected values.
+        message: String,
+    },
+    /// A value of the right type that cannot work.
+    #[error("{key} = {value}: {reason}; {fix}")]
+    Invalid {
+        /// The key, as `section.key` (and its environment variable).
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is wrong.
+        reason: String,
+        /// What to do.
+        fix: String,
+    },
+}
+
+/// The sections whose keys `TRIBES_<SECTION>_<KEY>` variables override.
+const SECTIONS: [&str; 3] = ["node", "manager", "layer"];
+
+impl Config {
+    /// Reads `path` (TOML), applies the `TRIBES_<SECTION>_<KEY>` variables of the process
+    /// environment over it (see [`Config::from_toml_and_env`]) and checks the result.
+    ///
+    /// # Errors
+    /// [`ConfigError`], naming the file or variable, the key and the fix.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml_and_env(&text, &path.display().to_string(), std::env::vars())
+    }
+
+    /// Parses `text` (TOML; `origin` names it in errors) and checks it.
+    ///
+    /// # Errors
+    /// [`ConfigError`], naming the key and the fix.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_and_env(text, origin, std::iter::empty())
+    }
+
+    /// Parses `text`, then applies the variables of `env` named `TRIBES_<SECTION>_<KEY>`
+    /// (`TRIBES_MANAGER_SEND_MODE=sync-ack` sets `manager.send_mode`; a list is written as
+    /// TOML, `TRIBES_NODE_MEMBERS='["10.0.0.2:4000"]'`; text needs no quotes). Variables
+    /// of other names are left alone; an unknown key of a known section is an error.
+    ///
+    /// # Errors
+    /// [`ConfigError`], naming the file or variable, the key and the fix.
+    pub fn from_toml_and_env(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let parse = |origin: &str, e: &dyn std::fmt::Display| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        };
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| parse(origin, &e))?;
+        let overrides: BTreeMap<String, String> = env.into_iter().collect();
+        for (var, raw) in &overrides {
+            let Some(rest) = var.strip_prefix("TRIBES_") else {
+                continue;
+            };
+            let Some((section, key)) = SECTIONS.iter().find_map(|s| {
+                rest.strip_prefix(&s.to_ascii_uppercase())
+                    .and_then(|k| k.strip_prefix('_'))
+                    .map(|k| (*s, k.to_ascii_lowercase()))
+            }) else {
+                continue;
+            };
+            // A TOML value when it is one (numbers, booleans, lists), else the text itself.
+            let value = format!("v = {raw}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(raw.clone()));
+            let entry = table
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(section_table) = entry.as_table_mut() else {
+                return Err(ConfigError::Invalid {
+                    key: section.to_owned(),
+                    value: entry.to_string(),
+                    reason: "is not a section".into(),
+                    fix: format!("write it as [{section}] in {origin}"),
+                });
+            };
+            section_table.insert(key, value);
+        }
+        let from = if overrides.keys().any(|k| k.starts_with("TRIBES_")) {
+            format!("{origin} with the TRIBES_* environment")
+        } else {
+            origin.to_owned()
+        };
+        let config = Config::deserialize(toml::Value::Table(table)).map_err(|e| parse(&from, &e))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The checks a type cannot make.
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, value: String, reason: &str, fix: &str| {
+            let env = format!("TRIBES_{}", key.replace('.', "_").to_ascii_uppercase());
+            Err(ConfigError::Invalid {
+                key: format!("{key} (or {env})"),
+                value,
+                reason: reason.into(),
+                fix: fix.into(),
+            })
+        };
+        let route_ok = |r: &str| {
+            !r.is_empty() && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !route_ok(&self.node.route) {
+            return invalid(
+                "node.route",
+                format!("{:?}", self.node.route),
+                "a route is 1 to 64 letters, digits, - or _ (it ends every session id)",
+                "choose a short name per node, such as \"a\" or \"web-1\"",
+            );
+        }
+        match (&self.node.cluster_key_file, self.node.insecure_plaintext) {
+            (None, false) => {
+                return invalid(
+                    "node.cluster_key_file",
+                    "(missing)".into(),
+                    "cluster traffic is sealed with a shared key",
+                    "give every member the same key file (tribes-demo keygen PATH), or set node.insecure_plaintext = true on a network you trust entirely",
+                );
+            }
+            (Some(path), true) => {
+                return invalid(
+                    "node.insecure_plaintext",
+                    "true".into(),
+                    &format!(
+                        "conflicts with node.cluster_key_file = {:?}",
+                        path.display().to_string()
+                    ),
+                    "keep one of the two",
+                );
+            }
+            _ => {}
+        }
+        if self.node.drop_time_ms == Some(0) {
+            return invalid(
+                "node.drop_time_ms",
+                "0".into(),
+                "must be positive",
+                "the default is 3000",
+            );
+        }
+        let m = &self.manager;
+        if m.context.is_empty() {
+            return invalid(
+                "manager.context",
+                "\"\"".into(),
+                "must not be empty",
+                "name the application, such as \"shop\"",
+            );
+        }
+        if m.kind == ManagerKindConfig::Backup && m.backups == 0 {
+            return invalid(
+                "manager.backups",
+                "0".into(),
+                "the backup manager keeps at least one copy",
+                "set 1 or more, or kind = \"delta\"",
+            );
+        }
+        if m.ack_timeout_ms == 0 {
+            return invalid(
+                "manager.ack_timeout_ms",
+                "0".into(),
+                "must be positive",
+                "the default is 5000",
+            );
+        }
+        if m.max_inactive_secs == 0 {
+            return invalid(
+                "manager.max_inactive_secs",
+                "0".into(),
+                "must be positive",
+                "the default is 1800 (30 minutes)",
+            );
+        }
+        for (key, pattern) in [
+            ("manager.replicate_attributes", &m.replicate_attributes),
+            ("layer.filter", &self.layer.filter),
+        ] {
+            if let Some(p) = pattern
+                && let Err(e) = regex::Regex::new(p)
+            {
+                return invalid(
+                    key,
+                    format!("{p:?}"),
+                    &format!("not a regular expression ({e})"),
+                    "fix the pattern (Rust regex syntax)",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The channel builder: route, bind address, static members, key (read from the file
+    /// now), drop time and domain. Add an interceptor or another discovery before `start`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when the key file cannot be read.
+    pub fn channel(&self) -> Result<tribes::ChannelBuilder, ConfigError> {
+        let n = &self.node;
+        let mut b = tribes::Channel::builder(&n.route)
+            .bind(n.bind)
+            .discovery(tribes::StaticDiscovery::new(n.members.clone()));
+        b = match &n.cluster_key_file {
+            Some(path) => b.cluster_key(tribes::Keyring::from_file(path).map_err(|e| ConfigError::Invalid {
+                key: "node.cluster_key_file (or TRIBES_NODE_CLUSTER_KEY_FILE)".into(),
+                value: format!("{:?}", path.display().to_string()),
+                reason: e.to_string(),
+                fix: "give the path of the key file every member shares (tribes-demo keygen PATH writes one)".into(),
+            })?),
+            None => b.insecure_plaintext(),
+        };
+        if let Some(ms) = n.drop_time_ms {
+            b = b.drop_time(Duration::from_millis(ms));
+        }
+        if let Some(d) = &n.domain {
+            b = b.domain(d.clone());
+        }
+        Ok(b)
+    }
+
+    /// The session manager builder of `manager.context`. Add a store or listeners before
+    /// `start`.
+    pub fn manager(&self) -> tribes_sessions::SessionManagerBuilder {
+        let m = &self.manager;
+        let kind = match m.kind {
+            ManagerKindConfig::Delta => tribes_sessions::ManagerKind::Delta,
+            ManagerKindConfig::Backup => tribes_sessions::ManagerKind::Backup {
+                backup_count: m.backups,
+            },
+        };
+        let send_mode = match m.send_mode {
+            SendModeConfig::Async => tribes::SendMode::Async,
+            SendModeConfig::UseAck => tribes::SendMode::UseAck,
+            SendModeConfig::SyncAck => tribes::SendMode::SyncAck,
+        };
+        let mut b = tribes_sessions::SessionManager::builder(&m.context)
+            .with_kind(kind)
+            .with_send_mode(send_mode)
+            .with_ack_timeout(Duration::from_millis(m.ack_timeout_ms))
+            .with_max_inactive(Duration::from_secs(m.max_inactive_secs))
+            .with_notify_listeners_on_replication(m.notify_listeners_on_replication)
+            .with_expire_sessions_on_shutdown(m.expire_sessions_on_shutdown)
+            .with_state_transfer_timeout(Duration::from_secs(m.state_transfer_timeout_secs));
+        if let Some(max) = m.max_active_sessions {
+            b = b.with_max_active(max);
+        }
+        if let Some(p) = &m.replicate_attributes {
+            // Checked when the configuration was read.
+            if let Ok(re) = regex::Regex::new(p) {
+                b = b.with_attribute_filter(move |name| re.is_match(name));
+            }
+        }
+        b
+    }
+
+    /// The layer for `manager`, with the `[layer]` keys.
+    pub fn layer(&self, manager: tribes_sessions::SessionManager) -> ReplicatedSessions {
+        let l = &self.layer;
+        let mut layer = ReplicatedSessions::new(manager).with_serialize_requests(l.serialize_requests);
+        if let Some(name) = &l.cookie_name {
+            layer = layer.with_cookie_name(name);
+        }
+        if let Some(filter) = &l.filter {
+            layer = layer.with_filter(filter);
+        }
+        layer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [node]
+        route = "a"
+        bind = "127.0.0.1:4001"
+        members = ["127.0.0.1:4002", "127.0.0.1:4003"]
+        insecure_plaintext = true
+        drop_time_ms = 3000
+
+        [manager]
+        context = "shop"
+        kind = "backup"
+        backups = 2
+        send_mode = "sync-ack"
+        max_active_sessions = 10000
+        expire_sessions_on_shutdown = true
+        replicate_attributes = "^(user|cart)$"
+
+        [layer]
+        cookie_name = "SHOPSESSION"
+        serialize_requests = true
+    "#;
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_good_file_gives_every_key() {
+        let c = Config::from_toml(GOOD, "good.toml").unwrap();
+        assert_eq!(c.node.route, "a");
+        assert_eq!(c.node.members.len(), 2);
+        assert_eq!((c.manager.kind, c.manager.backups), (ManagerKindConfig::Backup, 2));
+        assert_eq!(c.manager.send_mode, SendModeConfig::SyncAck);
+        assert_eq!(c.manager.max_active_sessions, Some(10000));
+        assert!(c.manager.expire_sessions_on_shutdown && c.layer.serialize_requests);
+        // Unset keys keep their defaults.
+        assert_eq!(c.manager.max_inactive_secs, 1800);
+        assert!(c.channel().is_ok());
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        let c = Config::from_toml_and_env(
+            GOOD,
+            "good.toml",
+            env(&[
+                ("TRIBES_MANAGER_SEND_MODE", "use-ack"),
+                ("TRIBES_MANAGER_BACKUPS", "1"),
+                ("TRIBES_NODE_ROUTE", "b"),
+                ("TRIBES_NODE_MEMBERS", r#"["127.0.0.1:5000"]"#),
+                ("TRIBES_LAYER_SERIALIZE_REQUESTS", "false"),
+                // Not a config section: left alone (the demo's own flags use such names).
+                ("TRIBES_ROUTE", "ignored"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.manager.send_mode, SendModeConfig::UseAck);
+        assert_eq!(c.manager.backups, 1);
+        assert_eq!(c.node.route, "b");
+        assert_eq!(c.node.members, vec!["127.0.0.1:5000".parse::<SocketAddr>().unwrap()]);
+        assert!(!c.layer.serialize_requests);
+    }
+
+    #[test]
+    fn a_bad_key_is_named_with_what_is_expected() {
+        let e = Config::from_toml(&GOOD.replace("send_mode", "send_mod"), "bad.toml").unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.starts_with("bad.toml: ") && m.contains("unknown field `send_mod`") && m.contains("send_mode"),
+            "{m}"
+        );
+        let e = Config::from_toml(&GOOD.replace("\"sync-ack\"", "\"sync\""), "bad.toml").unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("send_mode") && m.contains("`sync-ack`") && m.contains("`use-ack`"),
+            "{m}"
+        );
+        let e = Config::from_toml_and_env(GOOD, "good.toml", env(&[("TRIBES_MANAGER_BAKUPS", "2")])).unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.contains("TRIBES_* environment") && m.contains("bakups") && m.contains("backups"),
+            "{m}"
+        );
+        let e = Config::from_toml(&GOOD.replace("route = \"a\"", "route = \"a.b\""), "bad.toml").unwrap_err();
+        let m = e.to_string();
+        assert!(
+            m.starts_with("node.route (or TRIBES_NODE_ROUTE) = \"a.b\": ") && m.contains("choose"),
+            "{m}"
+        );
+        let e = Config::from_toml(&GOOD.replace("backups = 2", "backups = 0"), "bad.toml").unwrap_err();
+        assert!(e.to_string().contains("manager.backups"), "{e}");
+        let e = Config::from_toml(&GOOD.replace("insecure_plaintext = true", ""), "bad.toml").unwrap_err();
+        assert!(
+            e.to_string().contains("node.cluster_key_file") && e.to_string().contains("keygen"),
+            "{e}"
+        );
+        let e = Config::from_toml(&GOOD.replace("^(user|cart)$", "(unclosed"), "bad.toml").unwrap_err();
+        assert!(e.to_string().contains("manager.replicate_attributes"), "{e}");
+        let e = Config::from_toml("[node]\nbind = \"127.0.0.1:1\"\ninsecure_plaintext = true", "bad.toml").unwrap_err();
+        assert!(e.to_string().contains("missing field `route`"), "{e}");
+    }
+}
