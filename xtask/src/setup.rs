@@ -96,7 +96,7 @@ pub(crate) const SUITES: &[Suite] = &[
             Probe::Program(&["nginx", "/usr/sbin/nginx", "/usr/local/sbin/nginx"]),
             Install::Apt("nginx-light"),
         )],
-        tests: Some("binary_id(tribes-demo::load_balancer)"),
+        tests: Some("binary_id(tribes-demo::load_balancer) | binary_id(tribes-example-axum-login::failover)"),
     },
     Suite {
         name: "netns",
