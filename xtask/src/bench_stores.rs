@@ -49,7 +49,7 @@ pub(crate) fn run() -> Result<(), String> {
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
         .collect();
     if urls.len() < 2 {
-        urls = crate::test_services();
+        urls = crate::test_services()?;
     }
     let url = |k: &str| {
         urls.iter()

@@ -30,8 +30,8 @@ use crate::handle::RequestSession;
 /// use tribes_axum::{Session, SessionError};
 ///
 /// async fn visits(session: Session) -> Result<String, SessionError> {
-///     // A value an older build wrote with another type: treat it as absent.
-///     let n: u64 = session.get("visits").await.or_else(|e| if e.is_stale() { Ok(None) } else { Err(e) })?.unwrap_or(0);
+///     // A value an older build wrote with another type reads as absent (and is counted).
+///     let n: u64 = session.get("visits").await?.unwrap_or(0);
 ///     session.insert("visits", n + 1).await?;
 ///     Ok(format!("visit {}", n + 1))
 /// }
@@ -53,12 +53,30 @@ impl fmt::Debug for Session {
 impl Session {
     /// Reads attribute `key`; `Ok(None)` when there is no session or no such attribute.
     ///
+    /// A stored value that does not decode into `T` (for example an older build wrote
+    /// another type) is also `Ok(None)`: it is counted (`tribes_http_stale_values_total`)
+    /// and logged once per request with the attribute's name and the session's log id,
+    /// and the next [`insert`](Session::insert) overwrites it. `?` on a stale value
+    /// never fails the request. To tell a stale value from a missing one, use
+    /// [`try_get`](Session::try_get).
+    ///
     /// # Errors
-    /// [`SessionError::StaleValue`] when the stored value does not decode into `T`
-    /// (for example an older build wrote another type): treat it as absent
-    /// ([`SessionError::is_stale`]); it is logged and counted, and the rest of the
-    /// session still works.
+    /// [`SessionError::Value`] when the stored attribute cannot be read at all (not a
+    /// decoding mismatch); [`SessionError::NotReady`] while the node is not ready.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
+        match self.inner.get(key).await {
+            Err(SessionError::StaleValue { .. }) => Ok(None),
+            other => other,
+        }
+    }
+
+    /// Like [`get`](Session::get), but a stored value that does not decode into `T` is
+    /// [`SessionError::StaleValue`] instead of `Ok(None)` (counted and logged the same way).
+    ///
+    /// # Errors
+    /// [`SessionError::StaleValue`] for a value that does not decode (handle it: as a
+    /// response it is a `500`); otherwise as [`get`](Session::get).
+    pub async fn try_get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
         self.inner.get(key).await
     }
 
@@ -163,8 +181,9 @@ impl IntoResponse for MissingSessionLayer {
 #[non_exhaustive]
 pub enum SessionError {
     /// The stored value of `key` does not decode into the requested type, e.g. it was
-    /// written by an older build. Nothing changed: treat the attribute as absent
-    /// (and overwrite it); the rest of the session works.
+    /// written by an older build. Only [`Session::try_get`] returns it ([`Session::get`]
+    /// answers `Ok(None)`). Nothing changed: treat the attribute as absent (and
+    /// overwrite it); the rest of the session works.
     #[error(
         "session attribute '{key}' does not decode into {type_name}: {cause} (written by another build? treat it as absent and overwrite it)"
     )]

@@ -36,6 +36,8 @@ pub(crate) struct State {
     pub(crate) cycled: bool,
     /// Whether the layer rebound `current` to this node before the handler ran.
     pub(crate) rebound: bool,
+    /// Attributes this request found stale (counted and logged once each).
+    pub(crate) stale: Vec<String>,
 }
 
 /// One request's view of its session. Shared (`Arc`) by the layer and every extractor clone.
@@ -129,6 +131,9 @@ impl RequestSession {
         }
     }
 
+    /// Reads `key`. A value that does not decode into `T` is counted and logged once per request
+    /// and attribute, then `Err(StaleValue)`; [`Session::get`](crate::Session::get) turns that into
+    /// `Ok(None)`.
     pub(crate) async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, SessionError> {
         let mut st = self.state.lock().await;
         let Some(h) = self.live(&mut st).await else {
@@ -137,14 +142,19 @@ impl RequestSession {
         match h.get::<T>(key) {
             Ok(v) => Ok(v),
             Err(tribes_sessions::AttributeError::Decode { name, type_name, cause }) => {
-                self.counters.stale_values.inc();
-                tracing::warn!(
-                    context = %self.manager.context(),
-                    attribute = %name,
-                    r#type = type_name,
-                    %cause,
-                    "session attribute does not decode into the requested type (written by another build?); treated as absent"
-                );
+                let log_id = h.id().log_id();
+                if !st.stale.contains(&name) {
+                    self.counters.stale_values.inc();
+                    tracing::warn!(
+                        context = %self.manager.context(),
+                        session = %log_id,
+                        attribute = %name,
+                        r#type = type_name,
+                        %cause,
+                        "session attribute does not decode into the requested type (written by another build?); treated as absent"
+                    );
+                    st.stale.push(name.clone());
+                }
                 Err(SessionError::StaleValue {
                     key: name,
                     type_name,

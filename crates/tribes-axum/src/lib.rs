@@ -73,8 +73,12 @@
 //!   with `Retry-After` (default 1 s) or wait, bounded ([`NotReady`]). Requests that
 //!   neither carry nor create a session are served.
 //! - **Evolving types.** A value written by an older build that no longer decodes into
-//!   the requested type is [`SessionError::StaleValue`] ([`SessionError::is_stale`]):
-//!   treat it as absent. It is logged and counted; the rest of the session works.
+//!   the requested type reads as absent: [`Session::get`] answers `Ok(None)`, so
+//!   `session.get::<T>(..).await?` never fails the request. It is counted
+//!   (`tribes_http_stale_values_total`) and logged once per request with the attribute's
+//!   name and the session's log id; the rest of the session works, and the next insert
+//!   overwrites it. [`Session::try_get`] returns [`SessionError::StaleValue`] instead, for
+//!   apps that want to tell the two apart.
 //! - **Primary indicator.** Every response of a request that loaded a session carries
 //!   the extension [`PrimaryIndicator`], and optionally a header
 //!   ([`ReplicatedSessions::with_primary_indicator_header`]).

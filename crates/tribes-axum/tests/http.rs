@@ -167,26 +167,50 @@ async fn too_many_sessions_is_503_with_retry_after() {
     assert!(r.set_cookies.is_empty());
 }
 
+/// `tribes_http_stale_values_total` as node `a` exports it.
+async fn stale_values(a: &Node) -> u64 {
+    let metrics = get_(&a.url("/metrics"), None).await.body;
+    metrics
+        .lines()
+        .find(|l| l.starts_with("tribes_http_stale_values_total{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no tribes_http_stale_values_total in\n{metrics}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stale_typed_attribute_is_a_typed_error_and_the_rest_works() {
+async fn a_stale_attribute_read_with_question_mark_is_absent_and_counted_never_a_500() {
     let a = single().await;
+    // An older build wrote `n` as a String; this build's /incr reads it as a u64 with `?`.
     let c = post_(&a.url("/set/n/not-a-number"), None)
         .await
         .session_cookie()
         .unwrap();
     assert_eq!(post_(&a.url("/set/other/fine"), Some(&c)).await.status, StatusCode::OK);
-    let r = get_(&a.url("/typed/n"), Some(&c)).await;
-    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "stale"));
-    let r = get_(&a.url("/get/other"), Some(&c)).await;
-    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "fine"));
-    // The handler's own error path (`?` on the stale value) is a 500 for that request only.
+    assert_eq!(stale_values(&a).await, 0);
+
+    let r = post_(&a.url("/incr"), Some(&c)).await;
     assert_eq!(
-        post_(&a.url("/incr"), Some(&c)).await.status,
-        StatusCode::INTERNAL_SERVER_ERROR
+        (r.status, r.body.as_str()),
+        (StatusCode::OK, "1"),
+        "the handler saw None and started from 0: {r:?}"
     );
+    assert_eq!(stale_values(&a).await, 1, "the stale read is counted");
+    // The insert overwrote it: it decodes now, and nothing more is counted.
+    assert_eq!(post_(&a.url("/incr"), Some(&c)).await.body, "2");
+    assert_eq!(stale_values(&a).await, 1);
+
+    // Read twice in one request: absent both times, counted once.
+    assert_eq!(post_(&a.url("/set/m/text"), Some(&c)).await.status, StatusCode::OK);
+    let r = get_(&a.url("/u64-twice/m"), Some(&c)).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "None None"));
+    assert_eq!(stale_values(&a).await, 2, "counted once per request and attribute");
+
+    // `try_get` tells a stale value from a missing one.
+    assert_eq!(get_(&a.url("/typed/m"), Some(&c)).await.body, "stale");
+    assert_eq!(get_(&a.url("/typed/absent"), Some(&c)).await.body, "-");
+    assert_eq!(stale_values(&a).await, 3);
+    // The rest of the session is untouched.
     assert_eq!(get_(&a.url("/get/other"), Some(&c)).await.body, "fine");
-    let metrics = get_(&a.url("/metrics"), None).await.body;
-    assert!(metrics.contains("tribes_http_stale_values_total"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -221,3 +221,60 @@ async fn store_tower_cookie_names_the_tribes_session() {
     m.shutdown().await;
     ch.shutdown().await;
 }
+
+/// One `TowerSessionStore` is a store for tower-sessions 0.14 (axum-login 0.18) and 0.15:
+/// what one version's trait writes, the other reads, and a delete through either ends the
+/// session in the manager.
+#[cfg(feature = "tower-sessions-014")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_tower_014_and_015_traits_serve_the_same_sessions() {
+    use tower_sessions::SessionStore as Store015;
+    use tower_sessions_014::SessionStore as Store014;
+
+    let ch = channel("solo", &[]).await;
+    let m = manager(ch.clone()).await;
+    let store = TowerSessionStore::new(m.clone());
+    let expiry = time::OffsetDateTime::now_utc() + time::Duration::minutes(10);
+
+    let mut old = tower_sessions_014::session::Record {
+        id: tower_sessions_014::session::Id::default(),
+        data: [("user".to_string(), serde_json::json!("ferris"))].into(),
+        expiry_date: expiry,
+    };
+    Store014::create(&store, &mut old).await.unwrap();
+    let sid = SessionId::from_bytes(old.id.0.to_le_bytes());
+    assert_eq!(
+        m.get(&sid)
+            .await
+            .expect("created in the manager")
+            .get::<String>("user")
+            .unwrap()
+            .as_deref(),
+        Some("ferris")
+    );
+    let id = tower_sessions::session::Id(old.id.0);
+    let read = Store015::load(&store, &id)
+        .await
+        .unwrap()
+        .expect("0.15 reads what 0.14 wrote");
+    assert_eq!(read.data["user"], "ferris");
+
+    let mut changed = read.clone();
+    changed.data.insert("visits".into(), serde_json::json!(2));
+    Store015::save(&store, &changed).await.unwrap();
+    let back = Store014::load(&store, &old.id)
+        .await
+        .unwrap()
+        .expect("0.14 reads what 0.15 saved");
+    assert_eq!(back.data["visits"], 2);
+    assert_eq!(back.data.len(), 2);
+
+    Store014::delete(&store, &old.id).await.unwrap();
+    assert!(
+        Store015::load(&store, &id).await.unwrap().is_none(),
+        "deleted through 0.14"
+    );
+    assert!(m.get(&sid).await.is_none_or(|s| s.is_invalidated()));
+    m.shutdown().await;
+    ch.shutdown().await;
+}

@@ -1,24 +1,18 @@
 //! The whole cluster SIGKILLed and restarted: with `--sync --store …` (write-through) no
-//! acknowledged write is lost. File store always; PostgreSQL and Redis when
-//! `TRIBES_TEST_POSTGRES_URL` / `TRIBES_TEST_REDIS_URL` are set (SKIPPED otherwise, a failure
-//! when `CI` is set).
+//! acknowledged write is lost. File store, PostgreSQL and Redis; the last two need
+//! `TRIBES_TEST_POSTGRES_URL` / `TRIBES_TEST_REDIS_URL` (scripts/test-services.sh, which
+//! `cargo xtask test` runs) and fail without them.
 
 mod common;
 
 use common::*;
 
-fn service_env(var: &str) -> Option<String> {
+fn service_env(var: &str) -> String {
     match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "{var} is not set and CI is: run `scripts/test-services.sh target/test-services && . target/test-services/env` before the tests"
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!(
+            "{var} is not set: run `scripts/test-services.sh target/test-services && . target/test-services/env` before the tests (cargo xtask test does)"
         ),
-        _ => {
-            eprintln!(
-                "SKIPPED: {var} is not set (run scripts/test-services.sh target/test-services and source its env file)"
-            );
-            None
-        }
     }
 }
 
@@ -99,16 +93,10 @@ async fn full_cluster_sigkill_restart_file_store() {
 
 #[tokio::test]
 async fn full_cluster_sigkill_restart_postgres_store() {
-    let Some(url) = service_env("TRIBES_TEST_POSTGRES_URL") else {
-        return;
-    };
-    full_restart(url).await;
+    full_restart(service_env("TRIBES_TEST_POSTGRES_URL")).await;
 }
 
 #[tokio::test]
 async fn full_cluster_sigkill_restart_redis_store() {
-    let Some(url) = service_env("TRIBES_TEST_REDIS_URL") else {
-        return;
-    };
-    full_restart(url).await;
+    full_restart(service_env("TRIBES_TEST_REDIS_URL")).await;
 }

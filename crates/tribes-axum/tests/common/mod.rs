@@ -140,11 +140,20 @@ pub fn app(
         .route(
             "/typed/{key}",
             get(|session: Session, Path(key): Path<String>| async move {
-                match session.get::<u64>(&key).await {
+                match session.try_get::<u64>(&key).await {
                     Ok(v) => v.map_or("-".to_string(), |v| v.to_string()),
                     Err(e) if e.is_stale() => "stale".to_string(),
                     Err(e) => format!("error: {e}"),
                 }
+            }),
+        )
+        .route(
+            // `get` with `?`, twice in one request: a stale value is absent both times.
+            "/u64-twice/{key}",
+            get(|session: Session, Path(key): Path<String>| async move {
+                let first: Option<u64> = session.get(&key).await?;
+                let second: Option<u64> = session.get(&key).await?;
+                Ok::<_, SessionError>(format!("{first:?} {second:?}"))
             }),
         )
         .route(

@@ -22,7 +22,7 @@ mod postgres;
 mod record;
 #[cfg(feature = "redis")]
 mod redis;
-#[cfg(feature = "tower-sessions")]
+#[cfg(any(feature = "tower-sessions", feature = "tower-sessions-014"))]
 mod tower_bridge;
 
 pub use error::StoreError;
@@ -33,7 +33,7 @@ pub use postgres::PostgresStore;
 pub use record::StoredSession;
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
-#[cfg(feature = "tower-sessions")]
+#[cfg(any(feature = "tower-sessions", feature = "tower-sessions-014"))]
 pub use tower_bridge::TowerSessionStore;
 
 /// The future every [`SessionStore`] method returns: boxed and `Send`, so the trait is

@@ -2,17 +2,28 @@
 //! [`SessionManager`], so an app using tower-sessions gains replicated sessions by swapping
 //! its store.
 
+//!
+//! It implements the store trait of tower-sessions 0.15 (feature `tower-sessions`) and of
+//! 0.14 (feature `tower-sessions-014`, the version axum-login 0.18 uses); both traits have the
+//! same shape, so one macro writes each impl over the version-neutral methods below.
+
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
-use tower_sessions::cookie::time::OffsetDateTime;
-use tower_sessions::session::{Id, Record};
-use tower_sessions::session_store::{self, Error};
-
 use crate::{Session, SessionId, SessionManager};
 
-/// A [`tower_sessions::SessionStore`] backed by a replicated tribes [`SessionManager`].
+/// What a tower-sessions record holds, without the version's types.
+type Data = HashMap<String, serde_json::Value>;
+
+/// Why a bridge operation failed, mapped onto each version's `session_store::Error`.
+#[derive(Debug)]
+enum BridgeError {
+    Encode(String),
+    Decode(String),
+    Backend(String),
+}
+
+/// A tower-sessions `SessionStore` (0.15 and 0.14) backed by a replicated tribes [`SessionManager`].
 ///
 /// Keep your tower-sessions app as it is (its `SessionManagerLayer`, its `Session`
 /// extractor) and give the layer this store: every session then lives in the tribes
@@ -30,6 +41,10 @@ use crate::{Session, SessionId, SessionManager};
 ///
 /// Errors from the manager become `session_store::Error::Backend` with the manager's
 /// message; attribute encoding errors become `Encode`/`Decode`.
+///
+/// The same value is a store for tower-sessions 0.15 (feature `tower-sessions`) and 0.14
+/// (feature `tower-sessions-014`, which axum-login 0.18 uses): give it to whichever
+/// `SessionManagerLayer` the app has.
 ///
 /// # Examples
 /// ```no_run
@@ -57,20 +72,27 @@ impl TowerSessionStore {
         &self.manager
     }
 
-    /// Writes `record` into `session` (only what changed) and commits it.
-    async fn write(&self, session: &Session, record: &Record, now: SystemTime) -> session_store::Result<()> {
+    /// Writes `data` and the expiry into `session` (only what changed) and commits it.
+    async fn write(
+        &self,
+        session: &Session,
+        data: &Data,
+        expiry: SystemTime,
+        now: SystemTime,
+    ) -> Result<(), BridgeError> {
         for name in session.attribute_names() {
-            if !record.data.contains_key(&name) {
+            if !data.contains_key(&name) {
                 session.remove(&name);
             }
         }
-        for (key, value) in &record.data {
+        for (key, value) in data {
             let current: Option<serde_json::Value> = session.get(key).unwrap_or(None);
             if current.as_ref() != Some(value) {
-                session.insert(key, value).map_err(|e| Error::Encode(e.to_string()))?;
+                session
+                    .insert(key, value)
+                    .map_err(|e| BridgeError::Encode(e.to_string()))?;
             }
         }
-        let expiry = SystemTime::from(record.expiry_date);
         let left = expiry.duration_since(now).unwrap_or_default();
         let max_inactive =
             Duration::from_secs(left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(Duration::from_secs(1));
@@ -80,33 +102,27 @@ impl TowerSessionStore {
         self.manager
             .commit(session)
             .await
-            .map_err(|e| Error::Backend(e.to_string()))?;
+            .map_err(|e| BridgeError::Backend(e.to_string()))?;
         Ok(())
     }
-}
 
-fn to_tribes(id: &Id) -> SessionId {
-    SessionId::from_bytes(id.0.to_le_bytes())
-}
-
-fn to_tower(id: SessionId) -> Id {
-    Id(i128::from_le_bytes(*id.as_bytes()))
-}
-
-#[async_trait]
-impl tower_sessions::SessionStore for TowerSessionStore {
-    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+    /// `SessionStore::create`: a new session holding `data`; its id as tower-sessions' `i128`.
+    async fn create_record(&self, data: &Data, expiry: SystemTime) -> Result<i128, BridgeError> {
         let now = SystemTime::now();
-        let session = self.manager.create(now).map_err(|e| Error::Backend(e.to_string()))?;
-        record.id = to_tower(session.id());
-        self.write(&session, record, now).await
+        let session = self
+            .manager
+            .create(now)
+            .map_err(|e| BridgeError::Backend(e.to_string()))?;
+        self.write(&session, data, expiry, now).await?;
+        Ok(to_tower(session.id()))
     }
 
-    async fn save(&self, record: &Record) -> session_store::Result<()> {
-        let id = to_tribes(&record.id);
+    /// `SessionStore::save`.
+    async fn save_record(&self, id: i128, data: &Data, expiry: SystemTime) -> Result<(), BridgeError> {
+        let id = to_tribes(id);
         match self.manager.get(&id).await {
-            Some(session) if !session.is_invalidated() => self.write(&session, record, SystemTime::now()).await,
-            _ => Err(Error::Backend(format!(
+            Some(session) if !session.is_invalidated() => self.write(&session, data, expiry, SystemTime::now()).await,
+            _ => Err(BridgeError::Backend(format!(
                 "session {} of context {} is gone (expired or invalidated meanwhile): nothing saved",
                 id.log_id(),
                 self.manager.context()
@@ -114,7 +130,8 @@ impl tower_sessions::SessionStore for TowerSessionStore {
         }
     }
 
-    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+    /// `SessionStore::load`: the data and the expiry, `None` for no (live) session.
+    async fn load_record(&self, id: i128) -> Result<Option<(Data, SystemTime)>, BridgeError> {
         let sid = to_tribes(id);
         let Some(session) = self.manager.get(&sid).await else {
             return Ok(None);
@@ -127,30 +144,86 @@ impl tower_sessions::SessionStore for TowerSessionStore {
         for name in session.attribute_names() {
             if let Some(value) = session
                 .get::<serde_json::Value>(&name)
-                .map_err(|e| Error::Decode(e.to_string()))?
+                .map_err(|e| BridgeError::Decode(e.to_string()))?
             {
                 data.insert(name, value);
             }
         }
-        let expiry = session.last_accessed() + session.max_inactive();
-        Ok(Some(Record {
-            id: *id,
-            data,
-            expiry_date: OffsetDateTime::from(expiry),
-        }))
+        Ok(Some((data, session.last_accessed() + session.max_inactive())))
     }
 
-    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+    /// `SessionStore::delete`.
+    async fn delete_record(&self, id: i128) -> Result<(), BridgeError> {
         if let Some(session) = self.manager.get(&to_tribes(id)).await {
             session.invalidate();
             self.manager
                 .commit(&session)
                 .await
-                .map_err(|e| Error::Backend(e.to_string()))?;
+                .map_err(|e| BridgeError::Backend(e.to_string()))?;
         }
         Ok(())
     }
 }
+
+fn to_tribes(id: i128) -> SessionId {
+    SessionId::from_bytes(id.to_le_bytes())
+}
+
+fn to_tower(id: SessionId) -> i128 {
+    i128::from_le_bytes(*id.as_bytes())
+}
+
+/// `impl $ts::SessionStore for TowerSessionStore`, for the tower-sessions crate named `$ts`.
+macro_rules! tower_session_store {
+    ($ts:ident) => {
+        impl From<BridgeError> for $ts::session_store::Error {
+            fn from(e: BridgeError) -> Self {
+                match e {
+                    BridgeError::Encode(m) => Self::Encode(m),
+                    BridgeError::Decode(m) => Self::Decode(m),
+                    BridgeError::Backend(m) => Self::Backend(m),
+                }
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $ts::SessionStore for TowerSessionStore {
+            async fn create(&self, record: &mut $ts::session::Record) -> $ts::session_store::Result<()> {
+                let id = self
+                    .create_record(&record.data, SystemTime::from(record.expiry_date))
+                    .await?;
+                record.id = $ts::session::Id(id);
+                Ok(())
+            }
+
+            async fn save(&self, record: &$ts::session::Record) -> $ts::session_store::Result<()> {
+                Ok(self
+                    .save_record(record.id.0, &record.data, SystemTime::from(record.expiry_date))
+                    .await?)
+            }
+
+            async fn load(&self, id: &$ts::session::Id) -> $ts::session_store::Result<Option<$ts::session::Record>> {
+                Ok(self
+                    .load_record(id.0)
+                    .await?
+                    .map(|(data, expiry)| $ts::session::Record {
+                        id: *id,
+                        data,
+                        expiry_date: $ts::cookie::time::OffsetDateTime::from(expiry),
+                    }))
+            }
+
+            async fn delete(&self, id: &$ts::session::Id) -> $ts::session_store::Result<()> {
+                Ok(self.delete_record(id.0).await?)
+            }
+        }
+    };
+}
+
+#[cfg(feature = "tower-sessions")]
+tower_session_store!(tower_sessions);
+#[cfg(feature = "tower-sessions-014")]
+tower_session_store!(tower_sessions_014);
 
 #[cfg(test)]
 mod tests {
@@ -159,8 +232,7 @@ mod tests {
     #[test]
     fn store_tower_ids_map_both_ways() {
         let id = SessionId::generate(&mut rand::rng());
-        assert_eq!(to_tribes(&to_tower(id)), id);
-        let tower = Id(-42);
-        assert_eq!(to_tower(to_tribes(&tower)), tower);
+        assert_eq!(to_tribes(to_tower(id)), id);
+        assert_eq!(to_tower(to_tribes(-42)), -42);
     }
 }
