@@ -184,6 +184,8 @@ pub(crate) fn status(manager: &SessionManager, channel: &Channel, dashboard: &Da
         "malformed_frames": cs.malformed_frames,
         "undeliverable": cs.undeliverable,
         "foreign_domain": cs.foreign_domain,
+        "security": cs.security,
+        "refusals": cs.refusals,
     });
     Status {
         schema_version: SCHEMA_VERSION,
