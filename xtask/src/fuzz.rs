@@ -7,11 +7,14 @@ use std::process::{Command, Stdio};
 /// Each target and the largest input libFuzzer may make for it: no larger than what
 /// the real code reads (a multicast datagram, a frame header, a session message well
 /// inside one frame, an HTTP header line as nginx accepts it by default).
-pub(crate) const TARGETS: [(&str, usize); 4] = [
+pub(crate) const TARGETS: [(&str, usize); 6] = [
     ("frame_decode", 65_536),
     ("membership_decode", 65_536),
     ("message_decode", 65_536),
     ("cookie_parse", 8_192),
+    // A handshake record holds at most one Noise message (65,535 bytes) plus headers.
+    ("handshake_offer", 65_546),
+    ("handshake_answer", 65_546),
 ];
 
 /// How every target is built (run and replay need the same, or cargo-fuzz rebuilds):
@@ -19,7 +22,7 @@ pub(crate) const TARGETS: [(&str, usize); 4] = [
 /// on two cores and fuzz as fast (measured) as cargo-fuzz's default of one.
 const BUILD: [&str; 4] = ["-s", "none", "--codegen-units", "16"];
 
-/// Seconds per target in `cargo xtask test` (four targets: about four minutes with the build).
+/// Seconds per target in `cargo xtask test` (six targets: about five minutes with the build).
 pub(crate) const TEST_SECONDS: u64 = 45;
 
 const HELP: &str = "\
@@ -27,7 +30,8 @@ cargo xtask fuzz [--seconds N] [--seeds] [TARGET...]
 
   --seconds N   fuzz each target for N seconds (default 60)
   --seeds       rewrite the seed files (fuzz/corpus/<target>/seed_*) from the real encoders
-  TARGET        frame_decode, membership_decode, message_decode, cookie_parse (default: all)
+  TARGET        frame_decode, membership_decode, message_decode, cookie_parse,
+                handshake_offer, handshake_answer (default: all)
 ";
 
 /// How to call cargo-fuzz on this machine.

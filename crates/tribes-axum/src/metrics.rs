@@ -148,6 +148,13 @@ struct NodeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    node: String,
+    context: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReplicationLabels {
     node: String,
     context: String,
@@ -520,6 +527,25 @@ pub(crate) fn render(contexts: &Contexts, channel: &Channel) -> Result<String, f
         "channel_refused",
         "Connections or datagrams refused from those peers",
         [(node_only.clone(), cs.refused.values().map(|r| r.count).sum())],
+    );
+    counter_family(
+        &mut registry,
+        "channel_refusals",
+        "Connections and heartbeats this node refused, by reason (other_cluster, unknown_key_id, replay, wrong_member, revoked, plain_text, version_mismatch, malformed)",
+        cs.refusals.by_reason.iter().map(|(reason, n)| {
+            let reason = serde_json::to_value(reason)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            (
+                RefusalLabels {
+                    node: node.clone(),
+                    context: node_only.context.clone(),
+                    reason,
+                },
+                *n,
+            )
+        }),
     );
 
     // The session stores, for the contexts that have one.

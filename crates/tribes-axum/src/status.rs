@@ -220,6 +220,8 @@ pub(crate) fn status(contexts: &Contexts, channel: &Channel, dashboard: &Dashboa
         "malformed_frames": cs.malformed_frames,
         "undeliverable": cs.undeliverable,
         "foreign_domain": cs.foreign_domain,
+        "security": cs.security,
+        "refusals": cs.refusals,
     });
     Status {
         schema_version: SCHEMA_VERSION,

@@ -44,6 +44,12 @@ impl<E: Clone> Waiting<E> {
         self.queue.push_back((seq, tx));
     }
 
+    /// How many waiting sends an ack of `seq` answers (count them before waking them,
+    /// so a woken sender reads counters that include its own ack).
+    pub(crate) fn due_through(&self, seq: u64) -> usize {
+        self.queue.iter().take_while(|(s, _)| *s <= seq).count()
+    }
+
     /// A cumulative ack: every send up to `seq` is done. Returns how many.
     pub(crate) fn ack_through(&mut self, seq: u64) -> usize {
         let mut n = 0;

@@ -205,12 +205,10 @@ impl Entries {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use tokio_util::codec::Decoder;
 
     use super::*;
-    use crate::seal::{Keyring, Sealer};
+    use crate::handshake::SessionKeys;
     use crate::wire::{GoodbyeHeader, MessageHeader};
 
     fn header(id: u64) -> MessageHeader {
@@ -222,11 +220,16 @@ mod tests {
         }
     }
 
+    /// Both ends of a sealed connection.
     fn sealed(max: usize) -> (FrameCodec, FrameCodec) {
-        let key = Keyring::new(1, [5; 32]);
+        let keys = |send, recv| SessionKeys {
+            key_id: 1,
+            send: [send; 32],
+            recv: [recv; 32],
+        };
         (
-            FrameCodec::sealed(max, Arc::new(Sealer::new(key.clone()))),
-            FrameCodec::sealed(max, Arc::new(Sealer::new(key))),
+            FrameCodec::session(max, Some(keys(5, 6))),
+            FrameCodec::session(max, Some(keys(6, 5))),
         )
     }
 

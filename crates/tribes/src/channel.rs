@@ -1,6 +1,6 @@
 //! The [`Channel`]: membership, senders, receiver and interceptors, put together.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::Instrument;
 
+use crate::gate::Gate;
 use crate::interceptor::{
     DomainFilterInterceptor, FragmentationInterceptor, Interceptor, InterceptorStack, Message, ThroughputInterceptor,
 };
@@ -22,11 +23,11 @@ use crate::member::{IdMap, Member, MemberId, unix_millis};
 use crate::membership::{CandidateStatus, Discovery, DiscoveryContext, MembershipEvent, MembershipInput, probe};
 use crate::membership::{Membership, MembershipEffect as Effect};
 use crate::receiver::ReceiverContext;
-use crate::seal::{Keyring, Sealer};
+use crate::seal::{Credentials, Keyring, NodeIdentity, PublicKey};
 use crate::send::{Delivery, SendError, SendMode, SendOptions, SendReport};
 use crate::sender::{MemberSender, SenderContext};
 use crate::stats::{ChannelStats, Counters, MemberStats, Refusals, Security};
-use crate::wire::{DEFAULT_MAX_FRAME_LEN, FrameCodec};
+use crate::wire::DEFAULT_MAX_FRAME_LEN;
 
 /// Why a channel did not start.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +93,8 @@ pub struct ChannelBuilder {
     interceptors: Vec<Arc<dyn Interceptor>>,
     payload: Bytes,
     security: Option<Option<Keyring>>,
+    identity: Option<NodeIdentity>,
+    allowed: Option<BTreeSet<PublicKey>>,
 }
 
 impl fmt::Debug for ChannelBuilder {
@@ -190,10 +193,27 @@ impl ChannelBuilder {
         self
     }
 
-    /// Seal every frame and heartbeat with this cluster keyring (required unless
+    /// Open every connection with the Noise handshake under this cluster keyring,
+    /// and seal every frame and heartbeat (required unless
     /// [`ChannelBuilder::insecure_plaintext`] is chosen).
     pub fn cluster_key(mut self, keyring: Keyring) -> Self {
         self.security = Some(Some(keyring));
+        self
+    }
+
+    /// This node's identity in the handshake (default: a fresh one drawn at start).
+    /// Give each node its own and list the public keys in
+    /// [`ChannelBuilder::allowed_peers`] to be able to shut one node out alone.
+    pub fn identity(mut self, identity: NodeIdentity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Accept only peers whose node identity is listed (default: any holder of the
+    /// cluster key). A peer not listed is refused with [`crate::RefusalReason::Revoked`].
+    /// Change the list at run time with [`Channel::set_allowed_peers`].
+    pub fn allowed_peers(mut self, peers: impl IntoIterator<Item = PublicKey>) -> Self {
+        self.allowed = Some(peers.into_iter().collect());
         self
     }
 
@@ -269,8 +289,12 @@ impl ChannelBuilder {
         let (inputs_tx, inputs_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(1024);
         let (members_tx, _) = watch::channel(Arc::new(Vec::new()));
-        let sealer = match self.security {
-            Some(Some(keyring)) => Some(Arc::new(Sealer::new(keyring))),
+        let credentials = match self.security {
+            Some(Some(keyring)) => Some(Credentials::with_identity(
+                keyring,
+                self.identity.unwrap_or_else(NodeIdentity::generate),
+                self.allowed,
+            )),
             Some(None) => {
                 tracing::warn!(member = %self.name,
                     "INSECURE: cluster traffic is plain text; anyone who reaches {advertise} can read and inject sessions. Use a cluster key outside a fully trusted network.");
@@ -278,12 +302,17 @@ impl ChannelBuilder {
             }
             None => return Err(StartError::NoClusterKey),
         };
-        let codec = match &sealer {
-            Some(s) => FrameCodec::sealed(self.max_frame_len, s.clone()),
-            None => FrameCodec::new(self.max_frame_len),
-        };
         let counters = Arc::new(Counters::default());
         let refused: Arc<Refusals> = Arc::default();
+        // A peer gets at least 5 s to finish its handshake (and never holds a task longer).
+        let accept_timeout = self.probe_timeout.max(Duration::from_secs(5));
+        let gate = Arc::new(Gate::new(
+            credentials,
+            self.max_frame_len,
+            refused.clone(),
+            counters.clone(),
+            accept_timeout,
+        ));
         let listeners = Arc::new(Listeners::new(
             self.listener_capacity,
             self.name.clone(),
@@ -291,7 +320,7 @@ impl ChannelBuilder {
         ));
         let senders_ctx = Arc::new(SenderContext {
             local: local_rx.clone(),
-            codec: codec.clone(),
+            gate: gate.clone(),
             inputs: inputs_tx.clone(),
             shutdown: shutdown.clone(),
             pool_size: self.pool_size,
@@ -300,7 +329,7 @@ impl ChannelBuilder {
         });
         let receiver_ctx = Arc::new(ReceiverContext {
             local: local_rx.clone(),
-            codec: codec.clone(),
+            gate: gate.clone(),
             stack: stack.clone(),
             listeners: listeners.clone(),
             counters: counters.clone(),
@@ -315,7 +344,7 @@ impl ChannelBuilder {
                 ack_timeout: self.ack_timeout,
                 probe_timeout: self.probe_timeout,
             },
-            codec: codec.clone(),
+            gate: gate.clone(),
             stack,
             throughput,
             members: members_tx,
@@ -328,7 +357,6 @@ impl ChannelBuilder {
             shutdown: shutdown.clone(),
             candidates: Arc::default(),
             refused,
-            sealer,
             discovery_kinds: self.discovery.iter().map(|d| d.kind()).collect(),
             started: Instant::now(),
         });
@@ -361,7 +389,7 @@ impl ChannelBuilder {
                 local: local_rx.clone(),
                 inputs: inputs_tx.clone(),
                 shutdown: shutdown.clone(),
-                codec: codec.clone(),
+                gate: gate.clone(),
                 candidates: inner.candidates.clone(),
                 refused: inner.refused.clone(),
                 probe_timeout: self.probe_timeout,
@@ -400,7 +428,7 @@ pub(crate) struct Config {
 pub(crate) struct Inner {
     local: watch::Sender<Member>,
     config: Config,
-    codec: FrameCodec,
+    gate: Arc<Gate>,
     stack: InterceptorStack,
     throughput: Arc<ThroughputInterceptor>,
     members: watch::Sender<Arc<Vec<Member>>>,
@@ -413,7 +441,6 @@ pub(crate) struct Inner {
     shutdown: CancellationToken,
     candidates: Arc<Mutex<BTreeMap<String, CandidateStatus>>>,
     refused: Arc<Refusals>,
-    sealer: Option<Arc<Sealer>>,
     discovery_kinds: Vec<&'static str>,
     started: Instant,
 }
@@ -499,6 +526,8 @@ impl Channel {
             interceptors: Vec::new(),
             payload: Bytes::new(),
             security: None,
+            identity: None,
+            allowed: None,
         }
     }
 
@@ -535,17 +564,29 @@ impl Channel {
 
     /// Replace the keyring of a sealed channel, for key rotation without downtime:
     /// first give every member a keyring that also accepts the new key, then one that
-    /// seals with it, then one without the old key. Returns `false` (and changes
-    /// nothing) on a plain-text channel.
+    /// offers it, then one without the old key. New connections and heartbeats use
+    /// the new keyring; connections already open keep their own keys (fresh per
+    /// connection, independent of the cluster key once open). Returns `false` (and
+    /// changes nothing) on a plain-text channel.
     pub fn set_keyring(&self, keyring: Keyring) -> bool {
-        match &self.inner.sealer {
-            Some(s) => {
-                tracing::info!(send = keyring.send_id(), accepted = ?keyring.accepted_ids(), "cluster keyring replaced");
-                s.set_keyring(keyring);
-                true
-            }
-            None => false,
+        let (send, accepted) = (keyring.send_id(), keyring.accepted_ids());
+        let done = self.inner.gate.set_keyring(keyring);
+        if done {
+            tracing::info!(send, ?accepted, "cluster keyring replaced");
         }
+        done
+    }
+
+    /// Replace the allow-list of node identities (`None`: any holder of the cluster
+    /// key). Closes nothing: connections already open stay until they close; new
+    /// ones are checked. Returns `false` (and changes nothing) on a plain-text channel.
+    pub fn set_allowed_peers(&self, peers: Option<Vec<PublicKey>>) -> bool {
+        let count = peers.as_ref().map(Vec::len);
+        let done = self.inner.gate.set_allowed(peers.map(|p| p.into_iter().collect()));
+        if done {
+            tracing::info!(allowed = ?count, "allow-list of node identities replaced");
+        }
+        done
     }
 
     /// Change the payload advertised to other members.
@@ -630,19 +671,25 @@ impl Channel {
             candidates: inner.candidates.lock().expect("candidates lock").clone(),
             malformed_frames: inner.counters.malformed.load(Ordering::Relaxed),
             refused: inner.refused.snapshot(),
-            security: match &inner.sealer {
-                Some(s) => {
-                    let ring = s.keyring();
-                    Security {
-                        sealed: true,
-                        send_key: Some(ring.send_id()),
-                        accepted_keys: ring.accepted_ids(),
-                    }
-                }
+            refusals: inner.refused.stats(),
+            security: match inner.gate.credentials() {
+                Some(c) => Security {
+                    sealed: true,
+                    send_key: Some(c.keyring().send_id()),
+                    accepted_keys: c.keyring().accepted_ids(),
+                    protocol: Some(crate::handshake::PROTOCOL),
+                    identity: Some(c.identity().public_key().to_string()),
+                    allowed_peers: c.allowed().map(BTreeSet::len),
+                    wire_versions: (crate::handshake::MIN_VERSION, crate::handshake::MAX_VERSION),
+                },
                 None => Security {
                     sealed: false,
                     send_key: None,
                     accepted_keys: Vec::new(),
+                    protocol: None,
+                    identity: None,
+                    allowed_peers: None,
+                    wire_versions: (crate::handshake::MIN_VERSION, crate::handshake::MAX_VERSION),
                 },
             },
             undeliverable: inner.counters.undeliverable.load(Ordering::Relaxed),
@@ -724,7 +771,7 @@ async fn run_membership(inner: Arc<Inner>, mut inputs: mpsc::UnboundedReceiver<M
                     tokio::spawn(async move {
                         tracing::info!(member = %member, "member suspected, verifying over TCP");
                         let result =
-                            probe::probe(&inner.codec, &inner.local(), member.addr, inner.config.probe_timeout).await;
+                            probe::probe(&inner.gate, &inner.local(), member.addr, inner.config.probe_timeout).await;
                         let verdict = match result {
                             Ok(answer) if answer.id == member.id => Some(true),
                             Ok(answer) => {

@@ -69,28 +69,42 @@
 //!
 //! # Wire format
 //!
-//! Every frame is `magic "TRBS" | version 2 | kind | flags | key id | nonce (12) |
+//! Every connection opens with a handshake: Noise `XXpsk0` (X25519, ChaCha20-Poly1305,
+//! BLAKE2s) through the `snow` crate, with a pre-shared key derived from the cluster
+//! key, so each connection gets fresh keys with forward secrecy and a recorded
+//! connection opens nowhere else and never again; the handshake also agrees on the
+//! wire version (a peer with none in common is refused in words, naming both) and
+//! checks node identities against an allow-list when one is set. A refused peer is
+//! told why, and both sides log and count it ([`ChannelStats::refusals`], by
+//! [`RefusalReason`]). See `docs/security.md`.
+//!
+//! Then every frame is `magic "TRBS" | version 3 | kind | flags | key id | nonce (12) |
 //! tag (16) | header length (u32) | payload length (u32) | header | payload`, 44
-//! bytes before the MessagePack header. What is queued for a member travels as one
-//! batch frame (many messages, sealed once, written once); acks are cumulative (one
-//! ack frame acknowledges every message of the connection up to a sequence number,
-//! a fail-ack refuses one). Lengths are checked before any allocation;
-//! frames over `max_frame_len` (default 1 MiB), unknown kinds and versions (a peer
-//! still on version 1 is told it runs an older tribes) and
+//! bytes before the MessagePack header, sealed with ChaCha20-Poly1305 under the
+//! connection's key, its nonce the count of frames before it. What is queued for a
+//! member travels as one batch frame (many messages, sealed once, written once);
+//! acks are cumulative (one ack frame acknowledges every message of the connection
+//! up to a sequence number, a fail-ack refuses one). Lengths are checked before any
+//! allocation; frames over `max_frame_len` (default 1 MiB), unknown kinds and
 //! garbage close that one connection with an error naming the peer, counted in
 //! [`ChannelStats::malformed_frames`]. Messages larger than a frame are split by
-//! the [`FragmentationInterceptor`]. The key id, nonce and tag are reserved for
-//! authenticated encryption. Nothing on the wire is executable: headers are plain
+//! the [`FragmentationInterceptor`]. Heartbeat datagrams are sealed on their own
+//! with XChaCha20-Poly1305 (random 192-bit nonces) and carry a sequence and the send
+//! time, so an old one is refused. Nothing on the wire is executable: headers are plain
 //! MessagePack data and payloads are opaque bytes.
 
 mod acks;
 mod batch;
 mod channel;
 pub mod farm;
-/// Entry points for the `cargo fuzz` targets in `fuzz/` (`--cfg fuzzing` only).
-#[cfg(fuzzing)]
+/// Entry points for the `cargo fuzz` targets in `fuzz/` (`--cfg fuzzing` only; also
+/// built by the unit tests, which run every seed through its target).
+#[cfg(any(fuzzing, test))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod gate;
+mod handshake;
+mod heartbeat;
 mod interceptor;
 mod listen;
 mod member;
@@ -104,6 +118,7 @@ mod wire;
 
 pub use channel::{Channel, ChannelBuilder, StartError};
 pub use farm::{Farm, FarmBuilder, FarmEvent, FarmMemberStats, FarmStats};
+pub use handshake::{Refusal, RefusalReason};
 pub use interceptor::{
     CompressionInterceptor, DomainFilterInterceptor, FragmentationInterceptor, Interceptor, InterceptorError,
     MemberThroughput, Message, OrderInterceptor, ThroughputInterceptor,
@@ -114,9 +129,9 @@ pub use membership::{
     CandidateStatus, DepartureReason, Discovery, DiscoveryContext, DnsDiscovery, Membership, MembershipEffect,
     MembershipEvent, MulticastDiscovery, ProbeError, StaticDiscovery,
 };
-pub use seal::{KeyError, Keyring};
+pub use seal::{KeyError, Keyring, NodeIdentity, PublicKey};
 pub use send::{Delivery, SendError, SendMode, SendOptions, SendReport};
-pub use stats::{ChannelStats, MemberStats, RefusedPeer, Security};
+pub use stats::{ChannelStats, MemberStats, RefusalRecord, RefusalStats, RefusedPeer, Security};
 pub use wire::{DEFAULT_MAX_FRAME_LEN, WireError};
 
 /// The README examples, compiled as doc tests.

@@ -35,8 +35,8 @@ use crate::wire::{AckHeader, Frame, FrameCodec, FrameKind, GoodbyeHeader, Member
 pub(crate) struct ReceiverContext {
     /// This node, for pongs.
     pub(crate) local: watch::Receiver<Member>,
-    /// Opens and frames; cloned per connection.
-    pub(crate) codec: FrameCodec,
+    /// Runs the handshake of each connection, which gives its codec.
+    pub(crate) gate: Arc<crate::gate::Gate>,
     pub(crate) stack: InterceptorStack,
     pub(crate) listeners: Arc<Listeners>,
     pub(crate) counters: Arc<Counters>,
@@ -72,11 +72,17 @@ enum ConnectionError {
     Wire(#[from] WireError),
     #[error("a message frame arrived before the hello frame that names its sender (the peer is not a tribes sender)")]
     MessageBeforeHello,
+    #[error(
+        "a frame names member {named}, but the handshake of this connection proved member {proved}: the peer speaks for another member"
+    )]
+    NotTheHandshakeMember { named: MemberId, proved: MemberId },
 }
 
 /// One connection's state, as its frames are read.
 struct Conn {
     from: Option<Arc<Member>>,
+    /// The member the handshake proved: the only one this connection may speak for.
+    proved: MemberId,
     acks: Arc<AckState>,
     replies: mpsc::UnboundedSender<Frame>,
     /// The checked entries of the batch being handed on (reused).
@@ -90,15 +96,27 @@ enum Entry {
     Goodbye(MemberId),
 }
 
-async fn serve_connection(ctx: Arc<ReceiverContext>, stream: TcpStream, peer: SocketAddr) {
+async fn serve_connection(ctx: Arc<ReceiverContext>, mut stream: TcpStream, peer: SocketAddr) {
+    let local = ctx.local.borrow().id;
+    let opened = match ctx.gate.accept(&mut stream, peer, local).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            // Refusals are counted, logged, recorded and explained to the peer by the gate.
+            if !matches!(e, crate::gate::HandshakeError::Refused(_)) {
+                tracing::debug!(%peer, error = %e, "handshake not finished");
+            }
+            return;
+        }
+    };
+    let codec = opened.codec;
     let (read, write) = stream.into_split();
-    let mut reader = FramedRead::with_capacity(read, ctx.codec.clone(), 64 * 1024);
+    let mut reader = FramedRead::with_capacity(read, codec.clone(), 64 * 1024);
     let (replies, reply_rx) = mpsc::unbounded_channel::<Frame>();
     let acks = Arc::new(AckState::default());
     let out = Arc::new(Replies {
         out: tokio::sync::Mutex::new(ReplyOut {
             write,
-            codec: ctx.codec.clone(),
+            codec,
             buf: BytesMut::with_capacity(1024),
         }),
     });
@@ -108,6 +126,7 @@ async fn serve_connection(ctx: Arc<ReceiverContext>, stream: TcpStream, peer: So
     let writer = tokio::spawn(write_replies(out, acks.clone(), reply_rx, ctx.shutdown.clone()));
     let mut conn = Conn {
         from: None,
+        proved: opened.peer,
         acks,
         replies,
         entries: Vec::new(),
@@ -269,6 +288,7 @@ async fn handle_frame(ctx: &ReceiverContext, frame: Frame, conn: &mut Conn) -> R
     match frame.kind {
         FrameKind::Hello if conn.from.is_none() => {
             let MemberHeader { member } = frame.header()?;
+            proved(conn, &member)?;
             // The messages that follow are delivered only once the membership lists
             // their sender: a listener may answer at once (a state transfer streams
             // the sessions back), and a send to a member not listed yet would fail.
@@ -279,11 +299,13 @@ async fn handle_frame(ctx: &ReceiverContext, frame: Frame, conn: &mut Conn) -> R
         }
         FrameKind::Hello | FrameKind::Heartbeat => {
             let MemberHeader { member } = frame.header()?;
+            proved(conn, &member)?;
             let _ = ctx.inputs.send(MembershipInput::Heard(member.clone()));
             conn.from = Some(Arc::new(member));
         }
         FrameKind::Ping => {
             let MemberHeader { member } = frame.header()?;
+            proved(conn, &member)?;
             let _ = ctx.inputs.send(MembershipInput::Heard(member));
             let pong = Frame::new(
                 FrameKind::Pong,
@@ -296,7 +318,7 @@ async fn handle_frame(ctx: &ReceiverContext, frame: Frame, conn: &mut Conn) -> R
         }
         FrameKind::Goodbye => {
             let GoodbyeHeader { id } = frame.header()?;
-            goodbye(ctx, conn, id);
+            goodbye(ctx, conn, id)?;
         }
         FrameKind::Message => {
             let header: MessageHeader = frame.header()?;
@@ -315,7 +337,7 @@ async fn handle_frame(ctx: &ReceiverContext, frame: Frame, conn: &mut Conn) -> R
             }
             for entry in entries.drain(..) {
                 match entry {
-                    Entry::Goodbye(id) => goodbye(ctx, conn, id),
+                    Entry::Goodbye(id) => goodbye(ctx, conn, id)?,
                     Entry::Message(header, payload) => {
                         let sender = conn.from.clone().ok_or(ConnectionError::MessageBeforeHello)?;
                         handle_message(ctx, &sender, conn, header, payload).await;
@@ -329,9 +351,28 @@ async fn handle_frame(ctx: &ReceiverContext, frame: Frame, conn: &mut Conn) -> R
     Ok(())
 }
 
-fn goodbye(ctx: &ReceiverContext, conn: &mut Conn, id: MemberId) {
+/// A connection speaks only for the member its handshake proved.
+fn proved(conn: &Conn, member: &Member) -> Result<(), ConnectionError> {
+    if member.id == conn.proved {
+        Ok(())
+    } else {
+        Err(ConnectionError::NotTheHandshakeMember {
+            named: member.id,
+            proved: conn.proved,
+        })
+    }
+}
+
+fn goodbye(ctx: &ReceiverContext, conn: &mut Conn, id: MemberId) -> Result<(), ConnectionError> {
+    if id != conn.proved {
+        return Err(ConnectionError::NotTheHandshakeMember {
+            named: id,
+            proved: conn.proved,
+        });
+    }
     let _ = ctx.inputs.send(MembershipInput::Goodbye(id));
     conn.from = None;
+    Ok(())
 }
 
 /// One message up the interceptors to its listener. A sync-ack message stays
@@ -380,7 +421,7 @@ mod tests {
 
     use super::*;
     use crate::batch::BatchWriter;
-    use crate::seal::Sealer;
+    use crate::gate::dial;
     use crate::wire::{DEFAULT_MAX_FRAME_LEN, FrameCodec, PREFIX_LEN};
     use crate::{Channel, Keyring, MemberId};
 
@@ -397,7 +438,6 @@ mod tests {
             .await
             .unwrap();
         let mut inbox = b.listen("t");
-        let codec = FrameCodec::sealed(DEFAULT_MAX_FRAME_LEN, Arc::new(Sealer::new(key)));
         for i in 0..20 {
             let a = Member::new(
                 MemberId::random(&mut rand::rng()),
@@ -406,8 +446,8 @@ mod tests {
                 ([127, 0, 0, 1], 10_000 + i).into(),
                 0,
             );
-            let stream = TcpStream::connect(b.local().addr()).await.unwrap();
-            let mut framed = Framed::new(stream, codec.clone());
+            let (stream, codec) = dial(key.clone(), b.local().addr(), a.id()).await;
+            let mut framed = Framed::new(stream, codec);
             let hello = Frame::new(FrameKind::Hello, &MemberHeader { member: a.clone() }, Bytes::new());
             let header = MessageHeader {
                 id: 1,
@@ -429,15 +469,9 @@ mod tests {
 
     /// A hello and one batch of `n` async messages numbered from `first`, as a
     /// sender writes them; returns the bytes and where the batch frame starts.
-    fn hello_and_batch(codec: &FrameCodec, first: u64, n: u64) -> (Vec<u8>, usize) {
+    fn hello_and_batch(codec: &FrameCodec, a: &Member, first: u64, n: u64) -> (Vec<u8>, usize) {
         let mut codec = codec.clone();
-        let a = Member::new(
-            MemberId::random(&mut rand::rng()),
-            "a",
-            "default",
-            ([127, 0, 0, 1], 9).into(),
-            0,
-        );
+        let a = a.clone();
         let mut out = BatchWriter::new(DEFAULT_MAX_FRAME_LEN);
         out.push_frame(
             &mut codec,
@@ -471,11 +505,17 @@ mod tests {
             .await
             .unwrap();
         let mut inbox = b.listen("t");
-        let codec = FrameCodec::sealed(DEFAULT_MAX_FRAME_LEN, Arc::new(Sealer::new(key)));
+        let a = Member::new(
+            MemberId::random(&mut rand::rng()),
+            "a",
+            "default",
+            ([127, 0, 0, 1], 9).into(),
+            0,
+        );
 
-        let (mut wire, batch_at) = hello_and_batch(&codec, 1, 20);
+        let (mut stream, codec) = dial(key.clone(), b.local().addr(), a.id()).await;
+        let (mut wire, batch_at) = hello_and_batch(&codec, &a, 1, 20);
         wire[batch_at + PREFIX_LEN + 30] ^= 0x40;
-        let mut stream = TcpStream::connect(b.local().addr()).await.unwrap();
         stream.write_all(&wire).await.unwrap();
         // The receiver closes the connection.
         let mut rest = Vec::new();
@@ -485,8 +525,8 @@ mod tests {
         let reason = &stats.refused.values().next().unwrap().last_reason;
         assert!(reason.contains("authentication failed"), "{reason}");
 
-        let (wire, _) = hello_and_batch(&codec, 101, 20);
-        let mut stream = TcpStream::connect(b.local().addr()).await.unwrap();
+        let (mut stream, codec) = dial(key.clone(), b.local().addr(), a.id()).await;
+        let (wire, _) = hello_and_batch(&codec, &a, 101, 20);
         stream.write_all(&wire).await.unwrap();
         for want in 101..121u64 {
             let m = inbox.recv().await.unwrap();
@@ -526,5 +566,95 @@ mod tests {
         drop(m);
         assert!(send.await.unwrap().all_ok());
         assert_eq!(b.stats().malformed_frames, 1);
+    }
+
+    /// After a real handshake, an oversized frame, an unknown kind and a message
+    /// before the hello each close their connection (counted), and a frame naming
+    /// another member than the handshake proved is refused; the node keeps serving.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn garbage_after_the_handshake_closes_only_that_connection() {
+        let key = Keyring::new(1, [7; 32]);
+        let b = Channel::builder("b")
+            .cluster_key(key.clone())
+            .bind("127.0.0.1:0".parse().unwrap())
+            .start()
+            .await
+            .unwrap();
+        let mut inbox = b.listen("t");
+        let me = Member::new(
+            MemberId::random(&mut rand::rng()),
+            "a",
+            "default",
+            ([127, 0, 0, 1], 9).into(),
+            0,
+        );
+        let mut oversized = b"TRBS\x03\x01".to_vec();
+        oversized.extend_from_slice(&[0u8; 30]);
+        oversized.extend_from_slice(&8u32.to_be_bytes());
+        oversized.extend_from_slice(&u32::MAX.to_be_bytes());
+        let mut unknown_kind = b"TRBS\x03\xee".to_vec();
+        unknown_kind.extend_from_slice(&[0u8; 38]);
+        let message = |codec: &FrameCodec| {
+            let header = MessageHeader {
+                id: 1,
+                ack: 0,
+                topic: "t".into(),
+                headers: Vec::new(),
+            };
+            let mut buf = BytesMut::new();
+            codec
+                .clone()
+                .encode(
+                    Frame::new(FrameKind::Message, &header, Bytes::from_static(b"x")),
+                    &mut buf,
+                )
+                .unwrap();
+            buf.to_vec()
+        };
+        let impostor = |codec: &FrameCodec| {
+            let other = Member::new(
+                MemberId::random(&mut rand::rng()),
+                "x",
+                "default",
+                ([127, 0, 0, 1], 8).into(),
+                0,
+            );
+            let mut buf = BytesMut::new();
+            codec
+                .clone()
+                .encode(
+                    Frame::new(FrameKind::Hello, &MemberHeader { member: other }, Bytes::new()),
+                    &mut buf,
+                )
+                .unwrap();
+            buf.to_vec()
+        };
+        type Bad = Box<dyn Fn(&FrameCodec) -> Vec<u8>>;
+        let cases: Vec<(&str, Bad)> = vec![
+            ("oversized", Box::new(move |_| oversized.clone())),
+            ("unknown kind", Box::new(move |_| unknown_kind.clone())),
+            ("message before hello", Box::new(message)),
+            ("another member's hello", Box::new(impostor)),
+        ];
+        for (i, (what, bad)) in cases.iter().enumerate() {
+            let (mut stream, codec) = dial(key.clone(), b.local().addr(), me.id()).await;
+            stream.write_all(&bad(&codec)).await.unwrap();
+            let mut rest = Vec::new();
+            let closed = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+            assert!(closed.is_ok(), "{what}: the connection stays open");
+            assert_eq!(b.stats().malformed_frames, i as u64 + 1, "{what} counted");
+        }
+        let reasons: Vec<String> = b.stats().refused.values().map(|r| r.last_reason.clone()).collect();
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("handshake of this connection proved")),
+            "{reasons:?}"
+        );
+        // Still serving: a good connection delivers.
+        let (mut stream, codec) = dial(key.clone(), b.local().addr(), me.id()).await;
+        let (wire, _) = hello_and_batch(&codec, &me, 1, 1);
+        stream.write_all(&wire).await.unwrap();
+        assert_eq!(inbox.recv().await.unwrap().payload()[..], 1u64.to_be_bytes());
     }
 }

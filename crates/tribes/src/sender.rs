@@ -41,8 +41,8 @@ pub(crate) const WRITE_BUDGET: usize = 256 * 1024;
 pub(crate) struct SenderContext {
     /// This node, for the hello.
     pub(crate) local: watch::Receiver<Member>,
-    /// Seals and frames; cloned per connection.
-    pub(crate) codec: FrameCodec,
+    /// Opens each connection with the handshake, which gives its codec.
+    pub(crate) gate: Arc<crate::gate::Gate>,
     /// Where a lost connection is reported.
     pub(crate) inputs: mpsc::UnboundedSender<MembershipInput>,
     /// The channel's shutdown.
@@ -242,10 +242,30 @@ impl Connection {
             };
             let connect = tokio::time::timeout(self.ctx.connect_timeout, TcpStream::connect(self.member.addr)).await;
             let reason = match connect {
-                Ok(Ok(stream)) => {
-                    backoff = min_backoff;
+                Ok(Ok(mut stream)) => {
                     let _ = stream.set_nodelay(true);
-                    match self.session(stream, first, &mut rx).await {
+                    let local = self.ctx.local.borrow().id;
+                    let opened = tokio::time::timeout(
+                        self.ctx.connect_timeout,
+                        self.ctx.gate.connect(&mut stream, local, Some(self.member.id)),
+                    )
+                    .await;
+                    let codec = match opened {
+                        Ok(Ok(opened)) => opened.codec,
+                        Ok(Err(e)) => {
+                            self.lost();
+                            self.fail_first(first, format!("the handshake failed: {e}"));
+                            self.sleep(&mut backoff).await;
+                            continue;
+                        }
+                        Err(_) => {
+                            self.fail_first(first, "the handshake timed out".to_string());
+                            self.sleep(&mut backoff).await;
+                            continue;
+                        }
+                    };
+                    backoff = min_backoff;
+                    match self.session(stream, codec, first, &mut rx).await {
                         Ok(()) => return,
                         Err(reason) => {
                             tracing::debug!(member = %self.member, %reason, "replication connection closed");
@@ -264,15 +284,20 @@ impl Connection {
                 }
                 Err(_) => "connect timed out".to_string(),
             };
-            if let Queued::Send { reply: Some(reply), .. } = first {
-                let _ = reply.send(Err(SendError::Connect {
-                    member: self.member.to_string(),
-                    reason,
-                }));
-            }
-            self.counters.failures.fetch_add(1, Ordering::Relaxed);
+            self.fail_first(first, reason);
             self.sleep(&mut backoff).await;
         }
+    }
+
+    /// The send that asked for a connection that could not be made fails.
+    fn fail_first(&self, first: Queued, reason: String) {
+        if let Queued::Send { reply: Some(reply), .. } = first {
+            let _ = reply.send(Err(SendError::Connect {
+                member: self.member.to_string(),
+                reason,
+            }));
+        }
+        self.counters.failures.fetch_add(1, Ordering::Relaxed);
     }
 
     async fn sleep(&self, backoff: &mut Duration) {
@@ -292,11 +317,12 @@ impl Connection {
     async fn session(
         &mut self,
         stream: TcpStream,
+        codec: FrameCodec,
         first: Queued,
         rx: &mut mpsc::Receiver<Queued>,
     ) -> Result<(), String> {
         let mut waiting = Waiting::default();
-        let result = self.exchange(stream, first, rx, &mut waiting).await;
+        let result = self.exchange(stream, codec, first, rx, &mut waiting).await;
         let error = match &result {
             _ if self.left.load(Ordering::Relaxed) => SendError::ConnectionLost {
                 member: self.member.to_string(),
@@ -315,14 +341,14 @@ impl Connection {
     async fn exchange(
         &mut self,
         stream: TcpStream,
+        mut codec: FrameCodec,
         first: Queued,
         rx: &mut mpsc::Receiver<Queued>,
         waiting: &mut Waiting<SendError>,
     ) -> Result<(), String> {
         let (read, mut write) = stream.into_split();
-        // A fresh codec per connection: its first frame opens the connection.
-        let mut codec = self.ctx.codec.clone();
-        let mut reader = FramedRead::new(read, self.ctx.codec.clone());
+        // The connection's own codec: the write half counts its frames, the read half the peer's.
+        let mut reader = FramedRead::new(read, codec.clone());
         let mut out = BatchWriter::new(codec.max_frame_len());
         let hello = Frame::new(
             FrameKind::Hello,
@@ -429,8 +455,9 @@ impl Connection {
         };
         match frame.kind {
             FrameKind::Ack => {
-                let acked = waiting.ack_through(header.id);
-                self.counters.acks.fetch_add(acked as u64, Ordering::Relaxed);
+                let due = waiting.due_through(header.id);
+                self.counters.acks.fetch_add(due as u64, Ordering::Relaxed);
+                waiting.ack_through(header.id);
             }
             FrameKind::FailAck => {
                 waiting.refuse(
@@ -464,9 +491,16 @@ mod tests {
         ));
         let (inputs, _) = mpsc::unbounded_channel();
         let codec = FrameCodec::new(DEFAULT_MAX_FRAME_LEN);
+        let gate = crate::gate::Gate::new(
+            None,
+            DEFAULT_MAX_FRAME_LEN,
+            Arc::default(),
+            Arc::default(),
+            Duration::from_secs(5),
+        );
         let ctx = Arc::new(SenderContext {
             local,
-            codec: codec.clone(),
+            gate: Arc::new(gate),
             inputs,
             shutdown: CancellationToken::new(),
             pool_size: 1,

@@ -1,6 +1,6 @@
 //! The [`ChannelStats`] snapshot for status pages and metrics.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
@@ -8,18 +8,25 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::handshake::RefusalReason;
 use crate::member::Member;
 use crate::membership::CandidateStatus;
 
-/// Peers whose frames were refused: how many times, and the last reason.
+/// Peers refused, and peers that refused this node: counts per peer and per
+/// reason, and the last [`Refusals::RECENT`] refusals with their details.
 #[derive(Debug, Default)]
 pub(crate) struct Refusals {
     by_peer: Mutex<BTreeMap<String, (u64, String)>>,
+    by_reason: Mutex<BTreeMap<RefusalReason, u64>>,
+    recent: Mutex<VecDeque<RefusalRecord>>,
 }
 
 impl Refusals {
     const MAX_PEERS: usize = 1024;
+    /// Refusals kept with their details.
+    pub(crate) const RECENT: usize = 32;
 
+    /// A peer refused for a reason given only in words (a custom discovery's report).
     pub(crate) fn record(&self, peer: String, reason: String) {
         let mut map = self.by_peer.lock().expect("refusals lock");
         if map.len() >= Self::MAX_PEERS && !map.contains_key(&peer) {
@@ -28,6 +35,25 @@ impl Refusals {
         let entry = map.entry(peer).or_default();
         entry.0 += 1;
         entry.1 = reason;
+    }
+
+    /// A typed refusal: by this node (counted per reason and per peer), or of this
+    /// node by the peer (`by_peer`; kept in the recent list only).
+    pub(crate) fn refused(&self, record: RefusalRecord) {
+        if !record.by_peer {
+            self.record(record.peer.clone(), record.message.clone());
+            *self
+                .by_reason
+                .lock()
+                .expect("refusals lock")
+                .entry(record.reason)
+                .or_default() += 1;
+        }
+        let mut recent = self.recent.lock().expect("refusals lock");
+        if recent.len() == Self::RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(record);
     }
 
     pub(crate) fn snapshot(&self) -> BTreeMap<String, RefusedPeer> {
@@ -46,6 +72,43 @@ impl Refusals {
             })
             .collect()
     }
+
+    pub(crate) fn stats(&self) -> RefusalStats {
+        RefusalStats {
+            by_reason: self.by_reason.lock().expect("refusals lock").clone(),
+            recent: self.recent.lock().expect("refusals lock").iter().cloned().collect(),
+        }
+    }
+}
+
+/// One refused connection or datagram.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct RefusalRecord {
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The peer's address.
+    pub peer: String,
+    /// The peer's member id (short form), when the refusal came after it was named.
+    pub member: Option<String>,
+    /// The cluster key id the peer offered, when it offered one.
+    pub key_id: Option<u8>,
+    /// Why.
+    pub reason: RefusalReason,
+    /// `false`: this node refused the peer; `true`: the peer refused this node.
+    pub by_peer: bool,
+    /// The explanation logged, with the fix.
+    pub message: String,
+}
+
+/// Refusals by reason, and the last ones.
+#[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
+pub struct RefusalStats {
+    /// Connections and datagrams this node refused, per reason.
+    pub by_reason: BTreeMap<RefusalReason, u64>,
+    /// The last refusals, both ways, oldest first.
+    pub recent: Vec<RefusalRecord>,
 }
 
 /// A peer whose frames this node refused.
@@ -111,6 +174,8 @@ pub struct ChannelStats {
     pub malformed_frames: u64,
     /// Refused peers (by address): how often and the last reason, e.g. another cluster key.
     pub refused: BTreeMap<String, RefusedPeer>,
+    /// Refusals per reason, and the last ones with peer, member, key id and time.
+    pub refusals: RefusalStats,
     /// Whether frames are sealed, and the key ids in use.
     pub security: Security,
     /// Messages that found no listener or were refused by an interceptor.
@@ -121,11 +186,20 @@ pub struct ChannelStats {
 
 /// How a channel protects its traffic.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct Security {
-    /// Whether every frame is sealed (authenticated and encrypted).
+    /// Whether every connection runs the Noise handshake and seals its frames.
     pub sealed: bool,
-    /// The key id frames are sealed with.
+    /// The key id new connections and heartbeats use.
     pub send_key: Option<u8>,
     /// Every key id accepted on receipt.
     pub accepted_keys: Vec<u8>,
+    /// The handshake protocol (`Noise_XXpsk0_25519_ChaChaPoly_BLAKE2s`), when sealed.
+    pub protocol: Option<&'static str>,
+    /// This node's identity (public key, base64), when sealed.
+    pub identity: Option<String>,
+    /// How many node identities the allow-list holds (`None`: no allow-list).
+    pub allowed_peers: Option<usize>,
+    /// The wire versions this node speaks.
+    pub wire_versions: (u8, u8),
 }

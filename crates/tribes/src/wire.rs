@@ -1,17 +1,19 @@
 //! The frame format and its codec.
 //!
-//! Every frame, on TCP and on multicast UDP alike, is:
+//! Every frame on a replication connection, once the handshake (see `handshake.rs`)
+//! has given the connection its own keys, is:
 //!
 //! ```text
 //! offset size  field
 //!  0      4    magic          b"TRBS"
-//!  4      1    version        2 (1 was tribes before batched frames)
+//!  4      1    version        3 (2 had no handshake, 1 no batched frames)
 //!  5      1    kind           1 message, 2 ack, 3 fail-ack, 4 hello, 5 ping, 6 pong,
-//!                             7 heartbeat, 8 goodbye, 9 batch
-//!  6      1    flags          bit 0: sealed (ChaCha20-Poly1305 under the cluster key);
-//!                             bit 1: the first frame its sender wrote on the connection
-//!  7      1    key id         which cluster key sealed the frame (0 when plain)
-//!  8     12    nonce          4-byte sender prefix + 64-bit counter (zero when plain)
+//!                             8 goodbye, 9 batch (7, heartbeat, is a datagram:
+//!                             see `heartbeat.rs`)
+//!  6      1    flags          bit 0: sealed (ChaCha20-Poly1305 under the connection's key)
+//!  7      1    key id         the cluster key the connection's handshake ran under
+//!  8     12    nonce          4 zero bytes + the 64-bit count of frames its sender
+//!                             sealed on this connection before it (zero when plain)
 //! 20     16    tag            Poly1305 authentication tag (zero when plain)
 //! 36      4    header length  big-endian u32, at most 64 KiB
 //! 40      4    payload length big-endian u32; header + payload at most the frame limit
@@ -29,39 +31,36 @@
 //! The decoder checks magic, version, kind and both lengths before it reserves a
 //! single byte for the body, so a peer cannot make a node allocate past the limit.
 //! A sealed frame has its header and payload encrypted; the tag authenticates them
-//! and every prefix byte but the tag itself (see [`crate::Keyring`]).
+//! and every prefix byte but the tag itself.
 //!
-//! Sealed frames travel in two places, each with its own replay check: on a
-//! connection (the first frame, which carries flag bit 1, must never have opened one
-//! before; every later frame, without it, must count higher than the one before) and
-//! alone in a multicast datagram (heartbeats only; each counter once per sender). A
-//! frame is refused anywhere else, so a frame captured in one place cannot be replayed
-//! in another: a later frame of a connection cannot open one, a heartbeat cannot open
-//! one, and a connection's frames are not heartbeats.
+//! Nonces and replay: each direction of each connection has its own key from the
+//! handshake, fresh from both sides' randomness, and its frames count from 0, so a
+//! nonce never repeats under a key. The receiver expects exactly the next count: a
+//! frame dropped, reordered or replayed inside the connection is refused, and a frame
+//! from any other connection does not open at all.
 
 use std::io;
-use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio_util::codec::{Decoder, Encoder};
 
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+
+use crate::handshake::SessionKeys;
 use crate::member::{Member, MemberId};
-use crate::seal::{OpenError, Sealer};
 
 /// The four bytes every frame starts with.
 pub(crate) const MAGIC: [u8; 4] = *b"TRBS";
 /// The wire version this build speaks.
-pub(crate) const VERSION: u8 = 2;
+pub(crate) const VERSION: u8 = 3;
 /// Bytes before the header: magic, version, kind, flags, key id, nonce, tag, lengths.
 pub(crate) const PREFIX_LEN: usize = 44;
 /// The largest header any kind may have.
 pub(crate) const MAX_HEADER_LEN: usize = 64 * 1024;
 /// Flag bit: the frame is sealed.
 const SEALED: u8 = 1;
-/// Flag bit: the first frame its sender wrote on the connection (authenticated when
-/// sealed, so a frame from the middle of a connection cannot open another).
-const OPENS: u8 = 2;
 /// The default limit of header + payload in one frame (1 MiB).
 pub const DEFAULT_MAX_FRAME_LEN: usize = 1024 * 1024;
 
@@ -81,7 +80,7 @@ pub(crate) enum FrameKind {
     Ping = 5,
     /// The answer to a ping: the receiver's member description.
     Pong = 6,
-    /// A multicast heartbeat.
+    /// A multicast heartbeat (a datagram, never on a connection: see `heartbeat.rs`).
     Heartbeat = 7,
     /// A member leaving cleanly.
     Goodbye = 8,
@@ -141,6 +140,7 @@ impl Frame {
 
 /// Why bytes from a peer are not a frame. The connection they came on is closed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WireError {
     /// The first bytes are not `TRBS`.
     #[error(
@@ -194,56 +194,36 @@ pub enum WireError {
         /// The decoder's complaint.
         source: rmp_serde::decode::Error,
     },
-    /// A plain-text frame reached a node that requires sealed frames.
+    /// A plain-text frame on a sealed connection, or a sealed one on a plain connection.
     #[error(
-        "plain-text frame from a node without the cluster key: give every member the same cluster key file (or run every member with insecure plain text)"
+        "a {} frame on a {} connection: the peer does not follow the handshake it made",
+        if *sealed { "sealed" } else { "plain-text" }, if *sealed { "plain-text" } else { "sealed" }
     )]
-    Unsealed,
-    /// A sealed frame reached a node that runs without a cluster key.
-    #[error("sealed frame (key id {key_id}), but this node runs in plain text: start it with the cluster's key file")]
-    NoKey {
-        /// The key id in the frame.
-        key_id: u8,
+    SealMismatch {
+        /// Whether the frame was sealed.
+        sealed: bool,
     },
-    /// Sealed with a key id this node does not accept.
+    /// The authentication tag does not match: forged or corrupted in transit.
     #[error(
-        "sealed with key id {key_id}, which this node does not accept: the peer belongs to another cluster, or a rotation has not reached this node (add the key to its keyring)"
-    )]
-    UnknownKey {
-        /// The key id in the frame.
-        key_id: u8,
-    },
-    /// The authentication tag does not match: wrong key, forged or corrupted.
-    #[error(
-        "authentication failed under key id {key_id}: the peer has another key with that id, or the frame was forged or corrupted"
+        "authentication failed for frame {counter} of the connection: the frame was forged or corrupted in transit"
     )]
     Forged {
-        /// The key id in the frame.
-        key_id: u8,
+        /// The frame's count on its connection.
+        counter: u64,
     },
-    /// A frame whose nonce was seen before.
-    #[error("replayed frame (counter {counter} seen before): someone is replaying captured traffic")]
+    /// A frame whose count is not the next one of the connection.
+    #[error(
+        "frame {counter} arrived where frame {expected} of the connection was due: frames were replayed, dropped or reordered in transit"
+    )]
     Replayed {
-        /// The frame counter.
+        /// The count in the frame.
         counter: u64,
+        /// The count due.
+        expected: u64,
     },
-    /// A sealed frame where its sender never puts one: a later frame of a connection
-    /// opening another, a heartbeat on a connection, or another frame as a datagram.
-    #[error("replayed frame (counter {counter}): {reason}; someone is replaying captured traffic")]
-    OutOfPlace {
-        /// The frame counter.
-        counter: u64,
-        /// Where the frame was found and why it cannot be there.
-        reason: &'static str,
-    },
-    /// The frame was cut off (a datagram shorter than its lengths say).
-    #[error("truncated frame: {len} bytes where {needed} were announced")]
-    Truncated {
-        /// Bytes present.
-        len: usize,
-        /// Bytes the prefix announced.
-        needed: usize,
-    },
+    /// A heartbeat on a connection: heartbeats travel as datagrams.
+    #[error("a heartbeat frame arrived on a connection: heartbeats travel as datagrams")]
+    HeartbeatOnConnection,
     /// A batch frame whose entries do not add up (it opened, so it came from a
     /// holder of the cluster key: a bug or a hostile member). Refused whole.
     #[error("malformed batch frame: {reason}")]
@@ -256,49 +236,54 @@ pub enum WireError {
     Io(#[from] io::Error),
 }
 
-impl From<OpenError> for WireError {
-    fn from(e: OpenError) -> Self {
-        match e {
-            OpenError::UnknownKey { key_id } => WireError::UnknownKey { key_id },
-            OpenError::Forged { key_id } => WireError::Forged { key_id },
-            OpenError::Replayed { counter } => WireError::Replayed { counter },
-        }
-    }
+/// The keys and counts of one sealed connection.
+#[derive(Clone)]
+struct Sealing {
+    key_id: u8,
+    send: ChaCha20Poly1305,
+    sent: u64,
+    recv: ChaCha20Poly1305,
+    received: u64,
 }
 
-/// The frame codec shared by the TCP receiver, the senders, multicast and tests.
-#[derive(Clone, Debug)]
+/// The frame codec of one connection (clone it for its read and write halves: each
+/// half counts its own direction).
+#[derive(Clone)]
 pub(crate) struct FrameCodec {
     max_frame_len: usize,
-    sealer: Option<Arc<Sealer>>,
-    /// On a stream: the sender prefix and counter of the last sealed frame.
-    last: Option<([u8; 4], u64)>,
-    /// Whether this codec decodes lone datagrams rather than a stream.
-    datagram: bool,
-    /// Whether this codec has written a frame (only the first one opens the connection).
-    wrote: bool,
+    sealing: Option<Sealing>,
+}
+
+impl std::fmt::Debug for FrameCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameCodec")
+            .field("max_frame_len", &self.max_frame_len)
+            .field("key_id", &self.sealing.as_ref().map(|s| s.key_id))
+            .finish()
+    }
 }
 
 impl FrameCodec {
-    /// A codec for plain-text frames.
+    /// A codec for plain-text frames (connections get theirs from [`FrameCodec::session`]).
+    #[cfg(any(test, fuzzing))]
     pub(crate) fn new(max_frame_len: usize) -> Self {
         FrameCodec {
             max_frame_len,
-            sealer: None,
-            last: None,
-            datagram: false,
-            wrote: false,
+            sealing: None,
         }
     }
 
-    /// A codec that seals every frame it writes and accepts only sealed frames.
-    pub(crate) fn sealed(max_frame_len: usize, sealer: Arc<Sealer>) -> Self {
+    /// The codec of a connection whose handshake gave these keys (plain without).
+    pub(crate) fn session(max_frame_len: usize, keys: Option<SessionKeys>) -> Self {
         FrameCodec {
             max_frame_len,
-            sealer: Some(sealer),
-            last: None,
-            datagram: false,
-            wrote: false,
+            sealing: keys.map(|k| Sealing {
+                key_id: k.key_id,
+                send: ChaCha20Poly1305::new(Key::from_slice(&k.send)),
+                sent: 0,
+                recv: ChaCha20Poly1305::new(Key::from_slice(&k.recv)),
+                received: 0,
+            }),
         }
     }
 
@@ -308,62 +293,33 @@ impl FrameCodec {
     }
 
     /// Finish a frame written in place: `frame` is the 44-byte prefix (magic,
-    /// version, kind and both lengths filled in, the rest zero) and the body. Sets
-    /// the flags and, on a sealed codec, encrypts the body and fills in key id,
-    /// nonce and tag: one AEAD over the whole body, however many messages it holds.
+    /// version, kind and both lengths filled in, the rest zero) and the body. On a
+    /// sealed connection, encrypts the body and fills in flags, key id, nonce and
+    /// tag: one AEAD over the whole body, however many messages it holds.
     pub(crate) fn seal_in_place(&mut self, frame: &mut [u8]) {
-        let opens = if self.wrote { 0 } else { OPENS };
-        self.wrote = true;
+        let Some(s) = &mut self.sealing else {
+            return;
+        };
         let (head, body) = frame.split_at_mut(PREFIX_LEN);
-        match &self.sealer {
-            None => head[6] = opens,
-            Some(sealer) => {
-                head[6] = SEALED | opens;
-                let (key_id, nonce, tag) = sealer.seal(body, |key_id, nonce| {
-                    let mut aad = [0u8; 28];
-                    aad[..7].copy_from_slice(&head[..7]);
-                    aad[7] = key_id;
-                    aad[8..20].copy_from_slice(nonce);
-                    aad[20..].copy_from_slice(&head[36..44]);
-                    aad
-                });
-                head[7] = key_id;
-                head[8..20].copy_from_slice(&nonce);
-                head[20..36].copy_from_slice(&tag);
-            }
-        }
-    }
-
-    /// The frame as one contiguous buffer (for UDP datagrams: only heartbeats open sealed).
-    pub(crate) fn to_bytes(&self, frame: Frame) -> Result<Bytes, WireError> {
-        let mut buf = BytesMut::with_capacity(frame.wire_len());
-        self.clone().encode(frame, &mut buf)?;
-        Ok(buf.freeze())
-    }
-
-    /// Decode one whole frame from a datagram (each one checked for replay on its own).
-    pub(crate) fn decode_datagram(&self, datagram: &[u8]) -> Result<Frame, WireError> {
-        let mut buf = BytesMut::from(datagram);
-        let mut codec = self.clone();
-        codec.last = None;
-        codec.datagram = true;
-        match codec.decode(&mut buf)? {
-            Some(frame) => Ok(frame),
-            None => Err(WireError::Truncated {
-                len: datagram.len(),
-                needed: announced_len(datagram).unwrap_or(PREFIX_LEN),
-            }),
-        }
+        head[6] = SEALED;
+        head[7] = s.key_id;
+        head[8..12].fill(0);
+        head[12..20].copy_from_slice(&s.sent.to_be_bytes());
+        s.sent += 1;
+        let tag = s
+            .send
+            .encrypt_in_place_detached(Nonce::from_slice(&head[8..20]), &aad(head), body)
+            .expect("frames are far below the ChaCha20-Poly1305 length limit");
+        head[20..36].copy_from_slice(&tag);
     }
 }
 
-fn announced_len(src: &[u8]) -> Option<usize> {
-    if src.len() < PREFIX_LEN {
-        return None;
-    }
-    let h = u32::from_be_bytes(src[36..40].try_into().ok()?) as usize;
-    let p = u32::from_be_bytes(src[40..44].try_into().ok()?) as usize;
-    Some(PREFIX_LEN + h + p)
+/// Every prefix byte but the tag.
+fn aad(head: &[u8]) -> [u8; 28] {
+    let mut aad = [0u8; 28];
+    aad[..20].copy_from_slice(&head[..20]);
+    aad[20..].copy_from_slice(&head[36..44]);
+    aad
 }
 
 impl Decoder for FrameCodec {
@@ -409,47 +365,30 @@ impl Decoder for FrameCodec {
             src.reserve(total - src.len());
             return Ok(None);
         }
+        if kind == FrameKind::Heartbeat {
+            return Err(WireError::HeartbeatOnConnection);
+        }
         let mut frame = src.split_to(total);
-        let key_id = frame[7];
-        match (frame[6] & SEALED != 0, &self.sealer) {
-            (true, Some(sealer)) => {
-                let nonce: [u8; 12] = frame[8..20].try_into().expect("12 bytes");
-                let tag: [u8; 16] = frame[20..36].try_into().expect("16 bytes");
-                let mut aad = [0u8; 28];
-                aad[..20].copy_from_slice(&frame[..20]);
-                aad[20..].copy_from_slice(&frame[36..44]);
-                let (sender, counter) = sealer.open(key_id, &nonce, &tag, &aad, &mut frame[PREFIX_LEN..])?;
-                // Each place a sealed frame travels has its own replay check; a frame
-                // is only accepted in the place its sender put it (see the module docs).
-                let opens = frame[6] & OPENS != 0;
-                let heartbeat = kind == FrameKind::Heartbeat;
-                let out_of_place = |reason| WireError::OutOfPlace { counter, reason };
-                match self.last {
-                    None if self.datagram => {
-                        if !heartbeat {
-                            return Err(out_of_place("only heartbeats travel alone in a datagram"));
-                        }
-                        sealer.check_fresh(sender, counter)?;
-                    }
-                    _ if heartbeat => {
-                        return Err(out_of_place(
-                            "a heartbeat arrived on a connection, heartbeats travel as datagrams",
-                        ));
-                    }
-                    None if !opens => {
-                        return Err(out_of_place(
-                            "a later frame of a connection arrived first on another connection",
-                        ));
-                    }
-                    None => sealer.check_opener(sender, counter)?,
-                    Some((s, c)) if s == sender && counter > c && !opens => {}
-                    Some(_) => return Err(WireError::Replayed { counter }),
+        let sealed = frame[6] & SEALED != 0;
+        match (sealed, &mut self.sealing) {
+            (true, Some(s)) => {
+                let counter = u64::from_be_bytes(frame[12..20].try_into().expect("8 bytes"));
+                if frame[8..12] != [0; 4] || counter != s.received {
+                    return Err(WireError::Replayed {
+                        counter,
+                        expected: s.received,
+                    });
                 }
-                self.last = Some((sender, counter));
+                let (head, body) = frame.split_at_mut(PREFIX_LEN);
+                let nonce = *Nonce::from_slice(&head[8..20]);
+                let tag = *Tag::from_slice(&head[20..36]);
+                s.recv
+                    .decrypt_in_place_detached(&nonce, &aad(head), body, &tag)
+                    .map_err(|_| WireError::Forged { counter })?;
+                s.received += 1;
             }
-            (true, None) => return Err(WireError::NoKey { key_id }),
-            (false, Some(_)) => return Err(WireError::Unsealed),
             (false, None) => {}
+            (sealed, _) => return Err(WireError::SealMismatch { sealed }),
         }
         frame.advance(PREFIX_LEN);
         let header = frame.split_to(header_len).freeze();
@@ -606,44 +545,92 @@ mod tests {
         ));
     }
 
-    /// Found by the `frame_decode` fuzz target: the second frame of a sealed connection,
-    /// sent first on a new connection, opened it (only openers were remembered), so a
-    /// captured ping or a heartbeat followed by captured messages could be replayed.
+    fn session_pair() -> (FrameCodec, FrameCodec) {
+        let keys = SessionKeys {
+            key_id: 1,
+            send: [1; 32],
+            recv: [2; 32],
+        };
+        let crossed = SessionKeys {
+            key_id: 1,
+            send: [2; 32],
+            recv: [1; 32],
+        };
+        (
+            FrameCodec::session(DEFAULT_MAX_FRAME_LEN, Some(keys)),
+            FrameCodec::session(DEFAULT_MAX_FRAME_LEN, Some(crossed)),
+        )
+    }
+
+    /// Frames of a connection open once, in order, on that connection only: a frame
+    /// replayed, skipped or moved to another connection (other keys) is refused.
     #[test]
-    fn a_sealed_frame_opens_only_where_its_sender_put_it() {
-        let key = crate::seal::Keyring::new(1, [9; 32]);
-        let mut sender = FrameCodec::sealed(DEFAULT_MAX_FRAME_LEN, Arc::new(Sealer::new(key.clone())));
-        let receiver = FrameCodec::sealed(DEFAULT_MAX_FRAME_LEN, Arc::new(Sealer::new(key)));
+    fn a_sealed_frame_opens_once_in_order_on_its_own_connection_only() {
+        let (mut tx, rx) = session_pair();
         let mut wire = BytesMut::new();
-        sender.encode(sample(), &mut wire).unwrap();
+        tx.encode(sample(), &mut wire).unwrap();
         let first = wire.len();
-        sender.encode(sample(), &mut wire).unwrap();
-        // The connection opens, frame by frame.
-        let mut connection = receiver.clone();
+        tx.encode(sample(), &mut wire).unwrap();
+        assert_ne!(&wire[44..first], &wire[first + 44..], "each frame has its own nonce");
+        let mut connection = rx.clone();
         let mut buf = wire.clone();
         assert!(connection.decode(&mut buf).unwrap().is_some());
         assert!(connection.decode(&mut buf).unwrap().is_some());
-        // Replayed whole, or from its second frame: refused.
-        let err = receiver.clone().decode(&mut wire.clone()).unwrap_err();
-        assert!(matches!(err, WireError::Replayed { .. }), "{err}");
-        let err = receiver
-            .clone()
-            .decode(&mut BytesMut::from(&wire[first..]))
+        // The first frame again: refused.
+        let err = connection.decode(&mut BytesMut::from(&wire[..first])).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WireError::Replayed {
+                    counter: 0,
+                    expected: 2
+                }
+            ),
+            "{err}"
+        );
+        // The second frame first: refused.
+        let err = rx.clone().decode(&mut BytesMut::from(&wire[first..])).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WireError::Replayed {
+                    counter: 1,
+                    expected: 0
+                }
+            ),
+            "{err}"
+        );
+        // Another connection's keys: the tag does not match.
+        let (_, other) = {
+            let keys = SessionKeys {
+                key_id: 1,
+                send: [3; 32],
+                recv: [3; 32],
+            };
+            (0, FrameCodec::session(DEFAULT_MAX_FRAME_LEN, Some(keys)))
+        };
+        let err = other.clone().decode(&mut wire.clone()).unwrap_err();
+        assert!(matches!(err, WireError::Forged { counter: 0 }), "{err}");
+        // Plain text on a sealed connection, and the reverse: refused.
+        let mut plain = BytesMut::new();
+        FrameCodec::new(DEFAULT_MAX_FRAME_LEN)
+            .encode(sample(), &mut plain)
+            .unwrap();
+        let err = rx.clone().decode(&mut plain.clone()).unwrap_err();
+        assert!(matches!(err, WireError::SealMismatch { sealed: false }), "{err}");
+        let err = FrameCodec::new(DEFAULT_MAX_FRAME_LEN)
+            .decode(&mut wire.clone())
             .unwrap_err();
-        assert!(matches!(err, WireError::OutOfPlace { .. }), "{err}");
-        assert!(err.to_string().contains("later frame of a connection"), "{err}");
-        // A heartbeat opens as a datagram, once, and never on a connection; a
-        // connection's frame never opens as a datagram.
-        let member = Member::new(MemberId::from_bytes([1; 16]), "a", "d", ([127, 0, 0, 1], 1).into(), 0);
-        let beat = Frame::new(FrameKind::Heartbeat, &MemberHeader { member }, Bytes::new());
-        let beat = sender.to_bytes(beat).unwrap();
-        let err = receiver.clone().decode(&mut BytesMut::from(&beat[..])).unwrap_err();
-        assert!(matches!(err, WireError::OutOfPlace { .. }), "{err}");
-        receiver.decode_datagram(&beat).unwrap();
-        let err = receiver.decode_datagram(&beat).unwrap_err();
-        assert!(matches!(err, WireError::Replayed { .. }), "{err}");
-        let err = receiver.decode_datagram(&wire[..first]).unwrap_err();
-        assert!(matches!(err, WireError::OutOfPlace { .. }), "{err}");
+        assert!(matches!(err, WireError::SealMismatch { sealed: true }), "{err}");
+        // A flipped bit anywhere but the (unused) high nonce bytes: refused.
+        for i in 4..first {
+            let mut bad = BytesMut::from(&wire[..first]);
+            bad[i] ^= 1;
+            assert!(
+                rx.clone().decode(&mut bad).map(|f| f.is_none()).unwrap_or(true),
+                "byte {i}"
+            );
+        }
     }
 
     proptest! {
@@ -671,7 +658,6 @@ mod tests {
             let cut = cut.min(wire.len() - 1);
             let mut part = BytesMut::from(&wire[..cut]);
             prop_assert!(codec.decode(&mut part).unwrap().is_none());
-            prop_assert!(codec.decode_datagram(&wire[..cut]).is_err());
         }
     }
 }

@@ -125,7 +125,8 @@ struct Args {
     /// A link to another node's page, shown on this node's page (repeatable).
     #[arg(long = "link", env = "TRIBES_LINK", value_delimiter = ',')]
     links: Vec<String>,
-    /// The cluster key file every member shares (create one with `tribes-demo keygen PATH`).
+    /// The cluster key file every member shares (create one with `tribes-demo keygen PATH`);
+    /// read again on SIGHUP, for key rotation without a restart.
     #[arg(long, env = "TRIBES_CLUSTER_KEY_FILE")]
     cluster_key_file: Option<std::path::PathBuf>,
     /// Send cluster traffic in plain text (only on a network you trust entirely).
@@ -266,6 +267,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
     }
     let channel = channel.start().await?;
+    if let Some(path) = &args.cluster_key_file {
+        tokio::spawn(reload_key_on_sighup(channel.clone(), path.clone()));
+    }
     let _farm = match &args.farm_dir {
         Some(dir) => Some(
             Farm::builder(channel.clone(), dir)
@@ -401,6 +405,29 @@ fn layer(args: &Args, config: Option<&tribes_axum::Config>, manager: &SessionMan
     match args.store {
         Some(_) => layer.with_sync_failure(OnSyncFailure::ServiceUnavailable),
         None => layer,
+    }
+}
+
+/// Key rotation without a restart: on SIGHUP, read the key file again and give the
+/// channel the new keyring (first line offered, every line accepted). Rotate by
+/// editing the file on every member and sending SIGHUP after each step: add the new
+/// key as a second line, then move it first, then delete the old line. A file that
+/// does not parse changes nothing and is logged.
+async fn reload_key_on_sighup(channel: Channel, path: std::path::PathBuf) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: the cluster key file is read only at start");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match Keyring::from_file(&path) {
+            Ok(ring) => {
+                let (send, accepted) = (ring.send_id(), ring.accepted_ids());
+                channel.set_keyring(ring);
+                tracing::info!(file = %path.display(), send, ?accepted, "SIGHUP: cluster key file reloaded");
+            }
+            Err(e) => tracing::error!(file = %path.display(), error = %e,
+                "SIGHUP: the cluster key file does not load; the keys in use are unchanged (fix the file and send SIGHUP again)"),
+        }
     }
 }
 

@@ -29,7 +29,6 @@ pub use probe::ProbeError;
 pub use statics::StaticDiscovery;
 
 use crate::member::{Member, MemberId};
-use crate::wire::FrameCodec;
 
 /// The `last_error` of a candidate that discovery has not probed yet. A starting session
 /// manager waits while any candidate says this (see [`Discovery::initial_candidates`]).
@@ -111,7 +110,7 @@ pub struct DiscoveryContext {
     pub(crate) local: watch::Receiver<Member>,
     pub(crate) inputs: mpsc::UnboundedSender<MembershipInput>,
     pub(crate) shutdown: CancellationToken,
-    pub(crate) codec: FrameCodec,
+    pub(crate) gate: Arc<crate::gate::Gate>,
     pub(crate) candidates: Arc<Mutex<BTreeMap<String, CandidateStatus>>>,
     pub(crate) refused: Arc<crate::stats::Refusals>,
     pub(crate) probe_timeout: Duration,
@@ -157,7 +156,7 @@ impl DiscoveryContext {
     /// [`ProbeError`] when nothing listens there, nothing answers within the probe
     /// timeout, or what answers is not a tribes node.
     pub async fn probe(&self, addr: SocketAddr) -> Result<Member, ProbeError> {
-        probe::probe(&self.codec, &self.local(), addr, self.probe_timeout).await
+        probe::probe(&self.gate, &self.local(), addr, self.probe_timeout).await
     }
 
     /// Record that a peer was refused, and why (another cluster key, garbage, …).

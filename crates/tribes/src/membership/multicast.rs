@@ -10,7 +10,6 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
 use super::{CandidateStatus, Discovery, DiscoveryContext};
-use crate::wire::{Frame, FrameKind, MemberHeader};
 
 /// Heartbeats to a multicast group, with Tomcat's defaults: group 228.0.0.4, port
 /// 45564, one heartbeat every 500 ms, TTL 1. How long silence lasts before a member
@@ -128,8 +127,7 @@ impl Discovery for MulticastDiscovery {
                 tokio::select! {
                     _ = ctx.shutdown() => return,
                     _ = beat.tick() => {
-                        let frame = Frame::new(FrameKind::Heartbeat, &MemberHeader { member: ctx.local() }, Default::default());
-                        let Ok(datagram) = ctx.codec.to_bytes(frame) else { continue };
+                        let datagram = ctx.gate.heartbeat(&ctx.local());
                         if let Err(e) = socket.send_to(&datagram, target).await {
                             tracing::warn!(group = %key, error = %e, "multicast heartbeat not sent");
                             ctx.report(&key, CandidateStatus { kind: "multicast", member: None, up: false, last_error: Some(e.to_string()), probed: true });
@@ -137,13 +135,11 @@ impl Discovery for MulticastDiscovery {
                     }
                     received = socket.recv_from(&mut buf) => {
                         let Ok((len, from)) = received else { continue };
-                        match ctx.codec.decode_datagram(&buf[..len]).and_then(|f| f.header::<MemberHeader>()) {
-                            Ok(MemberHeader { member }) if member.id != local_id => ctx.heard(member),
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::debug!(%from, error = %e, "ignoring a heartbeat that does not open");
-                                ctx.refused(from.to_string(), e.to_string());
-                            }
+                        // A refusal is recorded and logged by the gate.
+                        if let Ok(member) = ctx.gate.open_heartbeat(&buf[..len], from)
+                            && member.id != local_id
+                        {
+                            ctx.heard(member);
                         }
                     }
                 }

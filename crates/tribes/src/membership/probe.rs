@@ -8,11 +8,14 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+use crate::gate::{Gate, HandshakeError};
+use crate::handshake::Refusal;
 use crate::member::Member;
 use crate::wire::{Frame, FrameCodec, FrameKind, MemberHeader, WireError};
 
 /// Why a TCP probe of a peer got no member description.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProbeError {
     /// Nothing accepted the connection (refused or reset): no process listens there.
     #[error("nothing listens at {addr}: {source} (is the node running, and is {addr} its replication address?)")]
@@ -38,6 +41,15 @@ pub enum ProbeError {
         /// What was wrong with the answer.
         source: WireError,
     },
+    /// The handshake was refused, by this node or by the peer (another cluster key,
+    /// a revoked identity, another wire version, …).
+    #[error("{addr} and this node refused each other: {source}")]
+    Refused {
+        /// The probed address.
+        addr: SocketAddr,
+        /// Why.
+        source: Refusal,
+    },
 }
 
 impl ProbeError {
@@ -47,18 +59,32 @@ impl ProbeError {
     }
 }
 
+/// Dial `addr` and run the handshake (as initiator, for no member in particular).
+pub(crate) async fn open(
+    gate: &Gate,
+    local: &Member,
+    addr: SocketAddr,
+) -> Result<Framed<TcpStream, FrameCodec>, ProbeError> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|source| ProbeError::Unreachable { addr, source })?;
+    let _ = stream.set_nodelay(true);
+    let opened = gate.connect(&mut stream, local.id, None).await.map_err(|e| match e {
+        HandshakeError::Refused(source) => ProbeError::Refused { addr, source },
+        HandshakeError::Io(source) => ProbeError::Unreachable { addr, source },
+        HandshakeError::TimedOut(timeout) => ProbeError::TimedOut { addr, timeout },
+    })?;
+    Ok(Framed::new(stream, opened.codec))
+}
+
 pub(crate) async fn probe(
-    codec: &FrameCodec,
+    gate: &Gate,
     local: &Member,
     addr: SocketAddr,
     timeout: Duration,
 ) -> Result<Member, ProbeError> {
     let attempt = async {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|source| ProbeError::Unreachable { addr, source })?;
-        let _ = stream.set_nodelay(true);
-        let mut framed = Framed::new(stream, codec.clone());
+        let mut framed = open(gate, local, addr).await?;
         ping(&mut framed, local).await.map_err(|e| match e {
             WireError::Io(source) => ProbeError::Unreachable { addr, source },
             source => ProbeError::Protocol { addr, source },

@@ -5,8 +5,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::probe::ping;
@@ -43,11 +41,11 @@ async fn watch_loop(ctx: &DiscoveryContext, addr: SocketAddr, frequency: Duratio
         if ctx.is_shutdown() {
             return;
         }
-        let connected = tokio::time::timeout(ctx.probe_timeout, TcpStream::connect(addr)).await;
-        let stream = match connected {
-            Ok(Ok(stream)) => stream,
+        let opened = tokio::time::timeout(ctx.probe_timeout, super::probe::open(&ctx.gate, &ctx.local(), addr)).await;
+        let mut framed = match opened {
+            Ok(Ok(framed)) => framed,
             Ok(Err(e)) => {
-                ctx.report(&key, down(format!("nothing listens at {addr}: {e}")));
+                ctx.report(&key, down(e.to_string()));
                 tokio::time::sleep(frequency).await;
                 continue;
             }
@@ -56,8 +54,6 @@ async fn watch_loop(ctx: &DiscoveryContext, addr: SocketAddr, frequency: Duratio
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        let mut framed = Framed::new(stream, ctx.codec.clone());
         let mut current = None;
         loop {
             let answer = tokio::time::timeout(ctx.probe_timeout, ping(&mut framed, &ctx.local())).await;

@@ -53,6 +53,18 @@ impl DemoNode {
         self.args.extend(args.into_iter().map(Into::into));
     }
 
+    /// The value given to `flag` (the argument after it).
+    pub fn args_value(&self, flag: &str) -> String {
+        let i = self.args.iter().position(|a| a == flag).expect("the flag is set");
+        self.args[i + 1].clone()
+    }
+
+    /// Give `flag` another value (from the next start).
+    pub fn set_arg(&mut self, flag: &str, value: &str) {
+        let i = self.args.iter().position(|a| a == flag).expect("the flag is set");
+        self.args[i + 1] = value.to_string();
+    }
+
     /// Start (or restart) the process. Its log (stdout, where `tribes-demo` writes it,
     /// and stderr) goes to the test's stderr, each line prefixed with the route, when
     /// `TRIBES_TEST_LOGS` is set or under `CI=true`: nextest shows it for a failed test
