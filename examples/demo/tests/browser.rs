@@ -29,7 +29,11 @@ async fn the_count_goes_on_in_a_real_browser_after_the_node_dies() {
         browser.eval("document.getElementById('increment').click()").await;
         browser.wait_text("count", &expected.to_string()).await;
     }
-    let session = browser.text("session").await;
+    // The page shows the session's log hash; the id itself is in the HttpOnly cookie,
+    // which page scripts cannot read, so it is read through DevTools.
+    let hash = browser.text("session").await;
+    assert!(hash.starts_with('#'), "the page shows a log hash, not the id: {hash}");
+    let session = session_cookie(&mut browser).await;
     assert!(session.ends_with(".a"), "{session}");
     let shot = browser.screenshot("browser-node-a").await;
     eprintln!("screenshot: {}", shot.display());
@@ -51,7 +55,8 @@ async fn the_count_goes_on_in_a_real_browser_after_the_node_dies() {
     );
     browser.eval("document.getElementById('increment').click()").await;
     browser.wait_text("count", "4").await;
-    let session_b = browser.text("session").await;
+    assert_eq!(browser.text("session").await, hash, "the same session goes on");
+    let session_b = session_cookie(&mut browser).await;
     assert!(
         session_b.ends_with(".b"),
         "the cookie is rebound to node b: {session_b}"
@@ -71,4 +76,15 @@ async fn the_count_goes_on_in_a_real_browser_after_the_node_dies() {
         "status page should list member c: {body}"
     );
     browser.screenshot("browser-status").await;
+}
+
+/// The session cookie (`id.route`) the browser holds, read through DevTools.
+async fn session_cookie(browser: &mut Browser) -> String {
+    let r = browser.call("Network.getCookies", serde_json::json!({})).await;
+    r["cookies"]
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["name"] == "TRIBESSESSIONID"))
+        .and_then(|c| c["value"].as_str())
+        .unwrap_or_else(|| panic!("no TRIBESSESSIONID cookie in the browser: {r}"))
+        .to_string()
 }
