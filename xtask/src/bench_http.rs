@@ -25,13 +25,13 @@ const DURATION: &str = "8s";
 /// The wrk script. wrk runs one Lua state per thread and does not say which connection
 /// a callback is for, so "one session per connection" is kept as a per-thread pool:
 /// a request takes a session cookie from the pool (none at first: the server creates
-/// a session), its response gives the cookie back (from `Set-Cookie`, or from the
-/// session id the counter JSON echoes). Each session thus has at most one request in
+/// a session), its response gives the cookie back (from `Set-Cookie`, or, when none is
+/// sent, the cookie first given to the session the counter JSON names). Each session thus has at most one request in
 /// flight and there are as many sessions as connections. A response counting 1 is a new
 /// session: their number shows the cookies were kept.
 pub(crate) const LUA: &str = r#"
 pool = {}
-name = nil
+cookies = {}
 created = 0
 local threads = {}
 
@@ -52,15 +52,18 @@ function response(status, headers, body)
   if body:match('"count":1[,}]') then
     created = created + 1
   end
+  -- The counter JSON names its session (tower-sessions' peer: by id; tribes-demo: by
+  -- its log hash, never the id), so a response without Set-Cookie gives back the
+  -- cookie its session was first given under.
+  local key = body:match('"session":"([^"]+)"')
   if sc then
     local kv = sc:match("^([^;]+)")
-    name = name or kv:match("^([^=]+)=")
-    table.insert(pool, kv)
-  elseif name then
-    local id = body:match('"session":"([^"]+)"')
-    if id then
-      table.insert(pool, name .. "=" .. id)
+    if key then
+      cookies[key] = kv
     end
+    table.insert(pool, kv)
+  elseif key and cookies[key] then
+    table.insert(pool, cookies[key])
   end
 end
 
