@@ -1150,10 +1150,16 @@ fn handle_incoming(inner: &Arc<Inner>, incoming: Incoming) {
     // A fetch answer (the session, or "not here") is merged by the core like any message;
     // then the request waiting for it may go on.
     let fetch_answer = msg.fetch_answer();
-    inner.node().handle_message(inner.clocks(), from, msg);
+    // One lock per message: handled, and what it caused taken, together.
+    let now = inner.clocks();
+    let outputs = {
+        let mut node = inner.node();
+        node.handle_message(now, from, msg);
+        node.drain_outputs()
+    };
     // Acked before anything the message caused is sent (a GetAll's first chunk).
     drop(incoming);
-    inner.run_outputs();
+    inner.act(outputs);
     if let Some(id) = fetch_answer {
         wake(lock(&inner.fetches).answered(id, from));
     }
