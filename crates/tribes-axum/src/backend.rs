@@ -119,8 +119,8 @@ pub(crate) async fn rebind(manager: &SessionManager, id: &SessionId, route: &str
 }
 
 /// This node's route.
-pub(crate) fn local_route(manager: &SessionManager) -> String {
-    manager.route().to_string()
+pub(crate) fn local_route(manager: &SessionManager) -> &str {
+    manager.route()
 }
 
 /// Whether this node is the session's primary.

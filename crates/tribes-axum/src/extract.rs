@@ -123,6 +123,14 @@ impl Session {
         self.inner.id().await
     }
 
+    /// The session's log hash (`#1a2b3c4d`), or `None` when there is no session yet: a
+    /// short name that is safe to log and to show (it cannot be turned back into the
+    /// id), the one tribes uses in its own logs and on the status pages. Cheaper than
+    /// [`Session::id`]: no cookie value is formatted.
+    pub async fn log_id(&self) -> Option<crate::LogId> {
+        self.inner.log_id().await
+    }
+
     /// Whether a (live) session exists for this request.
     pub async fn exists(&self) -> bool {
         self.inner.exists().await

@@ -228,6 +228,12 @@ impl RequestSession {
         Some(crate::cookie::value(&h.id(), &h.route()))
     }
 
+    pub(crate) async fn log_id(&self) -> Option<tribes_sessions::LogId> {
+        let mut st = self.state.lock().await;
+        let h = self.live(&mut st).await?;
+        Some(h.id().log_id())
+    }
+
     pub(crate) async fn exists(&self) -> bool {
         let mut st = self.state.lock().await;
         self.live(&mut st).await.is_some()

@@ -140,6 +140,8 @@ pub use layer::{
 pub use metrics::metrics_router;
 pub use service::{PrimaryIndicator, ReplicatedSessionsService};
 pub use status::status_router;
+/// The log hash of a session ([`Session::log_id`]), re-exported from `tribes-sessions`.
+pub use tribes_sessions::LogId;
 
 /// The README examples, compiled as doc tests.
 #[cfg(doctest)]

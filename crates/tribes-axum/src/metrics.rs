@@ -315,6 +315,12 @@ pub(crate) fn render(contexts: &Contexts, channel: &Channel) -> Result<String, f
     );
     counter_family(
         &mut registry,
+        "replication_fetches_unconfirmed",
+        "BackupManager reads that went on without an answer from every member asked",
+        each(|ms| ms.fetches_unconfirmed),
+    );
+    counter_family(
+        &mut registry,
         "replication_deltas_applied",
         "Replicated deltas applied",
         each(|ms| ms.deltas_applied),

@@ -140,8 +140,8 @@ where
 
     if let Some(c) = &cookie {
         let local = backend::local_route(manager);
-        if c.route.as_deref() != Some(local.as_str()) {
-            rebind(&layer, &rs, c, &local).await;
+        if c.route.as_deref() != Some(local) {
+            rebind(&layer, &rs, c, local).await;
         }
     }
 

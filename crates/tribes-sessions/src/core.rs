@@ -624,11 +624,15 @@ impl Core {
         }
     }
 
-    /// A replicated message (queued during a state transfer).
+    /// A replicated message (queued during a state transfer). A `Fetch` waits too: the
+    /// copy held here is not current until the queued changes are applied, and a fetch
+    /// answered from it would confirm a stale read; the asker waits for the answer or
+    /// goes on unconfirmed at its deadline.
     pub(crate) fn handle_msg(&mut self, now_ms: u64, from: MemberId, msg: Msg, out: &mut Vec<Effect>) {
         let queueable = matches!(
             msg,
-            Msg::Delta(_)
+            Msg::Fetch(_)
+                | Msg::Delta(_)
                 | Msg::Full(_)
                 | Msg::Adopt(_)
                 | Msg::Drop { .. }

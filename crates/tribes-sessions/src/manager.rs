@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tribes::{Channel, Delivery, Incoming, MemberId, MembershipEvent, SendError, SendMode, SendOptions};
 
@@ -15,7 +15,6 @@ use crate::node::{Delivered, NodeConfig, Now, Output, SessionNode, Transmit};
 
 use crate::core::{Commit, Core, CoreConfig, Effect, Filter};
 use crate::error::{CreateError, ReplicationError, StartError, StateTransferError};
-use crate::fetch::{Begin, Fetches};
 use crate::id::SessionId;
 use crate::joiner::JoinTimeouts;
 use crate::kind::{ManagerKind, ReplicationMode};
@@ -316,6 +315,7 @@ impl SessionManagerBuilder {
             chunk_size: self.chunk_size,
             tick_ms: self.touch_interval.min(Duration::from_millis(500)).as_millis() as u64,
             regreet_every_ms: self.sync_interval.as_millis() as u64,
+            fetch_timeout_ms: self.ack_timeout.as_millis() as u64,
         };
         let epoch = tokio::time::Instant::now();
         let start_now = Now {
@@ -353,7 +353,9 @@ impl SessionManagerBuilder {
             results,
             counters: Default::default(),
             per_member: Mutex::new(HashMap::new()),
-            fetches: Mutex::new(Fetches::default()),
+            fetch_waiters: Mutex::new(HashMap::new()),
+            next_waiter: AtomicU64::new(0),
+            kick: Notify::new(),
             tasks: Mutex::new(Vec::new()),
             shut: AtomicBool::new(false),
             b: self,
@@ -387,6 +389,7 @@ pub(crate) struct Counters {
     pub(crate) acks: AtomicU64,
     pub(crate) failures: AtomicU64,
     pub(crate) undecodable: AtomicU64,
+    pub(crate) fetches_unconfirmed: AtomicU64,
 }
 
 struct Inner {
@@ -404,7 +407,11 @@ struct Inner {
     results: mpsc::UnboundedSender<(u64, Delivered)>,
     counters: Counters,
     per_member: Mutex<HashMap<MemberId, MemberReplication>>,
-    fetches: Mutex<Fetches<oneshot::Sender<()>>>,
+    /// Requests waiting for a fetch, by the token the node gives back in `Output::Fetched`.
+    fetch_waiters: Mutex<HashMap<u64, oneshot::Sender<bool>>>,
+    next_waiter: AtomicU64,
+    /// Wakes the driver when a request gave the node an earlier deadline (a fetch).
+    kick: Notify,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     shut: AtomicBool,
     store: Option<Arc<StoreState>>,
@@ -523,6 +530,14 @@ impl Inner {
                         });
                     }
                     self.notify(&ev)
+                }
+                Output::Fetched { waiter, confirmed } => {
+                    if !confirmed {
+                        self.counters.fetches_unconfirmed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Some(tx) = lock(&self.fetch_waiters).remove(&waiter) {
+                        let _ = tx.send(confirmed);
+                    }
                 }
                 Output::Transferred(result) => {
                     let inner = self.clone();
@@ -768,31 +783,25 @@ impl SessionManager {
     }
 
     /// Asks the members that may hold `id` and waits until each answered (with the
-    /// session, merged here, or "not here"), failed, or the ack timeout passed.
+    /// session, merged here, or "not here"), could not be reached (then the members that
+    /// may hold it now are asked too), or the ack timeout passed: the node decides
+    /// (`node/fetching.rs`), this waits.
     async fn fetch(&self, id: &SessionId) {
-        let ask = self.inner.core().fetch_targets(id);
+        let waiter = self.inner.next_waiter.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        let begin = lock(&self.inner.fetches).begin(*id, ask, tx);
-        let nobody = matches!(begin, Begin::Nobody);
-        if let Begin::Send(ask) = begin {
-            let (_, acks) = self
-                .inner
-                .send_acks(&ask, &Msg::Fetch(*id), SendMode::SyncAck, self.inner.b.ack_timeout)
-                .await;
-            let mut woken = Vec::new();
-            for (member, delivery) in acks {
-                if !delivery.is_ok() {
-                    tracing::debug!(context = %self.context(), session = %id.log_id(), member = %self.inner.name_of(member), ?delivery, "fetch not delivered");
-                    woken.extend(lock(&self.inner.fetches).answered(*id, member));
-                }
-            }
-            wake(woken);
-        }
-        if !nobody && tokio::time::timeout(self.inner.b.ack_timeout, rx).await.is_err() {
-            let late = lock(&self.inner.fetches).give_up(*id);
-            tracing::warn!(context = %self.context(), session = %id.log_id(), timeout = ?self.inner.b.ack_timeout,
-                "a member asked for the session did not answer within the ack timeout; using what the others sent");
-            wake(late);
+        lock(&self.inner.fetch_waiters).insert(waiter, tx);
+        let outputs = {
+            let now = self.inner.clocks();
+            let mut node = self.inner.node();
+            node.begin_fetch(now, *id, waiter);
+            node.drain_outputs()
+        };
+        self.inner.act(outputs);
+        // The node's poll timeout may be earlier now (the fetch's deadline).
+        self.inner.kick.notify_one();
+        // The node ends the wait at its deadline; this bound only covers a driver that stopped.
+        if tokio::time::timeout(self.inner.b.ack_timeout * 2, rx).await.is_err() {
+            lock(&self.inner.fetch_waiters).remove(&waiter);
         }
     }
 
@@ -980,6 +989,7 @@ impl SessionManager {
             acks: c.acks.load(Ordering::Relaxed),
             failures: c.failures.load(Ordering::Relaxed),
             undecodable: c.undecodable.load(Ordering::Relaxed),
+            fetches_unconfirmed: c.fetches_unconfirmed.load(Ordering::Relaxed),
             deltas_applied: counters.deltas_applied,
             conflicts: counters.conflicts,
             sync_rounds: counters.sync_rounds,
@@ -1080,7 +1090,6 @@ async fn run_driver(
                     Ok(MembershipEvent::Back(m)) => inner.node().handle_member_up(now, m, true),
                     Ok(MembershipEvent::Disappeared { member, reason }) => {
                         tracing::info!(context = %inner.context(), member = %member, ?reason, "member gone");
-                        wake(lock(&inner.fetches).member_gone(member.id()));
                         inner.node().handle_member_down(now, member.id());
                     }
                     Ok(_) => {}
@@ -1090,6 +1099,7 @@ async fn run_driver(
                     Err(_) => return,
                 }
             }
+            _ = inner.kick.notified() => {}
             Some((token, result)) = results.recv() => {
                 inner.node().handle_send_result(inner.clocks(), token, result);
             }
@@ -1124,13 +1134,6 @@ fn discovery_settled(channel: &Channel) -> bool {
     })
 }
 
-/// Wakes the requests waiting for completed fetches.
-fn wake(waiters: Vec<oneshot::Sender<()>>) {
-    for w in waiters {
-        let _ = w.send(());
-    }
-}
-
 fn handle_incoming(inner: &Arc<Inner>, incoming: Incoming) {
     let from = incoming.from().id();
     inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
@@ -1147,9 +1150,6 @@ fn handle_incoming(inner: &Arc<Inner>, incoming: Incoming) {
             return;
         }
     };
-    // A fetch answer (the session, or "not here") is merged by the core like any message;
-    // then the request waiting for it may go on.
-    let fetch_answer = msg.fetch_answer();
     // One lock per message: handled, and what it caused taken, together.
     let now = inner.clocks();
     let outputs = {
@@ -1160,9 +1160,6 @@ fn handle_incoming(inner: &Arc<Inner>, incoming: Incoming) {
     // Acked before anything the message caused is sent (a GetAll's first chunk).
     drop(incoming);
     inner.act(outputs);
-    if let Some(id) = fetch_answer {
-        wake(lock(&inner.fetches).answered(id, from));
-    }
 }
 
 impl Inner {

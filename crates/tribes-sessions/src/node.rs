@@ -11,14 +11,16 @@
 //!   [`Joiner`], then serve (degraded when no transfer completed in time);
 //! - the sending side of a state transfer: the snapshot in chunks, each sync-acked,
 //!   then `Done`;
-//! - when the core's timer runs (expiry, touch batches, anti-entropy rounds).
+//! - when the core's timer runs (expiry, touch batches, anti-entropy rounds);
+//! - the BackupManager's fetches (`node/fetching.rs`): whom a request asks for a copy,
+//!   who is asked instead when a member cannot answer, and when the request goes on.
 //!
 //! Inputs: membership changes ([`SessionNode::handle_member_up`] and `_down`), messages
 //! ([`SessionNode::handle_message`]), the outcome of each acknowledged send the node
 //! asked for ([`SessionNode::handle_send_result`]), and time
 //! ([`SessionNode::handle_timeout`], at the latest at [`SessionNode::poll_timeout`]).
 //! Outputs queue up and are taken with [`SessionNode::drain_outputs`]: messages to send,
-//! session events, and the end of the state transfer. The tokio driver (`manager.rs`)
+//! session events, the end of the state transfer, and completed fetches. The tokio driver (`manager.rs`)
 //! and the simulation (`sim/`) drive this same node, the way foca's runtime drives its
 //! `Foca` and quinn drives `quinn-proto`.
 
@@ -30,6 +32,8 @@ use tribes::{Member, MemberId};
 use crate::core::{Core, CoreConfig, Effect};
 use crate::data::SessionData;
 use crate::error::StateTransferError;
+use crate::fetch::Fetches;
+use crate::id::SessionId;
 use crate::joiner::{AckResult, JoinAction, JoinTimeouts, Joiner};
 use crate::kind::ManagerKind;
 use crate::listener::SessionEvent;
@@ -58,6 +62,8 @@ pub(crate) struct NodeConfig {
     pub(crate) tick_ms: u64,
     /// How often members not known to serve the context are greeted again (0: never).
     pub(crate) regreet_every_ms: u64,
+    /// How long a fetch waits for the members it asked (the ack timeout).
+    pub(crate) fetch_timeout_ms: u64,
 }
 
 /// Both clocks, in milliseconds: the wall clock sessions are stamped with, and a
@@ -104,6 +110,12 @@ pub(crate) enum Output {
     /// The state transfer ended; the driver loads its store if it persists, then calls
     /// [`SessionNode::serve`].
     Transferred(Result<(), StateTransferError>),
+    /// The fetch that `waiter` began ([`SessionNode::begin_fetch`]) completed: every
+    /// member asked answered (`confirmed`), or its deadline passed.
+    Fetched {
+        waiter: u64,
+        confirmed: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -133,6 +145,7 @@ enum Pending {
     GetAll { member: MemberId, request: u64 },
     Chunk(Stream),
     Done,
+    Fetch { id: SessionId, member: MemberId },
 }
 
 /// A snapshot being streamed to a starting member.
@@ -168,6 +181,8 @@ pub(crate) struct SessionNode {
     stats: TransferStats,
     /// The completed transfers of the startup: source and request.
     completed: Vec<(MemberId, u64)>,
+    /// The BackupManager's fetches in flight (`node/fetching.rs`).
+    fetches: Fetches<u64>,
 }
 
 impl SessionNode {
@@ -198,6 +213,7 @@ impl SessionNode {
             outputs: Vec::new(),
             stats: TransferStats::default(),
             completed: Vec::new(),
+            fetches: Fetches::default(),
         };
         if shared {
             // The store is the truth: nothing to receive from anyone.
@@ -282,7 +298,7 @@ impl SessionNode {
 
     /// The latest monotonic time at which [`SessionNode::handle_timeout`] must run.
     pub(crate) fn poll_timeout(&self) -> u64 {
-        match self.phase {
+        let phase = match self.phase {
             Phase::Serving { .. } => {
                 if self.cfg.regreet_every_ms == 0 {
                     self.next_tick
@@ -292,7 +308,8 @@ impl SessionNode {
             }
             Phase::Loading => self.last_ms + 1_000,
             _ => self.last_ms + STARTUP_POLL_MS,
-        }
+        };
+        self.next_fetch_deadline().map_or(phase, |d| d.min(phase))
     }
 
     /// Discovery has probed every configured member (the startup may greet them).
@@ -332,6 +349,7 @@ impl SessionNode {
         self.departed.insert(id, now.mono_ms);
         self.unreachable.remove(&id);
         self.remove_server(now, id);
+        self.fetch_member_gone(id);
         self.drive(now);
     }
 
@@ -353,6 +371,9 @@ impl SessionNode {
     /// A message from `from`.
     pub(crate) fn handle_message(&mut self, now: Now, from: MemberId, msg: Msg) {
         self.last_ms = now.mono_ms;
+        // A fetch answer (the session, or "not here") is merged by the core like any
+        // message; then the requests waiting for it may go on.
+        let fetch_answer = msg.fetch_answer();
         let mut out = Vec::new();
         match msg {
             Msg::Hello => self.add_server_on_message(now, from),
@@ -407,6 +428,9 @@ impl SessionNode {
             other => self.core.handle_msg(now.wall_ms, from, other, &mut out),
         }
         self.absorb(out);
+        if let Some(id) = fetch_answer {
+            self.fetch_answered(id, from);
+        }
         self.drive(now);
     }
 
@@ -446,12 +470,18 @@ impl SessionNode {
                 }
             }
             Pending::Done => {}
+            Pending::Fetch { id, member } => match result {
+                Delivered::Acked => {}
+                Delivered::Refused(_) => self.fetch_unanswered(id, member, true),
+                Delivered::Failed(_) | Delivered::TimedOut(_) => self.fetch_unanswered(id, member, false),
+            },
         }
         self.drive(now);
     }
 
     /// Time passed: the startup's next step, the core's timer, greetings said again.
     pub(crate) fn handle_timeout(&mut self, now: Now) {
+        self.expire_fetches(now);
         self.drive(now);
         if !self.is_serving() {
             return;
@@ -616,6 +646,7 @@ impl SessionNode {
     }
 }
 
+mod fetching;
 mod servers;
 #[cfg(test)]
 mod tests;

@@ -59,6 +59,10 @@ pub struct ManagerStats {
     pub failures: u64,
     /// Messages that did not decode (incompatible builds).
     pub undecodable: u64,
+    /// BackupManager reads whose fetch did not hear from every member it asked (one could
+    /// not be reached, or the ack timeout passed): the request used what the others sent,
+    /// which may be older than the last acknowledged write.
+    pub fetches_unconfirmed: u64,
     /// Replicated deltas applied.
     pub deltas_applied: u64,
     /// Deltas made against an older version than held here, and copies merged where

@@ -458,9 +458,7 @@ impl IntoResponse for AppError {
 /// its id. The id is a secret kept in an HttpOnly cookie so page scripts never see it; a
 /// body that repeated it would undo that (OWASP).
 async fn session_hash(session: &Session) -> Option<String> {
-    let cookie = session.id().await?;
-    let id = cookie.split('.').next().unwrap_or_default();
-    Some(tribes_sessions::LogId::of_text(id).to_string())
+    Some(session.log_id().await?.to_string())
 }
 
 async fn home(State(app): State<App>, session: Session) -> Result<Html<String>, AppError> {

@@ -45,6 +45,7 @@ fn node(local: Member) -> SessionNode {
         chunk_size: 2,
         tick_ms: 500,
         regreet_every_ms: 2_000,
+        fetch_timeout_ms: 1_000,
     };
     SessionNode::new(cfg, core, at(0))
 }

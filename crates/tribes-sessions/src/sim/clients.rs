@@ -18,13 +18,13 @@
 //! and a known gap, see the README); and a partition, from its start until the heal and settle (split brain: each side
 //! acknowledges its own writes), after which each client takes a new baseline.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use rand::Rng;
 use tribes::MemberId;
 
-use super::{ACK_TIMEOUT_MS, AckedWrite, Body, MAX_INACTIVE_MS, Purpose, Sim};
+use super::node::clocks;
+use super::{AckedWrite, MAX_INACTIVE_MS, Purpose, Sim};
 use crate::data::{Blob, Op, Stamp, writer_of};
 use crate::id::SessionId;
 use crate::wire::Msg;
@@ -45,6 +45,11 @@ pub(super) struct Client {
     holders: Vec<MemberId>,
     /// Writes since the floor that got no answer.
     unacked: u64,
+    /// The highest value a write that got no answer carried since the baseline was last
+    /// taken. Such a write may land after a later acknowledged one (based on a read on a
+    /// node that missed it) and win over it by its newer version: a later read may return
+    /// it, and that is not a stale or invented value.
+    unanswered_max: Option<u64>,
     /// Whether the write in flight was based on a read every holder confirmed.
     confirmed: bool,
     busy: Option<Busy>,
@@ -52,13 +57,8 @@ pub(super) struct Client {
 
 #[derive(Debug)]
 enum Busy {
-    /// Waiting for the holders' answers at `node`.
-    Fetching {
-        node: MemberId,
-        id: SessionId,
-        waiting: BTreeSet<MemberId>,
-        deadline: u64,
-    },
+    /// Waiting at `node` for the fetch it runs (`SessionNode::begin_fetch`).
+    Fetching { node: MemberId },
     /// Waiting for the acks of the write.
     Committing,
 }
@@ -77,21 +77,9 @@ impl Sim {
     pub(super) fn register_clients(&mut self) -> Result<(), String> {
         for c in 0..self.clients.len() {
             match &self.clients[c].busy {
-                Some(Busy::Fetching {
-                    node,
-                    waiting,
-                    deadline,
-                    ..
-                }) => {
-                    let node = *node;
-                    if self.slot_of(node).is_none() {
+                Some(Busy::Fetching { node }) => {
+                    if self.slot_of(*node).is_none() {
                         self.clients[c].busy = None; // the node crashed: no answer, nothing written
-                    } else if waiting.is_empty() || self.now >= *deadline {
-                        // A holder that did not answer in time (a lost message: a broken
-                        // connection): the request goes on with what the others sent.
-                        let confirmed = waiting.is_empty();
-                        self.clients[c].busy = None;
-                        self.read_and_write(c, node, confirmed)?;
                     }
                 }
                 Some(Busy::Committing) => {}
@@ -105,31 +93,31 @@ impl Sim {
         Ok(())
     }
 
-    /// An answer to a fetch arrived at `at` from `from`.
-    pub(super) fn fetch_answered(&mut self, at: MemberId, from: MemberId, answered: SessionId) {
-        for client in &mut self.clients {
-            if let Some(Busy::Fetching { node, id, waiting, .. }) = &mut client.busy
-                && *node == at
-                && *id == answered
-            {
-                waiting.remove(&from);
+    /// The fetch client `c` waited for at `at` completed (every member asked answered,
+    /// or its deadline passed): the request goes on.
+    pub(super) fn fetch_done(&mut self, at: MemberId, c: usize, confirmed: bool) -> Result<(), String> {
+        match self.clients.get(c).and_then(|client| client.busy.as_ref()) {
+            Some(Busy::Fetching { node }) if *node == at => {
+                self.clients[c].busy = None;
+                self.read_and_write(c, at, confirmed)
             }
-        }
-    }
-
-    /// A member left `at`'s membership: it counts as answered (`Fetches::member_gone`).
-    pub(super) fn fetch_member_gone(&mut self, at: MemberId, gone: MemberId) {
-        for client in &mut self.clients {
-            if let Some(Busy::Fetching { node, waiting, .. }) = &mut client.busy
-                && *node == at
-            {
-                waiting.remove(&gone);
-            }
+            _ => Ok(()),
         }
     }
 
     /// The write of client `c` was acknowledged by every recipient, or not.
     pub(super) fn register_write_done(&mut self, c: usize, write: AckedWrite, value: u64, ok: bool) {
+        let id = write.id;
+        self.trace(|| {
+            format!(
+                "REGISTER client {c} wrote {value} to {id} ({}): acked {ok}",
+                id.log_id()
+            )
+        });
+        if ok {
+            let last = self.oracle.sessions.entry(id).or_insert(write.at_ms);
+            *last = (*last).max(write.at_ms);
+        }
         let client = &mut self.clients[c];
         client.busy = None;
         if ok && !client.confirmed {
@@ -137,17 +125,20 @@ impl Sim {
             // may still win over it, so it sets no baseline (the next confirmed one does).
             client.floor = None;
             client.unacked = 0;
+            client.unanswered_max = None;
             self.oracle.acked_total += 1;
             self.oracle.acked.push(write);
         } else if ok {
             client.floor = Some(value);
             client.holders = write.holders.clone();
             client.unacked = 0;
+            client.unanswered_max = client.unanswered_max.filter(|v| *v > value);
             self.oracle.acked_total += 1;
             self.oracle.acked.push(write);
             self.stats.register_acked += 1;
         } else {
             client.unacked += 1;
+            client.unanswered_max = client.unanswered_max.max(Some(value));
         }
     }
 
@@ -162,6 +153,7 @@ impl Sim {
         for client in &mut self.clients {
             client.floor = None;
             client.unacked = 0;
+            client.unanswered_max = None;
         }
     }
 
@@ -204,32 +196,18 @@ impl Sim {
             client.session = Some(id);
             client.floor = None;
             client.unacked = 0;
+            client.unanswered_max = None;
             client.confirmed = true;
             return self.write_counter(c, slot, id, 0);
         };
         let core = self.nodes[slot].as_ref().expect("serving").core();
         let found = core.get(now, &id).is_some();
         if core.must_fetch(&id, found, true, now) {
-            let waiting: BTreeSet<MemberId> = core.fetch_targets(&id).into_iter().filter(|m| *m != me).collect();
-            if !waiting.is_empty() {
-                for m in &waiting {
-                    self.send(
-                        me,
-                        *m,
-                        Body::Msg {
-                            msg: Msg::Fetch(id),
-                            ack: None,
-                        },
-                    );
-                }
-                self.clients[c].busy = Some(Busy::Fetching {
-                    node: me,
-                    id,
-                    waiting,
-                    deadline: now + ACK_TIMEOUT_MS,
-                });
-                return Ok(());
-            }
+            // As `SessionManager::get`: the node asks the holders; `fetch_done` goes on.
+            self.clients[c].busy = Some(Busy::Fetching { node: me });
+            let node = self.nodes[slot].as_mut().expect("serving");
+            node.session.begin_fetch(clocks(now), id, c as u64);
+            return self.run_outputs(me);
         }
         self.read_and_write(c, me, true)
     }
@@ -276,18 +254,21 @@ impl Sim {
             self.stats.register_checked += 1;
             ensure!(
                 value >= floor,
-                "register client {c} ({}): {at} read {value} for session {id} after the write of {floor} was acknowledged (a stale or backwards read; holders {:?})",
+                "register client {c} ({}): {at} read {value} for session {id} ({}) after the write of {floor} was acknowledged (a stale or backwards read; holders {:?})",
                 if client.sticky.is_some() {
                     "sticky"
                 } else {
                     "round robin"
                 },
+                id.log_id(),
                 client.holders
             );
             ensure!(
-                value <= floor + client.unacked,
-                "register client {c}: {at} read {value} for session {id}, but only {} write(s) since the acknowledged {floor} got no answer",
-                client.unacked
+                value <= floor + client.unacked || client.unanswered_max.is_some_and(|v| value <= v),
+                "register client {c}: {at} read {value} for session {id} ({}), but only {} write(s) since the acknowledged {floor} got no answer (the highest unanswered write: {:?})",
+                id.log_id(),
+                client.unacked,
+                client.unanswered_max
             );
         }
         self.clients[c].confirmed = confirmed;
@@ -305,7 +286,9 @@ impl Sim {
         let Ok(commit) = node.core_mut().commit(now, id, base, ops, false, &mut out) else {
             return Ok(()); // destroyed meanwhile: nothing written
         };
-        self.oracle.sessions.insert(id, now);
+        // The access counts for the expiry check once the write is acknowledged
+        // (`register_write_done`): one that reached nobody before its node crashed is lost
+        // with it, and the session may expire from the last access that was replicated.
         self.perform(me, out)?;
         let Some(data) = commit.data else { return Ok(()) };
         let stamp = Stamp {

@@ -43,6 +43,8 @@ const STEP_MS: u64 = 50;
 /// The membership drop time: suspected after 2/3 of it, removed at it.
 const DROP_TIME_MS: u64 = 3_000;
 const ACK_TIMEOUT_MS: u64 = 1_000;
+/// The waiter of a fetch no client waits for (the random operations' misses).
+const UNWAITED_FETCH: u64 = u64::MAX;
 const ATTEMPT_TIMEOUT_MS: u64 = 1_500;
 const TRANSFER_TIMEOUT_MS: u64 = 20_000;
 const DISCOVERY_WAIT_MS: u64 = 500;
@@ -272,7 +274,7 @@ impl Sim {
         sim
     }
 
-    fn trace(&mut self, line: impl FnOnce() -> String) {
+    pub(super) fn trace(&mut self, line: impl FnOnce() -> String) {
         if self.trace {
             let line = format!("[{:>7}ms] {}", self.now - 1_000_000, line());
             eprintln!("{line}");
@@ -474,14 +476,15 @@ impl Sim {
                 Body::Msg { msg, ack } => {
                     if self.trace {
                         let mut m = format!("{msg:?}");
-                        m.truncate(160);
+                        m.truncate(
+                            std::env::var("TRIBES_SIM_TRACE_WIDTH")
+                                .ok()
+                                .and_then(|w| w.parse().ok())
+                                .unwrap_or(160),
+                        );
                         self.trace(|| format!("{} -> {}: {m}", p.from, p.to));
                     }
-                    let answer = msg.fetch_answer();
                     let result = self.on_msg(p.to, p.from, msg)?;
-                    if let Some(id) = answer {
-                        self.fetch_answered(p.to, p.from, id);
-                    }
                     if let Some(token) = ack {
                         self.send(p.to, p.from, Body::Ack { token, result });
                     }
@@ -597,6 +600,11 @@ impl Sim {
                     self.send_sync(owner, &to, msg, Purpose::Node(ack.token));
                 }
                 Output::Event(ev) => self.on_event(owner, ev)?,
+                Output::Fetched { waiter, confirmed } => {
+                    if waiter != UNWAITED_FETCH {
+                        self.fetch_done(owner, waiter as usize, confirmed)?;
+                    }
+                }
                 Output::Transferred(result) => {
                     let degraded = result.is_err();
                     let now = clocks(self.now);
@@ -748,7 +756,6 @@ impl Sim {
                 MembershipEvent::Back(m) => node.session.handle_member_up(now, m, true),
                 MembershipEvent::Disappeared { member, reason } => {
                     node.session.handle_member_down(now, member.id());
-                    self.fetch_member_gone(at, member.id());
                     let member = member.id();
                     self.trace(|| format!("{at}: member {member} gone ({reason:?})"));
                 }
@@ -835,19 +842,10 @@ impl Sim {
         let node = self.nodes[slot].as_mut().expect("live");
         let Some(data) = node.core().get(now, &id) else {
             if matches!(self.cfg.kind, ManagerKind::Backup { .. }) {
-                // `SessionManager::get` fetches from the holders; the reply lands later.
-                let servers = node.core().fetch_targets(&id);
+                // `SessionManager::get` fetches from the holders; nobody waits for this one.
                 let me = node.id;
-                for m in servers {
-                    self.send(
-                        me,
-                        m,
-                        Body::Msg {
-                            msg: Msg::Fetch(id),
-                            ack: None,
-                        },
-                    );
-                }
+                node.session.begin_fetch(clocks(now), id, UNWAITED_FETCH);
+                return self.run_outputs(me);
             }
             return Ok(());
         };

@@ -9,7 +9,8 @@ use tribes::{Member, MemberId, Membership};
 
 use super::check::AttrsOf;
 use super::{
-    ATTEMPT_TIMEOUT_MS, CHUNK_SESSIONS, DISCOVERY_WAIT_MS, DROP_TIME_MS, SYNC_INTERVAL_MS, TICK_MS, TRANSFER_TIMEOUT_MS,
+    ACK_TIMEOUT_MS, ATTEMPT_TIMEOUT_MS, CHUNK_SESSIONS, DISCOVERY_WAIT_MS, DROP_TIME_MS, SYNC_INTERVAL_MS, TICK_MS,
+    TRANSFER_TIMEOUT_MS,
 };
 use crate::core::{Core, CoreConfig};
 use crate::id::SessionId;
@@ -45,6 +46,7 @@ impl Node {
             chunk_size: CHUNK_SESSIONS,
             tick_ms: TICK_MS,
             regreet_every_ms: SYNC_INTERVAL_MS,
+            fetch_timeout_ms: ACK_TIMEOUT_MS,
         };
         Node {
             id,

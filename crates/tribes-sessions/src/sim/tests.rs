@@ -5,25 +5,11 @@ use super::{SimStats, run_seed};
 /// Seeds CI runs: both managers (even seeds Delta, odd Backup), every fault.
 const CI_SEEDS: u64 = 2_000;
 
-/// Seeds that fail today, open in issue 12: the register clients' first findings (a
-/// BackupManager read that returns less than the last acknowledged write, or loses the
-/// session, after crashes and restarts with messages in flight) and one premature
-/// expiry (seed 617). Listed, not hidden: CI checks that each still fails, so a fix shows
-/// here (remove the seed), and any other seed that fails fails CI.
-const KNOWN_FAILING: [u64; 13] = [529, 539, 561, 617, 779, 1203, 1209, 1265, 1373, 1493, 1641, 1754, 1987];
-
 #[test]
 fn sim_many_seeds() {
     let started = Instant::now();
     let mut total = SimStats::default();
     for seed in 0..CI_SEEDS {
-        if KNOWN_FAILING.contains(&seed) {
-            assert!(
-                run_seed(seed).is_err(),
-                "seed {seed} passes now: remove it from KNOWN_FAILING (and say what fixed it in docs/simulation.md)"
-            );
-            continue;
-        }
         match run_seed(seed) {
             Ok(s) => {
                 total.packets += s.packets;
