@@ -141,3 +141,44 @@ pub(crate) async fn wait_ready(manager: &SessionManager, timeout: Duration) -> b
     let _ = tokio::time::timeout(timeout, manager.wait_ready()).await;
     manager.is_ready()
 }
+
+/// What invalidating a session by its log hash did (the session browser's action).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub(crate) enum Invalidation {
+    /// Invalidated on the node `by` and replicated like any invalidation: in sync-ack
+    /// mode every member confirmed it; in async mode it is on its way.
+    Invalidated { by: String },
+    /// Invalidated on `by`, but not confirmed by every member (they learn it with the
+    /// manager's next messages and anti-entropy).
+    NotConfirmed { by: String, cause: String },
+    /// No session with this hash is held there.
+    NotFound,
+    /// Several sessions share the hash (a 32-bit hash collision): nothing was done.
+    Ambiguous { sessions: usize },
+}
+
+/// Invalidates the session with `log_id` that this node holds, through the same path as
+/// a request's [`Session::invalidate`](crate::Session::invalidate): the manager's commit,
+/// which replicates it (and in sync-ack mode waits for every member's ack).
+pub(crate) async fn invalidate_by_log_id(manager: &SessionManager, log_id: tribes_sessions::LogId) -> Invalidation {
+    let found = manager.browse(log_id, |_| false);
+    let id = match found.as_slice() {
+        [] => return Invalidation::NotFound,
+        [one] => one.id(),
+        many => return Invalidation::Ambiguous { sessions: many.len() },
+    };
+    let Some(h) = manager.get(&id).await else {
+        return Invalidation::NotFound;
+    };
+    h.invalidate();
+    let by = local_route(manager);
+    match commit(manager, &h).await {
+        CommitOutcome::Ok => Invalidation::Invalidated { by: by.to_owned() },
+        CommitOutcome::Gone(_) => Invalidation::NotFound,
+        CommitOutcome::Failed(cause) => Invalidation::NotConfirmed {
+            by: by.to_owned(),
+            cause,
+        },
+    }
+}

@@ -11,8 +11,11 @@ use serde::Deserialize;
 
 use crate::ReplicatedSessions;
 
-/// A node's configuration: `[node]` (the channel), `[manager]` (the session manager) and
-/// `[layer]` (the HTTP layer). Every key is optional except `node.route` and
+mod status;
+pub use status::StatusConfig;
+
+/// A node's configuration: `[node]` (the channel), `[manager]` (the session manager),
+/// `[layer]` (the HTTP layer) and `[status]` (the status router's session browser). Every key is optional except `node.route` and
 /// `node.bind`; unknown keys are errors, so a typo never passes silently.
 ///
 /// Read it with [`Config::load`] (a file, then the environment) or [`Config::from_toml`];
@@ -46,6 +49,9 @@ pub struct Config {
     /// The HTTP layer.
     #[serde(default)]
     pub layer: LayerConfig,
+    /// The status router (its session browser).
+    #[serde(default)]
+    pub status: StatusConfig,
 }
 
 /// `[node]`: the channel.
@@ -199,7 +205,7 @@ pub enum ConfigError {
 }
 
 /// The sections whose keys `TRIBES_<SECTION>_<KEY>` variables override.
-const SECTIONS: [&str; 3] = ["node", "manager", "layer"];
+const SECTIONS: [&str; 4] = ["node", "manager", "layer", "status"];
 
 impl Config {
     /// Reads `path` (TOML), applies the `TRIBES_<SECTION>_<KEY>` variables of the process
@@ -381,7 +387,7 @@ impl Config {
                 );
             }
         }
-        Ok(())
+        self.status.check()
     }
 
     /// The channel builder: route, bind address, static members, key (read from the file

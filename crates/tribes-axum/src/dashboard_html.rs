@@ -30,7 +30,7 @@ pub(crate) fn ago(ms: u64) -> String {
     }
 }
 
-const STYLE: &str = "\
+pub(crate) const STYLE: &str = "\
 body{font-family:system-ui,sans-serif;margin:1em 1.5em;color:#1b1b1b;background:#fff}\
 header nav{float:right}a:focus-visible{outline:3px solid #1a5fb4;outline-offset:2px}h1{font-size:1.4em;margin:.2em 0}h1 span{font-weight:normal;color:#444}h2{font-size:1.1em;margin:1em 0 .4em}\
 #summary{margin:.2em 0;color:#333}#offline{background:#fde7e9;color:#8c1d18;padding:.4em .8em;border-radius:4px}\
@@ -53,8 +53,9 @@ var d=new DOMParser().parseFromString(await r.text(),'text/html');\
 bad=0;show('');}catch(e){bad++;show('This node does not answer ('+e.message+'); the page shows its last update and keeps trying.');}}\
 setInterval(refresh,2000);})();";
 
-/// The whole page; `base` is the path the router is mounted at, ending in `/`.
-pub(crate) fn render(view: &ClusterView, now_ms: u64, base: &str) -> String {
+/// The whole page; `base` is the path the router is mounted at, ending in `/`;
+/// `browser`: whether to link the session browser (on).
+pub(crate) fn render(view: &ClusterView, now_ms: u64, base: &str, browser: bool) -> String {
     let members = view.ordered();
     let count = |name: &str| members.iter().filter(|e| e.state().name() == name).count();
     let mut h = String::with_capacity(64 * 1024);
@@ -64,12 +65,17 @@ pub(crate) fn render(view: &ClusterView, now_ms: u64, base: &str) -> String {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><base href=\"{base}\">\
          <title>tribes cluster, seen from {me}</title><style>{STYLE}</style></head><body>\
          <header><h1>Cluster <span>seen from {me}</span></h1>\
-         <nav aria-label=\"Other views\"><a href=\"status\">JSON</a> · <a href=\"status.html\">this node</a></nav>\
+         <nav aria-label=\"Other views\"><a href=\"status\">JSON</a> · <a href=\"status.html\">this node</a>{sessions}</nav>\
          <p id=\"summary\">{n} members: {ready} ready, {not_ready} not ready, {silent} without report, \
          {gone} gone. Updated {at} UTC.</p>\
          <p id=\"offline\" role=\"alert\" hidden></p></header><main id=\"live\">",
         me = escape(&view.local_route),
         base = escape(base),
+        sessions = if browser {
+            " · <a href=\"sessions\">sessions</a>"
+        } else {
+            ""
+        },
         n = members.len(),
         ready = count("ready"),
         not_ready = count("not_ready"),

@@ -198,7 +198,7 @@ fn twenty_members_of_five_contexts_render_every_row() {
             .unwrap();
         }
     }
-    let html = crate::dashboard_html::render(&v, 61_000, "/cluster/");
+    let html = crate::dashboard_html::render(&v, 61_000, "/cluster/", false);
     assert_eq!(html.matches("<tr id=\"member-").count(), 20);
     assert_eq!(html.matches("data-state=\"ready\"").count(), 20);
     assert_eq!(html.matches("<li data-context=").count(), 19 * 5 + 1);

@@ -106,7 +106,11 @@
 //! Put [`status_router`] and [`metrics_router`] outside the layer (after `.layer(...)`,
 //! as above), so they answer while the node is not ready and never touch sessions.
 
+mod admin;
 mod backend;
+mod browser;
+mod browser_html;
+mod browser_net;
 #[cfg(feature = "config")]
 mod config;
 mod contexts;
@@ -128,8 +132,11 @@ mod reporter;
 mod service;
 mod status;
 
+pub use admin::{AdminToken, AdminTokenError, MIN_ADMIN_TOKEN_LEN};
 #[cfg(feature = "config")]
-pub use config::{Config, ConfigError, LayerConfig, ManagerConfig, ManagerKindConfig, NodeConfig, SendModeConfig};
+pub use config::{
+    Config, ConfigError, LayerConfig, ManagerConfig, ManagerKindConfig, NodeConfig, SendModeConfig, StatusConfig,
+};
 pub use contexts::Contexts;
 pub use extract::{MissingSessionLayer, Session, SessionError};
 pub use future::ResponseFuture;
@@ -139,7 +146,7 @@ pub use layer::{
 };
 pub use metrics::metrics_router;
 pub use service::{PrimaryIndicator, ReplicatedSessionsService};
-pub use status::status_router;
+pub use status::{StatusRouter, status_router};
 /// The log hash of a session ([`Session::log_id`]), re-exported from `tribes-sessions`.
 pub use tribes_sessions::LogId;
 

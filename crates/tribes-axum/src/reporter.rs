@@ -25,17 +25,26 @@ pub(crate) fn now_ms() -> u64 {
 pub(crate) struct Dashboard {
     pub(crate) view: Mutex<ClusterView>,
     managers: Mutex<Vec<SessionManager>>,
+    /// The session browser's questions waiting for the other members' answers.
+    pub(crate) admin: crate::browser_net::Pending,
 }
 
 impl Dashboard {
     pub(crate) fn view(&self) -> std::sync::MutexGuard<'_, ClusterView> {
         self.view.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The manager of `context` on this node, if it serves it.
+    pub(crate) fn manager(&self, context: &str) -> Option<SessionManager> {
+        let managers = self.managers.lock().unwrap_or_else(|e| e.into_inner());
+        managers.iter().find(|m| m.context() == context).cloned()
+    }
 }
 
 /// The dashboard of `channel`'s node, shared by every status router of the node, with
-/// `manager`'s context added. The first call starts the sampling task (if there is a
-/// tokio runtime; without one the page shows what it can: nothing is sampled).
+/// `manager`'s context added. The first call starts the sampling task and the task that
+/// answers the other members' session browsers (if there is a tokio runtime; without one
+/// the page shows what it can: nothing is sampled).
 pub(crate) fn dashboard_for(manager: &SessionManager, channel: &Channel) -> Arc<Dashboard> {
     static ALL: OnceLock<Mutex<HashMap<MemberId, Weak<Dashboard>>>> = OnceLock::new();
     let local = channel.local();
@@ -60,11 +69,13 @@ pub(crate) fn dashboard_for(manager: &SessionManager, channel: &Channel) -> Arc<
             now_ms(),
         )),
         managers: Mutex::new(vec![manager.clone()]),
+        admin: crate::browser_net::Pending::default(),
     });
     all.insert(local.id(), Arc::downgrade(&d));
     match tokio::runtime::Handle::try_current() {
         Ok(rt) => {
             rt.spawn(run(Arc::downgrade(&d), channel.clone()));
+            rt.spawn(crate::browser_net::serve(Arc::downgrade(&d), channel.clone()));
         }
         Err(_) => tracing::warn!("status_router called outside a tokio runtime: the dashboard shows no other member"),
     }

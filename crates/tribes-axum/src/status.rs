@@ -25,10 +25,11 @@ use crate::reporter::{Dashboard, dashboard_for, now_ms};
 pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Clone)]
-struct StatusState {
-    contexts: Contexts,
-    channel: Channel,
-    dashboard: Arc<Dashboard>,
+pub(crate) struct StatusState {
+    pub(crate) contexts: Contexts,
+    pub(crate) channel: Channel,
+    pub(crate) dashboard: Arc<Dashboard>,
+    pub(crate) browser: Arc<crate::browser::Settings>,
 }
 
 impl fmt::Debug for StatusState {
@@ -66,20 +67,109 @@ impl fmt::Debug for StatusState {
 /// [`ReplicatedSessions`](crate::ReplicatedSessions) layer, or call it without the
 /// session cookie, so that it answers while the node is not ready.
 pub fn status_router(contexts: impl Into<Contexts>, channel: Channel) -> Router {
-    let contexts = contexts.into();
-    let dashboard = dashboard_for(contexts.first(), &channel);
-    for manager in &contexts.all()[1..] {
-        dashboard_for(manager, &channel);
-    }
-    Router::new()
-        .route("/status", get(status_json))
-        .route("/", get(dashboard_html))
-        .route("/status.html", get(status_html))
-        .with_state(StatusState {
-            contexts,
+    StatusRouter::new(contexts, channel).into_router()
+}
+
+/// The [`status_router`] with options: the session browser (off unless an admin token
+/// is set) and which attribute values it may show.
+///
+/// The session browser, at `sessions` beside the dashboard (`/cluster/sessions` when
+/// nested at `/cluster/`), finds a session by its log hash (the `#1a2b3c4d` that logs
+/// and the demo's pages show, never the id): which members hold it (each member is
+/// asked over the channel, topic `tribes.admin`; one that does not answer within
+/// [`with_lookup_timeout`](StatusRouter::with_lookup_timeout) is shown as not
+/// answering), its version, created and last-access times, and its attributes' names,
+/// sizes and kinds; values only for the attributes named in
+/// [`with_shown_values`](StatusRouter::with_shown_values). A button invalidates it on
+/// every node, through the manager's usual invalidation (sync-ack mode waits for the
+/// acks as for any request). `sessions.json` answers the same lookup as JSON. Every
+/// action is logged with target `tribes::admin`, the session by its log hash.
+///
+/// Without a token every browser URL answers `404` saying how to turn it on; with one,
+/// a request without it, or with another, gets `401` and `WWW-Authenticate: Basic`
+/// (in a browser, log in with any user name and the token as the password; scripts send
+/// `Authorization: Bearer TOKEN`). Invalidations coming from another site's page are
+/// refused (`403`). See `docs/session-browser.md`.
+///
+/// # Examples
+/// ```no_run
+/// # async fn demo(manager: tribes_sessions::SessionManager, channel: tribes::Channel) -> Result<(), Box<dyn std::error::Error>> {
+/// use tribes_axum::{AdminToken, StatusRouter};
+/// let token = AdminToken::from_file("/run/secrets/tribes-admin".as_ref())?;
+/// let status = StatusRouter::new(manager, channel)
+///     .with_admin_token(token)
+///     .with_shown_values(["cart_items"]);
+/// let app: axum::Router = axum::Router::new().nest("/cluster/", status.into_router());
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct StatusRouter {
+    contexts: Contexts,
+    channel: Channel,
+    token: Option<crate::AdminToken>,
+    shown: Vec<String>,
+    timeout: std::time::Duration,
+}
+
+impl StatusRouter {
+    /// The status router of `contexts` on `channel`, session browser off.
+    pub fn new(contexts: impl Into<Contexts>, channel: Channel) -> Self {
+        StatusRouter {
+            contexts: contexts.into(),
             channel,
-            dashboard,
-        })
+            token: None,
+            shown: Vec::new(),
+            timeout: crate::browser::DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Turns the session browser on, for requests that carry `token`.
+    pub fn with_admin_token(mut self, token: crate::AdminToken) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// The attributes whose values the session browser may show (by exact name; none by
+    /// default: only names, sizes and kinds).
+    pub fn with_shown_values<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.shown = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How long the session browser waits for the other members' answers (default 2 s).
+    pub fn with_lookup_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The router.
+    pub fn into_router(self) -> Router {
+        let contexts = self.contexts;
+        let channel = self.channel;
+        let dashboard = dashboard_for(contexts.first(), &channel);
+        for manager in &contexts.all()[1..] {
+            dashboard_for(manager, &channel);
+        }
+        Router::new()
+            .route("/status", get(status_json))
+            .route("/", get(dashboard_html))
+            .route("/status.html", get(status_html))
+            .route("/sessions", get(crate::browser::page))
+            .route("/sessions.json", get(crate::browser::json))
+            .route("/sessions/invalidate", axum::routing::post(crate::browser::invalidate))
+            .with_state(StatusState {
+                contexts,
+                channel,
+                dashboard,
+                browser: crate::browser::settings(self.token, self.shown, self.timeout),
+            })
+    }
+}
+
+impl From<StatusRouter> for Router {
+    fn from(s: StatusRouter) -> Router {
+        s.into_router()
+    }
 }
 
 /// The status document.
@@ -253,7 +343,7 @@ async fn dashboard_html(State(s): State<StatusState>, OriginalUri(uri): Original
     if !base.ends_with('/') {
         base.push('/');
     }
-    let body = crate::dashboard_html::render(&s.dashboard.view(), now_ms(), &base);
+    let body = crate::dashboard_html::render(&s.dashboard.view(), now_ms(), &base, s.browser.token.is_some());
     ([(axum::http::header::CACHE_CONTROL, "no-store")], Html(body)).into_response()
 }
 

@@ -804,6 +804,18 @@ impl Core {
         self.sessions.insert(data.id, data);
     }
 
+    /// For the session browser: the live sessions held here (as `get` sees them) whose
+    /// log id is `log_id`; a scan of the table, for an operator's occasional lookup.
+    pub(crate) fn find_by_log_id(&self, now_ms: u64, log_id: crate::id::LogId) -> Vec<SessionData> {
+        let ids: Vec<SessionId> = self
+            .sessions
+            .keys()
+            .filter(|id| id.log_id() == log_id)
+            .copied()
+            .collect();
+        ids.iter().filter_map(|id| self.get(now_ms, id)).collect()
+    }
+
     /// Shared store mode: forgets the copy held here (no tombstone: the store decides).
     pub(crate) fn forget(&mut self, id: &SessionId) {
         self.sessions.remove(id);

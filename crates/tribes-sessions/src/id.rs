@@ -154,6 +154,40 @@ impl fmt::Debug for LogId {
     }
 }
 
+/// Parses a log hash as logs and pages show it, `#1a2b3c4d` (the `#` may be left out;
+/// hex digits in either case).
+///
+/// ```
+/// use tribes_sessions::{LogId, SessionId};
+/// let id = SessionId::generate(&mut rand::rng());
+/// let shown = id.log_id().to_string();
+/// assert_eq!(shown.parse::<LogId>().unwrap(), id.log_id());
+/// assert_eq!(shown[1..].to_uppercase().parse::<LogId>().unwrap(), id.log_id());
+/// assert!("#12345".parse::<LogId>().is_err());
+/// ```
+impl FromStr for LogId {
+    type Err = ParseLogIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let hex = s.trim().strip_prefix('#').unwrap_or(s.trim());
+        if hex.len() != 8 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ParseLogIdError { given_len: s.len() });
+        }
+        u32::from_str_radix(hex, 16)
+            .map(LogId)
+            .map_err(|_| ParseLogIdError { given_len: s.len() })
+    }
+}
+
+/// A text is not a log hash (`#` and 8 hex digits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "not a session log hash ({given_len} characters given): expected # and 8 hex digits, such as #1a2b3c4d, as logs and pages show it"
+)]
+pub struct ParseLogIdError {
+    given_len: usize,
+}
+
 /// Debug output shows only [`SessionId::log_id`], so `?id` in a log is safe;
 /// `Display` gives the id itself (for cookies).
 impl fmt::Debug for SessionId {

@@ -101,6 +101,7 @@
 //! # Ok(()) }
 //! ```
 
+mod browse;
 mod core;
 mod data;
 mod error;
@@ -125,8 +126,9 @@ mod store;
 mod transfer;
 mod wire;
 
+pub use browse::{AttributeInfo, SessionInfo, ValueKind};
 pub use error::{AttributeError, CreateError, ReplicationError, StartError, StateTransferError};
-pub use id::{LogId, ParseIdError, SessionId};
+pub use id::{LogId, ParseIdError, ParseLogIdError, SessionId};
 pub use kind::{ManagerKind, ReplicationMode};
 pub use listener::{Clock, DestroyReason, Origin, SessionEvent, SessionListener, SystemClock};
 pub use manager::{AckOutcome, CommitReport, MemberAck, Readiness, SessionManager, SessionManagerBuilder};

@@ -930,6 +930,21 @@ impl SessionManager {
         self.commit(&session).await.map(Some)
     }
 
+    /// The sessions held here whose [`LogId`](crate::LogId) is `log_id`, described for an
+    /// operator's session browser: version, times, attribute names, sizes and kinds, and
+    /// the values of the attributes `show_value` accepts (none otherwise). Usually one
+    /// session, several only when their 32-bit hashes collide; empty when this node holds
+    /// none (a BackupManager node holds only its sessions' copies). Nothing is fetched,
+    /// touched or sent; expired sessions are left out.
+    pub fn browse(&self, log_id: crate::LogId, show_value: impl Fn(&str) -> bool) -> Vec<crate::SessionInfo> {
+        let now_ms = self.inner.now_ms();
+        let core = self.inner.core();
+        core.find_by_log_id(now_ms, log_id)
+            .iter()
+            .map(|d| crate::browse::describe(d, core.is_primary(&d.id), &show_value))
+            .collect()
+    }
+
     /// Delta: whether this node holds the session. Backup: whether it is its primary.
     pub fn is_primary(&self, id: &SessionId) -> bool {
         self.inner.core().is_primary(id)

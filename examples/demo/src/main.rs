@@ -10,6 +10,9 @@
 //!
 //! Open `http://127.0.0.1:8081/cluster/` for the cluster dashboard: every member, its
 //! sessions, live charts and events in words, from whichever node you ask.
+//! `--admin-token-file FILE` turns on the session browser at `/cluster/sessions` (log in
+//! with any user name and the token as the password); `--show-values count` lets it show
+//! the counter's value.
 //!
 //! `--store file:DIR|postgres://…|redis://…` keeps the sessions in a store as well:
 //! `--store-mode persist` (default) writes through with `--sync` (a whole-cluster restart
@@ -36,7 +39,7 @@ use axum::routing::{get, post, put};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use tribes::{Channel, DnsDiscovery, Farm, Keyring, MulticastDiscovery, SendMode, StaticDiscovery};
-use tribes_axum::{Contexts, OnSyncFailure, ReplicatedSessions, Session, metrics_router, status_router};
+use tribes_axum::{AdminToken, Contexts, OnSyncFailure, ReplicatedSessions, Session, StatusRouter, metrics_router};
 use tribes_sessions::{ManagerKind, SessionManager, StoreMode};
 
 /// The name of the demo's session context.
@@ -132,6 +135,14 @@ struct Args {
     /// Send cluster traffic in plain text (only on a network you trust entirely).
     #[arg(long, env = "TRIBES_INSECURE_PLAINTEXT", conflicts_with = "cluster_key_file")]
     insecure_plaintext: bool,
+    /// A file whose first line is the admin token (16 bytes or more): turns on the session
+    /// browser at /cluster/sessions (off without). The token itself never goes on the
+    /// command line, where `ps` shows it.
+    #[arg(long, env = "TRIBES_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<std::path::PathBuf>,
+    /// Attributes whose values the session browser may show (comma-separated names).
+    #[arg(long = "show-values", env = "TRIBES_SHOW_VALUES", value_delimiter = ',')]
+    show_values: Vec<String>,
     /// Keep sessions in a store too: `file:DIR`, `postgres://…` or `redis://…`.
     #[arg(long, env = "TRIBES_STORE")]
     store: Option<String>,
@@ -326,8 +337,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ));
         contexts = contexts.with(cart.clone());
     }
+    let status = match status(&args, config.as_ref(), contexts.clone(), &channel) {
+        Ok(status) => status,
+        Err(e) => {
+            eprintln!("tribes-demo: {e}");
+            std::process::exit(2);
+        }
+    };
     let router = router
-        .nest("/cluster/", status_router(contexts.clone(), channel.clone()))
+        .nest("/cluster/", status.into_router())
         .route("/cluster", get(|| async { Redirect::permanent("/cluster/") }))
         .merge(metrics_router(contexts, channel.clone()));
 
@@ -437,6 +455,27 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// The status router: `[status]` of the configuration file, then `--admin-token-file`
+/// and `--show-values` over it.
+fn status(
+    args: &Args,
+    config: Option<&tribes_axum::Config>,
+    contexts: Contexts,
+    channel: &Channel,
+) -> Result<StatusRouter, Box<dyn std::error::Error>> {
+    let mut status = match config {
+        Some(c) => c.status_router(contexts, channel.clone())?,
+        None => StatusRouter::new(contexts, channel.clone()),
+    };
+    if let Some(path) = &args.admin_token_file {
+        status = status.with_admin_token(AdminToken::from_file(path)?);
+    }
+    if !args.show_values.is_empty() {
+        status = status.with_shown_values(args.show_values.iter().cloned());
+    }
+    Ok(status)
 }
 
 /// Turns session errors into responses without leaking details.

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cdp::{Browser, chromium_binary};
+use common::cdp::{Browser, a11y_script, chromium_binary};
 use common::*;
 use serde_json::Value;
 
@@ -18,42 +18,6 @@ use serde_json::Value;
 const DROP_TIME: Duration = Duration::from_secs(3);
 /// The page re-fetches itself this often, and the nodes sample themselves every second.
 const REFRESH: Duration = Duration::from_secs(2);
-
-/// Returns the page's accessibility problems: missing language, title, single h1,
-/// labels of charts, tables, sections, header scopes, and text below WCAG AA contrast
-/// (4.5:1, against the nearest opaque background).
-const A11Y: &str = r#"(() => {
-  const problems = [];
-  if (!document.documentElement.lang) problems.push('html has no lang');
-  if (!document.title.trim()) problems.push('no title');
-  if (document.querySelectorAll('h1').length !== 1) problems.push('not exactly one h1');
-  document.querySelectorAll('svg').forEach((s, i) => {
-    if (s.getAttribute('role') !== 'img' || !(s.getAttribute('aria-label') || '').trim()) problems.push(`svg ${i} has no role=img and label`);
-  });
-  document.querySelectorAll('th').forEach(th => { if (!th.getAttribute('scope')) problems.push('th without scope: ' + th.textContent.slice(0, 30)); });
-  document.querySelectorAll('table').forEach(t => { if (!t.querySelector('caption') && !t.getAttribute('aria-label')) problems.push('table without caption'); });
-  document.querySelectorAll('section').forEach(s => {
-    const id = s.getAttribute('aria-labelledby');
-    if (!id || !document.getElementById(id)) problems.push('section without a heading label');
-  });
-  const parse = c => { const m = c.match(/rgba?\(([^)]+)\)/); if (!m) return null; const p = m[1].split(',').map(Number); return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 }; };
-  const lum = c => { const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); }; return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b); };
-  const bg = el => { for (let e = el; e; e = e.parentElement) { const c = parse(getComputedStyle(e).backgroundColor); if (c && c.a > 0) return c; } return { r: 255, g: 255, b: 255, a: 1 }; };
-  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-  const seen = new Set();
-  let checked = 0;
-  while (walker.nextNode()) {
-    const n = walker.currentNode, el = n.parentElement;
-    if (!n.textContent.trim() || !el || seen.has(el) || el.closest('[hidden],script,style,title')) continue;
-    seen.add(el);
-    checked++;
-    const fg = parse(getComputedStyle(el).color), b = bg(el);
-    const l1 = lum(fg), l2 = lum(b), ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
-    if (ratio < 4.5) problems.push(`contrast ${ratio.toFixed(2)} below 4.5 for "${n.textContent.trim().slice(0, 40)}"`);
-  }
-  if (checked < 50) problems.push(`only ${checked} text elements checked`);
-  return problems;
-})()"#;
 
 /// Polls `script` (a JavaScript expression) in the page until it returns `true`.
 async fn wait_js(browser: &mut Browser, what: &str, limit: Duration, script: &str) -> Duration {
@@ -176,7 +140,7 @@ async fn the_dashboard_shows_the_cluster_and_a_killed_member() {
     shot(&mut browser, "dashboard-ready").await;
 
     // Accessibility: structure and labels, text contrast (WCAG AA, 4.5:1), keyboard.
-    let problems = browser.eval(A11Y).await;
+    let problems = browser.eval(&a11y_script(50)).await;
     assert_eq!(
         problems,
         serde_json::json!([]),

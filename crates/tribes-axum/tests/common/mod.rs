@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use tribes::{Channel, SendMode, StaticDiscovery};
-use tribes_axum::{ReplicatedSessions, Session, SessionError, metrics_router, status_router};
+use tribes_axum::{ReplicatedSessions, Session, SessionError, StatusRouter, metrics_router};
 use tribes_sessions::{SessionManager, SessionManagerBuilder};
 
 pub const COOKIE: &str = "TRIBESSESSIONID";
@@ -65,6 +65,17 @@ pub async fn node(
     manager: impl FnOnce(SessionManagerBuilder) -> SessionManagerBuilder,
     layer: impl FnOnce(ReplicatedSessions) -> ReplicatedSessions,
 ) -> Node {
+    node_with(name, peers, manager, layer, |s| s).await
+}
+
+/// [`node`], with the status router configured by `status`.
+pub async fn node_with(
+    name: &str,
+    peers: &[&Node],
+    manager: impl FnOnce(SessionManagerBuilder) -> SessionManagerBuilder,
+    layer: impl FnOnce(ReplicatedSessions) -> ReplicatedSessions,
+    status: impl FnOnce(StatusRouter) -> StatusRouter,
+) -> Node {
     let addrs: Vec<SocketAddr> = peers.iter().map(|n| n.channel.local().addr()).collect();
     let ch = channel(name, &addrs).await;
     if !addrs.is_empty() {
@@ -82,7 +93,7 @@ pub async fn node(
         .await
         .expect("ready in time")
         .expect("state transfer ok");
-    let addr = serve(app(m.clone(), ch.clone(), layer)).await;
+    let addr = serve(app_with(m.clone(), ch.clone(), layer, status)).await;
     Node {
         channel: ch,
         manager: m,
@@ -119,6 +130,16 @@ pub fn app(
     manager: SessionManager,
     channel: Channel,
     layer: impl FnOnce(ReplicatedSessions) -> ReplicatedSessions,
+) -> Router {
+    app_with(manager, channel, layer, |s| s)
+}
+
+/// [`app`], with the status router configured by `status`.
+pub fn app_with(
+    manager: SessionManager,
+    channel: Channel,
+    layer: impl FnOnce(ReplicatedSessions) -> ReplicatedSessions,
+    status: impl FnOnce(StatusRouter) -> StatusRouter,
 ) -> Router {
     Router::new()
         .route("/none", get(|| async { "no session here" }))
@@ -201,7 +222,10 @@ pub fn app(
             }),
         )
         .layer(layer(ReplicatedSessions::new(manager.clone())))
-        .nest("/cluster", status_router(manager.clone(), channel.clone()))
+        .nest(
+            "/cluster",
+            status(StatusRouter::new(manager.clone(), channel.clone())).into_router(),
+        )
         .merge(metrics_router(manager, channel))
 }
 

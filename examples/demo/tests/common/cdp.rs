@@ -172,3 +172,62 @@ impl Browser {
         path
     }
 }
+
+/// Returns the page's accessibility problems: missing language, title, single h1,
+/// labels of charts, tables, sections, form controls and buttons, header scopes, and
+/// text below WCAG AA contrast (4.5:1, against the nearest opaque background).
+const A11Y: &str = r#"(() => {
+  const problems = [];
+  if (!document.documentElement.lang) problems.push('html has no lang');
+  if (!document.title.trim()) problems.push('no title');
+  if (document.querySelectorAll('h1').length !== 1) problems.push('not exactly one h1');
+  document.querySelectorAll('svg').forEach((s, i) => {
+    if (s.getAttribute('role') !== 'img' || !(s.getAttribute('aria-label') || '').trim()) problems.push(`svg ${i} has no role=img and label`);
+  });
+  document.querySelectorAll('th').forEach(th => { if (!th.getAttribute('scope')) problems.push('th without scope: ' + th.textContent.slice(0, 30)); });
+  document.querySelectorAll('table').forEach(t => { const by = t.getAttribute('aria-labelledby'); if (!t.querySelector('caption') && !t.getAttribute('aria-label') && !(by && document.getElementById(by))) problems.push('table without caption'); });
+  document.querySelectorAll('input:not([type=hidden]),select,textarea').forEach(c => { if (!c.labels || !c.labels.length) problems.push('control without a label: ' + (c.name || c.id)); });
+  document.querySelectorAll('button').forEach(b => { if (!b.textContent.trim()) problems.push('button without text'); });
+  document.querySelectorAll('section').forEach(s => {
+    const id = s.getAttribute('aria-labelledby');
+    if (!id || !document.getElementById(id)) problems.push('section without a heading label');
+  });
+  const parse = c => { const m = c.match(/rgba?\(([^)]+)\)/); if (!m) return null; const p = m[1].split(',').map(Number); return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 }; };
+  const lum = c => { const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); }; return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b); };
+  const bg = el => { for (let e = el; e; e = e.parentElement) { const c = parse(getComputedStyle(e).backgroundColor); if (c && c.a > 0) return c; } return { r: 255, g: 255, b: 255, a: 1 }; };
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const seen = new Set();
+  let checked = 0;
+  while (walker.nextNode()) {
+    const n = walker.currentNode, el = n.parentElement;
+    if (!n.textContent.trim() || !el || seen.has(el) || el.closest('[hidden],script,style,title')) continue;
+    seen.add(el);
+    checked++;
+    const fg = parse(getComputedStyle(el).color), b = bg(el);
+    const l1 = lum(fg), l2 = lum(b), ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
+    if (ratio < 4.5) problems.push(`contrast ${ratio.toFixed(2)} below 4.5 for "${n.textContent.trim().slice(0, 40)}"`);
+  }
+  if (checked < MIN_TEXTS) problems.push(`only ${checked} text elements checked`);
+  return problems;
+})()"#;
+
+/// [`A11Y`] for a page with at least `min_texts` text elements (fewer: a problem too,
+/// so an empty page does not pass).
+pub fn a11y_script(min_texts: usize) -> String {
+    A11Y.replace("MIN_TEXTS", &min_texts.to_string())
+}
+
+impl Browser {
+    /// Press and release one key (`Tab`, `Enter`) in the page.
+    pub async fn press(&mut self, key: &str, vk: u32) {
+        // Enter types a carriage return (a keyDown with text), which activates buttons.
+        let text = if key == "Enter" { "\r" } else { "" };
+        for kind in ["keyDown", "keyUp"] {
+            let mut event = json!({ "type": kind, "key": key, "code": key, "windowsVirtualKeyCode": vk });
+            if kind == "keyDown" && !text.is_empty() {
+                event["text"] = json!(text);
+            }
+            self.call("Input.dispatchKeyEvent", event).await;
+        }
+    }
+}
