@@ -13,8 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{OriginalUri, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::{OriginalUri, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Form, Json};
 use serde::{Deserialize, Serialize};
@@ -119,15 +120,33 @@ pub(crate) struct Problem {
     pub(crate) words: String,
 }
 
-fn authorize(s: &StatusState, method: &Method, headers: &HeaderMap, uri: &str) -> Result<(), Denied> {
-    admin::check(s.browser.token.as_ref(), method, headers).inspect_err(|denied| match denied {
-        Denied::Wrong | Denied::CrossSite => {
-            tracing::warn!(target: "tribes::admin", %method, path = %uri, reason = denied.words(), "session browser: request refused");
+/// The credential check in front of every browser route (a route layer, so no handler
+/// runs, and no body is read, for a refused request).
+pub(crate) async fn guard(State(s): State<StatusState>, req: Request, next: Next) -> Response {
+    let method = req.method();
+    let path = req
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| req.uri().path(), |u| u.path());
+    if let Err(denied) = admin::check(s.browser.token.as_ref(), method, req.headers()) {
+        match denied {
+            Denied::Wrong | Denied::CrossSite => {
+                tracing::warn!(target: "tribes::admin", %method, %path, reason = denied.words(), "session browser: request refused");
+            }
+            Denied::Off | Denied::Missing => {
+                tracing::debug!(target: "tribes::admin", %method, %path, reason = denied.words(), "session browser: request refused");
+            }
         }
-        Denied::Off | Denied::Missing => {
-            tracing::debug!(target: "tribes::admin", %method, path = %uri, reason = denied.words(), "session browser: request refused");
-        }
-    })
+        return denied.into_response();
+    }
+    next.run(req).await
+}
+
+/// The browser's page around `section`, for the request at `path`.
+fn render(s: &StatusState, path: &str, find: &Find, section: &str) -> String {
+    let contexts: Vec<String> = s.contexts.all().iter().map(|m| m.context().to_owned()).collect();
+    let local = s.channel.local();
+    browser_html::page(local.name(), &base_of(path), &contexts, find, section)
 }
 
 /// The context asked for (default: the first) and the hash, checked.
@@ -277,17 +296,9 @@ fn log_lookup(l: &Lookup) {
 /// `GET sessions`.
 pub(crate) async fn page(
     State(s): State<StatusState>,
-    method: Method,
-    headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
     Query(find): Query<Find>,
 ) -> Response {
-    if let Err(denied) = authorize(&s, &method, &headers, uri.path()) {
-        return denied.into_response();
-    }
-    let base = base_of(uri.path());
-    let contexts: Vec<String> = s.contexts.all().iter().map(|m| m.context().to_owned()).collect();
-    let route = s.channel.local().name().to_owned();
     let (status, section) = match target(&s, &find) {
         Err(p) => (p.status, browser_html::problem(&p)),
         Ok(None) => (StatusCode::OK, String::new()),
@@ -297,21 +308,12 @@ pub(crate) async fn page(
             (StatusCode::OK, browser_html::lookup(&l, &s.browser.shown))
         }
     };
-    let body = browser_html::page(&route, &base, &contexts, &find, &section);
+    let body = render(&s, uri.path(), &find, &section);
     private((status, Html(body)).into_response())
 }
 
 /// `GET sessions.json`.
-pub(crate) async fn json(
-    State(s): State<StatusState>,
-    method: Method,
-    headers: HeaderMap,
-    OriginalUri(uri): OriginalUri,
-    Query(find): Query<Find>,
-) -> Response {
-    if let Err(denied) = authorize(&s, &method, &headers, uri.path()) {
-        return denied.into_response();
-    }
+pub(crate) async fn json(State(s): State<StatusState>, Query(find): Query<Find>) -> Response {
     let r = match target(&s, &find) {
         Err(p) => (p.status, Json(serde_json::json!({ "error": p.words }))).into_response(),
         Ok(None) => (
@@ -331,15 +333,10 @@ pub(crate) async fn json(
 /// `POST sessions/invalidate`.
 pub(crate) async fn invalidate(
     State(s): State<StatusState>,
-    method: Method,
     headers: HeaderMap,
     OriginalUri(uri): OriginalUri,
     form: Result<Form<Find>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    // The credential first: a refused request learns nothing, not even about its body.
-    if let Err(denied) = authorize(&s, &method, &headers, uri.path()) {
-        return denied.into_response();
-    }
     let find = match form {
         Ok(Form(find)) => find,
         Err(e) => {
@@ -371,14 +368,7 @@ pub(crate) async fn invalidate(
             return private((p.status, Json(serde_json::json!({ "error": p.words }))).into_response());
         }
         Err(p) => {
-            let contexts: Vec<String> = s.contexts.all().iter().map(|m| m.context().to_owned()).collect();
-            let body = browser_html::page(
-                &route,
-                &base_of(uri.path()),
-                &contexts,
-                &find,
-                &browser_html::problem(&p),
-            );
+            let body = render(&s, uri.path(), &find, &browser_html::problem(&p));
             return private((p.status, Html(body)).into_response());
         }
     };
@@ -393,7 +383,7 @@ pub(crate) async fn invalidate(
     };
     let result = InvalidateResult {
         schema_version: SCHEMA_VERSION,
-        node: route.clone(),
+        node: route,
         context: manager.context().to_owned(),
         log_id: log_id.to_string(),
         outcome,
@@ -401,14 +391,7 @@ pub(crate) async fn invalidate(
     if wants_json {
         return private((status, Json(result)).into_response());
     }
-    let contexts: Vec<String> = s.contexts.all().iter().map(|m| m.context().to_owned()).collect();
-    let body = browser_html::page(
-        &route,
-        &base_of(uri.path()),
-        &contexts,
-        &find,
-        &browser_html::invalidated(&result),
-    );
+    let body = render(&s, uri.path(), &find, &browser_html::invalidated(&result));
     private((status, Html(body)).into_response())
 }
 

@@ -150,19 +150,27 @@ impl StatusRouter {
         for manager in &contexts.all()[1..] {
             dashboard_for(manager, &channel);
         }
+        let state = StatusState {
+            contexts,
+            channel,
+            dashboard,
+            browser: crate::browser::settings(self.token, self.shown, self.timeout),
+        };
+        // The session browser: every route behind the admin credential.
+        let browser = Router::new()
+            .route("/sessions", get(crate::browser::page))
+            .route("/sessions.json", get(crate::browser::json))
+            .route("/sessions/invalidate", axum::routing::post(crate::browser::invalidate))
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                crate::browser::guard,
+            ));
         Router::new()
             .route("/status", get(status_json))
             .route("/", get(dashboard_html))
             .route("/status.html", get(status_html))
-            .route("/sessions", get(crate::browser::page))
-            .route("/sessions.json", get(crate::browser::json))
-            .route("/sessions/invalidate", axum::routing::post(crate::browser::invalidate))
-            .with_state(StatusState {
-                contexts,
-                channel,
-                dashboard,
-                browser: crate::browser::settings(self.token, self.shown, self.timeout),
-            })
+            .merge(browser)
+            .with_state(state)
     }
 }
 
