@@ -408,7 +408,7 @@ struct Inner {
     counters: Counters,
     per_member: Mutex<HashMap<MemberId, MemberReplication>>,
     /// Requests waiting for a fetch, by the token the node gives back in `Output::Fetched`.
-    fetch_waiters: Mutex<HashMap<u64, oneshot::Sender<bool>>>,
+    fetch_waiters: Mutex<HashMap<u64, oneshot::Sender<()>>>,
     next_waiter: AtomicU64,
     /// Wakes the driver when a request gave the node an earlier deadline (a fetch).
     kick: Notify,
@@ -536,7 +536,7 @@ impl Inner {
                         self.counters.fetches_unconfirmed.fetch_add(1, Ordering::Relaxed);
                     }
                     if let Some(tx) = lock(&self.fetch_waiters).remove(&waiter) {
-                        let _ = tx.send(confirmed);
+                        let _ = tx.send(());
                     }
                 }
                 Output::Transferred(result) => {
