@@ -993,6 +993,7 @@ impl SessionManager {
         ManagerStats {
             context: i.context().to_string(),
             kind: i.b.kind,
+            send_mode: i.b.send_mode,
             route: i.route.to_string(),
             ready: self.is_ready(),
             sessions,

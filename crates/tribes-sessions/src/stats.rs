@@ -11,7 +11,7 @@ pub struct MemberReplication {
     pub messages: u64,
     /// Bytes sent to it (session messages, before framing).
     pub bytes: u64,
-    /// Sync-acks received from it.
+    /// Acks received from it (sync-ack and use-ack commits, greetings, transfer requests).
     pub acks: u64,
     /// Failed or timed-out sends to it.
     pub failures: u64,
@@ -37,6 +37,9 @@ pub struct ManagerStats {
     pub context: String,
     /// Delta or Backup.
     pub kind: ManagerKind,
+    /// When a commit returns: `Async` (queued), `UseAck` (every member has the bytes) or
+    /// `SyncAck` (every member applied it).
+    pub send_mode: tribes::SendMode,
     /// This node's route.
     pub route: String,
     /// Whether it serves requests.
@@ -53,7 +56,8 @@ pub struct ManagerStats {
     pub messages_received: u64,
     /// Their bytes.
     pub bytes_received: u64,
-    /// Sync-acks received.
+    /// Acks received: one per member per commit in sync-ack and use-ack modes (none for
+    /// async commits), plus those of greetings and state-transfer requests.
     pub acks: u64,
     /// Failed or timed-out sends.
     pub failures: u64,

@@ -119,6 +119,8 @@ impl Listeners {
     pub(crate) fn listen(&self, topic: String) -> Listener {
         let (tx, rx) = mpsc::channel(self.capacity);
         self.by_topic.lock().expect("listeners lock").insert(topic.clone(), tx);
+        // Connections that cached the replaced listener look it up again.
+        self.generation.fetch_add(1, Ordering::Release);
         Listener { topic, rx }
     }
 
@@ -170,5 +172,48 @@ impl Listeners {
             "the listener of topic '{topic}' on {} was dropped",
             self.local_name
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::member::MemberId;
+
+    fn listeners() -> Listeners {
+        Listeners::new(4, "a".into(), Arc::default())
+    }
+
+    fn from() -> Arc<Member> {
+        Arc::new(Member::new(
+            MemberId::from_bytes([2; 16]),
+            "b",
+            "d",
+            ([127, 0, 0, 1], 2).into(),
+            0,
+        ))
+    }
+
+    fn message(payload: &'static [u8]) -> Message {
+        Message::new("t", Bytes::from_static(payload))
+    }
+
+    /// A connection caches its route; a listener that replaces the first one (or one
+    /// started after the first was dropped) must get the next messages all the same.
+    #[tokio::test]
+    async fn a_replaced_listener_gets_the_messages_of_a_connection_that_cached_the_old_one() {
+        let l = listeners();
+        let mut route = None;
+        let mut first = l.listen("t".into());
+        l.deliver(&mut route, &from(), message(b"1")).await;
+        assert_eq!(first.recv().await.unwrap().payload().as_ref(), b"1");
+        drop(first);
+        let mut second = l.listen("t".into());
+        l.deliver(&mut route, &from(), message(b"2")).await;
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), second.recv())
+            .await
+            .expect("the new listener never got the message: the connection kept the dropped one");
+        assert_eq!(got.unwrap().payload().as_ref(), b"2");
+        assert_eq!(l.counters.undeliverable.load(Ordering::Relaxed), 0);
     }
 }

@@ -120,6 +120,17 @@ pub enum Delivery {
     TimedOut(Duration),
 }
 
+impl std::fmt::Display for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Delivery::Queued => f.write_str("queued"),
+            Delivery::Acked => f.write_str("acknowledged"),
+            Delivery::Failed(e) => write!(f, "{e}"),
+            Delivery::TimedOut(waited) => write!(f, "no ack within {waited:?}; the message may still arrive"),
+        }
+    }
+}
+
 impl Delivery {
     /// Whether the message is acked or queued.
     pub fn is_ok(&self) -> bool {

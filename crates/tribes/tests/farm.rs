@@ -1,6 +1,6 @@
 //! The replicated directory with real channels on loopback: deletions reach every
-//! member, and one member that cannot take a file neither holds up the others nor is
-//! forgotten: it is named in the events and stats, retried alone, and gets the file once
+//! member, and one member that cannot take a file (its disk refuses, or its channel has
+//! no farm listening) neither holds up the others nor is forgotten: it is named in the events and stats, retried alone, and gets the file once
 //! it can.
 
 mod common;
@@ -186,6 +186,64 @@ async fn one_failing_member_is_retried_alone() {
     })
     .await;
     drop(m);
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// A member whose channel runs but whose farm does not (stopped, or not deployed there):
+/// its channel refuses the chunks at the channel level (no listener for the farm's
+/// topic), so no ack comes. The sender names it with the channel's cause, retries it
+/// alone, and delivers once a farm listens there again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_channel_refuses_the_chunks_is_retried_alone() {
+    init_tracing();
+    let base = base("refused");
+    let mut m = members(3, &base).await;
+    let c = m.pop().unwrap();
+    let (c_channel, c_dir) = (c._channel.clone(), c.farm.dir().to_path_buf());
+    drop(c);
+    // The farm's listener goes with its task: wait until c's channel no longer routes to it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    std::fs::write(m[0].farm.dir().join("news.txt"), b"extra").unwrap();
+    let limit = Duration::from_secs(10);
+    eventually("b has the file although c refuses it", limit, || {
+        has(m[1].farm.dir(), "news.txt", b"extra")
+    })
+    .await;
+    eventually("a counts c's refusals and retries", limit, || {
+        m[0].farm
+            .stats()
+            .members
+            .get("c")
+            .is_some_and(|s| s.failures >= 2 && s.retrying == 1)
+    })
+    .await;
+    let stats = m[0].farm.stats();
+    let cause = stats.members["c"].last_error.clone().unwrap_or_default();
+    assert!(
+        cause.contains("topic 'tribes.farm' on c") && !cause.contains("Failed("),
+        "the cause is the channel's, naming the member: {cause}"
+    );
+    assert!(!stats.members.contains_key("b"), "b never failed: {stats:?}");
+
+    // A farm listens on c again: a retry delivers.
+    let c_farm = Farm::builder(c_channel.clone(), c_dir.clone())
+        .poll_interval(Duration::from_millis(100))
+        .start()
+        .unwrap();
+    eventually("c gets the file once its farm listens", Duration::from_secs(20), || {
+        has(&c_dir, "news.txt", b"extra")
+    })
+    .await;
+    eventually("a sees c recovered", limit, || {
+        m[0].farm
+            .stats()
+            .members
+            .get("c")
+            .is_some_and(|s| s.recovered >= 1 && s.retrying == 0)
+    })
+    .await;
+    drop((m, c_farm, c_channel));
     let _ = std::fs::remove_dir_all(&base);
 }
 

@@ -1,6 +1,6 @@
-//! The demo's options, on real processes: `--manager backup --backups 2`, `--use-ack`,
-//! `--serialize-requests`, `--replicate-attributes`, `--cart` (a second context); and no
-//! response body of the demo ever contains a session id (checked against the cookies).
+//! The demo's options, on real processes: `--manager backup --backups 2`, `--use-ack` (each
+//! commit counts an ack per backup), `--serialize-requests`, `--replicate-attributes`,
+//! `--cart` (a second context); and no response body of the demo ever contains a session id (checked against the cookies).
 
 mod common;
 
@@ -56,6 +56,11 @@ async fn the_options_work_and_no_body_holds_a_session_id() {
     put_key(&user, a, "secret", "kept-on-a").await;
     // --serialize-requests: 20 concurrent increments of one session on one node lose none.
     assert_eq!(count(&user, a).await, 1);
+    // --use-ack: every commit waits for each backup's receipt, so each counts an ack
+    // (an async commit counts none; greetings and transfers acked before this point).
+    let acks = |s: &serde_json::Value| s["replication"]["acks"].as_u64().expect("replication.acks");
+    let before = status(a).await.expect("a's status");
+    assert_eq!(before["replication"]["send_mode"], "UseAck", "{before}");
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let client = user.client.clone();
@@ -71,6 +76,13 @@ async fn the_options_work_and_no_body_holds_a_session_id() {
     let v: serde_json::Value = serde_json::from_str(&r).unwrap();
     assert_eq!(v["count"], 22, "serialized requests lose no update: {r}");
     keep("/counter", r);
+    let after = status(a).await.expect("a's status");
+    assert!(
+        acks(&after) >= acks(&before) + 21 * 2,
+        "21 use-ack commits to 2 backups each: {} acks before, {} after",
+        acks(&before),
+        acks(&after)
+    );
 
     // --backups 2 with three nodes: every node holds the session.
     for n in [a, b, c] {

@@ -351,6 +351,17 @@ impl Runner {
                         from: from_name.to_string(),
                     });
                 }
+                Ok(None) if offset == 0 && self.state.entry(&name).is_some_and(|e| e.version == entry.version) => {
+                    // Already held (from another member, or an earlier attempt): say so,
+                    // or the sender's retry for this node would wait for an answer forever.
+                    self.send(
+                        &[from],
+                        FarmMessage::Stored {
+                            name,
+                            version: entry.version,
+                        },
+                    );
+                }
                 Ok(None) => {}
                 Err(reason) => {
                     self.inbox.discard(from, &name);

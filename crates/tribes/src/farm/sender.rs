@@ -140,7 +140,7 @@ impl Sender {
                 Some(d) if d.is_ok() => true,
                 other => {
                     let reason = match other {
-                        Some(d) => format!("chunk at offset {offset} not acked: {d:?}"),
+                        Some(d) => format!("chunk at offset {offset} not acked: {d}"),
                         None => format!("chunk at offset {offset} not sent"),
                     };
                     let _ = self.outcomes.send(Outcome::Failed {
