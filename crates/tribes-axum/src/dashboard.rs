@@ -17,7 +17,8 @@ use crate::history::{Counters, History, Sample};
 /// The channel topic of the status reports.
 pub(crate) const TOPIC: &str = "tribes.status";
 /// The version of [`Report`]; a report of another version is ignored.
-pub(crate) const REPORT_VERSION: u32 = 1;
+/// Version 2: the state transfer's attempts are typed ([`tribes_sessions::TransferAttempt`]).
+pub(crate) const REPORT_VERSION: u32 = 2;
 /// How often a node samples itself and sends its report.
 pub(crate) const PERIOD: Duration = Duration::from_secs(1);
 /// A live member without a report for this long is shown as silent.

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 use tribes::DepartureReason;
+use tribes_sessions::{AttemptOutcome, TransferAttempt};
 
 /// Events kept by one node.
 pub(crate) const KEEP: usize = 200;
@@ -82,7 +83,7 @@ pub(crate) enum EventKind {
         transfer_ms: Option<u64>,
         sessions: u64,
         from: Vec<String>,
-        attempts: Vec<String>,
+        attempts: Vec<TransferAttempt>,
     },
     /// Frames from a peer were refused.
     Refused { peer: String, count: u64, reason: String },
@@ -157,6 +158,17 @@ impl Event {
         match &self.kind {
             EventKind::Gone { reason } if reason.is_failure() => Severity::Failure,
             EventKind::Refused { .. } | EventKind::StoreDown { .. } => Severity::Failure,
+            EventKind::Ready { attempts, .. } if attempts.iter().any(TransferAttempt::is_failure) => {
+                // Ready, but without any member's sessions: it serves without them.
+                if attempts
+                    .iter()
+                    .any(|a| matches!(a.outcome, AttemptOutcome::Received { .. }))
+                {
+                    Severity::Warning
+                } else {
+                    Severity::Failure
+                }
+            }
             EventKind::Silent { .. } | EventKind::Missed { .. } => Severity::Warning,
             _ => Severity::Info,
         }
@@ -184,19 +196,27 @@ impl Event {
                 from,
                 attempts,
             } => {
+                let failed: Vec<String> = attempts.iter().filter(|a| a.is_failure()).map(failure).collect();
                 let mut s = match (transfer_ms, from.is_empty()) {
                     (Some(ms), false) => format!(
                         "{m} is ready for context {context}: state transfer of {sessions} sessions from {} in {ms} ms",
-                        from.join(", ")
+                        sources(from, attempts)
                     ),
+                    (Some(ms), true) if !failed.is_empty() => {
+                        format!("{m} is ready for context {context} after {ms} ms without any member's sessions")
+                    }
                     (Some(ms), true) => {
                         format!("{m} is ready for context {context} after {ms} ms: no member had sessions to send")
                     }
                     (None, _) => format!("{m} is ready for context {context}"),
                 };
-                if !attempts.is_empty() {
-                    s.push_str("; attempts: ");
-                    s.push_str(&attempts.join("; "));
+                if !failed.is_empty() {
+                    s.push_str(if failed.len() == 1 {
+                        "; 1 attempt failed: "
+                    } else {
+                        "; attempts that failed: "
+                    });
+                    s.push_str(&failed.join("; "));
                 }
                 s
             }
@@ -231,9 +251,67 @@ impl Event {
                 "check that the store is reachable from this node and accepts its credentials; writes wait or fail until it is back"
                     .to_owned(),
             ),
+            EventKind::Ready { context, attempts, .. } => transfer_fix(context, attempts),
             _ => None,
         }
     }
+}
+
+/// The sources of a state transfer, each member with the sessions it sent when more
+/// than one sent some (a store, listed after the members, has no count).
+fn sources(from: &[String], attempts: &[TransferAttempt]) -> String {
+    let received = |name: &str| {
+        attempts.iter().find_map(|a| match a.outcome {
+            AttemptOutcome::Received { sessions } if a.member == name => Some(sessions),
+            _ => None,
+        })
+    };
+    let several = from.iter().filter(|f| received(f).is_some()).count() > 1;
+    from.iter()
+        .map(|f| match received(f) {
+            Some(n) if several => format!("{f} ({n})"),
+            _ => f.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A failed attempt for the event text: member, duration, cause.
+fn failure(a: &TransferAttempt) -> String {
+    let after = a.duration_ms.map(|ms| format!(" after {ms} ms")).unwrap_or_default();
+    let cause = match &a.outcome {
+        AttemptOutcome::NoSuchContext { reason } => format!("it does not serve the context ({reason})"),
+        AttemptOutcome::Failed { cause } => cause.clone(),
+        _ => return a.to_string(),
+    };
+    format!("{}{after}: {cause}", a.member)
+}
+
+/// What to do about a state transfer's failed attempts.
+fn transfer_fix(context: &str, attempts: &[TransferAttempt]) -> Option<String> {
+    let names = |pick: fn(&AttemptOutcome) -> bool| {
+        let mut v: Vec<&str> = attempts
+            .iter()
+            .filter(|a| pick(&a.outcome))
+            .map(|a| a.member.as_str())
+            .collect();
+        v.dedup();
+        v.join(", ")
+    };
+    let lacking = names(|o| matches!(o, AttemptOutcome::NoSuchContext { .. }));
+    let failed = names(|o| matches!(o, AttemptOutcome::Failed { .. }));
+    let mut fixes = Vec::new();
+    if !lacking.is_empty() {
+        fixes.push(format!(
+            "deploy context {context} on {lacking} too, or use the BackupManager, which only asks members that serve it"
+        ));
+    }
+    if !failed.is_empty() {
+        fixes.push(format!(
+            "look at the log of {failed} and check that the cluster port is open between the members (nothing to do for a member stopped on purpose mid-transfer)"
+        ));
+    }
+    (!fixes.is_empty()).then(|| fixes.join("; "))
 }
 
 /// The last [`KEEP`] events, oldest first.
@@ -286,23 +364,123 @@ mod tests {
         assert_eq!((left.severity(), left.fix()), (Severity::Info, None));
     }
 
-    #[test]
-    fn a_transfer_names_its_source_duration_and_attempts() {
-        let e = ev(EventKind::Ready {
+    fn attempt(member: &str, duration_ms: Option<u64>, outcome: AttemptOutcome) -> TransferAttempt {
+        TransferAttempt::new(member, format!("{member}-id"), duration_ms, outcome)
+    }
+
+    fn ready(sessions: u64, from: &[&str], attempts: Vec<TransferAttempt>) -> Event {
+        ev(EventKind::Ready {
             context: "shop".into(),
-            transfer_ms: Some(120),
-            sessions: 7,
-            from: vec!["b".into()],
-            attempts: vec!["a: timed out after 5 s".into()],
-        });
+            transfer_ms: Some(5_120),
+            sessions,
+            from: from.iter().map(|f| (*f).to_owned()).collect(),
+            attempts,
+        })
+    }
+
+    #[test]
+    fn a_transfer_names_its_source_duration_and_failed_attempts_with_their_cause() {
+        let silent = AttemptOutcome::Failed {
+            cause: "silent for 5000 ms during the transfer".into(),
+        };
+        let e = ready(
+            7,
+            &["b"],
+            vec![
+                attempt("a", Some(5_000), silent),
+                attempt(
+                    "d",
+                    None,
+                    AttemptOutcome::NotServing {
+                        reason: "no listener".into(),
+                    },
+                ),
+                attempt("b", Some(120), AttemptOutcome::Received { sessions: 7 }),
+            ],
+        );
         assert_eq!(
             e.words(),
-            "c is ready for context shop: state transfer of 7 sessions from b in 120 ms; attempts: a: timed out after 5 s"
+            "c is ready for context shop: state transfer of 7 sessions from b in 5120 ms; \
+             1 attempt failed: a after 5000 ms: silent for 5000 ms during the transfer"
         );
         assert_eq!(e.context(), Some("shop"));
-        // The attempts are text that mixes successes and failures: not judged here.
-        assert_eq!(e.severity(), Severity::Info);
+        // Ready from b after a failed attempt on a: worth a look, with the fix.
+        assert_eq!(e.severity(), Severity::Warning);
+        assert!(e.fix().unwrap().contains("look at the log of a"), "{:?}", e.fix());
         assert!(e.is_own());
+
+        // Nothing failed (a member that does not serve the context is skipped, no failure).
+        let fine = ready(
+            7,
+            &["b"],
+            vec![
+                attempt(
+                    "d",
+                    None,
+                    AttemptOutcome::NotServing {
+                        reason: "no listener".into(),
+                    },
+                ),
+                attempt("a", Some(3), AttemptOutcome::NotReady),
+                attempt("b", Some(120), AttemptOutcome::Received { sessions: 7 }),
+            ],
+        );
+        assert_eq!(
+            fine.words(),
+            "c is ready for context shop: state transfer of 7 sessions from b in 5120 ms"
+        );
+        assert_eq!((fine.severity(), fine.fix()), (Severity::Info, None));
+    }
+
+    #[test]
+    fn a_transfer_that_received_nothing_after_failures_is_a_failure_and_sources_carry_counts() {
+        let e = ready(
+            0,
+            &[],
+            vec![
+                attempt(
+                    "a",
+                    Some(2),
+                    AttemptOutcome::NoSuchContext {
+                        reason: "no listener".into(),
+                    },
+                ),
+                attempt(
+                    "b",
+                    Some(5_000),
+                    AttemptOutcome::Failed {
+                        cause: "no answer within 5000 ms".into(),
+                    },
+                ),
+            ],
+        );
+        assert_eq!(
+            e.words(),
+            "c is ready for context shop after 5120 ms without any member's sessions; attempts that failed: \
+             a after 2 ms: it does not serve the context (no listener); b after 5000 ms: no answer within 5000 ms"
+        );
+        assert_eq!(e.severity(), Severity::Failure);
+        let fix = e.fix().unwrap();
+        assert!(
+            fix.contains("deploy context shop on a too") && fix.contains("log of b"),
+            "{fix}"
+        );
+        // Two members sent sessions (BackupManager): each with its count; a store has none.
+        let backup = ready(
+            7,
+            &["a", "b", "redis"],
+            vec![
+                attempt("a", Some(40), AttemptOutcome::Received { sessions: 4 }),
+                attempt("b", Some(50), AttemptOutcome::Received { sessions: 3 }),
+            ],
+        );
+        assert!(
+            backup
+                .words()
+                .contains("7 sessions from a (4), b (3), redis in 5120 ms"),
+            "{}",
+            backup.words()
+        );
     }
 
     #[test]
