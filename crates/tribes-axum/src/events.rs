@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
-use tribes::DepartureReason;
+use tribes::{DepartureReason, SuspicionCause};
 use tribes_sessions::{AttemptOutcome, TransferAttempt};
 
 /// Events kept by one node.
@@ -61,6 +61,49 @@ impl GoneReason {
     }
 }
 
+/// Why a member is suspected (tribes' [`SuspicionCause`], as data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SuspectCause {
+    Silent,
+    ConnectionLost,
+}
+
+impl From<SuspicionCause> for SuspectCause {
+    fn from(c: SuspicionCause) -> Self {
+        match c {
+            SuspicionCause::Silent => SuspectCause::Silent,
+            SuspicionCause::ConnectionLost => SuspectCause::ConnectionLost,
+        }
+    }
+}
+
+impl SuspectCause {
+    /// Why, in words, for a member silent for `silent_ms`.
+    pub(crate) fn words(self, silent_ms: u64) -> String {
+        match self {
+            SuspectCause::Silent => format!(
+                "no heartbeat for {}.{} s; verifying over TCP",
+                silent_ms / 1000,
+                silent_ms % 1000 / 100
+            ),
+            SuspectCause::ConnectionLost => "its connection closed; verifying over TCP".to_owned(),
+        }
+    }
+
+    /// What the operator can do while it is verified.
+    fn fix(self) -> &'static str {
+        match self {
+            SuspectCause::Silent => {
+                "if it stays silent it is removed within the drop time: check that the process runs and is not stalled (CPU, swap), and that heartbeats pass between the members"
+            }
+            SuspectCause::ConnectionLost => {
+                "nothing if it answers; if it was killed or crashed it is removed as soon as nothing answers at its address, and the other members serve its sessions"
+            }
+        }
+    }
+}
+
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -71,6 +114,10 @@ pub(crate) enum EventKind {
     Back { addr: String },
     /// A member is gone.
     Gone { reason: GoneReason },
+    /// Membership suspects a member (silent, or its connection closed) and verifies it.
+    Suspected { silent_ms: u64, cause: SuspectCause },
+    /// A suspected member answered: no longer suspected.
+    Cleared,
     /// A member stopped sending its status reports although membership still lists it.
     Silent { for_ms: u64 },
     /// A member's status reports resumed.
@@ -169,7 +216,7 @@ impl Event {
                     Severity::Failure
                 }
             }
-            EventKind::Silent { .. } | EventKind::Missed { .. } => Severity::Warning,
+            EventKind::Silent { .. } | EventKind::Missed { .. } | EventKind::Suspected { .. } => Severity::Warning,
             _ => Severity::Info,
         }
     }
@@ -181,6 +228,8 @@ impl Event {
             EventKind::Joined { addr } => format!("{m} joined the cluster from {addr}"),
             EventKind::Back { addr } => format!("{m} ({addr}) is back with the same id (a healed partition)"),
             EventKind::Gone { reason } => format!("{m} is gone: {}", reason.words()),
+            EventKind::Suspected { silent_ms, cause } => format!("{m} is suspected: {}", cause.words(*silent_ms)),
+            EventKind::Cleared => format!("{m} answered the verification or sent a heartbeat: no longer suspected"),
             EventKind::Silent { for_ms } => format!(
                 "{m} sent no status report for {} s (it may be overloaded, or run without the dashboard)",
                 for_ms / 1000
@@ -239,6 +288,7 @@ impl Event {
     pub(crate) fn fix(&self) -> Option<String> {
         match &self.kind {
             EventKind::Gone { reason } => reason.fix().map(str::to_owned),
+            EventKind::Suspected { cause, .. } => Some(cause.fix().to_owned()),
             EventKind::Silent { .. } => Some(format!(
                 "open {} 's own /cluster/ page, or check its CPU and its log",
                 self.member
@@ -481,6 +531,35 @@ mod tests {
             "{}",
             backup.words()
         );
+    }
+
+    #[test]
+    fn a_suspected_member_is_a_warning_in_words_with_a_fix_and_its_clearing_is_news() {
+        let e = ev(EventKind::Suspected {
+            silent_ms: 2_050,
+            cause: SuspicionCause::Silent.into(),
+        });
+        assert_eq!(e.words(), "c is suspected: no heartbeat for 2.0 s; verifying over TCP");
+        assert_eq!(e.severity(), Severity::Warning);
+        assert!(e.fix().unwrap().contains("removed within the drop time"));
+        assert!(!e.is_own(), "each member's membership sees it for itself");
+        let closed = ev(EventKind::Suspected {
+            silent_ms: 300,
+            cause: SuspicionCause::ConnectionLost.into(),
+        });
+        assert_eq!(
+            closed.words(),
+            "c is suspected: its connection closed; verifying over TCP"
+        );
+        let cleared = ev(EventKind::Cleared);
+        assert!(cleared.words().ends_with("no longer suspected"), "{}", cleared.words());
+        assert_eq!((cleared.severity(), cleared.fix()), (Severity::Info, None));
+        let json = serde_json::to_string(&closed).unwrap();
+        assert!(
+            json.contains("\"kind\":\"suspected\"") && json.contains("\"cause\":\"connection_lost\""),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), closed);
     }
 
     #[test]

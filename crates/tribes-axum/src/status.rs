@@ -259,6 +259,7 @@ fn cluster(view: &ClusterView) -> Vec<ClusterMember> {
                 since_ms: state.since_ms(),
                 reason: match state {
                     MemberState::Gone { reason, .. } => Some(reason.words().to_owned()),
+                    MemberState::Suspected { silent_ms, cause, .. } => Some(cause.words(silent_ms)),
                     _ => None,
                 },
                 sessions: e
