@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::{Event, EventKind, EventLog, GoneReason};
+use crate::events::{Event, EventKind, EventLog, GoneReason, SuspectCause};
 use crate::history::{Counters, History, Sample};
 
 /// The channel topic of the status reports.
 pub(crate) const TOPIC: &str = "tribes.status";
 /// The version of [`Report`]; a report of another version is ignored.
-pub(crate) const REPORT_VERSION: u32 = 1;
+/// Version 2: the state transfer's attempts are typed ([`tribes_sessions::TransferAttempt`]).
+pub(crate) const REPORT_VERSION: u32 = 2;
 /// How often a node samples itself and sends its report.
 pub(crate) const PERIOD: Duration = Duration::from_secs(1);
 /// A live member without a report for this long is shown as silent.
@@ -84,6 +85,9 @@ pub(crate) struct LocalSample {
     pub(crate) peers: Vec<(String, String, u64, u64)>,
     /// Refused peers: address, count, last reason.
     pub(crate) refused: Vec<(String, u64, String)>,
+    /// The ids of the members membership suspects now (a `Cleared` event this node
+    /// missed still ends the suspicion on the page).
+    pub(crate) suspected: Vec<String>,
 }
 
 /// Whether a member is on the cluster's member list.
@@ -104,6 +108,9 @@ pub(crate) struct Entry {
     /// The last report and when it arrived (this node's clock).
     pub(crate) report: Option<(u64, Report)>,
     pub(crate) silent: bool,
+    /// Membership suspects it: since when (this node's clock), how long it had been
+    /// silent then, and why.
+    pub(crate) suspected: Option<(u64, u64, SuspectCause)>,
     pub(crate) history: History,
 }
 
@@ -124,6 +131,12 @@ pub(crate) enum MemberState {
     Silent {
         last_report_ms: u64,
     },
+    /// Listed by membership, which suspects it and verifies it over TCP.
+    Suspected {
+        since_ms: u64,
+        silent_ms: u64,
+        cause: SuspectCause,
+    },
     Gone {
         at_ms: u64,
         reason: GoneReason,
@@ -137,6 +150,7 @@ impl MemberState {
             MemberState::NotReady { .. } => "not_ready",
             MemberState::NoReport { .. } => "no_report",
             MemberState::Silent { .. } => "silent",
+            MemberState::Suspected { .. } => "suspected",
             MemberState::Gone { .. } => "gone",
         }
     }
@@ -146,7 +160,8 @@ impl MemberState {
         match self {
             MemberState::Ready { since_ms }
             | MemberState::NotReady { since_ms }
-            | MemberState::NoReport { since_ms } => since_ms,
+            | MemberState::NoReport { since_ms }
+            | MemberState::Suspected { since_ms, .. } => since_ms,
             MemberState::Silent { last_report_ms } => last_report_ms,
             MemberState::Gone { at_ms, .. } => at_ms,
         }
@@ -155,6 +170,13 @@ impl MemberState {
 
 impl Entry {
     pub(crate) fn state(&self) -> MemberState {
+        if let (Presence::Live, Some((since_ms, silent_ms, cause))) = (self.presence, self.suspected) {
+            return MemberState::Suspected {
+                since_ms,
+                silent_ms,
+                cause,
+            };
+        }
         match (self.presence, &self.report) {
             (Presence::Gone { at_ms, reason }, _) => MemberState::Gone { at_ms, reason },
             (Presence::Live, None) => MemberState::NoReport {
@@ -214,6 +236,7 @@ impl ClusterView {
                 first_seen_ms: now_ms,
                 report: None,
                 silent: false,
+                suspected: None,
                 history: History::default(),
             },
         );
@@ -312,6 +335,11 @@ impl ClusterView {
                 );
             }
         }
+        for e in self.members.values_mut() {
+            if e.suspected.is_some() && !sample.suspected.contains(&e.id) {
+                e.suspected = None;
+            }
+        }
         let peers = sample
             .peers
             .iter()
@@ -368,10 +396,14 @@ impl ClusterView {
             first_seen_ms: now_ms,
             report: None,
             silent: false,
+            suspected: None,
             history: History::default(),
         });
         let back = matches!(entry.presence, Presence::Gone { .. });
         entry.presence = Presence::Live;
+        if back {
+            entry.suspected = None;
+        }
         if back {
             self.event(now_ms, route, EventKind::Back { addr });
         } else if announce {
@@ -379,10 +411,27 @@ impl ClusterView {
         }
     }
 
+    /// Membership suspects a member, silent for `silent_ms`, and verifies it.
+    pub(crate) fn handle_suspected(&mut self, now_ms: u64, id: &str, route: &str, silent_ms: u64, cause: SuspectCause) {
+        if let Some(e) = self.members.get_mut(id) {
+            e.suspected = Some((now_ms, silent_ms, cause));
+        }
+        self.event(now_ms, route, EventKind::Suspected { silent_ms, cause });
+    }
+
+    /// A suspected member proved alive.
+    pub(crate) fn handle_cleared(&mut self, now_ms: u64, id: &str, route: &str) {
+        if let Some(e) = self.members.get_mut(id) {
+            e.suspected = None;
+        }
+        self.event(now_ms, route, EventKind::Cleared);
+    }
+
     /// A member removed by membership.
     pub(crate) fn handle_gone(&mut self, now_ms: u64, id: &str, route: &str, reason: GoneReason) {
         if let Some(e) = self.members.get_mut(id) {
             e.presence = Presence::Gone { at_ms: now_ms, reason };
+            e.suspected = None;
         }
         self.event(now_ms, route, EventKind::Gone { reason });
     }
@@ -469,12 +518,14 @@ impl ClusterView {
         (queue, last_ack)
     }
 
-    /// Every member's events about itself plus this node's, newest first.
+    /// Every member's events about itself plus this node's, newest first (events of one
+    /// millisecond in the reverse of their order: a suspicion and the departure it
+    /// ended in may share one).
     pub(crate) fn all_events(&self, limit: usize) -> Vec<&Event> {
-        let mut all: Vec<&Event> = self.events.iter().collect();
+        let mut all: Vec<&Event> = self.events.iter().rev().collect();
         for e in self.members.values().filter(|e| e.id != self.local_id) {
             if let Some((_, r)) = &e.report {
-                all.extend(r.events.iter().filter(|ev| ev.is_own()));
+                all.extend(r.events.iter().rev().filter(|ev| ev.is_own()));
             }
         }
         all.sort_by_key(|e| std::cmp::Reverse(e.at_ms));

@@ -38,7 +38,7 @@ table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #d0d7de;
 thead th{background:#eef1f4;position:sticky;top:0}tbody tr:nth-child(even){background:#fafbfc}\
 .route{font-weight:bold;font-size:1.05em}.id,.muted{color:#555;font-size:.85em}\
 .badge{display:inline-block;padding:0 .45em;border-radius:3px;font-weight:600}\
-.s-ready{background:#dafbe1;color:#116329}.s-not_ready,.s-no_report,.s-silent{background:#fff1c2;color:#6b4400}.s-gone{background:#ffe1e1;color:#8c1d18}\
+.s-ready{background:#dafbe1;color:#116329}.s-not_ready,.s-no_report,.s-silent,.s-suspected{background:#fff1c2;color:#6b4400}.s-gone{background:#ffe1e1;color:#8c1d18}\
 tr[data-state=gone] td{color:#555}\
 ul.ctx{list-style:none;margin:0;padding:0}ul.ctx li{white-space:nowrap}.chart{display:block}.now{font-size:.8em;color:#333}\
 ol#events{list-style:none;padding:0;margin:0}ol#events li{border-left:4px solid #8c959f;padding:.25em .6em;margin:.3em 0;background:#f6f8fa}\
@@ -66,8 +66,8 @@ pub(crate) fn render(view: &ClusterView, now_ms: u64, base: &str, browser: bool)
          <title>tribes cluster, seen from {me}</title><style>{STYLE}</style></head><body>\
          <header><h1>Cluster <span>seen from {me}</span></h1>\
          <nav aria-label=\"Other views\"><a href=\"status\">JSON</a> · <a href=\"status.html\">this node</a>{sessions}</nav>\
-         <p id=\"summary\">{n} members: {ready} ready, {not_ready} not ready, {silent} without report, \
-         {gone} gone. Updated {at} UTC.</p>\
+         <p id=\"summary\">{n} members: {ready} ready, {not_ready} not ready, {suspected} suspected, \
+         {silent} without report, {gone} gone. Updated {at} UTC.</p>\
          <p id=\"offline\" role=\"alert\" hidden></p></header><main id=\"live\">",
         me = escape(&view.local_route),
         base = escape(base),
@@ -79,6 +79,7 @@ pub(crate) fn render(view: &ClusterView, now_ms: u64, base: &str, browser: bool)
         n = members.len(),
         ready = count("ready"),
         not_ready = count("not_ready"),
+        suspected = count("suspected"),
         silent = count("silent") + count("no_report"),
         gone = count("gone"),
         at = clock(now_ms),
@@ -168,6 +169,9 @@ fn row(h: &mut String, view: &ClusterView, e: &Entry, now_ms: u64) {
                 ago(now_ms.saturating_sub(last_report_ms))
             ),
         ),
+        MemberState::Suspected { silent_ms, cause, .. } => {
+            ("suspected", format!("{since}: {}", cause.words(silent_ms)))
+        }
         MemberState::Gone { at_ms, reason } => ("gone", format!("at {} UTC: {}", clock(at_ms), reason.words())),
     };
     let _ = write!(

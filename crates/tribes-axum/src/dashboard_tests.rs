@@ -209,3 +209,62 @@ fn twenty_members_of_five_contexts_render_every_row() {
         "nothing loaded from elsewhere"
     );
 }
+
+#[test]
+fn a_suspected_member_shows_since_when_and_why_until_cleared_or_gone() {
+    let mut v = ClusterView::new("A-ID".into(), "a".into(), "127.0.0.1:1".into(), 0);
+    v.observe_local(1_000, local(true));
+    v.handle_report(1_000, "C-ID", &report("c", 1_000, 0, 1)).unwrap();
+    v.handle_suspected(3_000, "C-ID", "c", 2_100, SuspectCause::Silent);
+    let suspected = MemberState::Suspected {
+        since_ms: 3_000,
+        silent_ms: 2_100,
+        cause: SuspectCause::Silent,
+    };
+    assert_eq!(v.members["C-ID"].state(), suspected);
+    // Its status reports do not clear it: only membership does.
+    v.handle_report(3_500, "C-ID", &report("c", 3_500, 0, 1)).unwrap();
+    assert_eq!(v.members["C-ID"].state(), suspected);
+    let html = crate::dashboard_html::render(&v, 5_000, "/cluster/", false);
+    assert!(html.contains("2 members: 1 ready, 0 not ready, 1 suspected,"), "{html}");
+    let row = &html[html.find("<tr id=\"member-c\"").unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(row.contains("data-state=\"suspected\""), "{row}");
+    assert!(
+        row.contains("<span class=\"badge s-suspected\">suspected</span>"),
+        "{row}"
+    );
+    assert!(
+        row.contains("since 00:00:03 UTC (2 s ago): no heartbeat for 2.1 s; verifying over TCP"),
+        "{row}"
+    );
+    assert!(html.contains("c is suspected: no heartbeat for 2.1 s; verifying over TCP"));
+
+    v.handle_cleared(6_000, "C-ID", "c");
+    assert!(matches!(v.members["C-ID"].state(), MemberState::Ready { .. }));
+    // Killed: its connection closes, the check finds nothing, within one millisecond.
+    v.handle_suspected(7_000, "C-ID", "c", 400, SuspectCause::ConnectionLost);
+    v.handle_gone(7_000, "C-ID", "c", GoneReason::ConnectionLost);
+    assert!(matches!(v.members["C-ID"].state(), MemberState::Gone { .. }));
+    let newest: Vec<String> = v.all_events(4).iter().map(|e| e.words()).collect();
+    assert!(newest[0].starts_with("c is gone: its connection closed"), "{newest:?}");
+    assert_eq!(newest[1], "c is suspected: its connection closed; verifying over TCP");
+    assert!(newest[2].ends_with("no longer suspected"), "{newest:?}");
+    assert!(newest[3].starts_with("c is suspected: no heartbeat"), "{newest:?}");
+    // Back: no longer suspected.
+    v.handle_live(8_000, "C-ID".into(), "c", "x".into(), true);
+    assert!(matches!(v.members["C-ID"].state(), MemberState::Ready { .. }));
+}
+
+#[test]
+fn a_suspicion_whose_clearing_was_missed_ends_with_the_next_sample() {
+    let mut v = ClusterView::new("A-ID".into(), "a".into(), "127.0.0.1:1".into(), 0);
+    v.handle_report(1_000, "C-ID", &report("c", 1_000, 0, 1)).unwrap();
+    v.handle_suspected(2_000, "C-ID", "c", 2_000, SuspectCause::Silent);
+    let mut still = local(true);
+    still.suspected = vec!["C-ID".into()];
+    v.observe_local(2_500, still);
+    assert!(matches!(v.members["C-ID"].state(), MemberState::Suspected { .. }));
+    v.observe_local(3_000, local(true));
+    assert!(matches!(v.members["C-ID"].state(), MemberState::Ready { .. }));
+}

@@ -4,7 +4,8 @@
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
-use tribes::DepartureReason;
+use tribes::{DepartureReason, SuspicionCause};
+use tribes_sessions::{AttemptOutcome, TransferAttempt};
 
 /// Events kept by one node.
 pub(crate) const KEEP: usize = 200;
@@ -60,6 +61,49 @@ impl GoneReason {
     }
 }
 
+/// Why a member is suspected (tribes' [`SuspicionCause`], as data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SuspectCause {
+    Silent,
+    ConnectionLost,
+}
+
+impl From<SuspicionCause> for SuspectCause {
+    fn from(c: SuspicionCause) -> Self {
+        match c {
+            SuspicionCause::Silent => SuspectCause::Silent,
+            SuspicionCause::ConnectionLost => SuspectCause::ConnectionLost,
+        }
+    }
+}
+
+impl SuspectCause {
+    /// Why, in words, for a member silent for `silent_ms`.
+    pub(crate) fn words(self, silent_ms: u64) -> String {
+        match self {
+            SuspectCause::Silent => format!(
+                "no heartbeat for {}.{} s; verifying over TCP",
+                silent_ms / 1000,
+                silent_ms % 1000 / 100
+            ),
+            SuspectCause::ConnectionLost => "its connection closed; verifying over TCP".to_owned(),
+        }
+    }
+
+    /// What the operator can do while it is verified.
+    fn fix(self) -> &'static str {
+        match self {
+            SuspectCause::Silent => {
+                "if it stays silent it is removed within the drop time: check that the process runs and is not stalled (CPU, swap), and that heartbeats pass between the members"
+            }
+            SuspectCause::ConnectionLost => {
+                "nothing if it answers; if it was killed or crashed it is removed as soon as nothing answers at its address, and the other members serve its sessions"
+            }
+        }
+    }
+}
+
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -70,6 +114,10 @@ pub(crate) enum EventKind {
     Back { addr: String },
     /// A member is gone.
     Gone { reason: GoneReason },
+    /// Membership suspects a member (silent, or its connection closed) and verifies it.
+    Suspected { silent_ms: u64, cause: SuspectCause },
+    /// A suspected member answered: no longer suspected.
+    Cleared,
     /// A member stopped sending its status reports although membership still lists it.
     Silent { for_ms: u64 },
     /// A member's status reports resumed.
@@ -82,7 +130,7 @@ pub(crate) enum EventKind {
         transfer_ms: Option<u64>,
         sessions: u64,
         from: Vec<String>,
-        attempts: Vec<String>,
+        attempts: Vec<TransferAttempt>,
     },
     /// Frames from a peer were refused.
     Refused { peer: String, count: u64, reason: String },
@@ -157,7 +205,18 @@ impl Event {
         match &self.kind {
             EventKind::Gone { reason } if reason.is_failure() => Severity::Failure,
             EventKind::Refused { .. } | EventKind::StoreDown { .. } => Severity::Failure,
-            EventKind::Silent { .. } | EventKind::Missed { .. } => Severity::Warning,
+            EventKind::Ready { attempts, .. } if attempts.iter().any(TransferAttempt::is_failure) => {
+                // Ready, but without any member's sessions: it serves without them.
+                if attempts
+                    .iter()
+                    .any(|a| matches!(a.outcome, AttemptOutcome::Received { .. }))
+                {
+                    Severity::Warning
+                } else {
+                    Severity::Failure
+                }
+            }
+            EventKind::Silent { .. } | EventKind::Missed { .. } | EventKind::Suspected { .. } => Severity::Warning,
             _ => Severity::Info,
         }
     }
@@ -169,6 +228,8 @@ impl Event {
             EventKind::Joined { addr } => format!("{m} joined the cluster from {addr}"),
             EventKind::Back { addr } => format!("{m} ({addr}) is back with the same id (a healed partition)"),
             EventKind::Gone { reason } => format!("{m} is gone: {}", reason.words()),
+            EventKind::Suspected { silent_ms, cause } => format!("{m} is suspected: {}", cause.words(*silent_ms)),
+            EventKind::Cleared => format!("{m} answered the verification or sent a heartbeat: no longer suspected"),
             EventKind::Silent { for_ms } => format!(
                 "{m} sent no status report for {} s (it may be overloaded, or run without the dashboard)",
                 for_ms / 1000
@@ -184,19 +245,27 @@ impl Event {
                 from,
                 attempts,
             } => {
+                let failed: Vec<String> = attempts.iter().filter(|a| a.is_failure()).map(failure).collect();
                 let mut s = match (transfer_ms, from.is_empty()) {
                     (Some(ms), false) => format!(
                         "{m} is ready for context {context}: state transfer of {sessions} sessions from {} in {ms} ms",
-                        from.join(", ")
+                        sources(from, attempts)
                     ),
+                    (Some(ms), true) if !failed.is_empty() => {
+                        format!("{m} is ready for context {context} after {ms} ms without any member's sessions")
+                    }
                     (Some(ms), true) => {
                         format!("{m} is ready for context {context} after {ms} ms: no member had sessions to send")
                     }
                     (None, _) => format!("{m} is ready for context {context}"),
                 };
-                if !attempts.is_empty() {
-                    s.push_str("; attempts: ");
-                    s.push_str(&attempts.join("; "));
+                if !failed.is_empty() {
+                    s.push_str(if failed.len() == 1 {
+                        "; 1 attempt failed: "
+                    } else {
+                        "; attempts that failed: "
+                    });
+                    s.push_str(&failed.join("; "));
                 }
                 s
             }
@@ -219,6 +288,7 @@ impl Event {
     pub(crate) fn fix(&self) -> Option<String> {
         match &self.kind {
             EventKind::Gone { reason } => reason.fix().map(str::to_owned),
+            EventKind::Suspected { cause, .. } => Some(cause.fix().to_owned()),
             EventKind::Silent { .. } => Some(format!(
                 "open {} 's own /cluster/ page, or check its CPU and its log",
                 self.member
@@ -231,9 +301,67 @@ impl Event {
                 "check that the store is reachable from this node and accepts its credentials; writes wait or fail until it is back"
                     .to_owned(),
             ),
+            EventKind::Ready { context, attempts, .. } => transfer_fix(context, attempts),
             _ => None,
         }
     }
+}
+
+/// The sources of a state transfer, each member with the sessions it sent when more
+/// than one sent some (a store, listed after the members, has no count).
+fn sources(from: &[String], attempts: &[TransferAttempt]) -> String {
+    let received = |name: &str| {
+        attempts.iter().find_map(|a| match a.outcome {
+            AttemptOutcome::Received { sessions } if a.member == name => Some(sessions),
+            _ => None,
+        })
+    };
+    let several = from.iter().filter(|f| received(f).is_some()).count() > 1;
+    from.iter()
+        .map(|f| match received(f) {
+            Some(n) if several => format!("{f} ({n})"),
+            _ => f.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A failed attempt for the event text: member, duration, cause.
+fn failure(a: &TransferAttempt) -> String {
+    let after = a.duration_ms.map(|ms| format!(" after {ms} ms")).unwrap_or_default();
+    let cause = match &a.outcome {
+        AttemptOutcome::NoSuchContext { reason } => format!("it does not serve the context ({reason})"),
+        AttemptOutcome::Failed { cause } => cause.clone(),
+        _ => return a.to_string(),
+    };
+    format!("{}{after}: {cause}", a.member)
+}
+
+/// What to do about a state transfer's failed attempts.
+fn transfer_fix(context: &str, attempts: &[TransferAttempt]) -> Option<String> {
+    let names = |pick: fn(&AttemptOutcome) -> bool| {
+        let mut v: Vec<&str> = attempts
+            .iter()
+            .filter(|a| pick(&a.outcome))
+            .map(|a| a.member.as_str())
+            .collect();
+        v.dedup();
+        v.join(", ")
+    };
+    let lacking = names(|o| matches!(o, AttemptOutcome::NoSuchContext { .. }));
+    let failed = names(|o| matches!(o, AttemptOutcome::Failed { .. }));
+    let mut fixes = Vec::new();
+    if !lacking.is_empty() {
+        fixes.push(format!(
+            "deploy context {context} on {lacking} too, or use the BackupManager, which only asks members that serve it"
+        ));
+    }
+    if !failed.is_empty() {
+        fixes.push(format!(
+            "look at the log of {failed} and check that the cluster port is open between the members (nothing to do for a member stopped on purpose mid-transfer)"
+        ));
+    }
+    (!fixes.is_empty()).then(|| fixes.join("; "))
 }
 
 /// The last [`KEEP`] events, oldest first.
@@ -286,23 +414,152 @@ mod tests {
         assert_eq!((left.severity(), left.fix()), (Severity::Info, None));
     }
 
-    #[test]
-    fn a_transfer_names_its_source_duration_and_attempts() {
-        let e = ev(EventKind::Ready {
+    fn attempt(member: &str, duration_ms: Option<u64>, outcome: AttemptOutcome) -> TransferAttempt {
+        TransferAttempt::new(member, format!("{member}-id"), duration_ms, outcome)
+    }
+
+    fn ready(sessions: u64, from: &[&str], attempts: Vec<TransferAttempt>) -> Event {
+        ev(EventKind::Ready {
             context: "shop".into(),
-            transfer_ms: Some(120),
-            sessions: 7,
-            from: vec!["b".into()],
-            attempts: vec!["a: timed out after 5 s".into()],
-        });
+            transfer_ms: Some(5_120),
+            sessions,
+            from: from.iter().map(|f| (*f).to_owned()).collect(),
+            attempts,
+        })
+    }
+
+    #[test]
+    fn a_transfer_names_its_source_duration_and_failed_attempts_with_their_cause() {
+        let silent = AttemptOutcome::Failed {
+            cause: "silent for 5000 ms during the transfer".into(),
+        };
+        let e = ready(
+            7,
+            &["b"],
+            vec![
+                attempt("a", Some(5_000), silent),
+                attempt(
+                    "d",
+                    None,
+                    AttemptOutcome::NotServing {
+                        reason: "no listener".into(),
+                    },
+                ),
+                attempt("b", Some(120), AttemptOutcome::Received { sessions: 7 }),
+            ],
+        );
         assert_eq!(
             e.words(),
-            "c is ready for context shop: state transfer of 7 sessions from b in 120 ms; attempts: a: timed out after 5 s"
+            "c is ready for context shop: state transfer of 7 sessions from b in 5120 ms; \
+             1 attempt failed: a after 5000 ms: silent for 5000 ms during the transfer"
         );
         assert_eq!(e.context(), Some("shop"));
-        // The attempts are text that mixes successes and failures: not judged here.
-        assert_eq!(e.severity(), Severity::Info);
+        // Ready from b after a failed attempt on a: worth a look, with the fix.
+        assert_eq!(e.severity(), Severity::Warning);
+        assert!(e.fix().unwrap().contains("look at the log of a"), "{:?}", e.fix());
         assert!(e.is_own());
+
+        // Nothing failed (a member that does not serve the context is skipped, no failure).
+        let fine = ready(
+            7,
+            &["b"],
+            vec![
+                attempt(
+                    "d",
+                    None,
+                    AttemptOutcome::NotServing {
+                        reason: "no listener".into(),
+                    },
+                ),
+                attempt("a", Some(3), AttemptOutcome::NotReady),
+                attempt("b", Some(120), AttemptOutcome::Received { sessions: 7 }),
+            ],
+        );
+        assert_eq!(
+            fine.words(),
+            "c is ready for context shop: state transfer of 7 sessions from b in 5120 ms"
+        );
+        assert_eq!((fine.severity(), fine.fix()), (Severity::Info, None));
+    }
+
+    #[test]
+    fn a_transfer_that_received_nothing_after_failures_is_a_failure_and_sources_carry_counts() {
+        let e = ready(
+            0,
+            &[],
+            vec![
+                attempt(
+                    "a",
+                    Some(2),
+                    AttemptOutcome::NoSuchContext {
+                        reason: "no listener".into(),
+                    },
+                ),
+                attempt(
+                    "b",
+                    Some(5_000),
+                    AttemptOutcome::Failed {
+                        cause: "no answer within 5000 ms".into(),
+                    },
+                ),
+            ],
+        );
+        assert_eq!(
+            e.words(),
+            "c is ready for context shop after 5120 ms without any member's sessions; attempts that failed: \
+             a after 2 ms: it does not serve the context (no listener); b after 5000 ms: no answer within 5000 ms"
+        );
+        assert_eq!(e.severity(), Severity::Failure);
+        let fix = e.fix().unwrap();
+        assert!(
+            fix.contains("deploy context shop on a too") && fix.contains("log of b"),
+            "{fix}"
+        );
+        // Two members sent sessions (BackupManager): each with its count; a store has none.
+        let backup = ready(
+            7,
+            &["a", "b", "redis"],
+            vec![
+                attempt("a", Some(40), AttemptOutcome::Received { sessions: 4 }),
+                attempt("b", Some(50), AttemptOutcome::Received { sessions: 3 }),
+            ],
+        );
+        assert!(
+            backup
+                .words()
+                .contains("7 sessions from a (4), b (3), redis in 5120 ms"),
+            "{}",
+            backup.words()
+        );
+    }
+
+    #[test]
+    fn a_suspected_member_is_a_warning_in_words_with_a_fix_and_its_clearing_is_news() {
+        let e = ev(EventKind::Suspected {
+            silent_ms: 2_050,
+            cause: SuspicionCause::Silent.into(),
+        });
+        assert_eq!(e.words(), "c is suspected: no heartbeat for 2.0 s; verifying over TCP");
+        assert_eq!(e.severity(), Severity::Warning);
+        assert!(e.fix().unwrap().contains("removed within the drop time"));
+        assert!(!e.is_own(), "each member's membership sees it for itself");
+        let closed = ev(EventKind::Suspected {
+            silent_ms: 300,
+            cause: SuspicionCause::ConnectionLost.into(),
+        });
+        assert_eq!(
+            closed.words(),
+            "c is suspected: its connection closed; verifying over TCP"
+        );
+        let cleared = ev(EventKind::Cleared);
+        assert!(cleared.words().ends_with("no longer suspected"), "{}", cleared.words());
+        assert_eq!((cleared.severity(), cleared.fix()), (Severity::Info, None));
+        let json = serde_json::to_string(&closed).unwrap();
+        assert!(
+            json.contains("\"kind\":\"suspected\"") && json.contains("\"cause\":\"connection_lost\""),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), closed);
     }
 
     #[test]

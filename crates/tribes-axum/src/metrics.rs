@@ -267,9 +267,9 @@ pub(crate) fn render(contexts: &Contexts, channel: &Channel) -> Result<String, f
         gauge(|ms| ms.state_transfer.sessions_received as f64),
     );
     registry.register(
-        "state_transfer_attempts",
-        "State transfer attempts and skipped members",
-        gauge(|ms| ms.state_transfer.attempts.len() as f64),
+        "state_transfer_failed_attempts",
+        "State transfer attempts that failed (refused, not acked, silent, or the member left); every attempt is listed under replication.state_transfer.attempts in /cluster/status",
+        gauge(|ms| ms.state_transfer.attempts.iter().filter(|a| a.is_failure()).count() as f64),
     );
     counter_family(
         &mut registry,

@@ -119,6 +119,9 @@ fn sample(managers: &[SessionManager], channel: &Channel) -> LocalSample {
         s.counters.timeouts += m.timeouts;
         s.peers
             .push((m.id.clone(), m.name.clone(), m.queue_depth as u64, m.acks));
+        if m.suspected {
+            s.suspected.push(m.id.clone());
+        }
     }
     s.refused = cs
         .refused
@@ -179,6 +182,11 @@ async fn run(dashboard: Weak<Dashboard>, channel: Channel) {
                     Ok(MembershipEvent::Disappeared { member, reason }) => {
                         view.handle_gone(now, &member.id().to_string(), member.name(), reason.into());
                     }
+                    Ok(MembershipEvent::Suspected { member, silent_for, cause }) => {
+                        let silent_ms = u64::try_from(silent_for.as_millis()).unwrap_or(u64::MAX);
+                        view.handle_suspected(now, &member.id().to_string(), member.name(), silent_ms, cause.into());
+                    }
+                    Ok(MembershipEvent::Cleared(m)) => view.handle_cleared(now, &m.id().to_string(), m.name()),
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => view.handle_missed(now, n),
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,

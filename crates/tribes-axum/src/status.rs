@@ -22,7 +22,7 @@ use crate::reporter::{Dashboard, dashboard_for, now_ms};
 
 /// The version of the `/status` JSON document (see docs/status.md). It changes only
 /// when a field is removed or changes its meaning; new fields may appear at any time.
-pub(crate) const SCHEMA_VERSION: u32 = 2;
+pub(crate) const SCHEMA_VERSION: u32 = 3;
 
 #[derive(Clone)]
 pub(crate) struct StatusState {
@@ -259,6 +259,7 @@ fn cluster(view: &ClusterView) -> Vec<ClusterMember> {
                 since_ms: state.since_ms(),
                 reason: match state {
                     MemberState::Gone { reason, .. } => Some(reason.words().to_owned()),
+                    MemberState::Suspected { silent_ms, cause, .. } => Some(cause.words(silent_ms)),
                     _ => None,
                 },
                 sessions: e

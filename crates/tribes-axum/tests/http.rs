@@ -333,7 +333,14 @@ async fn status_json_html_and_metrics() {
     assert!(st["replication"]["messages_sent"].as_u64().unwrap() >= 1, "{st}");
     assert!(st["channel"]["members"].is_array());
 
-    assert_eq!(st["schema_version"], 2);
+    assert_eq!(st["schema_version"], 3);
+    // B started after A: its state transfer's one attempt received A's sessions.
+    let sb: serde_json::Value = get_(&b.url("/cluster/status"), None).await.body.parse().unwrap();
+    let attempts = &sb["replication"]["state_transfer"]["attempts"];
+    assert_eq!(attempts[0]["member"], "A", "{attempts}");
+    assert_eq!(attempts[0]["outcome"]["kind"], "received", "{attempts}");
+    assert!(attempts[0]["outcome"]["sessions"].is_u64(), "{attempts}");
+    assert!(attempts[0]["duration_ms"].is_u64(), "{attempts}");
     let r = get_(&a.url("/cluster/status.html"), None).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.headers["content-type"].to_str().unwrap().starts_with("text/html"));

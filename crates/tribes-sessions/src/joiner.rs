@@ -13,6 +13,7 @@
 use tribes::MemberId;
 
 use crate::error::StateTransferError;
+use crate::stats::{AttemptOutcome, TransferAttempt};
 use crate::transfer::{Outcome, Rank, Step, TransferPlan};
 
 /// How long an attempt may stay silent, the whole transfer may take, and the pause
@@ -60,6 +61,10 @@ struct Asking {
     acked: bool,
     seen_chunks: u64,
     last_progress: u64,
+    /// When the request was made.
+    asked_ms: u64,
+    /// Sessions its chunks carried so far.
+    sessions: u64,
 }
 
 /// One starting node's state transfer.
@@ -75,6 +80,7 @@ pub(crate) struct Joiner {
     chunks: u64,
     done: bool,
     completed: Vec<(MemberId, String, u64)>,
+    attempts: Vec<TransferAttempt>,
 }
 
 impl Joiner {
@@ -99,12 +105,13 @@ impl Joiner {
             chunks: 0,
             done: false,
             completed: Vec::new(),
+            attempts: Vec::new(),
         }
     }
 
-    /// What each attempt did, in words (for the status page).
-    pub(crate) fn log(&self) -> &[String] {
-        &self.plan.log
+    /// Every attempt so far, in order: member, duration and outcome (for the status page).
+    pub(crate) fn attempts(&self) -> &[TransferAttempt] {
+        &self.attempts
     }
 
     /// The completed transfers: source, its name, the request.
@@ -120,26 +127,28 @@ impl Joiner {
                 a.acked = true;
                 a.last_progress = now_ms;
             }
-            AckResult::NoSuchContext(reason) => self.finish_attempt(member, Outcome::NoSuchContext(reason)),
-            AckResult::Failed(reason) => self.finish_attempt(member, Outcome::Failed(reason)),
+            AckResult::NoSuchContext(reason) => self.finish_attempt(Outcome::NoSuchContext(reason), now_ms),
+            AckResult::Failed(reason) => self.finish_attempt(Outcome::Failed(reason), now_ms),
         }
     }
 
     /// `Msg::NotReady`: the member asked is itself receiving the sessions.
-    pub(crate) fn on_not_ready(&mut self, member: MemberId, request: u64) {
+    pub(crate) fn on_not_ready(&mut self, member: MemberId, request: u64, now_ms: u64) {
         if self.current(member, request).is_some() {
-            self.finish_attempt(member, Outcome::NotReady);
+            self.finish_attempt(Outcome::NotReady, now_ms);
         }
     }
 
-    /// A `Chunk` of `request` arrived: whether it belongs to the current attempt (the
-    /// caller applies it then; a chunk of an abandoned attempt is dropped).
-    pub(crate) fn on_chunk(&mut self, request: u64) -> bool {
-        let current = self.asking.as_ref().is_some_and(|a| a.request == request);
-        if current {
-            self.chunks += 1;
-        }
-        current
+    /// A `Chunk` of `request` carrying `sessions` arrived: whether it belongs to the
+    /// current attempt (the caller applies it then; a chunk of an abandoned attempt is
+    /// dropped).
+    pub(crate) fn on_chunk(&mut self, request: u64, sessions: u64) -> bool {
+        let Some(a) = self.asking.as_mut().filter(|a| a.request == request) else {
+            return false;
+        };
+        a.sessions += sessions;
+        self.chunks += 1;
+        true
     }
 
     /// `Done` of `request`: every chunk was sent.
@@ -174,14 +183,14 @@ impl Joiner {
         if let Some(a) = &mut self.asking {
             let member = a.member;
             if !member_up(member) {
-                self.finish_attempt(member, Outcome::Failed("the member left during the transfer".into()));
+                self.finish_attempt(Outcome::Failed("the member left during the transfer".into()), now_ms);
             } else if a.acked && self.done {
                 self.completed.push((member, a.name.clone(), a.request));
-                self.finish_attempt(member, Outcome::Completed);
+                self.finish_attempt(Outcome::Completed, now_ms);
             } else if a.acked && now_ms.saturating_sub(a.last_progress) >= self.timeouts.attempt_ms {
                 if self.chunks == a.seen_chunks {
                     let silent = format!("silent for {} ms during the transfer", self.timeouts.attempt_ms);
-                    self.finish_attempt(member, Outcome::Failed(silent));
+                    self.finish_attempt(Outcome::Failed(silent), now_ms);
                 } else {
                     a.seen_chunks = self.chunks;
                     a.last_progress = now_ms;
@@ -217,6 +226,8 @@ impl Joiner {
                     acked: false,
                     seen_chunks: 0,
                     last_progress: now_ms,
+                    asked_ms: now_ms,
+                    sessions: 0,
                 });
                 JoinAction::Ask {
                     member,
@@ -233,9 +244,23 @@ impl Joiner {
             .filter(|a| a.request == request && a.member == member)
     }
 
-    fn finish_attempt(&mut self, member: MemberId, outcome: Outcome) {
-        self.plan.record(member, outcome);
-        self.asking = None;
+    /// The current attempt ended at `now_ms`: kept with its duration and the sessions
+    /// it brought, and reported to the plan.
+    fn finish_attempt(&mut self, outcome: Outcome, now_ms: u64) {
+        let Some(a) = self.asking.take() else { return };
+        let typed = match &outcome {
+            Outcome::Completed => AttemptOutcome::Received { sessions: a.sessions },
+            Outcome::NotReady => AttemptOutcome::NotReady,
+            Outcome::NoSuchContext(reason) => AttemptOutcome::NoSuchContext { reason: reason.clone() },
+            Outcome::Failed(cause) => AttemptOutcome::Failed { cause: cause.clone() },
+        };
+        self.attempts.push(TransferAttempt::new(
+            a.name,
+            a.member.to_string(),
+            Some(now_ms.saturating_sub(a.asked_ms)),
+            typed,
+        ));
+        self.plan.record(a.member, outcome);
     }
 }
 
@@ -270,6 +295,56 @@ mod tests {
                 from: vec![(m(1), "n1".into())]
             }
         );
+        assert_eq!(
+            j.attempts(),
+            [TransferAttempt::new(
+                "n1",
+                m(1).to_string(),
+                Some(30),
+                AttemptOutcome::Received { sessions: 0 }
+            )]
+        );
+    }
+
+    #[test]
+    fn each_attempt_keeps_its_duration_and_the_sessions_its_chunks_carried() {
+        let mut j = Joiner::new("/app", (9, m(9)), 0, vec![cand(1), cand(2)], false, T);
+        let (first, r1) = ask(&mut j, 100);
+        j.on_ack(first, r1, AckResult::Failed("connection refused".into()), 130);
+        let (second, r2) = ask(&mut j, 200);
+        j.on_ack(second, r2, AckResult::Acked, 210);
+        assert!(j.on_chunk(r2, 3));
+        assert!(!j.on_chunk(r1, 50), "not the current attempt");
+        assert!(j.on_chunk(r2, 2));
+        j.on_done(r2);
+        assert!(matches!(j.poll(450, |_| true, Vec::new), JoinAction::Ready { .. }));
+        let attempts = j.attempts();
+        assert_eq!(attempts.len(), 2);
+        assert_eq!((attempts[0].member.as_str(), attempts[0].duration_ms), ("n1", Some(30)));
+        assert_eq!(
+            attempts[0].outcome,
+            AttemptOutcome::Failed {
+                cause: "connection refused".into()
+            }
+        );
+        assert!(attempts[0].is_failure());
+        assert_eq!(
+            attempts[1],
+            TransferAttempt::new(
+                "n2",
+                m(2).to_string(),
+                Some(250),
+                AttemptOutcome::Received { sessions: 5 }
+            )
+        );
+        assert!(!attempts[1].is_failure());
+        assert_eq!(
+            attempts[0].to_string(),
+            format!(
+                "state transfer from n1 ({}) failed after 30 ms: connection refused; trying the next member",
+                m(1)
+            )
+        );
     }
 
     #[test]
@@ -277,7 +352,7 @@ mod tests {
         let mut j = Joiner::new("/app", (9, m(9)), 0, vec![cand(1), cand(2)], false, T);
         let (first, r1) = ask(&mut j, 0);
         j.on_ack(first, r1, AckResult::Acked, 0);
-        assert!(j.on_chunk(r1));
+        assert!(j.on_chunk(r1, 1));
         assert_eq!(
             j.poll(1_000, |_| true, Vec::new),
             JoinAction::Wait,
@@ -286,8 +361,12 @@ mod tests {
         // No chunk for another attempt timeout: the next member is asked.
         let (second, r2) = ask(&mut j, 2_000);
         assert_eq!((first, second), (m(1), m(2)));
-        assert!(!j.on_chunk(r1), "a chunk of the abandoned attempt is dropped");
-        assert!(j.log().iter().any(|l| l.contains("silent")));
+        assert!(!j.on_chunk(r1, 1), "a chunk of the abandoned attempt is dropped");
+        assert!(
+            matches!(&j.attempts()[0], TransferAttempt { duration_ms: Some(2_000), outcome: AttemptOutcome::Failed { cause }, .. } if cause.contains("silent")),
+            "{:?}",
+            j.attempts()
+        );
         let _ = r2;
     }
 
@@ -295,7 +374,7 @@ mod tests {
     fn not_ready_and_refusals_move_on_and_the_total_timeout_names_the_last_cause() {
         let mut j = Joiner::new("/app", (9, m(9)), 0, vec![cand(1), cand(2)], false, T);
         let (a, ra) = ask(&mut j, 0);
-        j.on_not_ready(a, ra);
+        j.on_not_ready(a, ra, 5);
         let (b, rb) = ask(&mut j, 10);
         j.on_ack(b, rb, AckResult::Failed("connection refused".into()), 20);
         // Every attempt failed: ask again after the pause, until the total timeout.
@@ -307,6 +386,8 @@ mod tests {
             }
             other => panic!("expected degraded, got {other:?}"),
         }
+        let kept: Vec<_> = j.attempts().iter().map(|a| (a.duration_ms, a.is_failure())).collect();
+        assert_eq!(kept, [(Some(5), false), (Some(10), true)], "not ready is no failure");
     }
 
     #[test]
@@ -315,6 +396,10 @@ mod tests {
         let (a, r) = ask(&mut j, 0);
         j.on_ack(a, r, AckResult::Acked, 0);
         assert_eq!(j.poll(10, |m| m != a, Vec::new), JoinAction::Wait);
-        assert!(j.log().iter().any(|l| l.contains("left")));
+        assert!(
+            matches!(j.attempts(), [TransferAttempt { duration_ms: Some(10), outcome: AttemptOutcome::Failed { cause }, .. }] if cause.contains("left")),
+            "{:?}",
+            j.attempts()
+        );
     }
 }

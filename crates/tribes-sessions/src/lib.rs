@@ -134,7 +134,7 @@ pub use listener::{Clock, DestroyReason, Origin, SessionEvent, SessionListener, 
 pub use manager::{AckOutcome, CommitReport, MemberAck, Readiness, SessionManager, SessionManagerBuilder};
 pub use persist::{StoreMode, StoreStats};
 pub use session::Session;
-pub use stats::{ManagerStats, MemberReplication, TransferStats};
+pub use stats::{AttemptOutcome, ManagerStats, MemberReplication, TransferAttempt, TransferStats};
 pub use store::*;
 
 /// The README examples, compiled as doc tests.

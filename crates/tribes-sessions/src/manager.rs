@@ -1108,6 +1108,8 @@ async fn run_driver(
                         tracing::info!(context = %inner.context(), member = %member, ?reason, "member gone");
                         inner.node().handle_member_down(now, member.id());
                     }
+                    // Not departures: a suspected member keeps serving until it is gone.
+                    Ok(MembershipEvent::Suspected { .. } | MembershipEvent::Cleared(_)) => {}
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         inner.node().handle_members(now, inner.channel.members());

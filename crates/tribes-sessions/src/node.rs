@@ -404,7 +404,7 @@ impl SessionNode {
             }
             Msg::Chunk { request, sessions } => {
                 if let Phase::Transferring(j) = &mut self.phase
-                    && j.on_chunk(request)
+                    && j.on_chunk(request, sessions.len() as u64)
                 {
                     self.core.apply_chunk(sessions, &mut out);
                 }
@@ -417,7 +417,7 @@ impl SessionNode {
             }
             Msg::NotReady { request } => {
                 if let Phase::Transferring(j) = &mut self.phase {
-                    j.on_not_ready(from, request);
+                    j.on_not_ready(from, request, now.mono_ms - self.started_ms);
                 }
             }
             Msg::Bye { expire } => {
@@ -593,7 +593,7 @@ impl SessionNode {
 
     fn finish_transfer(&mut self, now: Now, result: Result<(), StateTransferError>) {
         if let Phase::Transferring(j) = &self.phase {
-            self.stats.attempts.extend(j.log().iter().cloned());
+            self.stats.attempts.extend(j.attempts().iter().cloned());
             self.completed = j.completed().iter().map(|(m, _, r)| (*m, *r)).collect();
         }
         let mut out = Vec::new();

@@ -26,8 +26,119 @@ pub struct TransferStats {
     pub sessions_received: u64,
     /// The members the sessions came from.
     pub from: Vec<String>,
-    /// Every attempt and skipped member, with the cause.
-    pub attempts: Vec<String>,
+    /// Every member asked for the sessions, and every member skipped because it does not
+    /// serve the context, in order, with the outcome.
+    pub attempts: Vec<TransferAttempt>,
+}
+
+/// One member asked for the sessions during a state transfer, or skipped without being
+/// asked. Its [`Display`](std::fmt::Display) reads as the log line said it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct TransferAttempt {
+    /// The member's name (its route).
+    pub member: String,
+    /// The member's id (short form).
+    pub member_id: String,
+    /// From the request to its outcome; `None` for a member skipped without a request.
+    pub duration_ms: Option<u64>,
+    /// What came of it.
+    pub outcome: AttemptOutcome,
+}
+
+impl TransferAttempt {
+    /// An attempt on `member` (name) with id `member_id`.
+    pub fn new(
+        member: impl Into<String>,
+        member_id: impl Into<String>,
+        duration_ms: Option<u64>,
+        outcome: AttemptOutcome,
+    ) -> Self {
+        TransferAttempt {
+            member: member.into(),
+            member_id: member_id.into(),
+            duration_ms,
+            outcome,
+        }
+    }
+
+    /// Whether the attempt failed (see [`AttemptOutcome::is_failure`]).
+    pub fn is_failure(&self) -> bool {
+        self.outcome.is_failure()
+    }
+}
+
+/// What came of a [`TransferAttempt`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AttemptOutcome {
+    /// The member sent its sessions.
+    Received {
+        /// How many sessions its chunks carried.
+        sessions: u64,
+    },
+    /// The member is itself starting (receiving the sessions): the next one was asked.
+    NotReady,
+    /// The member refused the request: it does not serve the context (any more).
+    NoSuchContext {
+        /// Its refusal.
+        reason: String,
+    },
+    /// Skipped without a request: the member refused this node's greeting because it
+    /// does not serve the context, so it gets and gives no sessions of it.
+    NotServing {
+        /// Its refusal.
+        reason: String,
+    },
+    /// The request was not delivered or acked, the member stayed silent past the attempt
+    /// timeout, or it left during the transfer: the next one was asked.
+    Failed {
+        /// Why, in words.
+        cause: String,
+    },
+}
+
+impl AttemptOutcome {
+    /// Whether it is a failure an operator should look at: a refused request
+    /// ([`NoSuchContext`](Self::NoSuchContext)) or a [`Failed`](Self::Failed) one. A member
+    /// that is itself starting, or that does not serve the context at all, is not.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            AttemptOutcome::NoSuchContext { .. } | AttemptOutcome::Failed { .. }
+        )
+    }
+}
+
+impl std::fmt::Display for TransferAttempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let who = format!("{} ({})", self.member, self.member_id);
+        let after = match self.duration_ms {
+            Some(ms) => format!(" after {ms} ms"),
+            None => String::new(),
+        };
+        match &self.outcome {
+            AttemptOutcome::Received { sessions } => write!(f, "{who}: {sessions} sessions received{after}"),
+            AttemptOutcome::NotReady => write!(f, "{who}: is itself starting{after}, trying the next member"),
+            AttemptOutcome::NoSuchContext { reason } => write!(
+                f,
+                "{who} does not serve the context ({reason}){after}: deploy the context there too, or use the BackupManager which only uses members that serve it"
+            ),
+            AttemptOutcome::NotServing { reason } => {
+                write!(
+                    f,
+                    "{who} does not serve the context ({reason}): it gets no sessions of it"
+                )
+            }
+            AttemptOutcome::Failed { cause } => {
+                write!(
+                    f,
+                    "state transfer from {who} failed{after}: {cause}; trying the next member"
+                )
+            }
+        }
+    }
 }
 
 /// A snapshot of one manager's state and counters.

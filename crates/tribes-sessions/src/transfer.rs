@@ -41,7 +41,6 @@ pub(crate) struct TransferPlan {
     /// A transfer failed since the last `restart` (a member that may hold sessions).
     failed: bool,
     succeeded: bool,
-    pub(crate) log: Vec<String>,
     pub(crate) last: Option<(String, String)>,
 }
 
@@ -57,7 +56,6 @@ impl TransferPlan {
             not_ready: Vec::new(),
             failed: false,
             succeeded: false,
-            log: Vec::new(),
             last: None,
         };
         plan.restart(candidates);
@@ -99,16 +97,14 @@ impl TransferPlan {
         match outcome {
             Outcome::Completed => {
                 self.succeeded = true;
-                self.log.push(format!("{who}: sessions of '{}' received", self.context));
                 if !self.ask_all {
                     self.candidates.clear();
                 }
             }
             Outcome::NotReady => {
                 self.not_ready.push(rank);
-                self.last = Some((who.clone(), "it is itself starting".into()));
-                self.log
-                    .push(format!("{who}: is itself starting, trying the next member"));
+                tracing::info!(context = %self.context, "{who} is itself starting: trying the next member");
+                self.last = Some((who, "it is itself starting".into()));
             }
             Outcome::NoSuchContext(reason) => {
                 let msg = format!(
@@ -116,8 +112,7 @@ impl TransferPlan {
                     self.context
                 );
                 tracing::error!("{msg}");
-                self.last = Some((who.clone(), reason));
-                self.log.push(msg);
+                self.last = Some((who, reason));
             }
             Outcome::Failed(reason) => {
                 let msg = format!(
@@ -126,8 +121,7 @@ impl TransferPlan {
                 );
                 tracing::error!("{msg}");
                 self.failed = true;
-                self.last = Some((who.clone(), reason));
-                self.log.push(msg);
+                self.last = Some((who, reason));
             }
         }
     }
@@ -157,7 +151,12 @@ pub(crate) mod tests {
         assert_eq!(p.next(), Step::Ask(m(3), "n3".into()));
         p.record(m(3), Outcome::Completed);
         assert_eq!(p.next(), Step::Ready);
-        assert!(p.log[0].contains("n1") && p.log[0].contains("/app"));
+        // The last failure is what a timeout of the whole transfer names.
+        assert!(
+            matches!(&p.last, Some((who, cause)) if who.starts_with("n2 (") && cause == "timeout"),
+            "{:?}",
+            p.last
+        );
     }
 
     #[test]

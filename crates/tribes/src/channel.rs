@@ -357,6 +357,7 @@ impl ChannelBuilder {
             shutdown: shutdown.clone(),
             candidates: Arc::default(),
             refused,
+            suspected: Mutex::default(),
             discovery_kinds: self.discovery.iter().map(|d| d.kind()).collect(),
             started: Instant::now(),
         });
@@ -441,6 +442,8 @@ pub(crate) struct Inner {
     shutdown: CancellationToken,
     candidates: Arc<Mutex<BTreeMap<String, CandidateStatus>>>,
     refused: Arc<Refusals>,
+    /// The members the membership suspects now (published by its task).
+    suspected: Mutex<BTreeSet<MemberId>>,
     discovery_kinds: Vec<&'static str>,
     started: Instant,
 }
@@ -643,6 +646,7 @@ impl Channel {
         let members = inner.members.borrow().clone();
         let throughput = inner.throughput.snapshot();
         let senders = inner.senders.lock().expect("senders lock").clone();
+        let suspected = inner.suspected.lock().expect("suspected lock").clone();
         ChannelStats {
             local: inner.local(),
             uptime: inner.started.elapsed(),
@@ -665,6 +669,7 @@ impl Channel {
                         failures: s.map_or(0, |s| s.counters.failures.load(Ordering::Relaxed)),
                         timeouts: s.map_or(0, |s| s.counters.timeouts.load(Ordering::Relaxed)),
                         queue_depth: s.map_or(0, |s| s.queue_depth()),
+                        suspected: suspected.contains(&m.id),
                     }
                 })
                 .collect(),
@@ -747,12 +752,26 @@ async fn run_membership(inner: Arc<Inner>, mut inputs: mpsc::UnboundedReceiver<M
         if out.is_empty() {
             continue;
         }
+        // Before the events go out: a subscriber that hears `Suspected` finds it in the stats.
+        let suspected: BTreeSet<MemberId> = core.suspected().map(|m| m.id).collect();
+        *inner.suspected.lock().expect("suspected lock") = suspected;
         let mut changed = false;
         for effect in out.drain(..) {
             match effect {
                 Effect::Event(event) => {
-                    changed = true;
+                    // A suspicion does not change the member list.
+                    changed |= !matches!(event, MembershipEvent::Suspected { .. } | MembershipEvent::Cleared(_));
                     match &event {
+                        MembershipEvent::Suspected {
+                            member,
+                            silent_for,
+                            cause,
+                        } => {
+                            tracing::info!(member = %member, ?cause, ?silent_for, "member suspected, verifying over TCP")
+                        }
+                        MembershipEvent::Cleared(m) => {
+                            tracing::info!(member = %m, "suspected member answered: cleared")
+                        }
                         MembershipEvent::Added(m) => tracing::info!(member = %m, "member added"),
                         MembershipEvent::Back(m) => tracing::info!(member = %m, "member back"),
                         MembershipEvent::Updated(m) => tracing::debug!(member = %m, "member updated"),
@@ -769,7 +788,7 @@ async fn run_membership(inner: Arc<Inner>, mut inputs: mpsc::UnboundedReceiver<M
                 Effect::Verify(member) => {
                     let inner = inner.clone();
                     tokio::spawn(async move {
-                        tracing::info!(member = %member, "member suspected, verifying over TCP");
+                        tracing::debug!(member = %member, "verifying over TCP");
                         let result =
                             probe::probe(&inner.gate, &inner.local(), member.addr, inner.config.probe_timeout).await;
                         let verdict = match result {

@@ -64,6 +64,11 @@
 //! if the verification times out it is removed when `drop_time` has passed. A closed
 //! replication or ping connection triggers verification at once, so a process
 //! killed with `kill -9` is usually gone from every peer within a second.
+//! Subscribers ([`Channel::subscribe`]) see the verification as
+//! [`MembershipEvent::Suspected`] (with the silence and the [`SuspicionCause`]),
+//! followed by [`MembershipEvent::Cleared`] when the member answers, or by
+//! [`MembershipEvent::Disappeared`]; [`MemberStats::suspected`] says the same in
+//! [`Channel::stats`].
 //! A process that restarts has a new [`MemberId`]: peers see the old member
 //! disappear ([`DepartureReason::Replaced`]) and a new one arrive.
 //!
@@ -127,7 +132,7 @@ pub use listen::{Incoming, Listener};
 pub use member::{Member, MemberId};
 pub use membership::{
     CandidateStatus, DepartureReason, Discovery, DiscoveryContext, DnsDiscovery, Membership, MembershipEffect,
-    MembershipEvent, MulticastDiscovery, ProbeError, StaticDiscovery,
+    MembershipEvent, MulticastDiscovery, ProbeError, StaticDiscovery, SuspicionCause,
 };
 pub use seal::{KeyError, Keyring, NodeIdentity, PublicKey};
 pub use send::{Delivery, SendError, SendMode, SendOptions, SendReport};

@@ -152,6 +152,9 @@ pub struct MemberStats {
     pub timeouts: u64,
     /// Batches queued for it, not yet written.
     pub queue_depth: usize,
+    /// Whether the membership suspects it now: it went silent or its connection closed,
+    /// and a TCP verification runs ([`MembershipEvent::Suspected`](crate::MembershipEvent::Suspected)).
+    pub suspected: bool,
 }
 
 /// A snapshot of a channel, from [`crate::Channel::stats`].

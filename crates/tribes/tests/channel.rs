@@ -168,17 +168,27 @@ async fn vanished_member_is_detected_restart_is_a_new_member_late_member_is_foun
     // Crash: every socket closes, no goodbye.
     drop(c);
     let crashed = Instant::now();
+    // Suspected (its connections closed, or it went silent) and verified over TCP first.
+    let mut suspected = false;
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(3), events.recv()).await;
+        match event.expect("c removed within the drop time").unwrap() {
+            MembershipEvent::Suspected { member, .. } if member.id() == old_c => {
+                suspected = true;
+                // Unless the verification has removed it already, the stats say so too.
+                let listed = a.stats().members.into_iter().find(|m| m.id == old_c.to_string());
+                assert!(listed.is_none_or(|m| m.suspected), "suspected in the stats");
+            }
+            MembershipEvent::Disappeared { member, .. } if member.id() == old_c => break,
+            _ => {}
+        }
+    }
+    assert!(suspected, "c was suspected before it was removed");
     eventually("c to be removed", Duration::from_secs(3), || {
         a.members().len() == 1 && b.members().len() == 1
     })
     .await;
     let detected = crashed.elapsed();
-    loop {
-        match events.recv().await.unwrap() {
-            MembershipEvent::Disappeared { member, .. } if member.id() == old_c => break,
-            _ => {}
-        }
-    }
 
     // Restart on the same address: a new member.
     let c = node("c", 2, &addrs).start().await.unwrap();

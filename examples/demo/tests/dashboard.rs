@@ -1,7 +1,7 @@
 //! The `/cluster/` dashboard in a real browser (headless Chromium) on a three-node
 //! demo: node a's page lists a, b and c as ready and draws their charts; after
 //! `kill -9` of c, within the drop time, c shows as gone with its reason and the event
-//! list says so.
+//! list says it was suspected, then gone.
 //!
 //! With `TRIBES_UPDATE_DOCS=1` the screenshots are also copied to `docs/images/`
 //! (the ones the README shows).
@@ -190,6 +190,19 @@ async fn the_dashboard_shows_the_cluster_and_a_killed_member() {
         "the event list says c is gone: {event:?}"
     );
     assert!(event.contains("Fix:"), "with a fix: {event}");
+    // Before it was gone it was suspected: its connection closed, and membership verified
+    // it over TCP (both happen within milliseconds; the list is newest first).
+    let about_c = browser
+        .eval("[...document.querySelectorAll(\"#events li[data-member='c']\")].map(l => l.textContent)")
+        .await;
+    let about_c: Vec<&str> = about_c
+        .as_array()
+        .map(|v| v.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert!(
+        about_c.len() >= 2 && about_c[0].contains("c is gone: ") && about_c[1].contains("c is suspected: "),
+        "the event list says c was suspected, then gone: {about_c:#?}"
+    );
     let summary = browser.text("summary").await;
     assert!(summary.contains("2 ready") && summary.contains("1 gone"), "{summary}");
     shot(&mut browser, "dashboard-c-gone").await;

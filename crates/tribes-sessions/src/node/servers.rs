@@ -9,6 +9,7 @@ use super::{Delivered, HELLO_TIMEOUT_MS, Now, Pending, SessionNode};
 pub(crate) const PROVISIONAL_MS: u64 = 15_000;
 /// How long a departed member's late messages are ignored.
 const DEPARTED_MEMORY_MS: u64 = 600_000;
+use crate::stats::{AttemptOutcome, TransferAttempt};
 use crate::wire::Msg;
 use tribes::MemberId;
 
@@ -33,7 +34,9 @@ impl SessionNode {
                     self.context()
                 );
                 tracing::info!("{msg}");
-                self.stats.attempts.push(msg);
+                let skipped = AttemptOutcome::NotServing { reason };
+                let attempt = TransferAttempt::new(self.name_of(member), member.to_string(), None, skipped);
+                self.stats.attempts.push(attempt);
             }
             Delivered::Failed(cause) => self.unreachable(member, cause, again),
             Delivered::TimedOut(ms) => self.unreachable(member, format!("no answer within {ms} ms"), again),

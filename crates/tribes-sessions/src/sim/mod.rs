@@ -759,6 +759,8 @@ impl Sim {
                     let member = member.id();
                     self.trace(|| format!("{at}: member {member} gone ({reason:?})"));
                 }
+                // Not departures: a suspected member keeps its sessions until it is gone.
+                MembershipEvent::Suspected { .. } | MembershipEvent::Cleared(_) => {}
                 _ => {}
             }
             self.run_outputs_later(at);

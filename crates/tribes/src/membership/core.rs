@@ -21,7 +21,16 @@ use std::time::{Duration, Instant};
 use crate::member::{Member, MemberId};
 
 /// What changed in the membership, as subscribers see it.
+///
+/// A member is [`Added`](Self::Added) (or [`Back`](Self::Back)); while it is listed it may
+/// be [`Suspected`](Self::Suspected) and then [`Cleared`](Self::Cleared) any number of
+/// times; it leaves with [`Disappeared`](Self::Disappeared). A suspected member is still a
+/// member (it is on [`Channel::members`](crate::Channel::members) and gets messages):
+/// only `Disappeared` is a departure.
+///
+/// New variants may be added: a `match` needs a `_` arm.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MembershipEvent {
     /// A member was seen for the first time.
     Added(Member),
@@ -36,6 +45,29 @@ pub enum MembershipEvent {
     Back(Member),
     /// A member changed its advertised payload.
     Updated(Member),
+    /// A member went silent or its connection closed: it is being verified over TCP. It
+    /// is either [`Cleared`](Self::Cleared) or, unreachable, [`Disappeared`](Self::Disappeared)
+    /// by `drop_time` at the latest.
+    Suspected {
+        /// The member as last seen.
+        member: Member,
+        /// How long nothing was heard from it when the verification started.
+        silent_for: Duration,
+        /// Why it is suspected.
+        cause: SuspicionCause,
+    },
+    /// A suspected member proved alive (it answered the TCP verification, or a heartbeat
+    /// arrived): it is no longer suspected.
+    Cleared(Member),
+}
+
+/// Why a member is suspected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SuspicionCause {
+    /// No heartbeat for two thirds of `drop_time`.
+    Silent,
+    /// A replication connection to or from it closed.
+    ConnectionLost,
 }
 
 /// Why a member was removed.
@@ -66,6 +98,8 @@ struct Tracked {
     member: Member,
     last_heard: Instant,
     verifying: bool,
+    /// Suspected (a [`MembershipEvent::Suspected`] was published, no `Cleared` yet).
+    suspected: bool,
 }
 
 /// Live members and the failure detector's state.
@@ -106,6 +140,11 @@ impl Membership {
         self.members.values().map(|t| &t.member)
     }
 
+    /// The members suspected now (being verified, not yet cleared or removed).
+    pub fn suspected(&self) -> impl Iterator<Item = &Member> {
+        self.members.values().filter(|t| t.suspected).map(|t| &t.member)
+    }
+
     /// Heartbeats dropped because they came from another domain.
     pub fn foreign_domain_count(&self) -> u64 {
         self.foreign_domain
@@ -127,6 +166,7 @@ impl Membership {
                 tracked.member = member.clone();
                 out.push(MembershipEffect::Event(MembershipEvent::Updated(member)));
             }
+            Self::clear(tracked, out);
             return;
         }
         let back = match self.gone.get(&member.id) {
@@ -151,6 +191,7 @@ impl Membership {
                 member: member.clone(),
                 last_heard: now,
                 verifying: false,
+                suspected: false,
             },
         );
         out.push(MembershipEffect::Event(if back {
@@ -169,13 +210,12 @@ impl Membership {
         }
     }
 
-    /// A connection to or from the member closed: verify it at once.
-    pub fn handle_connection_lost(&mut self, _now: Instant, id: MemberId, out: &mut Vec<MembershipEffect>) {
+    /// A connection to or from the member closed: suspect it and verify it at once.
+    pub fn handle_connection_lost(&mut self, now: Instant, id: MemberId, out: &mut Vec<MembershipEffect>) {
         if let Some(tracked) = self.members.get_mut(&id)
             && !tracked.verifying
         {
-            tracked.verifying = true;
-            out.push(MembershipEffect::Verify(tracked.member.clone()));
+            Self::suspect(now, tracked, SuspicionCause::ConnectionLost, out);
         }
     }
 
@@ -197,6 +237,7 @@ impl Membership {
             Some(true) => {
                 tracked.last_heard = now;
                 tracked.verifying = false;
+                Self::clear(tracked, out);
             }
             Some(false) => {
                 let reason = if now.duration_since(tracked.last_heard) >= self.suspect_after() {
@@ -206,6 +247,7 @@ impl Membership {
                 };
                 self.remove(now, id, reason, out);
             }
+            // Still suspected: verified again on the next timer, removed at `drop_time`.
             None => tracked.verifying = false,
         }
     }
@@ -219,8 +261,7 @@ impl Membership {
             if silent >= self.drop_time {
                 dead.push(tracked.member.id);
             } else if silent >= suspect_after && !tracked.verifying {
-                tracked.verifying = true;
-                out.push(MembershipEffect::Verify(tracked.member.clone()));
+                Self::suspect(now, tracked, SuspicionCause::Silent, out);
             }
         }
         for id in dead {
@@ -235,6 +276,30 @@ impl Membership {
     /// verification that fails removes it before `drop_time` has passed.
     fn suspect_after(&self) -> Duration {
         self.drop_time * 2 / 3
+    }
+
+    /// Starts a verification; the first one of a suspicion publishes `Suspected`.
+    fn suspect(now: Instant, tracked: &mut Tracked, cause: SuspicionCause, out: &mut Vec<MembershipEffect>) {
+        tracked.verifying = true;
+        if !tracked.suspected {
+            tracked.suspected = true;
+            out.push(MembershipEffect::Event(MembershipEvent::Suspected {
+                member: tracked.member.clone(),
+                silent_for: now.saturating_duration_since(tracked.last_heard),
+                cause,
+            }));
+        }
+        out.push(MembershipEffect::Verify(tracked.member.clone()));
+    }
+
+    /// The member proved alive: a suspicion ends with `Cleared`.
+    fn clear(tracked: &mut Tracked, out: &mut Vec<MembershipEffect>) {
+        if tracked.suspected {
+            tracked.suspected = false;
+            out.push(MembershipEffect::Event(MembershipEvent::Cleared(
+                tracked.member.clone(),
+            )));
+        }
     }
 
     fn remove(&mut self, now: Instant, id: MemberId, reason: DepartureReason, out: &mut Vec<MembershipEffect>) {
@@ -266,6 +331,104 @@ mod tests {
         std::mem::take(out)
     }
 
+    /// The effects of a suspicion: the event, then the verification.
+    fn suspected(member: &Member, silent_ms: u64, cause: SuspicionCause) -> Vec<MembershipEffect> {
+        vec![
+            MembershipEffect::Event(MembershipEvent::Suspected {
+                member: member.clone(),
+                silent_for: Duration::from_millis(silent_ms),
+                cause,
+            }),
+            MembershipEffect::Verify(member.clone()),
+        ]
+    }
+
+    fn suspects(m: &Membership) -> Vec<MemberId> {
+        m.suspected().map(|s| s.id).collect()
+    }
+
+    #[test]
+    fn a_suspicion_is_published_once_and_cleared_by_a_heartbeat_or_a_check() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut m = Membership::new(MemberId::from_bytes([0; 16]), "d", Duration::from_millis(3000));
+        let mut out = Vec::new();
+        let b = member(1, 4001, "d");
+        m.handle_heard(t0, b.clone(), &mut out);
+        out.clear();
+        m.handle_timer(at(2100), &mut out);
+        assert_eq!(events(&mut out), suspected(&b, 2100, SuspicionCause::Silent));
+        assert_eq!(suspects(&m), [b.id]);
+        // An inconclusive check keeps the suspicion: verified again, not announced again.
+        m.handle_verified(at(2500), b.id, None, &mut out);
+        assert!(out.is_empty());
+        m.handle_timer(at(2600), &mut out);
+        assert_eq!(events(&mut out), vec![MembershipEffect::Verify(b.clone())]);
+        m.handle_connection_lost(at(2650), b.id, &mut out);
+        assert!(out.is_empty(), "already verifying");
+        // A heartbeat clears it, once; it stays a member all along.
+        m.handle_heard(at(2700), b.clone(), &mut out);
+        assert_eq!(
+            events(&mut out),
+            vec![MembershipEffect::Event(MembershipEvent::Cleared(b.clone()))]
+        );
+        assert!(suspects(&m).is_empty());
+        assert_eq!(m.members().count(), 1);
+        m.handle_heard(at(2800), b.clone(), &mut out);
+        assert!(out.is_empty());
+        // A closed connection suspects at once, with the silence so far; the check clears it.
+        m.handle_connection_lost(at(3100), b.id, &mut out);
+        assert_eq!(events(&mut out), suspected(&b, 300, SuspicionCause::ConnectionLost));
+        m.handle_verified(at(3120), b.id, Some(true), &mut out);
+        assert_eq!(
+            events(&mut out),
+            vec![MembershipEffect::Event(MembershipEvent::Cleared(b.clone()))]
+        );
+        // A suspected member that is removed leaves no suspicion behind.
+        m.handle_connection_lost(at(3200), b.id, &mut out);
+        m.handle_verified(at(3210), b.id, Some(false), &mut out);
+        assert!(matches!(
+            &events(&mut out)[..],
+            [
+                MembershipEffect::Event(MembershipEvent::Suspected { .. }),
+                MembershipEffect::Verify(_),
+                MembershipEffect::Event(MembershipEvent::Disappeared {
+                    reason: DepartureReason::ConnectionLost,
+                    ..
+                })
+            ]
+        ));
+        assert!(suspects(&m).is_empty());
+    }
+
+    #[test]
+    fn a_member_dropped_at_drop_time_was_suspected_first() {
+        let t0 = Instant::now();
+        let mut m = Membership::new(MemberId::from_bytes([0; 16]), "d", Duration::from_millis(3000));
+        let mut out = Vec::new();
+        let b = member(1, 4001, "d");
+        m.handle_heard(t0, b.clone(), &mut out);
+        out.clear();
+        let mut seen = Vec::new();
+        for tick in 1..=31 {
+            m.handle_timer(t0 + Membership::TICK * tick, &mut out);
+            seen.extend(out.drain(..).filter_map(|e| match e {
+                MembershipEffect::Event(MembershipEvent::Suspected { silent_for, .. }) => {
+                    Some(format!("suspected {silent_for:?}"))
+                }
+                MembershipEffect::Event(MembershipEvent::Disappeared { reason, .. }) => {
+                    Some(format!("gone {reason:?}"))
+                }
+                _ => None,
+            }));
+            if tick == 21 {
+                // The check times out: no verdict.
+                m.handle_verified(t0 + Membership::TICK * tick, b.id, None, &mut out);
+            }
+        }
+        assert_eq!(seen, ["suspected 2s", "gone Silent"]);
+    }
+
     #[test]
     fn silent_member_is_verified_then_removed() {
         let t0 = Instant::now();
@@ -280,14 +443,18 @@ mod tests {
         m.handle_timer(t0 + Duration::from_millis(1900), &mut out);
         assert!(out.is_empty());
         m.handle_timer(t0 + Duration::from_millis(2100), &mut out);
-        assert_eq!(events(&mut out), vec![MembershipEffect::Verify(b.clone())]);
+        assert_eq!(events(&mut out), suspected(&b, 2100, SuspicionCause::Silent));
         // Verification says alive: UDP loss must not remove it.
         m.handle_verified(t0 + Duration::from_millis(2200), b.id, Some(true), &mut out);
+        assert_eq!(
+            events(&mut out),
+            vec![MembershipEffect::Event(MembershipEvent::Cleared(b.clone()))]
+        );
         m.handle_timer(t0 + Duration::from_millis(3100), &mut out);
         assert!(out.is_empty());
         // Silent again and unreachable: removed.
         m.handle_timer(t0 + Duration::from_millis(4400), &mut out);
-        assert_eq!(events(&mut out), vec![MembershipEffect::Verify(b.clone())]);
+        assert_eq!(events(&mut out), suspected(&b, 2200, SuspicionCause::Silent));
         m.handle_verified(t0 + Duration::from_millis(4410), b.id, Some(false), &mut out);
         assert_eq!(
             events(&mut out),
@@ -363,7 +530,7 @@ mod tests {
         m.handle_heard(t0, b.clone(), &mut out);
         out.clear();
         m.handle_connection_lost(t0, b.id, &mut out);
-        assert_eq!(events(&mut out), vec![MembershipEffect::Verify(b.clone())]);
+        assert_eq!(events(&mut out), suspected(&b, 0, SuspicionCause::ConnectionLost));
         m.handle_verified(t0, b.id, Some(false), &mut out);
         assert!(matches!(
             &out[..],

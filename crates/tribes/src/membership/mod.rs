@@ -22,7 +22,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-pub use self::core::{DepartureReason, Membership, MembershipEffect, MembershipEvent};
+pub use self::core::{DepartureReason, Membership, MembershipEffect, MembershipEvent, SuspicionCause};
 pub use dns::DnsDiscovery;
 pub use multicast::MulticastDiscovery;
 pub use probe::ProbeError;
