@@ -114,6 +114,7 @@ pub(crate) struct Config {
     pub(crate) replicate: ReplicateWhen,
     pub(crate) filter: Option<Regex>,
     pub(crate) sync_failure: OnSyncFailure,
+    pub(crate) primary_indicator: bool,
     pub(crate) primary_header: Option<HeaderName>,
     pub(crate) not_ready: NotReady,
     pub(crate) serialize_requests: bool,
@@ -134,6 +135,7 @@ impl Default for Config {
             replicate: ReplicateWhen::Changed,
             filter: Some(Regex::new(DEFAULT_FILTER).expect("the default filter is a valid regex")),
             sync_failure: OnSyncFailure::LogAndContinue,
+            primary_indicator: false,
             primary_header: None,
             not_ready: NotReady::default(),
             serialize_requests: false,
@@ -316,10 +318,17 @@ impl ReplicatedSessions {
         self.config(|c| c.sync_failure = on_failure)
     }
 
+    /// Sets the response extension [`PrimaryIndicator`](crate::PrimaryIndicator) on every
+    /// response whose request loaded a session, for middleware outside this layer (Tomcat's
+    /// `PrimaryIndicatorValve`; default off, as there: it costs a lookup and an extension
+    /// map per response).
+    pub fn with_primary_indicator(self) -> Self {
+        self.config(|c| c.primary_indicator = true)
+    }
+
     /// A response header telling whether this node is the session's primary, e.g.
-    /// `Some("x-tribes-primary")` gives `x-tribes-primary: true` (default none). The
-    /// response extension [`PrimaryIndicator`](crate::PrimaryIndicator) is set either
-    /// way, on responses of requests that loaded a session.
+    /// `Some("x-tribes-primary")` gives `x-tribes-primary: true` (default none). A name
+    /// also turns on [`ReplicatedSessions::with_primary_indicator`].
     ///
     /// # Panics
     /// If the name is not a valid header name.
@@ -328,7 +337,10 @@ impl ReplicatedSessions {
             HeaderName::from_bytes(n.as_bytes())
                 .unwrap_or_else(|e| panic!("primary indicator header {n:?} is not a valid header name: {e}"))
         });
-        self.config(|c| c.primary_header = name)
+        self.config(|c| {
+            c.primary_indicator |= name.is_some();
+            c.primary_header = name;
+        })
     }
 
     /// What requests carrying a session get while the node is not ready

@@ -79,8 +79,9 @@
 //!   name and the session's log id; the rest of the session works, and the next insert
 //!   overwrites it. [`Session::try_get`] returns [`SessionError::StaleValue`] instead, for
 //!   apps that want to tell the two apart.
-//! - **Primary indicator.** Every response of a request that loaded a session carries
-//!   the extension [`PrimaryIndicator`], and optionally a header
+//! - **Primary indicator.** With [`ReplicatedSessions::with_primary_indicator`], every
+//!   response of a request that loaded a session carries the extension
+//!   [`PrimaryIndicator`], and optionally a header
 //!   ([`ReplicatedSessions::with_primary_indicator_header`]).
 //!
 //! # Concurrency: what each mode guarantees

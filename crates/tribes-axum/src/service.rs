@@ -20,8 +20,8 @@ use crate::handle::{Loaded, RequestSession, State};
 use crate::layer::{NotReady, OnSyncFailure, ReplicateWhen, ReplicatedSessions};
 
 /// Whether this node is the primary of the request's session: a response extension
-/// set by the layer on every response whose request loaded a session (Tomcat's
-/// `primaryIndicator`). With the delta manager every node holding the session is primary.
+/// set by the layer, when [`ReplicatedSessions::with_primary_indicator`] is on, on every
+/// response whose request loaded a session (Tomcat's `PrimaryIndicatorValve`). With the delta manager every node holding the session is primary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PrimaryIndicator(pub bool);
 
@@ -260,13 +260,15 @@ async fn finish<B>(layer: &ReplicatedSessions, st: &mut State, https: bool, resp
                     resp.headers_mut()
                         .append(SET_COOKIE, cookie::set(config, &value, https));
                 }
-                let primary = backend::is_primary(manager, &h.id());
-                resp.extensions_mut().insert(PrimaryIndicator(primary));
-                if let Some(name) = &config.primary_header {
-                    resp.headers_mut().insert(
-                        name.clone(),
-                        HeaderValue::from_static(if primary { "true" } else { "false" }),
-                    );
+                if config.primary_indicator {
+                    let primary = backend::is_primary(manager, &h.id());
+                    resp.extensions_mut().insert(PrimaryIndicator(primary));
+                    if let Some(name) = &config.primary_header {
+                        resp.headers_mut().insert(
+                            name.clone(),
+                            HeaderValue::from_static(if primary { "true" } else { "false" }),
+                        );
+                    }
                 }
             }
         }

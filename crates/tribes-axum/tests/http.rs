@@ -591,3 +591,18 @@ async fn backup_manager_failover_rebinds_and_moves_the_primary() {
     })
     .await;
 }
+
+/// The `PrimaryIndicator` extension is opt-in (Tomcat's valve is too): set for middleware
+/// outside the layer when asked, absent otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_primary_indicator_extension_is_set_only_when_asked() {
+    init_tracing();
+    let on = node("A", &[], |b| b, |l| l.with_primary_indicator()).await;
+    let r = post_(&on.url("/set/user/alice"), None).await;
+    assert_eq!(r.headers["x-seen-primary-extension"], "true", "{r:?}");
+    let off = node("B", &[], |b| b, |l| l).await;
+    let r = post_(&off.url("/set/user/alice"), None).await;
+    assert_eq!(r.status, 200);
+    assert!(!r.headers.contains_key("x-seen-primary-extension"), "{r:?}");
+    assert!(!r.headers.contains_key("x-tribes-primary"), "{r:?}");
+}

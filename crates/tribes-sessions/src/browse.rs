@@ -303,7 +303,7 @@ mod tests {
         for (i, (name, bytes)) in attrs.iter().enumerate() {
             d.write_attr(
                 name,
-                Some(Blob(bytes.clone().into_boxed_slice())),
+                Some(Blob(bytes.clone().into())),
                 Stamp {
                     version: i as u64 + 1,
                     writer: 1,

@@ -13,9 +13,10 @@ use tribes::MemberId;
 
 use crate::id::SessionId;
 
-/// A byte string stored as a boxed slice (16 bytes inline) and sent as MessagePack `bin`.
+/// A byte string, shared when copied (a session handed to a request copies no value), sent
+/// as MessagePack `bin`.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub(crate) struct Blob(pub(crate) Box<[u8]>);
+pub(crate) struct Blob(pub(crate) bytes::Bytes);
 
 impl Serialize for Blob {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -25,8 +26,7 @@ impl Serialize for Blob {
 
 impl<'de> Deserialize<'de> for Blob {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let b = bytes::Bytes::deserialize(d)?;
-        Ok(Blob(b.as_ref().into()))
+        Ok(Blob(bytes::Bytes::deserialize(d)?))
     }
 }
 
@@ -46,7 +46,7 @@ pub(crate) fn writer_of(id: MemberId) -> u64 {
 /// One attribute: its encoded value (`None` once removed, kept so a late older set loses) and stamp.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Attr {
-    pub(crate) name: Box<str>,
+    pub(crate) name: Arc<str>,
     pub(crate) value: Option<Blob>,
     pub(crate) stamp: Stamp,
 }
@@ -160,9 +160,9 @@ pub(crate) enum Op {
     /// The session was created (first delta of a session).
     Create { created_ms: u64 },
     /// An attribute set to an encoded value.
-    Set(Box<str>, Blob),
+    Set(Arc<str>, Blob),
     /// An attribute removed.
-    Remove(Box<str>),
+    Remove(Arc<str>),
     /// A new max inactive interval, in milliseconds.
     MaxInactive(u64),
     /// The session is now bound to this route.

@@ -872,20 +872,23 @@ impl SessionManager {
             .core()
             .commit(now_ms, key, base, ops, !self.inner.b.only_changes, &mut out);
         let Commit { sends, data } = commit?;
+        // The committed state moves into the handle (no copy): what follows reads it there.
+        let (version, now_id) = data.as_ref().map_or((base + 1, None), |d| (d.version, Some(d.id)));
+        let committed = data.is_some();
         {
             let mut s = session.lock();
             s.is_new = false;
-            if let Some(d) = &data {
+            if let Some(d) = data {
                 s.key = d.id;
                 s.base = d.version;
-                s.data = d.clone();
+                s.data = d;
             }
         }
         self.inner.perform(out);
-        let version = data.as_ref().map_or(base + 1, |d| d.version);
         let changed = !sends.is_empty() || was_new;
         let store = self.inner.store.clone();
         if changed && let Some(store) = store.as_ref().filter(|s| s.mode == StoreMode::Shared) {
+            let data = committed.then(|| session.lock().data.clone());
             self.inner.save_shared(store, key, base, was_new, data.as_ref()).await?;
         }
         let mut report = CommitReport {
@@ -906,9 +909,7 @@ impl SessionManager {
             }
         }
         if changed && let Some(store) = store.as_ref().filter(|s| s.mode.is_persist()) {
-            self.inner
-                .persist_after_commit(store, key, data.as_ref().map(|d| d.id))
-                .await?;
+            self.inner.persist_after_commit(store, key, now_id).await?;
         }
         Ok(report)
     }

@@ -183,7 +183,7 @@ impl Session {
                 max: s.limits.max_session_len,
             });
         }
-        let blob = Blob(bytes.into_boxed_slice());
+        let blob = Blob(bytes.into());
         set_local(&mut s.data, key, Some(blob.clone()));
         s.ops
             .retain(|op| !matches!(op, Op::Set(k, _) | Op::Remove(k) if &**k == key));

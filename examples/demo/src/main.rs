@@ -29,6 +29,7 @@ mod cart;
 mod page;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -220,10 +221,11 @@ fn keygen(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The handlers' state: axum clones it for every request, so it shares its strings.
 #[derive(Clone)]
 struct App {
-    route: String,
-    links: Vec<String>,
+    route: Arc<str>,
+    links: Arc<[String]>,
 }
 
 #[tokio::main]
@@ -316,8 +318,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let app = App {
-        route: route.clone(),
-        links: args.links.clone(),
+        route: route.as_str().into(),
+        links: args.links.clone().into(),
     };
     let mut router = Router::new()
         .route("/", get(home))

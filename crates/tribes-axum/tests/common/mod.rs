@@ -222,6 +222,16 @@ pub fn app_with(
             }),
         )
         .layer(layer(ReplicatedSessions::new(manager.clone())))
+        // What middleware outside the layer sees: the primary indicator extension, as a header.
+        .layer(axum::middleware::map_response(
+            |mut r: axum::response::Response| async move {
+                if let Some(tribes_axum::PrimaryIndicator(p)) = r.extensions().get().copied() {
+                    let v = if p { "true" } else { "false" };
+                    r.headers_mut().insert("x-seen-primary-extension", v.parse().unwrap());
+                }
+                r
+            },
+        ))
         .nest(
             "/cluster",
             status(StatusRouter::new(manager.clone(), channel.clone())).into_router(),

@@ -42,7 +42,7 @@ macro_rules! expect_same_copies {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct AttrsOf {
     pub(crate) id: SessionId,
-    pub(crate) attrs: Vec<(Box<str>, Option<Blob>, Stamp)>,
+    pub(crate) attrs: Vec<(std::sync::Arc<str>, Option<Blob>, Stamp)>,
     pub(crate) primary: Option<MemberId>,
 }
 
