@@ -97,7 +97,10 @@ struct Envelope<M> {
 }
 
 pub(crate) fn encode(msg: &Msg) -> bytes::Bytes {
-    bytes::Bytes::from(rmp_serde::to_vec(&Envelope { v: WIRE_VERSION, msg }).expect("session messages always encode"))
+    // Room for a typical delta up front: growing from empty reallocated several times.
+    let mut buf = Vec::with_capacity(256);
+    rmp_serde::encode::write(&mut buf, &Envelope { v: WIRE_VERSION, msg }).expect("session messages always encode");
+    bytes::Bytes::from(buf)
 }
 
 /// A whole session as a store keeps it (the `data` of a `StoredSession`): the same
