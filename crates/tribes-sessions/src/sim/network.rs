@@ -1,0 +1,177 @@
+//! The simulated network: sends that may be lost, delayed, duplicated or cut by a
+//! partition; sync-ack sends and the outcome each sender sees (acked, refused, timed out).
+
+use super::*;
+
+impl Sim {
+    pub(super) fn send(&mut self, from: MemberId, to: MemberId, body: Body) {
+        self.stats.packets += 1;
+        if self.chaos && self.rng.random_bool(self.cfg.loss) {
+            self.stats.lost += 1;
+            return;
+        }
+        let copies = if self.chaos && self.rng.random_bool(self.cfg.dup) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = if self.chaos && self.cfg.max_delay_ms > 0 {
+                self.rng.random_range(0..=self.cfg.max_delay_ms)
+            } else {
+                0
+            };
+            self.seq += 1;
+            self.in_flight.push(Packet {
+                at: self.now + delay,
+                seq: self.seq,
+                from,
+                to,
+                body: body.clone(),
+            });
+        }
+    }
+
+    /// A sync-ack send: the purpose is decided once every recipient acked.
+    pub(super) fn send_sync(&mut self, from: MemberId, to: &[MemberId], msg: Msg, purpose: Purpose) {
+        self.send_sync_parts(from, vec![(to.to_vec(), msg)], purpose);
+    }
+
+    /// A sync-ack send of several messages at once (a commit's parts), decided once
+    /// every recipient of every part acked.
+    pub(super) fn send_sync_parts(&mut self, from: MemberId, parts: Vec<(Vec<MemberId>, Msg)>, purpose: Purpose) {
+        self.next_token += 1;
+        let token = self.next_token;
+        let waiting: BTreeSet<MemberId> = parts.iter().flat_map(|(to, _)| to.iter().copied()).collect();
+        let empty = waiting.is_empty();
+        self.pending.insert(
+            token,
+            Pending {
+                owner: from,
+                waiting,
+                error: None,
+                deadline: self.now + ACK_TIMEOUT_MS,
+                purpose,
+            },
+        );
+        for (to, msg) in parts {
+            for m in to {
+                self.send(
+                    from,
+                    m,
+                    Body::Msg {
+                        msg: msg.clone(),
+                        ack: Some(token),
+                    },
+                );
+            }
+        }
+        if empty {
+            self.resolve(token);
+        }
+    }
+
+    pub(super) fn deliver(&mut self) -> Result<(), String> {
+        let now = self.now;
+        let mut due: Vec<Packet> = Vec::new();
+        self.in_flight.retain(|p| {
+            if p.at <= now {
+                due.push(p.clone());
+                false
+            } else {
+                true
+            }
+        });
+        due.sort_by_key(|p| (p.at, p.seq));
+        for p in due {
+            let (Some(a), Some(b)) = (self.slot_of(p.from), self.slot_of(p.to)) else {
+                continue; // sender or receiver crashed: the connection is gone
+            };
+            if !self.connected(a, b) {
+                continue;
+            }
+            match p.body {
+                Body::Ack { token, result } => self.on_ack(token, p.from, result),
+                Body::Msg { msg, ack } => {
+                    if self.trace {
+                        let mut m = format!("{msg:?}");
+                        m.truncate(
+                            std::env::var("TRIBES_SIM_TRACE_WIDTH")
+                                .ok()
+                                .and_then(|w| w.parse().ok())
+                                .unwrap_or(160),
+                        );
+                        self.trace(|| format!("{} -> {}: {m}", p.from, p.to));
+                    }
+                    let result = self.on_msg(p.to, p.from, msg)?;
+                    if let Some(token) = ack {
+                        self.send(p.to, p.from, Body::Ack { token, result });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_ack(&mut self, token: u64, from: MemberId, result: Result<(), String>) {
+        let Some(p) = self.pending.get_mut(&token) else { return };
+        if p.waiting.remove(&from) {
+            if let Err(e) = result {
+                p.error.get_or_insert(e);
+            }
+            if p.waiting.is_empty() {
+                self.resolve(token);
+            }
+        }
+    }
+
+    pub(super) fn timeouts(&mut self) {
+        let now = self.now;
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in expired {
+            if let Some(p) = self.pending.get_mut(&token) {
+                p.error.get_or_insert_with(|| "timed out".into());
+            }
+            self.resolve(token);
+        }
+    }
+
+    pub(super) fn resolve(&mut self, token: u64) {
+        let Some(p) = self.pending.remove(&token) else { return };
+        let ok = p.error.is_none();
+        let owner = p.owner;
+        let owner_live = self.slot_of(owner).is_some();
+        match p.purpose {
+            // A client whose node crashed got no answer: as good as not acknowledged.
+            Purpose::Register { client, write, value } => {
+                self.register_write_done(client, write, value, ok && owner_live)
+            }
+            _ if !owner_live => {} // the waiting node crashed
+            Purpose::Write(w) => {
+                if ok {
+                    self.trace(|| format!("ACKED {} ({}) {}={:?}", w.id, w.id.log_id(), w.name, w.stamp));
+                    self.oracle.acked_total += 1;
+                    self.oracle.acked.push(w);
+                }
+            }
+            Purpose::Node(node_token) => {
+                let result = match p.error {
+                    None => Delivered::Acked,
+                    Some(e) if e == "timed out" => Delivered::TimedOut(ACK_TIMEOUT_MS),
+                    Some(e) => Delivered::Failed(e),
+                };
+                let now = clocks(self.now);
+                if let Some(node) = self.node(owner) {
+                    node.session.handle_send_result(now, node_token, result);
+                }
+                self.run_outputs_later(owner);
+            }
+            Purpose::Done => {}
+        }
+    }
+}

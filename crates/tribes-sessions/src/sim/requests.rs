@@ -1,0 +1,146 @@
+//! The random requests of the simulation: create, write, read or invalidate a session on a
+//! random serving node, checked against the oracle of acknowledged writes.
+
+use super::*;
+
+impl Sim {
+    /// One request to a random serving node: create, write, read or invalidate.
+    pub(super) fn client_op(&mut self) -> Result<(), String> {
+        let serving: Vec<usize> = (0..self.nodes.len())
+            .filter(|s| self.nodes[*s].as_ref().is_some_and(Node::is_serving))
+            .collect();
+        if serving.is_empty() {
+            return Ok(());
+        }
+        let slot = serving[self.rng.random_range(0..serving.len())];
+        let now = self.now;
+        let roll = self.rng.random_range(0..100);
+        let known: Vec<SessionId> = self
+            .oracle
+            .sessions
+            .keys()
+            .filter(|id| {
+                !self.oracle.invalidated.contains(id)
+                    && !self.oracle.expired.contains(id)
+                    && !self.client_sessions.contains(id)
+            })
+            .copied()
+            .collect();
+        if roll < 15 || known.is_empty() {
+            let id = SessionId::generate(&mut self.rng);
+            let node = self.nodes[slot].as_mut().expect("live");
+            ensure!(node.is_serving(), "a request reached {} before it was ready", node.id);
+            let route: Arc<str> = Arc::from(format!("slot{slot}"));
+            node.core_mut().create(now, id, route).map_err(|e| e.to_string())?;
+            self.oracle.sessions.insert(id, now);
+            let value = self.value();
+            return self.write(slot, id, vec![Op::Set("a".into(), value)]);
+        }
+        let id = known[self.rng.random_range(0..known.len())];
+        let node = self.nodes[slot].as_mut().expect("live");
+        let Some(data) = node.core().get(now, &id) else {
+            if matches!(self.cfg.kind, ManagerKind::Backup { .. }) {
+                // `SessionManager::get` fetches from the holders; nobody waits for this one.
+                let me = node.id;
+                node.session.begin_fetch(clocks(now), id, UNWAITED_FETCH);
+                return self.run_outputs(me);
+            }
+            return Ok(());
+        };
+        let _ = data;
+        if roll < 30 {
+            node.core_mut().touch(now, &id);
+            self.oracle.sessions.insert(id, now);
+            return Ok(());
+        }
+        if roll < 34 {
+            self.oracle.invalidated.insert(id);
+            return self.write(slot, id, vec![Op::Invalidate]);
+        }
+        let name = ATTRS[self.rng.random_range(0..ATTRS.len())];
+        let op = if self.rng.random_bool(0.1) {
+            Op::Remove(name.into())
+        } else {
+            Op::Set(name.into(), self.value())
+        };
+        self.write(slot, id, vec![op])
+    }
+
+    pub(super) fn value(&mut self) -> Blob {
+        self.oracle.writes += 1;
+        Blob(self.oracle.writes.to_le_bytes().to_vec().into())
+    }
+
+    /// `SessionManager::commit`: apply locally, then send (sync-ack or async).
+    pub(super) fn write(&mut self, slot: usize, id: SessionId, ops: Vec<Op>) -> Result<(), String> {
+        let now = self.now;
+        let node = self.nodes[slot].as_mut().expect("live");
+        let me = node.id;
+        let base = node.core().get(now, &id).map_or(0, |d| d.version);
+        let names: Vec<&'static str> = ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::Set(k, _) | Op::Remove(k) => ATTRS.iter().copied().find(|a| **a == **k),
+                _ => None,
+            })
+            .collect();
+        let mut out = Vec::new();
+        let commit = match node.core_mut().commit(now, id, base, ops, false, &mut out) {
+            Ok(c) => c,
+            Err(_) => return Ok(()), // destroyed meanwhile: nothing written
+        };
+        self.oracle.sessions.insert(id, now);
+        self.perform(me, out)?;
+        let parts: Vec<(Vec<MemberId>, Msg)> = commit
+            .sends
+            .into_iter()
+            .map(|(mut to, msg)| {
+                to.sort();
+                (to, msg)
+            })
+            .collect();
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let stamp = Stamp {
+            version: commit.data.as_ref().map_or(base + 1, |d| d.version),
+            writer: writer_of(me),
+        };
+        // The members that hold the write once acked: those sent the change or the session.
+        let mut holders: Vec<MemberId> = parts
+            .iter()
+            .filter(|(_, m)| !matches!(m, Msg::Claimed(_)))
+            .flat_map(|(to, _)| to.iter().copied())
+            .collect();
+        holders.sort();
+        holders.dedup();
+        holders.push(me);
+        if self.rng.random_bool(0.5) {
+            let purpose = match names.first() {
+                Some(name) if commit.data.is_some() => Purpose::Write(AckedWrite {
+                    id,
+                    name,
+                    stamp,
+                    at_ms: now,
+                    holders,
+                }),
+                _ => Purpose::Done,
+            };
+            self.send_sync_parts(me, parts, purpose);
+        } else {
+            for (to, msg) in parts {
+                for m in to {
+                    self.send(
+                        me,
+                        m,
+                        Body::Msg {
+                            msg: msg.clone(),
+                            ack: None,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
