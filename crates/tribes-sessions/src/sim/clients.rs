@@ -297,14 +297,7 @@ impl Sim {
         };
         let mut parts: Vec<(Vec<MemberId>, Msg)> = commit.sends;
         parts.iter_mut().for_each(|(to, _)| to.sort());
-        let mut holders: Vec<MemberId> = parts
-            .iter()
-            .filter(|(_, m)| !matches!(m, Msg::Claimed(_)))
-            .flat_map(|(to, _)| to.iter().copied())
-            .collect();
-        holders.sort();
-        holders.dedup();
-        holders.push(me);
+        let holders = super::holders_of(&parts, me);
         let write = AckedWrite {
             id,
             name: ATTR,

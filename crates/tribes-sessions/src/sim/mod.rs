@@ -604,6 +604,20 @@ impl Sim {
     }
 }
 
+/// The members that hold a write once acked: those sent the change or the session, and
+/// the writer.
+fn holders_of(parts: &[(Vec<MemberId>, Msg)], me: MemberId) -> Vec<MemberId> {
+    let mut holders: Vec<MemberId> = parts
+        .iter()
+        .filter(|(_, m)| !matches!(m, Msg::Claimed(_)))
+        .flat_map(|(to, _)| to.iter().copied())
+        .collect();
+    holders.sort();
+    holders.dedup();
+    holders.push(me);
+    holders
+}
+
 /// Runs one seed; the error names the seed and the command that replays it.
 pub(crate) fn run_seed(seed: u64) -> Result<SimStats, String> {
     let mut sim = Sim::new(SimConfig::from_seed(seed));

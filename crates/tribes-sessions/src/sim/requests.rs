@@ -107,14 +107,7 @@ impl Sim {
             writer: writer_of(me),
         };
         // The members that hold the write once acked: those sent the change or the session.
-        let mut holders: Vec<MemberId> = parts
-            .iter()
-            .filter(|(_, m)| !matches!(m, Msg::Claimed(_)))
-            .flat_map(|(to, _)| to.iter().copied())
-            .collect();
-        holders.sort();
-        holders.dedup();
-        holders.push(me);
+        let holders = holders_of(&parts, me);
         if self.rng.random_bool(0.5) {
             let purpose = match names.first() {
                 Some(name) if commit.data.is_some() => Purpose::Write(AckedWrite {
