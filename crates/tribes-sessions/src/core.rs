@@ -25,6 +25,10 @@ use crate::wire::Msg;
 mod anti_entropy;
 mod backup;
 mod expiry;
+mod principals;
+mod table;
+
+use table::SessionTable;
 
 pub(crate) type Filter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
@@ -96,7 +100,7 @@ pub(crate) struct Core {
     cfg: Arc<CoreConfig>,
     local: MemberId,
     writer: u64,
-    sessions: HashMap<SessionId, SessionData>,
+    sessions: SessionTable,
     tombs: HashMap<SessionId, u64>,
     servers: Vec<MemberId>,
     touches: HashMap<SessionId, u64>,
@@ -113,6 +117,9 @@ pub(crate) struct Core {
     fetched: HashMap<SessionId, u64>,
     /// When the set of servers last changed (a member joined or left).
     servers_changed_ms: u64,
+    /// Logouts everywhere: principal -> sessions logged in at or before this time end
+    /// (`core/principals.rs`).
+    logouts: HashMap<Arc<str>, u64>,
     pub(crate) counters: Counters,
 }
 
@@ -131,7 +138,7 @@ impl Core {
             cfg,
             local,
             writer: writer_of(local),
-            sessions: HashMap::new(),
+            sessions: SessionTable::default(),
             tombs: HashMap::new(),
             servers: Vec::new(),
             touches: HashMap::new(),
@@ -143,6 +150,7 @@ impl Core {
             expiring: HashMap::new(),
             fetched: HashMap::new(),
             servers_changed_ms: 0,
+            logouts: HashMap::new(),
             counters: Counters::default(),
         }
     }
@@ -209,7 +217,7 @@ impl Core {
     }
 
     fn replicate(&self, name: &str) -> bool {
-        self.cfg.filter.as_ref().is_none_or(|f| f(name))
+        name == crate::principal::PRINCIPAL_ATTRIBUTE || self.cfg.filter.as_ref().is_none_or(|f| f(name))
     }
 
     pub(crate) fn create(&mut self, now_ms: u64, id: SessionId, route: Arc<str>) -> Result<SessionData, CreateError> {
@@ -248,7 +256,7 @@ impl Core {
 
     pub(crate) fn touch(&mut self, now_ms: u64, id: &SessionId) -> bool {
         match self.sessions.get_mut(id) {
-            Some(d) => {
+            Some(mut d) => {
                 d.last_access_ms = d.last_access_ms.max(now_ms);
                 self.touches.insert(*id, d.last_access_ms);
                 true
@@ -318,6 +326,7 @@ impl Core {
             ops,
         };
         let new_id = self.apply_delta(&delta, Origin::Local, out);
+        self.check_logouts(now_ms, out);
         let live = new_id.and_then(|id| self.sessions.get(&id).cloned());
         let id_now = live.as_ref().map_or(key, |d| d.id);
         let to = self.recipients(id_now);
@@ -389,9 +398,8 @@ impl Core {
             return None;
         }
         let mut created = false;
-        let data = match self.sessions.get_mut(&d.id) {
-            Some(s) => s,
-            None => {
+        if !self.sessions.contains_key(&d.id) {
+            {
                 let created_ms = d
                     .ops
                     .iter()
@@ -401,11 +409,11 @@ impl Core {
                     })
                     .unwrap_or(d.at_ms);
                 created = true;
-                self.sessions
-                    .entry(d.id)
-                    .or_insert_with(|| SessionData::new(d.id, Arc::from(""), created_ms, self.cfg.max_inactive_ms))
+                let fresh = SessionData::new(d.id, Arc::from(""), created_ms, self.cfg.max_inactive_ms);
+                self.sessions.insert(d.id, fresh);
             }
-        };
+        }
+        let mut data = self.sessions.get_mut(&d.id).expect("present");
         if origin == Origin::Replicated {
             self.counters.deltas_applied += 1;
         }
@@ -478,6 +486,7 @@ impl Core {
         data.version = data.version.max(d.stamp.version);
         data.last_access_ms = data.last_access_ms.max(d.at_ms);
         let demoted_to = data.primary.filter(|p| was_primary && *p != self.local);
+        drop(data);
         out.extend(events.into_iter().map(Effect::Event));
         if let Some(claimer) = refute
             && !invalidate
@@ -509,11 +518,10 @@ impl Core {
             if self.tombs.contains_key(&new) {
                 return None;
             }
-            match self.sessions.get_mut(&new) {
-                Some(existing) => existing.merge(&s),
-                None => {
-                    self.sessions.insert(new, s);
-                }
+            if let Some(mut existing) = self.sessions.get_mut(&new) {
+                existing.merge(&s);
+            } else {
+                self.sessions.insert(new, s);
             }
             if origin == Origin::Replicated && !self.should_hold(&new) {
                 // BackupManager: the old id was held here, the new one is placed
@@ -537,8 +545,9 @@ impl Core {
                 .sessions
                 .get(&data.id)
                 .is_some_and(|s| concurrent(s, data, &|name| self.replicate(name)));
-        match self.sessions.get_mut(&data.id) {
-            Some(s) => {
+        match self.sessions.contains_key(&data.id) {
+            true => {
+                let mut s = self.sessions.get_mut(&data.id).expect("held");
                 let before = s.version;
                 let was_primary = s.primary == Some(local);
                 if conflict {
@@ -551,11 +560,13 @@ impl Core {
                 if origin == Origin::Replicated && data.version <= before {
                     self.counters.dropped_in_snapshot += u64::from(self.transferring);
                 }
-                if was_primary && let Some(new) = s.primary.filter(|p| *p != local) {
+                let handed = s.primary.filter(|p| *p != local);
+                drop(s);
+                if was_primary && let Some(new) = handed {
                     self.hand_back(data.id, new, out);
                 }
             }
-            None => {
+            false => {
                 self.sessions.insert(data.id, data.clone());
                 out.push(Effect::Event(SessionEvent::Created { id: data.id, origin }));
             }
@@ -617,11 +628,12 @@ impl Core {
             .collect()
     }
 
-    pub(crate) fn apply_chunk(&mut self, sessions: Vec<SessionData>, out: &mut Vec<Effect>) {
+    pub(crate) fn apply_chunk(&mut self, now_ms: u64, sessions: Vec<SessionData>, out: &mut Vec<Effect>) {
         self.counters.snapshot_sessions += sessions.len() as u64;
         for s in &sessions {
             self.merge_full(s, Origin::Replicated, out);
         }
+        self.check_logouts(now_ms, out);
     }
 
     /// A replicated message (queued during a state transfer). A `Fetch` waits too: the
@@ -641,6 +653,8 @@ impl Core {
                 | Msg::Expired(_)
                 | Msg::Merge { .. }
                 | Msg::Expiring(_)
+                | Msg::LoggedOut(_)
+                | Msg::PrincipalQuery { .. }
         );
         if self.transferring && queueable {
             self.queue.push((from, msg));
@@ -651,6 +665,7 @@ impl Core {
             return;
         }
         self.apply_msg(now_ms, from, msg, out);
+        self.check_logouts(now_ms, out);
     }
 
     fn apply_msg(&mut self, now_ms: u64, from: MemberId, msg: Msg, out: &mut Vec<Effect>) {
@@ -730,14 +745,14 @@ impl Core {
                     // claimer confirms with a `Drop` (the hand-over itself may be lost
                     // with a connection; then anti-entropy repairs it).
                     self.hand_back(id, from, out);
-                    if let Some(d) = self.sessions.get_mut(&id) {
+                    if let Some(mut d) = self.sessions.get_mut(&id) {
                         d.primary = Some(from);
                     }
                 }
             }
             Msg::Touches(list) => {
                 for (id, at) in list {
-                    if let Some(d) = self.sessions.get_mut(&id) {
+                    if let Some(mut d) = self.sessions.get_mut(&id) {
                         d.last_access_ms = d.last_access_ms.max(at);
                     }
                 }
@@ -775,6 +790,14 @@ impl Core {
                     out.push(Effect::Send(vec![from], Msg::Touches(list)));
                 }
             }
+            Msg::LoggedOut(records) => {
+                self.remember_logouts(now_ms, &records, out);
+            }
+            Msg::PrincipalQuery { request, principal } => {
+                self.answer_principal_query(now_ms, from, request, &principal, out);
+            }
+            // The node gathers the answers to its queries.
+            Msg::PrincipalSessions { .. } => {}
             Msg::Hello | Msg::GetAll { .. } | Msg::Chunk { .. } | Msg::Done { .. } | Msg::NotReady { .. } => {}
         }
     }
@@ -782,6 +805,7 @@ impl Core {
     /// The set of other members serving the context changed.
     pub(crate) fn handle_servers_changed(&mut self, servers: Vec<MemberId>, out: &mut Vec<Effect>) {
         let old = std::mem::replace(&mut self.servers, servers);
+        self.tell_new_servers(&old, out);
         if let ManagerKind::Backup { backup_count: k } = self.cfg.kind {
             self.replace_on_servers_changed(old, k, out);
         }
@@ -794,6 +818,7 @@ impl Core {
 
     /// Merges a session loaded from a store (every field by its stamp, as a replicated
     /// full session); `false` when it was destroyed here meanwhile.
+    /// (A logout everywhere that covers it ends it at the next tick.)
     pub(crate) fn import(&mut self, data: &SessionData, out: &mut Vec<Effect>) -> bool {
         self.merge_full(data, Origin::Replicated, out)
     }

@@ -66,6 +66,12 @@ pub enum AttributeError {
         /// The session.
         id: SessionId,
     },
+    /// The name is reserved for the manager ([`PRINCIPAL_ATTRIBUTE`](crate::PRINCIPAL_ATTRIBUTE)).
+    #[error("attribute '{name}' is reserved: set the principal with SessionManager::set_principal")]
+    Reserved {
+        /// The attribute name.
+        name: String,
+    },
 }
 
 /// Why a session could not be created. Nothing changed.

@@ -118,6 +118,7 @@ mod manager;
 mod node;
 mod persist;
 mod placement;
+mod principal;
 mod session;
 #[cfg(test)]
 mod sim;
@@ -131,8 +132,11 @@ pub use error::{AttributeError, CreateError, ReplicationError, StartError, State
 pub use id::{LogId, ParseIdError, ParseLogIdError, SessionId};
 pub use kind::{ManagerKind, ReplicationMode};
 pub use listener::{Clock, DestroyReason, Origin, SessionEvent, SessionListener, SystemClock};
-pub use manager::{AckOutcome, CommitReport, MemberAck, Readiness, SessionManager, SessionManagerBuilder};
+pub use manager::{
+    AckOutcome, CommitReport, LogoutReport, MemberAck, Readiness, SessionManager, SessionManagerBuilder,
+};
 pub use persist::{StoreMode, StoreStats};
+pub use principal::{MaxSessionsPolicy, PRINCIPAL_ATTRIBUTE, PrincipalError, PrincipalSession};
 pub use session::Session;
 pub use stats::{AttemptOutcome, ManagerStats, MemberReplication, TransferAttempt, TransferStats};
 pub use store::*;

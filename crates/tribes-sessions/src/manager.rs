@@ -25,6 +25,9 @@ use crate::stats::{ManagerStats, MemberReplication};
 use crate::store::{SessionStore, StoreError, StoredSession};
 use crate::wire::{self, Msg};
 
+mod principals;
+pub use principals::LogoutReport;
+
 /// Whether a manager serves requests yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Readiness {
@@ -114,6 +117,7 @@ pub struct SessionManagerBuilder {
     chunk_size: usize,
     discovery_wait: Duration,
     store: Option<(Arc<dyn SessionStore>, StoreMode)>,
+    max_sessions: Option<(usize, crate::MaxSessionsPolicy)>,
 }
 
 impl fmt::Debug for SessionManagerBuilder {
@@ -247,6 +251,14 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// At most `max` live sessions per principal across the cluster (Spring Security's
+    /// `maximumSessions`); `policy` says what a login beyond it does. See
+    /// [`SessionManager::set_principal`] for the guarantee when two logins race.
+    pub fn with_max_sessions_per_principal(mut self, max: usize, policy: crate::MaxSessionsPolicy) -> Self {
+        self.max_sessions = Some((max.max(1), policy));
+        self
+    }
+
     /// Keeps the sessions in `store` as well (Tomcat's `PersistentManager`), or, with
     /// [`StoreMode::Shared`], in the store only (no replication). Which mode when:
     ///
@@ -354,6 +366,7 @@ impl SessionManagerBuilder {
             counters: Default::default(),
             per_member: Mutex::new(HashMap::new()),
             fetch_waiters: Mutex::new(HashMap::new()),
+            query_waiters: Mutex::new(HashMap::new()),
             next_waiter: AtomicU64::new(0),
             kick: Notify::new(),
             tasks: Mutex::new(Vec::new()),
@@ -409,6 +422,8 @@ struct Inner {
     per_member: Mutex<HashMap<MemberId, MemberReplication>>,
     /// Requests waiting for a fetch, by the token the node gives back in `Output::Fetched`.
     fetch_waiters: Mutex<HashMap<u64, oneshot::Sender<()>>>,
+    /// Calls waiting for a principal query (`manager/principals.rs`).
+    query_waiters: Mutex<HashMap<u64, principals::QueryWaiter>>,
     next_waiter: AtomicU64,
     /// Wakes the driver when a request gave the node an earlier deadline (a fetch).
     kick: Notify,
@@ -537,6 +552,15 @@ impl Inner {
                     }
                     if let Some(tx) = lock(&self.fetch_waiters).remove(&waiter) {
                         let _ = tx.send(());
+                    }
+                }
+                Output::PrincipalSessions {
+                    waiter,
+                    sessions,
+                    complete,
+                } => {
+                    if let Some(tx) = lock(&self.query_waiters).remove(&waiter) {
+                        let _ = tx.send((sessions, complete));
                     }
                 }
                 Output::Transferred(result) => {
@@ -671,6 +695,7 @@ impl SessionManager {
             chunk_size: 1000,
             discovery_wait: Duration::from_secs(2),
             store: None,
+            max_sessions: None,
         }
     }
 
@@ -866,6 +891,7 @@ impl SessionManager {
         }
         let now_ms = self.inner.now_ms();
         let (key, base, ops, was_new) = session.take_ops();
+        let login = principals::login_in(&ops);
         let mut out = Vec::new();
         let commit = self
             .inner
@@ -910,6 +936,9 @@ impl SessionManager {
         }
         if changed && let Some(store) = store.as_ref().filter(|s| s.mode.is_persist()) {
             self.inner.persist_after_commit(store, key, now_id).await?;
+        }
+        if let Some(principal) = login {
+            self.enforce_session_limit(&principal).await;
         }
         Ok(report)
     }

@@ -116,6 +116,13 @@ pub(crate) enum Output {
         waiter: u64,
         confirmed: bool,
     },
+    /// The principal query that `waiter` began ([`SessionNode::begin_principal_query`])
+    /// completed: every server asked answered or left (`complete`), or its deadline passed.
+    PrincipalSessions {
+        waiter: u64,
+        sessions: Vec<crate::principal::Summary>,
+        complete: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -183,6 +190,8 @@ pub(crate) struct SessionNode {
     completed: Vec<(MemberId, u64)>,
     /// The BackupManager's fetches in flight (`node/fetching.rs`).
     fetches: Fetches<u64>,
+    /// Principal queries in flight (`node/queries.rs`).
+    queries: queries::Queries,
 }
 
 impl SessionNode {
@@ -214,6 +223,7 @@ impl SessionNode {
             stats: TransferStats::default(),
             completed: Vec::new(),
             fetches: Fetches::default(),
+            queries: queries::Queries::default(),
         };
         if shared {
             // The store is the truth: nothing to receive from anyone.
@@ -309,7 +319,10 @@ impl SessionNode {
             Phase::Loading => self.last_ms + 1_000,
             _ => self.last_ms + STARTUP_POLL_MS,
         };
-        self.next_fetch_deadline().map_or(phase, |d| d.min(phase))
+        [self.next_fetch_deadline(), self.next_query_deadline()]
+            .into_iter()
+            .flatten()
+            .fold(phase, u64::min)
     }
 
     /// Discovery has probed every configured member (the startup may greet them).
@@ -350,6 +363,7 @@ impl SessionNode {
         self.unreachable.remove(&id);
         self.remove_server(now, id);
         self.fetch_member_gone(id);
+        self.query_member_gone(id);
         self.drive(now);
     }
 
@@ -406,7 +420,7 @@ impl SessionNode {
                 if let Phase::Transferring(j) = &mut self.phase
                     && j.on_chunk(request, sessions.len() as u64)
                 {
-                    self.core.apply_chunk(sessions, &mut out);
+                    self.core.apply_chunk(now.wall_ms, sessions, &mut out);
                 }
             }
             Msg::Done { request, sessions } => {
@@ -420,10 +434,12 @@ impl SessionNode {
                     j.on_not_ready(from, request, now.mono_ms - self.started_ms);
                 }
             }
+            Msg::PrincipalSessions { request, sessions } => self.principal_answer(from, request, sessions),
             Msg::Bye { expire } => {
                 self.core.handle_msg(now.wall_ms, from, Msg::Bye { expire }, &mut out);
                 self.absorb(std::mem::take(&mut out));
                 self.remove_server(now, from);
+                self.query_member_gone(from);
             }
             other => self.core.handle_msg(now.wall_ms, from, other, &mut out),
         }
@@ -482,6 +498,7 @@ impl SessionNode {
     /// Time passed: the startup's next step, the core's timer, greetings said again.
     pub(crate) fn handle_timeout(&mut self, now: Now) {
         self.expire_fetches(now);
+        self.expire_queries(now);
         self.drive(now);
         if !self.is_serving() {
             return;
@@ -647,6 +664,7 @@ impl SessionNode {
 }
 
 mod fetching;
+mod queries;
 mod servers;
 #[cfg(test)]
 mod tests;

@@ -155,13 +155,20 @@ impl Session {
     ///
     /// # Errors
     /// [`AttributeError::Serialize`], [`AttributeError::TooLarge`],
-    /// [`AttributeError::SessionTooLarge`] or [`AttributeError::Invalidated`]; the
-    /// session is unchanged then.
+    /// [`AttributeError::SessionTooLarge`], [`AttributeError::Invalidated`] or
+    /// [`AttributeError::Reserved`]; the session is unchanged then.
     pub fn insert<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), AttributeError> {
+        if key == crate::PRINCIPAL_ATTRIBUTE {
+            return Err(AttributeError::Reserved { name: key.to_string() });
+        }
         let bytes = rmp_serde::to_vec(value).map_err(|e| AttributeError::Serialize {
             name: key.to_string(),
             cause: e.to_string(),
         })?;
+        self.write(key, bytes)
+    }
+
+    fn write(&self, key: &str, bytes: Vec<u8>) -> Result<(), AttributeError> {
         let mut s = self.lock();
         if s.invalidated {
             return Err(AttributeError::Invalidated { id: s.data.id });
@@ -189,6 +196,22 @@ impl Session {
             .retain(|op| !matches!(op, Op::Set(k, _) | Op::Remove(k) if &**k == key));
         s.ops.push(Op::Set(key.into(), blob));
         Ok(())
+    }
+
+    /// The principal this session is logged in to (set by
+    /// [`SessionManager::set_principal`](crate::SessionManager::set_principal)).
+    pub fn principal(&self) -> Option<String> {
+        crate::principal::PrincipalRecord::of(&self.lock().data).map(|r| r.name)
+    }
+
+    /// Logs this session out of its principal (the session lives on, anonymous).
+    pub fn clear_principal(&self) {
+        self.remove(crate::PRINCIPAL_ATTRIBUTE);
+    }
+
+    /// Records the principal attribute (the manager checked the session limit).
+    pub(crate) fn record_principal(&self, record: &crate::principal::PrincipalRecord) -> Result<(), AttributeError> {
+        self.write(crate::PRINCIPAL_ATTRIBUTE, record.encode())
     }
 
     /// Removes an attribute, recording a delta if it was present.

@@ -2,10 +2,13 @@
 //! context (`tribes.sessions/<context>`), so a node that does not serve a context has
 //! no listener for its topic and fails a sync-ack at once ("no such context").
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Delta, SessionData};
 use crate::id::SessionId;
+use crate::principal::Summary;
 
 /// The wire version this build speaks.
 /// Version 2: `Drop` carries a version; `FetchMiss` and `NotReady` were added.
@@ -77,6 +80,15 @@ pub(crate) enum Msg {
     /// times (a [`Msg::Touches`]) before the sender expires them (a lost touch batch
     /// must not end a session a user is still using).
     Expiring(Vec<SessionId>),
+    /// Log out everywhere: end every session of each principal whose login is at or
+    /// before the time (unix ms). Also sent to a member that starts serving the context,
+    /// so the other side of a partition learns it at the heal (`core::principals`).
+    LoggedOut(Vec<(Arc<str>, u64)>),
+    /// Which sessions of this principal do you hold? (answered with
+    /// [`Msg::PrincipalSessions`]; the BackupManager asks every server).
+    PrincipalQuery { request: u64, principal: Arc<str> },
+    /// The answer to a [`Msg::PrincipalQuery`]: the sessions held by the sender.
+    PrincipalSessions { request: u64, sessions: Vec<Summary> },
 }
 
 impl Msg {

@@ -258,7 +258,7 @@ impl Core {
                     } else if copy.last_access_ms > *last {
                         touches.push((id, copy.last_access_ms));
                     } else if *last > copy.last_access_ms
-                        && let Some(d) = self.sessions.get_mut(&id)
+                        && let Some(mut d) = self.sessions.get_mut(&id)
                     {
                         d.last_access_ms = *last;
                     }

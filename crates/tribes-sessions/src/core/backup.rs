@@ -117,7 +117,9 @@ impl Core {
         let to = self.recipients(id);
         let local = self.local;
         let writer = self.writer;
-        let Some(d) = self.sessions.get_mut(&id) else { return };
+        let Some(mut d) = self.sessions.get_mut(&id) else {
+            return;
+        };
         if d.primary == Some(local) {
             return;
         }
@@ -127,8 +129,9 @@ impl Core {
             writer,
         };
         d.primary = Some(local);
+        drop(d);
         self.counters.promotions += 1;
-        let data = self.outgoing(&self.sessions[&id]);
+        let data = self.outgoing(self.sessions.get(&id).expect("held"));
         if !to.is_empty() {
             out.push(Effect::Send(to, Msg::Full(data)));
         }
@@ -160,13 +163,13 @@ impl Core {
         }
         for (m, ids) in fulls {
             for id in ids {
-                let data = self.outgoing(&self.sessions[&id]);
+                let data = self.outgoing(self.sessions.get(&id).expect("held"));
                 out.push(Effect::Send(vec![m], Msg::Full(data)));
             }
         }
         for (m, ids) in drops {
             for id in ids {
-                let version = self.sessions[&id].version;
+                let version = self.sessions.get(&id).expect("held").version;
                 out.push(Effect::Send(vec![m], Msg::Drop { id, version }));
             }
         }

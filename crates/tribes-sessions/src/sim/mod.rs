@@ -435,6 +435,8 @@ impl Sim {
                         self.fetch_done(owner, waiter as usize, confirmed)?;
                     }
                 }
+                // No simulated request queries principals.
+                Output::PrincipalSessions { .. } => {}
                 Output::Transferred(result) => {
                     let degraded = result.is_err();
                     let now = clocks(self.now);

@@ -1,0 +1,142 @@
+//! The sessions one core holds, with the principal index kept beside them: every change
+//! goes through [`SessionTable::insert`], [`SessionTable::remove`] or the guard of
+//! [`SessionTable::get_mut`], which re-reads the session's principal when it is dropped,
+//! so no code path can change a session and leave the index behind.
+
+use std::collections::HashMap;
+use std::collections::hash_map::{Keys, Values};
+use std::ops::{Deref, DerefMut};
+
+use crate::data::SessionData;
+use crate::id::SessionId;
+use crate::principal::PrincipalIndex;
+
+#[derive(Default)]
+pub(crate) struct SessionTable {
+    map: HashMap<SessionId, SessionData>,
+    index: PrincipalIndex,
+    /// Sessions that got a principal since the last [`SessionTable::take_fresh`] (the
+    /// core checks them against the logouts it knows).
+    fresh: Vec<SessionId>,
+}
+
+/// A session borrowed for a change; the index is brought up to date when it is dropped.
+pub(crate) struct EntryMut<'a> {
+    data: &'a mut SessionData,
+    index: &'a mut PrincipalIndex,
+    fresh: &'a mut Vec<SessionId>,
+}
+
+impl Deref for EntryMut<'_> {
+    type Target = SessionData;
+    fn deref(&self) -> &SessionData {
+        self.data
+    }
+}
+
+impl DerefMut for EntryMut<'_> {
+    fn deref_mut(&mut self) -> &mut SessionData {
+        self.data
+    }
+}
+
+impl Drop for EntryMut<'_> {
+    fn drop(&mut self) {
+        if self.index.update(self.data) {
+            self.fresh.push(self.data.id);
+        }
+    }
+}
+
+impl SessionTable {
+    pub(crate) fn get(&self, id: &SessionId) -> Option<&SessionData> {
+        self.map.get(id)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: &SessionId) -> Option<EntryMut<'_>> {
+        let data = self.map.get_mut(id)?;
+        Some(EntryMut {
+            data,
+            index: &mut self.index,
+            fresh: &mut self.fresh,
+        })
+    }
+
+    pub(crate) fn insert(&mut self, id: SessionId, data: SessionData) -> Option<SessionData> {
+        debug_assert_eq!(id, data.id);
+        if self.index.update(&data) {
+            self.fresh.push(id);
+        }
+        self.map.insert(id, data)
+    }
+
+    pub(crate) fn remove(&mut self, id: &SessionId) -> Option<SessionData> {
+        self.index.remove(id);
+        self.map.remove(id)
+    }
+
+    pub(crate) fn contains_key(&self, id: &SessionId) -> bool {
+        self.map.contains_key(id)
+    }
+
+    pub(crate) fn keys(&self) -> Keys<'_, SessionId, SessionData> {
+        self.map.keys()
+    }
+
+    pub(crate) fn values(&self) -> Values<'_, SessionId, SessionData> {
+        self.map.values()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.map.capacity()
+    }
+
+    pub(crate) fn index(&self) -> &PrincipalIndex {
+        &self.index
+    }
+
+    /// The sessions that got a principal since the last call.
+    pub(crate) fn take_fresh(&mut self) -> Vec<SessionId> {
+        std::mem::take(&mut self.fresh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Blob, Stamp};
+    use crate::principal::{PRINCIPAL_ATTRIBUTE, PrincipalRecord};
+
+    #[test]
+    fn every_way_of_changing_a_session_keeps_the_index() {
+        let mut table = SessionTable::default();
+        let id = SessionId::from_bytes([1; 16]);
+        table.insert(id, SessionData::new(id, "a".into(), 0, 1000));
+        assert!(table.take_fresh().is_empty());
+        let value = PrincipalRecord {
+            name: "alice".into(),
+            since_ms: 3,
+        }
+        .encode();
+        table.get_mut(&id).expect("held").write_attr(
+            PRINCIPAL_ATTRIBUTE,
+            Some(Blob(value.into())),
+            Stamp { version: 1, writer: 1 },
+        );
+        assert_eq!(table.index().ids_of("alice"), vec![id]);
+        assert_eq!(table.take_fresh(), vec![id]);
+        // An id change is a remove and an insert.
+        let mut moved = table.remove(&id).expect("held");
+        assert!(table.index().ids_of("alice").is_empty());
+        let new = SessionId::from_bytes([2; 16]);
+        moved.id = new;
+        table.insert(new, moved);
+        assert_eq!(table.index().ids_of("alice"), vec![new]);
+        table.remove(&new);
+        assert!(table.index().ids_of("alice").is_empty());
+    }
+}
