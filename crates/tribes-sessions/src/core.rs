@@ -25,6 +25,7 @@ use crate::wire::Msg;
 mod anti_entropy;
 mod backup;
 mod expiry;
+mod expiry_events;
 mod principals;
 mod table;
 
@@ -55,6 +56,12 @@ pub(crate) struct CoreConfig {
 pub(crate) enum Effect {
     Send(Vec<MemberId>, Msg),
     Event(SessionEvent),
+    /// Deliver the cluster-wide `Expired` event of this session here
+    /// (`core/expiry_events.rs`: this node is the coordinator).
+    Expired {
+        id: SessionId,
+        principal: Option<Arc<str>>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -120,6 +127,8 @@ pub(crate) struct Core {
     /// Logouts everywhere: principal -> sessions logged in at or before this time end
     /// (`core/principals.rs`).
     logouts: HashMap<Arc<str>, u64>,
+    /// Cluster-wide expiry events (`core/expiry_events.rs`).
+    expiries: expiry_events::ExpiryEvents,
     pub(crate) counters: Counters,
 }
 
@@ -151,6 +160,7 @@ impl Core {
             fetched: HashMap::new(),
             servers_changed_ms: 0,
             logouts: HashMap::new(),
+            expiries: Default::default(),
             counters: Counters::default(),
         }
     }
@@ -576,9 +586,13 @@ impl Core {
 
     fn destroy(&mut self, now_ms: u64, id: SessionId, reason: DestroyReason, origin: Origin, out: &mut Vec<Effect>) {
         self.tombstone(id, now_ms);
+        let principal = self.sessions.index().principal_of(&id).map(|(p, _)| p.clone());
         if self.sessions.remove(&id).is_some() {
             match reason {
-                DestroyReason::Expired => self.counters.expired += 1,
+                DestroyReason::Expired => {
+                    self.counters.expired += 1;
+                    self.expiry_pending(id, principal);
+                }
                 DestroyReason::Invalidated => self.counters.invalidated += 1,
             }
             out.push(Effect::Event(SessionEvent::Destroyed { id, reason, origin }));
@@ -763,6 +777,7 @@ impl Core {
                 }
             }
             Msg::Bye { expire } => {
+                self.expiry_member_left(from);
                 if expire {
                     let ids: Vec<SessionId> = self
                         .sessions
@@ -798,6 +813,8 @@ impl Core {
             }
             // The node gathers the answers to its queries.
             Msg::PrincipalSessions { .. } => {}
+            Msg::ExpiryPending(list) => self.on_expiry_pending(from, list, out),
+            Msg::ExpiryDelivered(ids) => self.on_expiry_delivered(now_ms, ids),
             Msg::Hello | Msg::GetAll { .. } | Msg::Chunk { .. } | Msg::Done { .. } | Msg::NotReady { .. } => {}
         }
     }

@@ -131,7 +131,9 @@ pub use browse::{AttributeInfo, SessionInfo, ValueKind};
 pub use error::{AttributeError, CreateError, ReplicationError, StartError, StateTransferError};
 pub use id::{LogId, ParseIdError, ParseLogIdError, SessionId};
 pub use kind::{ManagerKind, ReplicationMode};
-pub use listener::{Clock, DestroyReason, Origin, SessionEvent, SessionListener, SystemClock};
+pub use listener::{
+    Clock, ClusterEvent, ClusterListener, DestroyReason, Origin, SessionEvent, SessionListener, SystemClock,
+};
 pub use manager::{
     AckOutcome, CommitReport, LogoutReport, MemberAck, Readiness, SessionManager, SessionManagerBuilder,
 };

@@ -111,6 +111,7 @@ pub struct SessionManagerBuilder {
     notify_on_replication: bool,
     expire_on_shutdown: bool,
     listeners: Vec<Arc<dyn SessionListener>>,
+    cluster_listeners: Vec<Arc<dyn crate::ClusterListener>>,
     clock: Arc<dyn Clock>,
     touch_interval: Duration,
     sync_interval: Duration,
@@ -221,6 +222,13 @@ impl SessionManagerBuilder {
     /// Adds a listener.
     pub fn with_listener(mut self, listener: impl SessionListener) -> Self {
         self.listeners.push(Arc::new(listener));
+        self
+    }
+
+    /// Adds a listener of [`ClusterEvent`](crate::ClusterEvent)s: each event of the cluster
+    /// reaches the cluster listeners of one node (see the table there).
+    pub fn with_cluster_listener(mut self, listener: impl crate::ClusterListener) -> Self {
+        self.cluster_listeners.push(Arc::new(listener));
         self
     }
     /// The clock (default the system clock).
@@ -554,6 +562,11 @@ impl Inner {
                         let _ = tx.send(());
                     }
                 }
+                Output::Expired { id, principal } => self.announce(&crate::ClusterEvent::Expired {
+                    id,
+                    principal: principal.map(|p| p.to_string()),
+                    delivered_by: self.route.to_string(),
+                }),
                 Output::PrincipalSessions {
                     waiter,
                     sessions,
@@ -569,6 +582,12 @@ impl Inner {
                     self.tasks().push(t);
                 }
             }
+        }
+    }
+
+    fn announce(&self, ev: &crate::ClusterEvent) {
+        for l in &self.b.cluster_listeners {
+            l.on_cluster_event(ev);
         }
     }
 
@@ -689,6 +708,7 @@ impl SessionManager {
             notify_on_replication: false,
             expire_on_shutdown: false,
             listeners: Vec::new(),
+            cluster_listeners: Vec::new(),
             clock: Arc::new(SystemClock),
             touch_interval: Duration::from_secs(2),
             sync_interval: Duration::from_secs(10),
@@ -736,6 +756,7 @@ impl SessionManager {
             id,
             origin: Origin::Local,
         });
+        self.inner.announce(&crate::ClusterEvent::Created { id });
         Ok(Session::new(HandleState {
             key: id,
             base: data.version,
@@ -884,6 +905,15 @@ impl SessionManager {
     /// [`ReplicationError::Gone`] when the session was destroyed meanwhile (changes
     /// dropped); [`ReplicationError::ShutDown`].
     pub async fn commit(&self, session: &Session) -> Result<CommitReport, ReplicationError> {
+        self.commit_ending(session, principals::Ending::Invalidated).await
+    }
+
+    /// [`SessionManager::commit`], announcing an invalidation as `ending`.
+    async fn commit_ending(
+        &self,
+        session: &Session,
+        ending: principals::Ending,
+    ) -> Result<CommitReport, ReplicationError> {
         if self.inner.shut.load(Ordering::Relaxed) {
             return Err(ReplicationError::ShutDown {
                 context: self.context().to_string(),
@@ -892,12 +922,16 @@ impl SessionManager {
         let now_ms = self.inner.now_ms();
         let (key, base, ops, was_new) = session.take_ops();
         let login = principals::login_in(&ops);
+        let events = principals::cluster_events(key, &ops, session.principal(), ending);
         let mut out = Vec::new();
         let commit = self
             .inner
             .core()
             .commit(now_ms, key, base, ops, !self.inner.b.only_changes, &mut out);
         let Commit { sends, data } = commit?;
+        for ev in &events {
+            self.inner.announce(ev);
+        }
         // The committed state moves into the handle (no copy): what follows reads it there.
         let (version, now_id) = data.as_ref().map_or((base + 1, None), |d| (d.version, Some(d.id)));
         let committed = data.is_some();

@@ -107,6 +107,11 @@ pub(crate) struct AckWanted {
 pub(crate) enum Output {
     Send(Transmit),
     Event(SessionEvent),
+    /// Deliver the cluster-wide `Expired` event of this session (this node coordinates).
+    Expired {
+        id: SessionId,
+        principal: Option<Arc<str>>,
+    },
     /// The state transfer ended; the driver loads its store if it persists, then calls
     /// [`SessionNode::serve`].
     Transferred(Result<(), StateTransferError>),
@@ -302,6 +307,7 @@ impl SessionNode {
                     }
                 }
                 Effect::Event(ev) => self.outputs.push(Output::Event(ev)),
+                Effect::Expired { id, principal } => self.outputs.push(Output::Expired { id, principal }),
             }
         }
     }

@@ -89,6 +89,11 @@ pub(crate) enum Msg {
     PrincipalQuery { request: u64, principal: Arc<str> },
     /// The answer to a [`Msg::PrincipalQuery`]: the sessions held by the sender.
     PrincipalSessions { request: u64, sessions: Vec<Summary> },
+    /// Expiries the sender holds as pending, with each session's principal, reported to
+    /// the coordinator until it delivers them (`core::expiry_events`).
+    ExpiryPending(Vec<(SessionId, Option<Arc<str>>)>),
+    /// The coordinator delivered the `Expired` events of these sessions.
+    ExpiryDelivered(Vec<SessionId>),
 }
 
 impl Msg {

@@ -60,6 +60,7 @@ impl Core {
         self.tombs.retain(|_, at| at.saturating_add(ttl) > now_ms);
         self.forget_logouts(now_ms);
         self.check_logouts(now_ms, out);
+        self.deliver_expiries(now_ms, out);
         if self.touches.is_empty() || self.servers.is_empty() {
             self.touches.clear();
             return;

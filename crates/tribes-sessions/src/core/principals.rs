@@ -141,11 +141,16 @@ impl Core {
         out.push(Effect::Send(vec![from], Msg::PrincipalSessions { request, sessions }));
     }
 
-    /// Members that start serving the context learn the logouts this node knows.
-    pub(super) fn tell_new_servers(&self, old: &[MemberId], out: &mut Vec<Effect>) {
+    /// Members that start serving the context learn the logouts this node knows (and the
+    /// expiry events delivered: `core/expiry_events.rs`).
+    pub(super) fn tell_new_servers(&mut self, old: &[MemberId], out: &mut Vec<Effect>) {
         let new: Vec<MemberId> = self.servers.iter().copied().filter(|m| !old.contains(m)).collect();
-        if !new.is_empty() && !self.logouts.is_empty() {
-            out.push(Effect::Send(new, Msg::LoggedOut(self.logouts())));
+        if new.is_empty() {
+            return;
         }
+        if !self.logouts.is_empty() {
+            out.push(Effect::Send(new.clone(), Msg::LoggedOut(self.logouts())));
+        }
+        self.tell_delivered(&new, out);
     }
 }

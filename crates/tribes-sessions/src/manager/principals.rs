@@ -15,7 +15,7 @@ use crate::principal::{
 };
 use crate::session::Session;
 use crate::wire::Msg;
-use crate::{MemberAck, StoreMode};
+use crate::{ClusterEvent, MemberAck, StoreMode};
 
 /// Where a principal query's answer goes: the sessions found, and whether every member
 /// asked answered.
@@ -29,6 +29,38 @@ pub(super) fn login_in(ops: &[Op]) -> Option<String> {
         }
         _ => None,
     })
+}
+
+/// How a commit that invalidates a session announces it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ending {
+    Invalidated,
+    /// For the session limit.
+    Evicted,
+}
+
+/// The cluster events of a unit of work's ops on session `key`.
+pub(super) fn cluster_events(
+    key: SessionId,
+    ops: &[Op],
+    principal: Option<String>,
+    ending: Ending,
+) -> Vec<ClusterEvent> {
+    let mut events = Vec::new();
+    if let Some(principal) = login_in(ops) {
+        events.push(ClusterEvent::PrincipalSet { id: key, principal });
+    }
+    for op in ops {
+        match op {
+            Op::ChangeId(new) => events.push(ClusterEvent::IdChanged { old: key, new: *new }),
+            Op::Invalidate => events.push(match (ending, principal.clone()) {
+                (Ending::Evicted, Some(principal)) => ClusterEvent::Evicted { id: key, principal },
+                (_, principal) => ClusterEvent::Invalidated { id: key, principal },
+            }),
+            _ => {}
+        }
+    }
+    events
 }
 
 /// What [`SessionManager::invalidate_principal`] did.
@@ -152,9 +184,21 @@ impl SessionManager {
                 context: self.context().to_owned(),
             });
         }
+        // The sessions it ends across the cluster, for the `Invalidated` events (this node
+        // announces them all: the others end their copies without announcing).
+        let known = self.principal_summaries(principal).await.unwrap_or_default();
         let now_ms = self.inner.now_ms();
         let mut out = Vec::new();
         let ended = self.inner.core().log_out_principal(now_ms, principal, now_ms, &mut out);
+        let mut all: Vec<SessionId> = known.iter().map(|s| s.id).chain(ended.iter().copied()).collect();
+        all.sort_unstable();
+        all.dedup();
+        for id in all {
+            self.inner.announce(&ClusterEvent::Invalidated {
+                id,
+                principal: Some(principal.to_owned()),
+            });
+        }
         // The logout goes out in the manager's send mode (a sync-ack call waits for every
         // member); the rest (events) is done as usual.
         let mut sends = Vec::new();
@@ -243,7 +287,7 @@ impl SessionManager {
             let Some(victim) = self.get(&id).await else { continue };
             victim.invalidate();
             // Boxed: a commit may enforce the limit, which commits (never a login, so once).
-            match Box::pin(self.commit(&victim)).await {
+            match Box::pin(self.commit_ending(&victim, Ending::Evicted)).await {
                 Ok(_) => {
                     tracing::info!(context = %self.context(), session = %id.log_id(), "a session was evicted: its principal logged in once more than the limit allows");
                 }

@@ -116,6 +116,9 @@ impl Sim {
         });
         if ok {
             let last = self.oracle.sessions.entry(id).or_insert(write.at_ms);
+            if write.at_ms >= *last {
+                self.oracle.access_holders.insert(id, write.holders.clone());
+            }
             *last = (*last).max(write.at_ms);
         }
         let client = &mut self.clients[c];
@@ -191,6 +194,7 @@ impl Sim {
             let node = self.nodes[slot].as_mut().expect("serving");
             node.core_mut().create(now, id, route).map_err(|e| e.to_string())?;
             self.oracle.sessions.insert(id, now);
+            self.oracle.access_holders.insert(id, vec![me]);
             self.client_sessions.insert(id);
             let client = &mut self.clients[c];
             client.session = Some(id);

@@ -14,6 +14,7 @@
 #[macro_use]
 mod check;
 mod clients;
+mod events;
 mod membership;
 mod network;
 mod node;
@@ -163,6 +164,9 @@ pub(crate) struct AckedWrite {
 struct Oracle {
     /// Sessions clients know (cookies), with the last access a client made.
     sessions: BTreeMap<SessionId, u64>,
+    /// The nodes that got each session's last client access: if all of them crashed
+    /// before passing it on, the access is lost and an expiry by the older one is right.
+    access_holders: BTreeMap<SessionId, Vec<MemberId>>,
     invalidated: BTreeSet<SessionId>,
     /// Destroyed as expired on some node.
     expired: BTreeSet<SessionId>,
@@ -190,6 +194,11 @@ pub(crate) struct SimStats {
     pub(crate) register_checked: u64,
     /// BackupManager reads that went on without every holder's answer (not checked).
     pub(crate) register_unconfirmed: u64,
+    /// Cluster-wide `Expired` events delivered (each checked once only).
+    pub(crate) expiry_events: u64,
+    /// The documented duplicate: the first deliverer crashed before its mark reached
+    /// the next coordinator.
+    pub(crate) expiry_duplicates_after_crash: u64,
 }
 
 pub(crate) struct Sim {
@@ -224,6 +233,7 @@ pub(crate) struct Sim {
     clients: Vec<clients::Client>,
     client_sessions: BTreeSet<SessionId>,
     register_checks: bool,
+    expiry: events::ExpiryOracle,
 }
 
 impl Sim {
@@ -269,6 +279,7 @@ impl Sim {
                 .collect(),
             client_sessions: BTreeSet::new(),
             register_checks: true,
+            expiry: Default::default(),
         };
         // The nodes start a little apart, as processes do.
         for slot in 0..n {
@@ -296,6 +307,7 @@ impl Sim {
             self.trace(|| format!("phase {phase}: heal and settle"));
             self.heal_and_settle()?;
             self.check_quiescent()?;
+            self.check_expiry_events()?;
             self.stats.quiescent_checks += 1;
         }
         self.stats.acked_writes = self.oracle.acked_total;
@@ -437,6 +449,7 @@ impl Sim {
                 }
                 // No simulated request queries principals.
                 Output::PrincipalSessions { .. } => {}
+                Output::Expired { id, .. } => self.on_expired_event(owner, id)?,
                 Output::Transferred(result) => {
                     let degraded = result.is_err();
                     let now = clocks(self.now);
@@ -462,14 +475,22 @@ impl Sim {
         self.trace(|| format!("{owner}: destroyed {id} ({reason:?})"));
         if reason == DestroyReason::Expired {
             let last = self.oracle.sessions.get(&id).copied().unwrap_or(0);
+            let live: BTreeSet<MemberId> = self.nodes.iter().flatten().map(|n| n.id).collect();
+            let access_lost = self
+                .oracle
+                .access_holders
+                .get(&id)
+                .is_some_and(|h| !h.iter().any(|m| live.contains(m)));
             ensure!(
                 self.oracle.invalidated.contains(&id)
                     || self.oracle.expired.contains(&id)
+                    || access_lost
                     || last + MAX_INACTIVE_MS <= self.now,
                 "premature expiry: {owner} expired {id}, last client access {} ms ago (max inactive {MAX_INACTIVE_MS} ms)",
                 self.now - last
             );
             self.oracle.expired.insert(id);
+            self.note_expired_on(owner, id);
         }
         if let Some(node) = self.node(owner) {
             node.destroyed.insert(id);
@@ -488,6 +509,9 @@ impl Sim {
     /// `handle_incoming`: the node decides; returns the ack result.
     fn on_msg(&mut self, at: MemberId, from: MemberId, msg: Msg) -> Result<Result<(), String>, String> {
         let now = clocks(self.now);
+        if let Msg::ExpiryDelivered(ids) = &msg {
+            self.note_marks(at, ids);
+        }
         if let Msg::GetAll { request } = &msg
             && let Some(node) = self.node(at)
             && node.is_serving()
@@ -601,7 +625,7 @@ impl Sim {
                 let others: BTreeSet<MemberId> = live.iter().copied().filter(|m| *m != n.id).collect();
                 let servers: BTreeSet<MemberId> = n.core().servers().iter().copied().collect();
                 let view: BTreeSet<MemberId> = n.members().into_iter().collect();
-                n.is_serving() && view == others && servers == others
+                n.is_serving() && view == others && servers == others && n.core().pending_expiries() == 0
             })
     }
 }

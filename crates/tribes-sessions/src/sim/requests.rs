@@ -32,7 +32,9 @@ impl Sim {
             ensure!(node.is_serving(), "a request reached {} before it was ready", node.id);
             let route: Arc<str> = Arc::from(format!("slot{slot}"));
             node.core_mut().create(now, id, route).map_err(|e| e.to_string())?;
+            let me = node.id;
             self.oracle.sessions.insert(id, now);
+            self.oracle.access_holders.insert(id, vec![me]);
             let value = self.value();
             return self.write(slot, id, vec![Op::Set("a".into(), value)]);
         }
@@ -50,7 +52,9 @@ impl Sim {
         let _ = data;
         if roll < 30 {
             node.core_mut().touch(now, &id);
+            let me = node.id;
             self.oracle.sessions.insert(id, now);
+            self.oracle.access_holders.insert(id, vec![me]);
             return Ok(());
         }
         if roll < 34 {
@@ -90,6 +94,7 @@ impl Sim {
             Err(_) => return Ok(()), // destroyed meanwhile: nothing written
         };
         self.oracle.sessions.insert(id, now);
+        self.oracle.access_holders.insert(id, vec![me]);
         self.perform(me, out)?;
         let parts: Vec<(Vec<MemberId>, Msg)> = commit
             .sends

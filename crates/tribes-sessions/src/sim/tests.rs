@@ -25,6 +25,8 @@ fn sim_many_seeds() {
                 total.register_acked += s.register_acked;
                 total.register_checked += s.register_checked;
                 total.register_unconfirmed += s.register_unconfirmed;
+                total.expiry_events += s.expiry_events;
+                total.expiry_duplicates_after_crash += s.expiry_duplicates_after_crash;
             }
             Err(e) => panic!("{e}"),
         }
