@@ -584,6 +584,13 @@ impl Core {
         true
     }
 
+    /// Destroyed by an anti-entropy repair (a tombstone elsewhere, for a reason this node
+    /// does not know): reported to the listeners as invalidated (by the cluster); the
+    /// cluster-wide expiry event, if it expired, is pending where it expired.
+    fn destroy_repaired(&mut self, now_ms: u64, id: SessionId, out: &mut Vec<Effect>) {
+        self.destroy(now_ms, id, DestroyReason::Invalidated, Origin::Replicated, out);
+    }
+
     fn destroy(&mut self, now_ms: u64, id: SessionId, reason: DestroyReason, origin: Origin, out: &mut Vec<Effect>) {
         self.tombstone(id, now_ms);
         let principal = self.sessions.index().principal_of(&id).map(|(p, _)| p.clone());
@@ -665,6 +672,7 @@ impl Core {
                 | Msg::Claimed(_)
                 | Msg::Touches(_)
                 | Msg::Expired(_)
+                | Msg::Gone(_)
                 | Msg::Merge { .. }
                 | Msg::Expiring(_)
                 | Msg::LoggedOut(_)
@@ -774,6 +782,13 @@ impl Core {
             Msg::Expired(ids) => {
                 for id in ids {
                     self.destroy(now_ms, id, DestroyReason::Expired, Origin::Replicated, out);
+                }
+            }
+            Msg::Gone(ids) => {
+                // A repair: the session ended elsewhere (for a reason this node does not
+                // know); its expiry event, if any, is pending where it expired.
+                for id in ids {
+                    self.destroy_repaired(now_ms, id, out);
                 }
             }
             Msg::Bye { expire } => {

@@ -94,6 +94,9 @@ pub(crate) enum Msg {
     ExpiryPending(Vec<(SessionId, Option<Arc<str>>)>),
     /// The coordinator delivered the `Expired` events of these sessions.
     ExpiryDelivered(Vec<SessionId>),
+    /// Anti-entropy: these sessions ended on the sender (tombstones); end them too.
+    /// (Before, `Expired` did this, and every repair looked like an expiry.)
+    Gone(Vec<SessionId>),
 }
 
 impl Msg {

@@ -75,9 +75,19 @@ async fn each_expiry_is_announced_once_in_the_cluster_even_after_the_serving_nod
         }
         {
             let log = log.lock().unwrap();
-            let created = log.iter().filter(|(_, e)| matches!(e, ClusterEvent::Created { .. })).count();
-            let logins = log.iter().filter(|(_, e)| matches!(e, ClusterEvent::PrincipalSet { .. })).count();
-            assert_eq!((created, logins), (12, 12), "{kind:?}: one Created and one PrincipalSet per session, by its node");
+            let created = log
+                .iter()
+                .filter(|(_, e)| matches!(e, ClusterEvent::Created { .. }))
+                .count();
+            let logins = log
+                .iter()
+                .filter(|(_, e)| matches!(e, ClusterEvent::PrincipalSet { .. }))
+                .count();
+            assert_eq!(
+                (created, logins),
+                (12, 12),
+                "{kind:?}: one Created and one PrincipalSet per session, by its node"
+            );
         }
         crash(a);
         let survivors = [&b.1, &c.1];
@@ -85,17 +95,27 @@ async fn each_expiry_is_announced_once_in_the_cluster_even_after_the_serving_nod
             survivors.iter().all(|m| m.stats().servers.len() == 1)
         })
         .await;
-        wait_until("every session's Expired event was delivered", Duration::from_secs(30), || {
-            let events = expired_events(&log);
-            ids.iter().all(|id| events.iter().any(|e| e.1 == *id))
-        })
+        wait_until(
+            "every session's Expired event was delivered",
+            Duration::from_secs(30),
+            || {
+                let events = expired_events(&log);
+                ids.iter().all(|id| events.iter().any(|e| e.1 == *id))
+            },
+        )
         .await;
         // Time for a second delivery to show, if there were one.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let events = expired_events(&log);
         for id in &ids {
             let of: Vec<_> = events.iter().filter(|e| e.1 == *id).collect();
-            assert_eq!(of.len(), 1, "{kind:?}: session {} announced {} times: {of:?}", id.log_id(), of.len());
+            assert_eq!(
+                of.len(),
+                1,
+                "{kind:?}: session {} announced {} times: {of:?}",
+                id.log_id(),
+                of.len()
+            );
             let (node, _, principal, by) = of[0];
             assert_eq!(node, by, "{kind:?}: delivered_by names the node that delivered it");
             assert_ne!(node, "A", "{kind:?}: A was dead");

@@ -276,7 +276,7 @@ impl Core {
         }
         self.counters.sync_repaired += (send.len() + expired.len() + drop.len()) as u64;
         if !expired.is_empty() {
-            out.push(Effect::Send(vec![from], Msg::Expired(expired)));
+            out.push(Effect::Send(vec![from], Msg::Gone(expired)));
         }
         push_merges(from, send, out);
         if !want.is_empty() {

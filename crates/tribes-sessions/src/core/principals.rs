@@ -122,6 +122,24 @@ impl Core {
         }
     }
 
+    /// The principal index equals the sessions held (for the simulation).
+    #[cfg(test)]
+    pub(crate) fn check_principal_index(&self) -> Result<(), String> {
+        self.sessions.check_index()
+    }
+
+    /// The principal and login time of each session held here (for the simulation).
+    #[cfg(test)]
+    pub(crate) fn principals_held(&self) -> Vec<(SessionId, Arc<str>, u64)> {
+        self.sessions
+            .keys()
+            .filter_map(|id| {
+                let (p, since) = self.sessions.index().principal_of(id)?;
+                Some((*id, p.clone(), since))
+            })
+            .collect()
+    }
+
     /// Forgets logouts older than the tombstone time to live.
     pub(super) fn forget_logouts(&mut self, now_ms: u64) {
         let ttl = self.cfg.tombstone_ttl_ms;

@@ -99,6 +99,35 @@ impl SessionTable {
         &self.index
     }
 
+    /// Whether the index equals the principals of the sessions held (the simulation
+    /// checks it after every heal).
+    #[cfg(test)]
+    pub(crate) fn check_index(&self) -> Result<(), String> {
+        use crate::principal::PrincipalRecord;
+        let mut want: std::collections::BTreeMap<String, Vec<SessionId>> = Default::default();
+        for d in self.map.values() {
+            if let Some(r) = PrincipalRecord::of(d) {
+                want.entry(r.name).or_default().push(d.id);
+            }
+        }
+        for (p, ids) in &mut want {
+            ids.sort();
+            let have = self.index.ids_of(p);
+            if &have != ids {
+                return Err(format!(
+                    "the principal index of '{p}' lists {have:?}, the sessions held say {ids:?}"
+                ));
+            }
+        }
+        let counts = self.index.counts();
+        if counts.len() != want.len() {
+            return Err(format!(
+                "the principal index has {counts:?}, the sessions held say {want:?}"
+            ));
+        }
+        Ok(())
+    }
+
     /// The sessions that got a principal since the last call.
     pub(crate) fn take_fresh(&mut self) -> Vec<SessionId> {
         std::mem::take(&mut self.fresh)

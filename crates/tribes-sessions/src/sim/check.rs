@@ -107,7 +107,10 @@ impl Sim {
             if failure.is_some() {
                 return true;
             }
-            if self.oracle.invalidated.contains(&w.id) || self.may_have_expired(&w.id) {
+            if self.oracle.invalidated.contains(&w.id)
+                || self.oracle.logged_out.contains(&w.id)
+                || self.may_have_expired(&w.id)
+            {
                 return false;
             }
             let holders: Vec<MemberId> = held

@@ -240,7 +240,11 @@ impl Sim {
             || !self.register_checks
             || client.holders.iter().all(|h| self.slot_of(*h).is_none())
             || self.oracle.invalidated.contains(&id)
-            || self.oracle.expired.contains(&id);
+            || self.oracle.expired.contains(&id)
+            || self
+                .sourceless
+                .get(&at)
+                .is_some_and(|ready| now < ready + 3 * super::SYNC_INTERVAL_MS);
         let Some(value) = read else {
             ensure!(
                 excused || client.floor.is_none(),

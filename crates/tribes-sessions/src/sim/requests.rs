@@ -61,6 +61,12 @@ impl Sim {
             self.oracle.invalidated.insert(id);
             return self.write(slot, id, vec![Op::Invalidate]);
         }
+        if roll < 38 {
+            return self.login(slot, id);
+        }
+        if roll < 40 {
+            return self.logout_everywhere(slot);
+        }
         let name = ATTRS[self.rng.random_range(0..ATTRS.len())];
         let op = if self.rng.random_bool(0.1) {
             Op::Remove(name.into())

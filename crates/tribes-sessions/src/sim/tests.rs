@@ -27,6 +27,8 @@ fn sim_many_seeds() {
                 total.register_unconfirmed += s.register_unconfirmed;
                 total.expiry_events += s.expiry_events;
                 total.expiry_duplicates_after_crash += s.expiry_duplicates_after_crash;
+                total.logins += s.logins;
+                total.logouts += s.logouts;
             }
             Err(e) => panic!("{e}"),
         }
