@@ -62,6 +62,11 @@ pub(crate) enum Effect {
         id: SessionId,
         principal: Option<Arc<str>>,
     },
+    /// This node evicted the session for the limit of its principal (`core/principals.rs`).
+    Evicted {
+        id: SessionId,
+        principal: Arc<str>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -129,6 +134,8 @@ pub(crate) struct Core {
     logouts: HashMap<Arc<str>, u64>,
     /// Cluster-wide expiry events (`core/expiry_events.rs`).
     expiries: expiry_events::ExpiryEvents,
+    /// The session limit per principal (`core/principals.rs`).
+    session_limit: Option<(usize, crate::principal::MaxSessionsPolicy)>,
     pub(crate) counters: Counters,
 }
 
@@ -161,6 +168,7 @@ impl Core {
             servers_changed_ms: 0,
             logouts: HashMap::new(),
             expiries: Default::default(),
+            session_limit: None,
             counters: Counters::default(),
         }
     }

@@ -343,6 +343,7 @@ impl SessionManagerBuilder {
             mono_ms: 0,
         };
         let mut node = SessionNode::new(node_cfg, cfg, start_now);
+        node.core_mut().set_session_limit(self.max_sessions);
         // Subscribed before the members are read, so no change falls in between.
         let events = channel.subscribe();
         for m in channel.members() {
@@ -562,6 +563,10 @@ impl Inner {
                         let _ = tx.send(());
                     }
                 }
+                Output::Evicted { id, principal } => self.announce(&crate::ClusterEvent::Evicted {
+                    id,
+                    principal: principal.to_string(),
+                }),
                 Output::Expired { id, principal } => self.announce(&crate::ClusterEvent::Expired {
                     id,
                     principal: principal.map(|p| p.to_string()),

@@ -112,6 +112,11 @@ pub(crate) enum Output {
         id: SessionId,
         principal: Option<Arc<str>>,
     },
+    /// This node evicted the session for its principal's session limit.
+    Evicted {
+        id: SessionId,
+        principal: Arc<str>,
+    },
     /// The state transfer ended; the driver loads its store if it persists, then calls
     /// [`SessionNode::serve`].
     Transferred(Result<(), StateTransferError>),
@@ -308,6 +313,7 @@ impl SessionNode {
                 }
                 Effect::Event(ev) => self.outputs.push(Output::Event(ev)),
                 Effect::Expired { id, principal } => self.outputs.push(Output::Expired { id, principal }),
+                Effect::Evicted { id, principal } => self.outputs.push(Output::Evicted { id, principal }),
             }
         }
     }

@@ -217,6 +217,18 @@ impl PrincipalIndex {
             .unwrap_or_default()
     }
 
+    /// The principals with more than `max` sessions here.
+    pub(crate) fn over_limit(&self, max: usize) -> Vec<Arc<str>> {
+        let mut over: Vec<Arc<str>> = self
+            .by_principal
+            .iter()
+            .filter(|(_, ids)| ids.len() > max)
+            .map(|(p, _)| p.clone())
+            .collect();
+        over.sort();
+        over
+    }
+
     /// The principal and login time of a session held here.
     pub(crate) fn principal_of(&self, id: &SessionId) -> Option<(&Arc<str>, u64)> {
         self.by_session.get(id).map(|(_, name, since)| (name, *since))

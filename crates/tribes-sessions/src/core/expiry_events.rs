@@ -81,6 +81,7 @@ impl Core {
         let ttl = self.cfg.tombstone_ttl_ms;
         self.expiries.delivered.retain(|_, at| at.saturating_add(ttl) > now_ms);
         let majority = self.sees_majority(now_ms);
+        self.enforce_session_limits(now_ms, majority, out);
         // After a member joined (a heal), wait a grace for the marks it sends: the other
         // side of a partition may have delivered some of these already.
         let settled = now_ms >= self.expiries.joined_ms.saturating_add(self.cfg.grace_ms);

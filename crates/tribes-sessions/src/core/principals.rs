@@ -15,10 +15,11 @@ use std::sync::Arc;
 use tribes::MemberId;
 
 use super::{Core, Effect};
+use crate::data::Op;
 use crate::id::SessionId;
 use crate::kind::ManagerKind;
 use crate::listener::{DestroyReason, Origin};
-use crate::principal::Summary;
+use crate::principal::{MaxSessionsPolicy, Summary, beyond_limit};
 use crate::wire::Msg;
 
 impl Core {
@@ -138,6 +139,50 @@ impl Core {
                 Some((*id, p.clone(), since))
             })
             .collect()
+    }
+
+    /// The session limit per principal this core enforces at its ticks (see
+    /// [`Core::enforce_session_limits`]).
+    pub(crate) fn set_session_limit(&mut self, limit: Option<(usize, MaxSessionsPolicy)>) {
+        self.session_limit = limit;
+    }
+
+    /// DeltaManager: the coordinator (while it sees a majority) evicts the sessions of a
+    /// principal over the limit, by the same rule as a login (`EvictOldest`: the oldest
+    /// logins; `Refuse`: all but the oldest `max`), so the limit holds once the cluster is
+    /// quiet even when logins raced in async mode. (A BackupManager node does not hold
+    /// every session: there the login's own check enforces it.)
+    pub(super) fn enforce_session_limits(&mut self, now_ms: u64, majority: bool, out: &mut Vec<Effect>) {
+        let Some((max, policy)) = self.session_limit else {
+            return;
+        };
+        if self.cfg.kind != ManagerKind::Delta || !majority || self.coordinator() != self.local {
+            return;
+        }
+        for principal in self.sessions.index().over_limit(max) {
+            let all = self.principal_sessions(now_ms, &principal);
+            let victims: Vec<SessionId> = match policy {
+                MaxSessionsPolicy::EvictOldest => beyond_limit(all, max).iter().map(|s| s.id).collect(),
+                MaxSessionsPolicy::Refuse => {
+                    let mut all = all;
+                    all.sort_by_key(|s| (s.since_ms, s.id));
+                    all.split_off(max.min(all.len())).iter().map(|s| s.id).collect()
+                }
+            };
+            for id in victims {
+                let base = self.sessions.get(&id).map_or(0, |d| d.version);
+                if let Ok(commit) = self.commit(now_ms, id, base, vec![Op::Invalidate], false, out) {
+                    tracing::info!(context = %self.cfg.context, session = %id.log_id(), "a session was evicted: its principal has more sessions than the limit allows");
+                    for (to, msg) in commit.sends {
+                        out.push(Effect::Send(to, msg));
+                    }
+                    out.push(Effect::Evicted {
+                        id,
+                        principal: principal.clone(),
+                    });
+                }
+            }
+        }
     }
 
     /// Forgets logouts older than the tombstone time to live.

@@ -102,7 +102,7 @@ fn effects_to_sends(out: Vec<Effect>) -> Vec<(Vec<MemberId>, Msg)> {
     out.into_iter()
         .filter_map(|e| match e {
             Effect::Send(to, m) => Some((to, m)),
-            Effect::Event(_) | Effect::Expired { .. } => None,
+            Effect::Event(_) | Effect::Expired { .. } | Effect::Evicted { .. } => None,
         })
         .collect()
 }

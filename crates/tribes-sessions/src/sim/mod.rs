@@ -209,6 +209,8 @@ pub(crate) struct SimStats {
     /// Logins and logouts everywhere made by the random requests.
     pub(crate) logins: u64,
     pub(crate) logouts: u64,
+    /// Sessions the coordinator evicted for the session limit (DeltaManager runs).
+    pub(crate) evictions: u64,
 }
 
 pub(crate) struct Sim {
@@ -396,7 +398,8 @@ impl Sim {
                 let id = MemberId::random(&mut self.rng);
                 self.started_at.insert(id, self.now);
                 let local = Member::new(id, format!("slot{slot}"), "sim", Self::addr_of(slot), self.now);
-                self.nodes[slot] = Some(Node::new(local, self.now, self.core_cfg.clone()));
+                let limit = principals::session_limit(&self.cfg);
+                self.nodes[slot] = Some(Node::new(local, self.now, self.core_cfg.clone(), limit));
                 self.stats.transfers += 1;
                 self.trace(|| format!("START {id} (slot {slot})"));
             }
@@ -467,6 +470,7 @@ impl Sim {
                 // No simulated request queries principals.
                 Output::PrincipalSessions { .. } => {}
                 Output::Expired { id, .. } => self.on_expired_event(owner, id)?,
+                Output::Evicted { id, .. } => self.on_evicted(owner, id),
                 Output::Transferred(result) => {
                     let degraded = result.is_err();
                     let now = clocks(self.now);

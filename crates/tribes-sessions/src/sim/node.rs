@@ -32,7 +32,12 @@ pub(super) struct Node {
 }
 
 impl Node {
-    pub(super) fn new(local: Member, now: u64, core_cfg: Arc<CoreConfig>) -> Self {
+    pub(super) fn new(
+        local: Member,
+        now: u64,
+        core_cfg: Arc<CoreConfig>,
+        limit: Option<(usize, crate::principal::MaxSessionsPolicy)>,
+    ) -> Self {
         let id = local.id();
         let cfg = NodeConfig {
             local,
@@ -48,9 +53,11 @@ impl Node {
             regreet_every_ms: SYNC_INTERVAL_MS,
             fetch_timeout_ms: ACK_TIMEOUT_MS,
         };
+        let mut session = SessionNode::new(cfg, core_cfg, clocks(now));
+        session.core_mut().set_session_limit(limit);
         Node {
             id,
-            session: SessionNode::new(cfg, core_cfg, clocks(now)),
+            session,
             membership: Membership::new(id, "sim", Duration::from_millis(DROP_TIME_MS)),
             destroyed: BTreeSet::new(),
             snapshots: BTreeMap::new(),

@@ -5,10 +5,25 @@
 //! partition before the logout does not survive the heal).
 
 use super::*;
-use crate::principal::{PRINCIPAL_ATTRIBUTE, PrincipalRecord};
+use crate::principal::{MaxSessionsPolicy, PRINCIPAL_ATTRIBUTE, PrincipalRecord};
 
 /// The principals the simulated users log in as.
 const PRINCIPALS: [&str; 2] = ["alice", "bob"];
+
+/// The session limit per principal of the DeltaManager runs (its coordinator enforces it).
+pub(super) const SESSION_LIMIT: usize = 2;
+
+/// The limit's policy of a run, drawn from the seed.
+pub(super) fn session_limit(cfg: &SimConfig) -> Option<(usize, MaxSessionsPolicy)> {
+    (cfg.kind == ManagerKind::Delta).then(|| {
+        let policy = if (cfg.seed / 2).is_multiple_of(2) {
+            MaxSessionsPolicy::EvictOldest
+        } else {
+            MaxSessionsPolicy::Refuse
+        };
+        (SESSION_LIMIT, policy)
+    })
+}
 
 impl Sim {
     /// A login of session `id` on `slot`, as `SessionManager::set_principal` then commit.
@@ -53,7 +68,15 @@ impl Sim {
         self.perform(me, out)
     }
 
-    /// After a heal and settle: indexes right, logouts applied everywhere.
+    /// `owner` evicted `id` for its principal's limit: its writes are owed to no one.
+    pub(super) fn on_evicted(&mut self, owner: MemberId, id: SessionId) {
+        self.trace(|| format!("{owner}: EVICTED {id}"));
+        self.oracle.logged_out.insert(id);
+        self.stats.evictions += 1;
+    }
+
+    /// After a heal and settle: indexes right, logouts applied everywhere, and (Delta)
+    /// no principal over the limit.
     pub(super) fn check_principals(&self) -> Result<(), String> {
         let nodes: Vec<&Node> = self.nodes.iter().flatten().collect();
         let mut logouts: BTreeMap<Arc<str>, u64> = BTreeMap::new();
@@ -64,8 +87,10 @@ impl Sim {
                 *known = (*known).max(at);
             }
         }
+        let mut per_principal: BTreeMap<Arc<str>, BTreeSet<SessionId>> = BTreeMap::new();
         for n in &nodes {
             for (id, p, since) in n.core().principals_held() {
+                per_principal.entry(p.clone()).or_default().insert(id);
                 if let Some(at) = logouts.get(&p) {
                     ensure!(
                         since > *at,
@@ -75,6 +100,15 @@ impl Sim {
                         at - 1_000_000
                     );
                 }
+            }
+        }
+        if let Some((max, _)) = session_limit(&self.cfg) {
+            for (p, ids) in &per_principal {
+                ensure!(
+                    ids.len() <= max,
+                    "'{p}' has {} live sessions after the settle, the limit is {max}: {ids:?}",
+                    ids.len()
+                );
             }
         }
         Ok(())

@@ -29,6 +29,7 @@ fn sim_many_seeds() {
                 total.expiry_duplicates_after_crash += s.expiry_duplicates_after_crash;
                 total.logins += s.logins;
                 total.logouts += s.logouts;
+                total.evictions += s.evictions;
             }
             Err(e) => panic!("{e}"),
         }
