@@ -178,6 +178,10 @@ impl PrincipalIndex {
     /// principal (or another one) just now.
     pub(crate) fn update(&mut self, data: &SessionData) -> bool {
         let attr = data.attr(PRINCIPAL_ATTRIBUTE).filter(|a| a.value.is_some());
+        if attr.is_none() && self.by_session.is_empty() {
+            // The usual case on the request path: no principals at all.
+            return false;
+        }
         match (attr, self.by_session.get(&data.id)) {
             (None, None) => false,
             (Some(a), Some((stamp, _, _))) if a.stamp == *stamp => false,
