@@ -117,6 +117,7 @@ mod listener;
 mod manager;
 mod node;
 mod persist;
+mod persistence;
 mod placement;
 mod principal;
 mod session;

@@ -1,7 +1,8 @@
-//! A manager's session store: the mode, the bookkeeping (counters, write-behind queue,
-//! per-session write order) and the session <-> record codec. The manager drives it.
+//! A manager's session store: the mode, the bookkeeping (counters, health, per-session
+//! write order) and the session <-> record codec. What to do with the store, and when,
+//! is decided by [`Persistence`] (`persistence.rs`), held here; the manager's driver
+//! performs it.
 
-use std::collections::{HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,6 +11,7 @@ use tokio::sync::Notify;
 
 use crate::data::SessionData;
 use crate::id::SessionId;
+use crate::persistence::Persistence;
 use crate::store::{SessionStore, StoreError, StoredSession};
 use crate::wire;
 
@@ -77,18 +79,6 @@ pub struct StoreStats {
     pub last_error: Option<String>,
 }
 
-/// A write-behind id taken from the queue; see [`StoreState::dequeue`].
-pub(crate) struct InFlight<'a> {
-    state: &'a StoreState,
-    pub(crate) id: SessionId,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// The store, its mode, and what the manager tracks about it.
 pub(crate) struct StoreState {
     pub(crate) store: Arc<dyn SessionStore>,
@@ -96,16 +86,15 @@ pub(crate) struct StoreState {
     /// Saves of one session are serialized (export then save under the lock), so the store
     /// never goes back to an older version of a session this node wrote.
     stripes: Vec<tokio::sync::Mutex<()>>,
-    queue: Mutex<(VecDeque<SessionId>, HashSet<SessionId>)>,
+    /// The store decisions (write-behind queue included).
+    policy: Mutex<Persistence>,
+    /// Wakes the background task when write-behind work was queued.
     pub(crate) wake: Notify,
     saves: AtomicU64,
     loads: AtomicU64,
     deletes: AtomicU64,
     errors: AtomicU64,
     pub(crate) conflicts: AtomicU64,
-    queue_full: AtomicU64,
-    /// Dequeued write-behind saves not finished yet.
-    in_flight: std::sync::atomic::AtomicUsize,
     last_error: Mutex<Option<String>>,
     health: Mutex<Option<Result<(), String>>>,
 }
@@ -115,23 +104,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl StoreState {
-    pub(crate) fn new(store: Arc<dyn SessionStore>, mode: StoreMode) -> Self {
+    /// The store used in `mode`; `touch_interval_ms` bounds how often a read access is
+    /// saved; the node's monotonic clock starts at 0.
+    pub(crate) fn new(store: Arc<dyn SessionStore>, mode: StoreMode, touch_interval_ms: u64) -> Self {
         StoreState {
             store,
             mode,
             stripes: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
-            queue: Mutex::new((VecDeque::new(), HashSet::new())),
+            policy: Mutex::new(Persistence::new(mode, touch_interval_ms, 0)),
             wake: Notify::new(),
             saves: AtomicU64::new(0),
             loads: AtomicU64::new(0),
             deletes: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
-            queue_full: AtomicU64::new(0),
-            in_flight: std::sync::atomic::AtomicUsize::new(0),
             last_error: Mutex::new(None),
             health: Mutex::new(None),
         }
+    }
+
+    /// The store decisions, locked.
+    pub(crate) fn policy(&self) -> MutexGuard<'_, Persistence> {
+        lock(&self.policy)
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -188,67 +182,6 @@ impl StoreState {
         self.record(r, "load")
     }
 
-    /// Expire-on-shutdown: deletes the records of the sessions the cluster expired at this
-    /// node's clean shutdown, so a restart from the store does not bring them back. Runs
-    /// after the write-behind queue was flushed; a failed delete is logged and counted (the
-    /// record then expires by its own time). Returns how many records were deleted.
-    pub(crate) async fn delete_on_shutdown(&self, ids: &[SessionId]) -> usize {
-        let mut deleted = 0;
-        for id in ids {
-            let _order = self.stripe(id).lock().await;
-            let r = self.store.delete(&id.to_string()).await;
-            if let Ok(true) = r {
-                deleted += 1;
-                self.deletes.fetch_add(1, Ordering::Relaxed);
-            }
-            let _ = self.record(r, "delete at shutdown");
-        }
-        if !ids.is_empty() {
-            tracing::info!(store = %self.name(), deleted, "sessions expired at shutdown deleted from the store");
-        }
-        deleted
-    }
-
-    /// Queues `id` for the write-behind task; `false` when the queue is full.
-    pub(crate) fn enqueue(&self, id: SessionId) -> bool {
-        let StoreMode::WriteBehind { queue: cap } = self.mode else {
-            return false;
-        };
-        let mut q = lock(&self.queue);
-        if q.1.contains(&id) {
-            return true;
-        }
-        if q.0.len() >= cap.max(1) {
-            self.queue_full.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        q.0.push_back(id);
-        q.1.insert(id);
-        drop(q);
-        self.wake.notify_one();
-        true
-    }
-
-    /// The next queued id, counted as in flight until the returned guard drops (after its
-    /// save, or when the task saving it is aborted).
-    pub(crate) fn dequeue(&self) -> Option<InFlight<'_>> {
-        let mut q = lock(&self.queue);
-        let id = q.0.pop_front()?;
-        q.1.remove(&id);
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        Some(InFlight { state: self, id })
-    }
-
-    /// Waits (at most `limit`) until no dequeued save is under way: a clean shutdown
-    /// calls it after flushing the queue, so that a save the background task had just
-    /// taken is not cut off when the tasks stop.
-    pub(crate) async fn wait_idle(&self, limit: std::time::Duration) {
-        let deadline = tokio::time::Instant::now() + limit;
-        while self.in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-    }
-
     pub(crate) fn set_health(&self, r: Result<(), StoreError>) {
         if let Err(e) = &r {
             tracing::warn!(store = %self.name(), "session store unhealthy: {e}");
@@ -258,13 +191,17 @@ impl StoreState {
 
     pub(crate) fn stats(&self) -> StoreStats {
         let health = lock(&self.health).clone();
+        let (queue_depth, queue_full) = {
+            let policy = self.policy();
+            (policy.queue_depth(), policy.queue_full())
+        };
         StoreStats {
             name: self.name().to_owned(),
             mode: self.mode,
             healthy: health.as_ref().map(Result::is_ok),
             health_error: health.and_then(Result::err),
-            queue_depth: lock(&self.queue).0.len(),
-            queue_full: self.queue_full.load(Ordering::Relaxed),
+            queue_depth,
+            queue_full,
             saves: self.saves.load(Ordering::Relaxed),
             loads: self.loads.load(Ordering::Relaxed),
             deletes: self.deletes.load(Ordering::Relaxed),

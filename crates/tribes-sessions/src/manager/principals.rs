@@ -15,7 +15,7 @@ use crate::principal::{
 };
 use crate::session::Session;
 use crate::wire::Msg;
-use crate::{ClusterEvent, MemberAck, StoreMode};
+use crate::{ClusterEvent, MemberAck};
 
 /// Where a principal query's answer goes: the sessions found, and whether every member
 /// asked answered.
@@ -184,10 +184,15 @@ impl SessionManager {
     /// ```
     ///
     /// # Errors
-    /// [`PrincipalError::ShutDown`].
+    /// [`PrincipalError::ShutDown`]; [`PrincipalError::SharedStore`].
     pub async fn invalidate_principal(&self, principal: &str) -> Result<LogoutReport, PrincipalError> {
         if self.inner.shut.load(Ordering::Relaxed) {
             return Err(PrincipalError::ShutDown {
+                context: self.context().to_owned(),
+            });
+        }
+        if self.inner.shared() {
+            return Err(PrincipalError::SharedStore {
                 context: self.context().to_owned(),
             });
         }
@@ -217,11 +222,7 @@ impl SessionManager {
             _ => true,
         });
         self.inner.perform(out);
-        if let Some(store) = self.inner.store.clone() {
-            for id in &ended {
-                let _ = store.delete(id).await;
-            }
-        }
+        // (The sessions ended here leave the store through their `Destroyed` events.)
         let mut report = LogoutReport {
             ended_here: ended.len(),
             members: Vec::new(),
@@ -237,7 +238,7 @@ impl SessionManager {
 
     /// The principal's sessions in the cluster, as the node gathers them.
     async fn principal_summaries(&self, principal: &str) -> Result<Vec<Summary>, PrincipalError> {
-        if self.inner.store.as_ref().is_some_and(|s| s.mode == StoreMode::Shared) {
+        if self.inner.shared() {
             return Err(PrincipalError::SharedStore {
                 context: self.context().to_owned(),
             });
