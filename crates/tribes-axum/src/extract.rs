@@ -212,6 +212,21 @@ impl Session {
     ///
     /// Returns `None` (and does nothing) when there is no session or nobody is logged in.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::http::StatusCode;
+    /// use tribes_axum::{Session, SessionError};
+    ///
+    /// // "Log out of every device".
+    /// async fn logout_everywhere(session: Session) -> Result<StatusCode, SessionError> {
+    ///     Ok(match session.invalidate_principal().await? {
+    ///         Some(_report) => StatusCode::NO_CONTENT,
+    ///         None => StatusCode::UNAUTHORIZED,
+    ///     })
+    /// }
+    /// ```
+    ///
     /// # Errors
     /// [`SessionError::FilteredPath`]; [`SessionError::Unavailable`] when the manager has
     /// shut down.
