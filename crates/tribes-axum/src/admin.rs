@@ -97,6 +97,28 @@ impl AdminToken {
         AdminToken::new(text.lines().next().unwrap_or_default().trim())
     }
 
+    /// Whether a request's headers carry this token: the HTTP Basic password (any user
+    /// name) or `Authorization: Bearer TOKEN`, compared as SHA-256 digests in constant
+    /// time, as the session browser does. For an app's own admin routes, such as a list
+    /// of who is logged in where ([`Session::sessions_of`](crate::Session::sessions_of)).
+    ///
+    /// It checks the credential only: a route that changes something should also refuse
+    /// requests from other sites (the session browser checks `Sec-Fetch-Site`/`Origin`).
+    ///
+    /// # Examples
+    /// ```
+    /// use axum::http::{HeaderMap, HeaderValue, header};
+    /// use tribes_axum::AdminToken;
+    /// let token = AdminToken::new("correct horse battery staple").unwrap();
+    /// let mut headers = HeaderMap::new();
+    /// assert!(!token.authorizes(&headers));
+    /// headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer correct horse battery staple"));
+    /// assert!(token.authorizes(&headers));
+    /// ```
+    pub fn authorizes(&self, headers: &HeaderMap) -> bool {
+        credential(headers).is_some_and(|given| self.matches(&given))
+    }
+
     fn matches(&self, given: &[u8]) -> bool {
         let d: [u8; 32] = Sha256::digest(given).into();
         d.ct_eq(&self.digest).into()

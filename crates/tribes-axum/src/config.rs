@@ -104,6 +104,18 @@ pub enum SendModeConfig {
     SyncAck,
 }
 
+/// What a login beyond `manager.max_sessions_per_principal` does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum MaxSessionsPolicyConfig {
+    /// The new login wins: the user's oldest logins end on every node.
+    #[default]
+    EvictOldest,
+    /// The new login is refused (`403`, [`SessionError::LoggedInElsewhere`](crate::SessionError::LoggedInElsewhere)).
+    Refuse,
+}
+
 /// `[manager]`: the session manager.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -134,6 +146,11 @@ pub struct ManagerConfig {
     /// How long a joining node may take to receive the sessions, seconds
     /// (`stateTransferTimeout`).
     pub state_transfer_timeout_secs: u64,
+    /// At most this many live sessions per principal across the cluster (Spring
+    /// Security's `maximumSessions`); unlimited when absent.
+    pub max_sessions_per_principal: Option<usize>,
+    /// `evict-oldest` (default) or `refuse`: what a login beyond the limit does.
+    pub max_sessions_policy: MaxSessionsPolicyConfig,
 }
 
 impl Default for ManagerConfig {
@@ -150,6 +167,8 @@ impl Default for ManagerConfig {
             expire_sessions_on_shutdown: false,
             replicate_attributes: None,
             state_transfer_timeout_secs: 60,
+            max_sessions_per_principal: None,
+            max_sessions_policy: MaxSessionsPolicyConfig::EvictOldest,
         }
     }
 }
@@ -364,6 +383,14 @@ impl Config {
                 "the default is 5000",
             );
         }
+        if m.max_sessions_per_principal == Some(0) {
+            return invalid(
+                "manager.max_sessions_per_principal",
+                "0".into(),
+                "no user could ever log in",
+                "set 1 or more, or leave it out for no limit",
+            );
+        }
         if m.max_inactive_secs == 0 {
             return invalid(
                 "manager.max_inactive_secs",
@@ -444,6 +471,13 @@ impl Config {
         if let Some(max) = m.max_active_sessions {
             b = b.with_max_active(max);
         }
+        if let Some(max) = m.max_sessions_per_principal {
+            let policy = match m.max_sessions_policy {
+                MaxSessionsPolicyConfig::EvictOldest => tribes_sessions::MaxSessionsPolicy::EvictOldest,
+                MaxSessionsPolicyConfig::Refuse => tribes_sessions::MaxSessionsPolicy::Refuse,
+            };
+            b = b.with_max_sessions_per_principal(max, policy);
+        }
         if let Some(p) = &m.replicate_attributes {
             // Checked when the configuration was read.
             if let Ok(re) = regex::Regex::new(p) {
@@ -468,109 +502,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-        [node]
-        route = "a"
-        bind = "127.0.0.1:4001"
-        members = ["127.0.0.1:4002", "127.0.0.1:4003"]
-        insecure_plaintext = true
-        drop_time_ms = 3000
-
-        [manager]
-        context = "shop"
-        kind = "backup"
-        backups = 2
-        send_mode = "sync-ack"
-        max_active_sessions = 10000
-        expire_sessions_on_shutdown = true
-        replicate_attributes = "^(user|cart)$"
-
-        [layer]
-        cookie_name = "SHOPSESSION"
-        serialize_requests = true
-    "#;
-
-    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
-        vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
-    #[test]
-    fn a_good_file_gives_every_key() {
-        let c = Config::from_toml(GOOD, "good.toml").unwrap();
-        assert_eq!(c.node.route, "a");
-        assert_eq!(c.node.members.len(), 2);
-        assert_eq!((c.manager.kind, c.manager.backups), (ManagerKindConfig::Backup, 2));
-        assert_eq!(c.manager.send_mode, SendModeConfig::SyncAck);
-        assert_eq!(c.manager.max_active_sessions, Some(10000));
-        assert!(c.manager.expire_sessions_on_shutdown && c.layer.serialize_requests);
-        // Unset keys keep their defaults.
-        assert_eq!(c.manager.max_inactive_secs, 1800);
-        assert!(c.channel().is_ok());
-    }
-
-    #[test]
-    fn environment_variables_override_the_file() {
-        let c = Config::from_toml_and_env(
-            GOOD,
-            "good.toml",
-            env(&[
-                ("TRIBES_MANAGER_SEND_MODE", "use-ack"),
-                ("TRIBES_MANAGER_BACKUPS", "1"),
-                ("TRIBES_NODE_ROUTE", "b"),
-                ("TRIBES_NODE_MEMBERS", r#"["127.0.0.1:5000"]"#),
-                ("TRIBES_LAYER_SERIALIZE_REQUESTS", "false"),
-                // Not a config section: left alone (the demo's own flags use such names).
-                ("TRIBES_ROUTE", "ignored"),
-                ("PATH", "/bin"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(c.manager.send_mode, SendModeConfig::UseAck);
-        assert_eq!(c.manager.backups, 1);
-        assert_eq!(c.node.route, "b");
-        assert_eq!(c.node.members, vec!["127.0.0.1:5000".parse::<SocketAddr>().unwrap()]);
-        assert!(!c.layer.serialize_requests);
-    }
-
-    #[test]
-    fn a_bad_key_is_named_with_what_is_expected() {
-        let e = Config::from_toml(&GOOD.replace("send_mode", "send_mod"), "bad.toml").unwrap_err();
-        let m = e.to_string();
-        assert!(
-            m.starts_with("bad.toml: ") && m.contains("unknown field `send_mod`") && m.contains("send_mode"),
-            "{m}"
-        );
-        let e = Config::from_toml(&GOOD.replace("\"sync-ack\"", "\"sync\""), "bad.toml").unwrap_err();
-        let m = e.to_string();
-        assert!(
-            m.contains("send_mode") && m.contains("`sync-ack`") && m.contains("`use-ack`"),
-            "{m}"
-        );
-        let e = Config::from_toml_and_env(GOOD, "good.toml", env(&[("TRIBES_MANAGER_BAKUPS", "2")])).unwrap_err();
-        let m = e.to_string();
-        assert!(
-            m.contains("TRIBES_* environment") && m.contains("bakups") && m.contains("backups"),
-            "{m}"
-        );
-        let e = Config::from_toml(&GOOD.replace("route = \"a\"", "route = \"a.b\""), "bad.toml").unwrap_err();
-        let m = e.to_string();
-        assert!(
-            m.starts_with("node.route (or TRIBES_NODE_ROUTE) = \"a.b\": ") && m.contains("choose"),
-            "{m}"
-        );
-        let e = Config::from_toml(&GOOD.replace("backups = 2", "backups = 0"), "bad.toml").unwrap_err();
-        assert!(e.to_string().contains("manager.backups"), "{e}");
-        let e = Config::from_toml(&GOOD.replace("insecure_plaintext = true", ""), "bad.toml").unwrap_err();
-        assert!(
-            e.to_string().contains("node.cluster_key_file") && e.to_string().contains("keygen"),
-            "{e}"
-        );
-        let e = Config::from_toml(&GOOD.replace("^(user|cart)$", "(unclosed"), "bad.toml").unwrap_err();
-        assert!(e.to_string().contains("manager.replicate_attributes"), "{e}");
-        let e = Config::from_toml("[node]\nbind = \"127.0.0.1:1\"\ninsecure_plaintext = true", "bad.toml").unwrap_err();
-        assert!(e.to_string().contains("missing field `route`"), "{e}");
-    }
-}
+mod tests;

@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::handle::RequestSession;
+use crate::{LogoutReport, PrincipalSession};
 
 /// The session of the current request, from the [`ReplicatedSessions`](crate::ReplicatedSessions) layer.
 ///
@@ -140,6 +141,116 @@ impl Session {
     pub async fn is_new(&self) -> bool {
         self.inner.is_new().await
     }
+
+    /// Logs the session in as `principal` (the user's name or id), creating the session
+    /// if there is none. The principal replicates with the session and is indexed on
+    /// every node: [`sessions_of`](Session::sessions_of) lists the user's sessions,
+    /// [`invalidate_principal`](Session::invalidate_principal) logs them all out.
+    ///
+    /// Call it once the credentials are checked. It also gives a session that existed
+    /// before this request a new id, as [`cycle_id`](Session::cycle_id) does (a login
+    /// raises the session's privileges, so an id planted or seen before must stop
+    /// working: session fixation; Tomcat's `changeSessionIdOnAuthentication`, on by
+    /// default). A session created by this request, or whose id this request already
+    /// cycled, keeps its id: nobody has seen it yet.
+    ///
+    /// With a session limit per principal
+    /// ([`SessionManagerBuilder::with_max_sessions_per_principal`](tribes_sessions::SessionManagerBuilder::with_max_sessions_per_principal)),
+    /// the user's live sessions across the cluster are counted first: policy `Refuse`
+    /// answers [`SessionError::LoggedInElsewhere`]; policy `EvictOldest` ends the oldest
+    /// logins on every node to make room.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::http::StatusCode;
+    /// use tribes_axum::{Session, SessionError};
+    ///
+    /// async fn login(session: Session, user: String) -> Result<StatusCode, SessionError> {
+    ///     // ... check the password first ...
+    ///     match session.set_principal(&user).await {
+    ///         Ok(()) => Ok(StatusCode::NO_CONTENT),
+    ///         Err(SessionError::LoggedInElsewhere { .. }) => Ok(StatusCode::FORBIDDEN),
+    ///         Err(e) => Err(e),
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// - [`SessionError::LoggedInElsewhere`]: the limit refused the login. Nothing
+    ///   changed: a session that existed keeps its id and its principal; one this call
+    ///   created ends without a cookie.
+    /// - [`SessionError::Unavailable`]: the manager cannot count the user's sessions (a
+    ///   shared store; shut down). Nothing changed.
+    /// - As [`insert`](Session::insert) when no session could be created.
+    pub async fn set_principal(&self, principal: &str) -> Result<(), SessionError> {
+        self.inner.set_principal(principal).await
+    }
+
+    /// The session's principal (set by [`set_principal`](Session::set_principal) on any
+    /// node); `None` when there is no session or nobody is logged in.
+    pub async fn principal(&self) -> Option<String> {
+        self.inner.principal().await
+    }
+
+    /// Logs the session out of its principal: the session lives on, anonymous, on every
+    /// node. To end it, use [`invalidate`](Session::invalidate).
+    ///
+    /// # Errors
+    /// [`SessionError::FilteredPath`] when the path matches the layer's filter.
+    pub async fn clear_principal(&self) -> Result<(), SessionError> {
+        self.inner.clear_principal().await
+    }
+
+    /// Logs this session's principal out everywhere ("log out of every device", or after
+    /// a password change): every session of the user logged in until now ends on every
+    /// node ([`SessionManager::invalidate_principal`](tribes_sessions::SessionManager::invalidate_principal)),
+    /// this request's own session included, whose cookie is removed as
+    /// [`invalidate`](Session::invalidate) does. In sync-ack mode it returns once every
+    /// member ended its copies; a member that did not confirm is counted as a sync
+    /// failure and logged, and ends them when the logout reaches it.
+    ///
+    /// Returns `None` (and does nothing) when there is no session or nobody is logged in.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::http::StatusCode;
+    /// use tribes_axum::{Session, SessionError};
+    ///
+    /// // "Log out of every device".
+    /// async fn logout_everywhere(session: Session) -> Result<StatusCode, SessionError> {
+    ///     Ok(match session.invalidate_principal().await? {
+    ///         Some(_report) => StatusCode::NO_CONTENT,
+    ///         None => StatusCode::UNAUTHORIZED,
+    ///     })
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// [`SessionError::FilteredPath`]; [`SessionError::Unavailable`] when the manager has
+    /// shut down.
+    pub async fn invalidate_principal(&self) -> Result<Option<LogoutReport>, SessionError> {
+        self.inner.invalidate_principal().await
+    }
+
+    /// Every live session of `principal` in the cluster, oldest login first: when it was
+    /// created, last used, logged in, and the route of the node that serves it. Show
+    /// [`PrincipalSession::log_id`], never the id: the id is the session's secret.
+    ///
+    /// It asks the manager the layer holds, so with several applications
+    /// ([`Contexts`](crate::Contexts)) the answer is about this route's application. A
+    /// DeltaManager node answers from its own index; a BackupManager node asks every
+    /// member (one round trip, bounded by the manager's ack timeout). Guard it as the app
+    /// guards any list of who is logged in where: it is not limited to the caller's own
+    /// principal.
+    ///
+    /// # Errors
+    /// [`SessionError::Unavailable`] with a shared store (no node knows the others'
+    /// sessions) or a manager that has shut down.
+    pub async fn sessions_of(&self, principal: &str) -> Result<Vec<PrincipalSession>, SessionError> {
+        self.inner.sessions_of(principal).await
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Session {
@@ -183,7 +294,8 @@ impl IntoResponse for MissingSessionLayer {
 /// Why a [`Session`] operation failed. Each variant says whether anything changed.
 ///
 /// As a response: `503` with `Retry-After` for [`TooManySessions`](SessionError::TooManySessions)
-/// and [`NotReady`](SessionError::NotReady), otherwise `500` with a short message
+/// and [`NotReady`](SessionError::NotReady), `403` for
+/// [`LoggedInElsewhere`](SessionError::LoggedInElsewhere), otherwise `500` with a short message
 /// (details go to the log, not to the client).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -235,6 +347,22 @@ pub enum SessionError {
         /// The request path.
         path: String,
     },
+    /// The login is refused: the principal already has `sessions` live sessions in the
+    /// cluster and the limit is `max` (policy `Refuse` of
+    /// [`with_max_sessions_per_principal`](tribes_sessions::SessionManagerBuilder::with_max_sessions_per_principal)).
+    /// Nothing changed. Tell the user they are logged in elsewhere; as a response it is a
+    /// `403` saying so.
+    #[error(
+        "'{principal}' already has {sessions} live sessions and the limit is {max}: the login is refused (log out elsewhere first, or use MaxSessionsPolicy::EvictOldest)"
+    )]
+    LoggedInElsewhere {
+        /// The principal.
+        principal: String,
+        /// The limit per principal.
+        max: usize,
+        /// Its live sessions found in the cluster.
+        sessions: usize,
+    },
     /// The session manager is shut down or refused the operation. Nothing changed.
     #[error("the session manager cannot serve this request: {cause}")]
     Unavailable {
@@ -271,6 +399,13 @@ impl IntoResponse for SessionError {
                     msg,
                 )
                     .into_response()
+            }
+            SessionError::LoggedInElsewhere { max, sessions, .. } => {
+                tracing::info!("{self}");
+                let msg = format!(
+                    "forbidden: you are logged in elsewhere ({sessions} sessions, at most {max} per user): log out there first\n"
+                );
+                (StatusCode::FORBIDDEN, msg).into_response()
             }
             _ => {
                 tracing::error!("{self}");

@@ -244,3 +244,5 @@ impl RequestSession {
         self.live(&mut st).await.is_some() && st.created
     }
 }
+
+mod principals;

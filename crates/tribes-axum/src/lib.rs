@@ -60,6 +60,14 @@
 //! - **Invalidate and cycle.** [`Session::invalidate`] removes the session on every node
 //!   and the cookie (`Max-Age=0`); [`Session::cycle_id`] gives it a new id (at login,
 //!   against session fixation), after which the old id works nowhere.
+//! - **Principals.** [`Session::set_principal`] logs the session in as a user (and
+//!   cycles an existing session's id, as a login should); the principal replicates with
+//!   the session and every node indexes it, so [`Session::sessions_of`] lists a user's
+//!   sessions across the cluster and [`Session::invalidate_principal`] logs the user out
+//!   on every node. A limit per user
+//!   ([`with_max_sessions_per_principal`](tribes_sessions::SessionManagerBuilder::with_max_sessions_per_principal))
+//!   evicts the oldest login or refuses the new one with
+//!   [`SessionError::LoggedInElsewhere`] (a `403`).
 //! - **Timeouts.** A session idle for the manager's max inactive interval expires (the
 //!   idle timeout). However active, a session ends at its absolute timeout, by default
 //!   8 hours after its creation ([`ReplicatedSessions::with_absolute_timeout`]): the
@@ -136,7 +144,8 @@ mod status;
 pub use admin::{AdminToken, AdminTokenError, MIN_ADMIN_TOKEN_LEN};
 #[cfg(feature = "config")]
 pub use config::{
-    Config, ConfigError, LayerConfig, ManagerConfig, ManagerKindConfig, NodeConfig, SendModeConfig, StatusConfig,
+    Config, ConfigError, LayerConfig, ManagerConfig, ManagerKindConfig, MaxSessionsPolicyConfig, NodeConfig,
+    SendModeConfig, StatusConfig,
 };
 pub use contexts::Contexts;
 pub use extract::{MissingSessionLayer, Session, SessionError};
@@ -150,6 +159,9 @@ pub use service::{PrimaryIndicator, ReplicatedSessionsService};
 pub use status::{StatusRouter, status_router};
 /// The log hash of a session ([`Session::log_id`]), re-exported from `tribes-sessions`.
 pub use tribes_sessions::LogId;
+/// What [`Session::invalidate_principal`] and [`Session::sessions_of`] return,
+/// re-exported from `tribes-sessions`.
+pub use tribes_sessions::{LogoutReport, MaxSessionsPolicy, PrincipalSession};
 
 /// The README examples, compiled as doc tests.
 #[cfg(doctest)]

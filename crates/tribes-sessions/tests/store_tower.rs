@@ -278,3 +278,62 @@ async fn store_tower_014_and_015_traits_serve_the_same_sessions() {
     m.shutdown().await;
     ch.shutdown().await;
 }
+
+/// `with_principal`: the store gives each session the principal its record names, so the
+/// manager knows who is logged in (sessions_of, invalidate_principal); the principal
+/// attribute itself never shows in a record, so a record loaded and created again (what
+/// tower-sessions does when it cycles the id at login) saves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_tower_principal_from_the_record() {
+    use tower_sessions::SessionStore;
+    use tower_sessions::session::{Id, Record};
+    let ch = channel("solo", &[]).await;
+    let m = manager(ch.clone()).await;
+    let store = TowerSessionStore::new(m.clone()).with_principal(|data| Some(data.get("user")?.as_str()?.to_owned()));
+    let expiry = time::OffsetDateTime::now_utc() + time::Duration::minutes(30);
+    let mut record = Record {
+        id: Id::default(),
+        data: [("user".to_owned(), serde_json::json!("alice"))].into_iter().collect(),
+        expiry_date: expiry,
+    };
+    store.create(&mut record).await.unwrap();
+    let listed = m.sessions_of("alice").await.unwrap();
+    assert_eq!(listed.len(), 1, "the record's user is the session's principal");
+
+    // Loaded: the data the app wrote, nothing more.
+    let loaded = store.load(&record.id).await.unwrap().expect("live");
+    assert_eq!(loaded.data.keys().collect::<Vec<_>>(), ["user"], "{:?}", loaded.data);
+    // Cycled as tower-sessions does: a new record from the loaded data, the old one deleted.
+    let mut cycled = Record {
+        id: Id::default(),
+        data: loaded.data.clone(),
+        expiry_date: expiry,
+    };
+    store.create(&mut cycled).await.expect("a cycled record saves");
+    store.delete(&record.id).await.unwrap();
+    let listed = m.sessions_of("alice").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, SessionId::from_bytes(cycled.id.0.to_le_bytes()));
+
+    // Saves that keep the user keep the login (its time too: no new login at each save).
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    cycled.data.insert("visits".into(), serde_json::json!(2));
+    store.save(&cycled).await.unwrap();
+    let after = m.sessions_of("alice").await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].since, listed[0].since, "the login time is unchanged");
+
+    // The user gone from the record: the session is anonymous again.
+    cycled.data.remove("user");
+    cycled.data.insert("cart".into(), serde_json::json!(["apple"]));
+    store.save(&cycled).await.unwrap();
+    assert!(m.sessions_of("alice").await.unwrap().is_empty());
+
+    // Back, then logged out everywhere: the record is gone.
+    cycled.data.insert("user".into(), serde_json::json!("alice"));
+    store.save(&cycled).await.unwrap();
+    assert_eq!(m.invalidate_principal("alice").await.unwrap().ended_here, 1);
+    assert!(store.load(&cycled.id).await.unwrap().is_none());
+    m.shutdown().await;
+    ch.shutdown().await;
+}

@@ -7,6 +7,11 @@
 //! to another node, which holds the session), and a logout on any node logs the user out on
 //! every node. `tests/failover.rs` checks both through the shipped nginx config.
 //!
+//! A password change (`POST /password`) logs the user out on every device: the store
+//! gives each session its axum-login user as principal
+//! ([`TowerSessionStore::with_principal`]), and the handler calls
+//! [`SessionManager::invalidate_principal`]. `tests/password_change.rs` checks it.
+//!
 //! Three nodes sharing one key file (`tribes-demo keygen cluster.key` makes one) and the
 //! users file `examples/axum-login/users.txt` (user `ferris`, password `crab-rave`):
 //!
@@ -123,7 +128,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
 
     // From here on, a plain axum-login app.
-    let sessions = SessionManagerLayer::new(TowerSessionStore::new(manager.clone()))
+    // The store tells the manager who is logged in: axum-login keeps the user's id under
+    // `axum-login.data`, and that id is the session's principal.
+    let store = TowerSessionStore::new(manager.clone())
+        .with_principal(|data| Some(data.get("axum-login.data")?.get("user_id")?.as_str()?.to_owned()));
+    let sessions = SessionManagerLayer::new(store)
         .with_name("TRIBESSESSIONID")
         .with_secure(false)
         .with_expiry(Expiry::OnInactivity(time::Duration::minutes(args.max_inactive_minutes)));
@@ -131,6 +140,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let route = HeaderValue::from_str(&args.route)?;
     let router = Router::new()
         .route("/", get(web::protected))
+        .route("/password", post(web::change_password))
         .route_layer(login_required!(Backend, login_url = "/login"))
         .route("/login", get(web::login_form).post(web::login))
         .route("/logout", post(web::logout))

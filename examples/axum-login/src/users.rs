@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum_login::{AuthUser, AuthnBackend, UserId};
 use serde::Deserialize;
@@ -56,10 +56,11 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// The users, by name.
+/// The users, by name. A password change is kept in this node's memory only: a real app
+/// keeps its users in a database every node reads (the sessions are what tribes shares).
 #[derive(Clone, Debug)]
 pub(crate) struct Backend {
-    users: Arc<HashMap<String, User>>,
+    users: Arc<RwLock<HashMap<String, User>>>,
     /// A hash of a random password, checked for unknown names.
     dummy: Arc<str>,
 }
@@ -105,9 +106,24 @@ impl Backend {
         }
         let random: [u8; 16] = rand::random();
         Ok(Backend {
-            users: Arc::new(users),
+            users: Arc::new(RwLock::new(users)),
             dummy: password_auth::generate_hash(random).into(),
         })
+    }
+
+    fn user(&self, name: &str) -> Option<User> {
+        self.users.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    /// Gives `name` a new password (hashed off the async workers); the user with the new
+    /// hash, `None` for an unknown name.
+    pub(crate) async fn set_password(&self, name: &str, password: String) -> Result<Option<User>, Error> {
+        let hash = tokio::task::spawn_blocking(move || password_auth::generate_hash(password)).await?;
+        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+        Ok(users.get_mut(name).map(|u| {
+            u.hash = hash;
+            u.clone()
+        }))
     }
 
     /// The users of the file at `path`.
@@ -124,7 +140,7 @@ impl AuthnBackend for Backend {
     type Error = Error;
 
     async fn authenticate(&self, creds: Credentials) -> Result<Option<User>, Error> {
-        let user = self.users.get(&creds.username).cloned();
+        let user = self.user(&creds.username);
         let dummy = self.dummy.clone();
         // Argon2 is slow on purpose: off the async workers. An unknown user costs the same
         // check against a dummy hash, so response times do not tell which names exist.
@@ -137,7 +153,7 @@ impl AuthnBackend for Backend {
     }
 
     async fn get_user(&self, id: &UserId<Self>) -> Result<Option<User>, Error> {
-        Ok(self.users.get(id).cloned())
+        Ok(self.user(id))
     }
 }
 

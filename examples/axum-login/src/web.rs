@@ -1,10 +1,12 @@
-//! The pages: a login form, a protected page, logout.
+//! The pages: a login form, a protected page, a password change, logout.
 
 use axum::Form;
-use axum::extract::Query;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
+
+use tribes_sessions::SessionManager;
 
 use crate::users::{AuthSession, Credentials};
 
@@ -75,6 +77,11 @@ pub(crate) async fn protected(auth: AuthSession) -> Response {
 <html><head><meta charset="utf-8"><title>Protected</title></head>
 <body>
 <h1>Hello, <span id="user">{}</span></h1>
+<form method="post" action="/password">
+  <label>Current password <input name="current" type="password" autocomplete="current-password" required></label>
+  <label>New password <input name="new" type="password" autocomplete="new-password" required></label>
+  <button type="submit">Change the password (logs out every device)</button>
+</form>
 <form method="post" action="/logout"><button type="submit">Log out</button></form>
 </body></html>
 "#,
@@ -94,6 +101,62 @@ pub(crate) async fn logout(mut auth: AuthSession) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// The password change form.
+#[derive(Deserialize)]
+pub(crate) struct PasswordChange {
+    current: String,
+    new: String,
+}
+
+/// `POST /password`: checks the current password, sets the new one, then logs the user
+/// out everywhere: every session of the user ends on every node
+/// ([`SessionManager::invalidate_principal`]; the store gives each session its user as
+/// principal, see `main.rs`), this one included, so every device logs in again with the
+/// new password. Without it, a node whose users still hold the old hash would keep the
+/// other devices logged in (axum-login compares the session's hash with the user's only
+/// where the user changed).
+pub(crate) async fn change_password(
+    State(manager): State<SessionManager>,
+    mut auth: AuthSession,
+    Form(change): Form<PasswordChange>,
+) -> Response {
+    let Some(user) = auth.user.clone() else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let check = Credentials {
+        username: user.name.clone(),
+        password: change.current,
+        next: None,
+    };
+    match auth.authenticate(check).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return (StatusCode::FORBIDDEN, "the current password is wrong\n").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "password check failed");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    }
+    if change.new.len() < 8 {
+        return (StatusCode::BAD_REQUEST, "the new password needs 8 characters or more\n").into_response();
+    }
+    if let Err(e) = auth.backend.set_password(&user.name, change.new).await {
+        tracing::error!(error = %e, "password change failed");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    match manager.invalidate_principal(&user.name).await {
+        Ok(report) => {
+            tracing::info!(user = %user.name, ended_here = report.ended_here, members = report.members.len(), "password changed: logged out everywhere")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, user = %user.name, "log out everywhere failed after a password change");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    }
+    // This session ended with the others: drop it here too (tower-sessions removes the cookie).
+    let _ = auth.logout().await;
+    Redirect::to("/login").into_response()
 }
 
 /// Only paths of this app: `next=https://elsewhere` would make the form an open redirect.

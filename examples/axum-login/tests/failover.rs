@@ -4,63 +4,16 @@
 //! the user logs out on one of them and the session cookie logs in nowhere any more, not
 //! even on the killed node once it is back.
 
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+mod common;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::*;
 use reqwest::StatusCode;
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
-use serde_json::Value;
-
-const USER: &str = "ferris";
-const PASSWORD: &str = "crab rave, twice";
-const COOKIE_NAME: &str = "TRIBESSESSIONID";
-
-/// A running node, SIGKILLed (and reaped) when dropped.
-struct Node {
-    route: &'static str,
-    http: SocketAddr,
-    cluster: SocketAddr,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn start(&mut self, members: &[SocketAddr], key: &Path, users: &Path) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tribes-axum-login"));
-        cmd.args(["--route", self.route, "--http", &self.http.to_string()])
-            .args(["--cluster", &self.cluster.to_string()])
-            .arg("--cluster-key-file")
-            .arg(key)
-            .arg("--users")
-            .arg(users)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null());
-        for m in members.iter().filter(|m| **m != self.cluster) {
-            cmd.args(["--member", &m.to_string()]);
-        }
-        self.child = Some(cmd.spawn().expect("tribes-axum-login starts"));
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
-    }
-
-    /// `kill -9`: no goodbye, no handover.
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL");
-            child.wait().expect("reaped");
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+use reqwest::header::SET_COOKIE;
 
 struct Nginx(Child, PathBuf);
 
@@ -112,101 +65,6 @@ fn start_nginx(nodes: &[Node], lb: SocketAddr, dir: &Path) -> Nginx {
         std::thread::sleep(Duration::from_millis(50));
     }
     Nginx(child, prefix)
-}
-
-fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    // Held together so the same port is not handed out twice.
-    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
-}
-
-/// The users file, its hash made by the app's own `hash-password`.
-fn users_file(dir: &Path) -> PathBuf {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tribes-axum-login"))
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(PASSWORD.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let hash = String::from_utf8(out.stdout).unwrap();
-    assert!(hash.starts_with("$argon2id$"), "{hash}");
-    let path = dir.join("users.txt");
-    std::fs::write(&path, format!("{USER}:{}", hash.trim())).unwrap();
-    path
-}
-
-/// Polls `GET /cluster` until `cond` holds, for at most `limit`.
-async fn wait_cluster(node: &Node, what: &str, limit: Duration, cond: impl Fn(&Value) -> bool) {
-    let deadline = Instant::now() + limit;
-    let client = reqwest::Client::new();
-    let mut last = None;
-    loop {
-        if let Ok(r) = client.get(node.url("/cluster")).send().await
-            && let Ok(v) = r.json::<Value>().await
-        {
-            if cond(&v) {
-                return;
-            }
-            last = Some(v);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting until {what}; last /cluster of {}: {last:?}",
-            node.route
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// What `GET /` answered: the status, the node that answered, and the body.
-struct Page {
-    status: StatusCode,
-    node: String,
-    location: String,
-    body: String,
-}
-
-impl Page {
-    async fn of(r: reqwest::Response) -> Page {
-        let header = |name| {
-            r.headers()
-                .get(name)
-                .map(|v: &reqwest::header::HeaderValue| v.to_str().unwrap().to_string())
-                .unwrap_or_default()
-        };
-        let (node, location) = (header("x-tribes-node"), header(LOCATION.as_str()));
-        Page {
-            status: r.status(),
-            node,
-            location,
-            body: r.text().await.unwrap(),
-        }
-    }
-
-    fn logged_in(&self) -> bool {
-        self.status == StatusCode::OK && self.body.contains(&format!(r#"<span id="user">{USER}</span>"#))
-    }
-
-    /// axum-login's `login_required!` sends everybody else to the form.
-    fn sent_to_login(&self) -> bool {
-        self.status == StatusCode::TEMPORARY_REDIRECT && self.location.starts_with("/login?next=")
-    }
-}
-
-/// `GET /` on `base` with the session cookie `cookie` (or none), as a client without a jar.
-async fn home(base: &str, cookie: Option<&str>) -> Page {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let mut req = client.get(format!("{base}/"));
-    if let Some(c) = cookie {
-        req = req.header(COOKIE, format!("{COOKIE_NAME}={c}"));
-    }
-    Page::of(req.send().await.expect("GET / answered")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,8 +24,16 @@
 //! time), `--replicate-attributes REGEX` (only attributes whose name matches are
 //! replicated, Tomcat's `sessionAttributeNameFilter`), and `--cart`: a second application
 //! (context `cart`, its own cookie) at `/cart` on the same channel.
+//!
+//! Who is logged in where (`src/login.rs`): `POST /login` with `user=NAME`, `GET /whoami`,
+//! `POST /logout-everywhere` (every session of the user ends on every node) and
+//! `GET /sessions-of/NAME` (behind the admin token when there is one);
+//! `--max-sessions-per-user N` limits each user's sessions across the cluster, and
+//! `--max-sessions-policy evict-oldest|refuse` says whether a login beyond it ends the
+//! oldest one or is refused (403).
 
 mod cart;
+mod login;
 mod page;
 
 use std::net::SocketAddr;
@@ -72,8 +80,8 @@ struct Args {
     /// Take the node, manager and layer settings from this TOML file (and the
     /// TRIBES_NODE_*, TRIBES_MANAGER_*, TRIBES_LAYER_* variables) instead of the flags
     /// --route, --cluster, --member, --cluster-key-file, --manager, --backups, --sync,
-    /// --use-ack, --max-inactive-secs, --replicate-attributes and --serialize-requests;
-    /// see docs/configuration.md.
+    /// --use-ack, --max-inactive-secs, --replicate-attributes, --serialize-requests,
+    /// --max-sessions-per-user and --max-sessions-policy; see docs/configuration.md.
     #[arg(long, env = "TRIBES_CONFIG")]
     config: Option<std::path::PathBuf>,
     /// Address the HTTP server listens on.
@@ -123,6 +131,20 @@ struct Args {
     /// cookie, at `/cart`.
     #[arg(long, env = "TRIBES_CART")]
     cart: bool,
+    /// At most this many live sessions per user (`POST /login`) across the cluster;
+    /// unlimited without.
+    #[arg(long, env = "TRIBES_MAX_SESSIONS_PER_USER", value_parser = clap::value_parser!(u64).range(1..))]
+    max_sessions_per_user: Option<u64>,
+    /// What a login beyond --max-sessions-per-user does: `evict-oldest` ends the user's
+    /// oldest session on every node, `refuse` answers 403 (logged in elsewhere).
+    #[arg(
+        long,
+        env = "TRIBES_MAX_SESSIONS_POLICY",
+        value_enum,
+        default_value = "evict-oldest",
+        requires = "max_sessions_per_user"
+    )]
+    max_sessions_policy: login::PolicyArg,
     /// Idle seconds before a session expires.
     #[arg(long, env = "TRIBES_MAX_INACTIVE_SECS", default_value_t = 1800)]
     max_inactive_secs: u64,
@@ -226,6 +248,8 @@ fn keygen(path: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
 struct App {
     route: Arc<str>,
     links: Arc<[String]>,
+    /// The session browser's token, which also guards `/sessions-of`.
+    admin: Option<AdminToken>,
 }
 
 #[tokio::main]
@@ -317,15 +341,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         false => None,
     };
 
+    let admin_token_file = args
+        .admin_token_file
+        .as_ref()
+        .or(config.as_ref().and_then(|c| c.status.admin_token_file.as_ref()));
+    let admin = match admin_token_file.map(|p| AdminToken::from_file(p)).transpose() {
+        Ok(token) => token,
+        Err(e) => {
+            eprintln!("tribes-demo: {e}");
+            std::process::exit(2);
+        }
+    };
     let app = App {
         route: route.as_str().into(),
         links: args.links.clone().into(),
+        admin,
     };
     let mut router = Router::new()
         .route("/", get(home))
         .route("/counter", get(counter))
         .route("/session/invalidate", post(invalidate))
         .route("/session/{key}", put(put_key).get(get_key).delete(delete_key))
+        .route("/login", post(login::login))
+        .route("/whoami", get(login::whoami))
+        .route("/logout-everywhere", post(login::logout_everywhere))
+        .route("/sessions-of/{name}", get(login::sessions_of))
         .route("/static/hello.txt", get(|| async { "hello from a static file\n" }))
         .layer(sessions)
         .with_state(app);
@@ -383,6 +423,7 @@ fn manager_builder(
         if context != CONTEXT {
             c.manager.context = context.to_owned();
             c.manager.replicate_attributes = None;
+            c.manager.max_sessions_per_principal = None;
         }
         let builder = c.manager();
         return match store {
@@ -408,6 +449,11 @@ fn manager_builder(
     // The filter is the counter's: the cart replicates all of its attributes.
     if let Some(filter) = args.replicate_attributes.clone().filter(|_| context == CONTEXT) {
         builder = builder.with_attribute_filter(move |name| filter.is_match(name));
+    }
+    // Users log in to the counter's application only.
+    if let Some(max) = args.max_sessions_per_user.filter(|_| context == CONTEXT) {
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
+        builder = builder.with_max_sessions_per_principal(max, args.max_sessions_policy.policy());
     }
     if let Some((store, mode)) = store {
         builder = builder.with_store(store.clone(), *mode);

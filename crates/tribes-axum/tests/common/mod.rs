@@ -211,6 +211,44 @@ pub fn app_with(
             "/id",
             get(|session: Session| async move { session.id().await.unwrap_or_else(|| "-".into()) }),
         )
+        // Principals: "-" means nobody.
+        .route(
+            "/login/{user}",
+            post(|session: Session, Path(user): Path<String>| async move {
+                session.set_principal(&user).await?;
+                Ok::<_, SessionError>("ok")
+            }),
+        )
+        .route(
+            "/whoami",
+            get(|session: Session| async move { session.principal().await.unwrap_or_else(|| "-".into()) }),
+        )
+        .route(
+            "/logout",
+            post(|session: Session| async move {
+                session.clear_principal().await?;
+                Ok::<_, SessionError>("ok")
+            }),
+        )
+        .route(
+            "/logout-everywhere",
+            post(|session: Session| async move {
+                let report = session.invalidate_principal().await?;
+                Ok::<_, SessionError>(report.map_or("-".to_string(), |r| r.ended_here.to_string()))
+            }),
+        )
+        .route(
+            // One line per session: route and log hash.
+            "/sessions-of/{user}",
+            get(|session: Session, Path(user): Path<String>| async move {
+                let list = session.sessions_of(&user).await?;
+                Ok::<_, SessionError>(
+                    list.iter()
+                        .map(|s| format!("{} {}\n", s.route, s.log_id))
+                        .collect::<String>(),
+                )
+            }),
+        )
         .route(
             "/static/app.js",
             post(|session: Session| async move {

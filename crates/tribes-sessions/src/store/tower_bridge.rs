@@ -8,12 +8,16 @@
 //! same shape, so one macro writes each impl over the version-neutral methods below.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::{Session, SessionId, SessionManager};
+use crate::{PRINCIPAL_ATTRIBUTE, Session, SessionId, SessionManager};
 
 /// What a tower-sessions record holds, without the version's types.
 type Data = HashMap<String, serde_json::Value>;
+
+/// Reads the principal out of a record's data ([`TowerSessionStore::with_principal`]).
+type PrincipalOf = Arc<dyn Fn(&HashMap<String, serde_json::Value>) -> Option<String> + Send + Sync>;
 
 /// Why a bridge operation failed, mapped onto each version's `session_store::Error`.
 #[derive(Debug)]
@@ -38,6 +42,7 @@ enum BridgeError {
 /// | `save` | the changed attributes, then [`SessionManager::commit`] (with sync-ack, replicated before the response) |
 /// | `load` | [`SessionManager::get`] and [`SessionManager::touch`] (a read keeps the session alive) |
 /// | `delete` | [`Session::invalidate`] and commit |
+/// | (no equivalent) | the principal, read from the record by [`with_principal`](TowerSessionStore::with_principal): [`SessionManager::set_principal`] at `save`, so [`SessionManager::invalidate_principal`] and [`SessionManager::sessions_of`] work for the app |
 ///
 /// Errors from the manager become `session_store::Error::Backend` with the manager's
 /// message; attribute encoding errors become `Encode`/`Decode`.
@@ -56,15 +61,58 @@ enum BridgeError {
 /// let app: axum::Router = axum::Router::new().layer(layer);
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TowerSessionStore {
     manager: SessionManager,
+    principal_of: Option<PrincipalOf>,
+}
+
+impl std::fmt::Debug for TowerSessionStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TowerSessionStore")
+            .field("manager", &self.manager)
+            .field("principal_of", &self.principal_of.is_some())
+            .finish()
+    }
 }
 
 impl TowerSessionStore {
     /// A store serving the sessions of `manager`'s context.
     pub fn new(manager: SessionManager) -> TowerSessionStore {
-        TowerSessionStore { manager }
+        TowerSessionStore {
+            manager,
+            principal_of: None,
+        }
+    }
+
+    /// Gives each session the principal that `principal_of` reads from its record, at
+    /// every save: [`SessionManager::set_principal`] when it is new or another one,
+    /// [`Session::clear_principal`] when it is gone. tower-sessions (and the apps on it,
+    /// such as axum-login) never see the tribes session, so this is how the manager learns
+    /// who is logged in: [`SessionManager::invalidate_principal`] then logs a user out on
+    /// every node, and a session limit
+    /// ([`with_max_sessions_per_principal`](crate::SessionManagerBuilder::with_max_sessions_per_principal))
+    /// applies (a refused login fails the save with the manager's message).
+    ///
+    /// The principal attribute itself ([`PRINCIPAL_ATTRIBUTE`]) never appears in a
+    /// record's data.
+    ///
+    /// # Examples
+    /// axum-login 0.18 keeps the user's id under `axum-login.data`:
+    /// ```no_run
+    /// # fn demo(manager: tribes_sessions::SessionManager) {
+    /// use tribes_sessions::TowerSessionStore;
+    /// let store = TowerSessionStore::new(manager).with_principal(|data| {
+    ///     Some(data.get("axum-login.data")?.get("user_id")?.as_str()?.to_owned())
+    /// });
+    /// # }
+    /// ```
+    pub fn with_principal(
+        mut self,
+        principal_of: impl Fn(&HashMap<String, serde_json::Value>) -> Option<String> + Send + Sync + 'static,
+    ) -> TowerSessionStore {
+        self.principal_of = Some(Arc::new(principal_of));
+        self
     }
 
     /// The manager.
@@ -81,7 +129,7 @@ impl TowerSessionStore {
         now: SystemTime,
     ) -> Result<(), BridgeError> {
         for name in session.attribute_names() {
-            if !data.contains_key(&name) {
+            if !data.contains_key(&name) && name != PRINCIPAL_ATTRIBUTE {
                 session.remove(&name);
             }
         }
@@ -99,6 +147,17 @@ impl TowerSessionStore {
         if session.max_inactive() != max_inactive {
             session.set_max_inactive(max_inactive);
         }
+        if let Some(principal_of) = &self.principal_of {
+            match (principal_of(data), session.principal()) {
+                (Some(want), have) if have.as_deref() != Some(want.as_str()) => self
+                    .manager
+                    .set_principal(session, &want)
+                    .await
+                    .map_err(|e| BridgeError::Backend(e.to_string()))?,
+                (None, Some(_)) => session.clear_principal(),
+                _ => {}
+            }
+        }
         self.manager
             .commit(session)
             .await
@@ -113,7 +172,12 @@ impl TowerSessionStore {
             .manager
             .create(now)
             .map_err(|e| BridgeError::Backend(e.to_string()))?;
-        self.write(&session, data, expiry, now).await?;
+        if let Err(e) = self.write(&session, data, expiry, now).await {
+            // Not saved: the session made for it ends here (it was never sent).
+            session.invalidate();
+            let _ = self.manager.commit(&session).await;
+            return Err(e);
+        }
         Ok(to_tower(session.id()))
     }
 
@@ -142,6 +206,9 @@ impl TowerSessionStore {
         self.manager.touch(&sid, SystemTime::now());
         let mut data = HashMap::new();
         for name in session.attribute_names() {
+            if name == PRINCIPAL_ATTRIBUTE {
+                continue;
+            }
             if let Some(value) = session
                 .get::<serde_json::Value>(&name)
                 .map_err(|e| BridgeError::Decode(e.to_string()))?
