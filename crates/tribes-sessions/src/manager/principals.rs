@@ -163,7 +163,8 @@ impl SessionManager {
     /// # Example
     /// ```
     /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    ///     /// use tribes_sessions::SessionManager;
+    /// use std::time::SystemTime;
+    /// use tribes_sessions::SessionManager;
     /// let key = tribes::Keyring::generate(1, &mut rand::rng());
     /// let channel = tribes::Channel::builder("node-a").cluster_key(key).bind("127.0.0.1:0".parse()?).start().await?;
     /// let manager = SessionManager::builder("/shop").start(channel).await?;
