@@ -96,7 +96,7 @@ impl CommitReport {
     }
 }
 
-/// Serves the sessions of one context and replicates them over a tribes [`Channel`].
+/// Serves the sessions of one context and replicates them over a tribes [`Channel`](tribes::Channel).
 ///
 /// A cheap `Clone`. See the crate docs for the two kinds and an example.
 #[derive(Clone)]
@@ -311,7 +311,7 @@ impl SessionManager {
     }
 
     /// Adds a session exported by [`SessionManager::export`] or [`Session::to_stored`] (or
-    /// loaded from a [`SessionStore`]) to this node, merged with any copy held here field by
+    /// loaded from a [`SessionStore`](crate::SessionStore)) to this node, merged with any copy held here field by
     /// field (the newer write wins). It is not replicated: every node imports for itself.
     /// Returns `false` when the session was invalidated here (it is not resurrected).
     ///

@@ -90,7 +90,7 @@ impl SessionManagerBuilder {
         self.max_lifetime = lifetime;
         self
     }
-    /// The most sessions this node holds; `create` beyond is [`CreateError::TooManySessions`].
+    /// The most sessions this node holds; `create` beyond is [`CreateError::TooManySessions`](crate::CreateError::TooManySessions).
     pub fn with_max_active(mut self, max: usize) -> Self {
         self.max_active = Some(max);
         self
