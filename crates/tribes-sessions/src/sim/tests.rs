@@ -25,6 +25,7 @@ fn sim_many_seeds() {
                 total.register_acked += s.register_acked;
                 total.register_checked += s.register_checked;
                 total.register_unconfirmed += s.register_unconfirmed;
+                total.cluster_restarts += s.cluster_restarts;
             }
             Err(e) => panic!("{e}"),
         }
