@@ -49,6 +49,9 @@ pub(crate) struct CoreConfig {
     pub(crate) max_lifetime_ms: Option<u64>,
     /// How often the accesses recorded since the last batch are sent (`Msg::Touches`).
     pub(crate) touch_interval_ms: u64,
+    /// Sessions may come from a store that nodes this one never met also read, so a node
+    /// that started alone does not deliver expiry events at once (`core/expiry_events.rs`).
+    pub(crate) store_backed: bool,
 }
 
 /// What the driver must do.

@@ -46,8 +46,9 @@ pub(crate) const RETRY_MS: u64 = 1_000;
 pub(crate) enum StoreOp {
     /// Load every stored session into the node (a starting node).
     LoadAll,
-    /// Write the session as this node holds it when the op runs: its record, or, when it
-    /// is gone by then, the deletion of its record (the store follows the node).
+    /// Write the session as this node holds it when the op runs (merged with the stored
+    /// record); nothing when this node no longer holds it (a BackupManager node that
+    /// handed it to a new primary: that one saves it). Deletions are [`StoreOp::Delete`].
     Save(SessionId),
     /// Shared mode: save the session with optimistic concurrency, `expected` being the
     /// stored version the unit of work loaded (`None`: a new record).
@@ -103,10 +104,9 @@ pub(crate) struct Committed {
 pub(crate) struct Persistence {
     mode: StoreMode,
     touch_interval_ms: u64,
-    /// Write-behind: the ids waiting to be written, oldest first, and the same as a set.
-    /// Each leaves as a [`StoreOp::Save`], which writes what the node holds when it runs
-    /// (so a queued deletion deletes).
-    queue: VecDeque<SessionId>,
+    /// Write-behind: the ops waiting, oldest first (one per session: a later one
+    /// replaces it), and their sessions.
+    queue: VecDeque<StoreOp>,
     queued: HashSet<SessionId>,
     /// Commits that found the write-behind queue full.
     queue_full: u64,
@@ -227,13 +227,7 @@ impl Persistence {
             _ => StoreOp::Delete(key),
         }];
         writes.extend(now.filter(|n| *n != key).map(StoreOp::Save));
-        writes
-            .into_iter()
-            .filter(|op| match op {
-                StoreOp::Save(id) | StoreOp::Delete(id) => !self.enqueue(*id),
-                _ => true,
-            })
-            .collect()
+        writes.into_iter().filter(|op| !self.enqueue(op.clone())).collect()
     }
 
     /// A read-only access to a session whose previous access was at `previous_ms` (wall
@@ -244,7 +238,7 @@ impl Persistence {
         }
         if self.mode == StoreMode::Shared {
             Some(StoreOp::SaveAccess(id))
-        } else if self.enqueue(id) {
+        } else if self.enqueue(StoreOp::Save(id)) {
             None
         } else {
             Some(StoreOp::Save(id))
@@ -259,7 +253,7 @@ impl Persistence {
 
     /// A clean shutdown, given the sessions expired at shutdown (`with_expire_sessions_on_shutdown`).
     pub(crate) fn on_shutdown(&mut self, expired: &[SessionId]) -> Shutdown {
-        let flush = self.queue.drain(..).map(StoreOp::Save).collect();
+        let flush = self.queue.drain(..).collect();
         self.queued.clear();
         Shutdown {
             flush,
@@ -267,20 +261,31 @@ impl Persistence {
         }
     }
 
-    /// Write-behind: queues `id`; `false` when it must be saved inline (another mode, or
-    /// the queue is full).
-    fn enqueue(&mut self, id: SessionId) -> bool {
+    /// Write-behind: queues `op` (a `Save` or `Delete`); `false` when it must run inline
+    /// (another mode, or the queue is full).
+    fn enqueue(&mut self, op: StoreOp) -> bool {
         let StoreMode::WriteBehind { queue: cap } = self.mode else {
             return false;
         };
+        let (StoreOp::Save(id) | StoreOp::Delete(id)) = op else {
+            return false;
+        };
         if self.queued.contains(&id) {
+            // The later op of the session wins (a deletion after a save, or the reverse).
+            if let Some(q) = self
+                .queue
+                .iter_mut()
+                .find(|q| matches!(q, StoreOp::Save(i) | StoreOp::Delete(i) if *i == id))
+            {
+                *q = op;
+            }
             return true;
         }
         if self.queue.len() >= cap.max(1) {
             self.queue_full += 1;
             return false;
         }
-        self.queue.push_back(id);
+        self.queue.push_back(op);
         self.queued.insert(id);
         true
     }
@@ -297,10 +302,12 @@ impl Persistence {
             self.next_purge = now_ms + PURGE_EVERY_MS;
             StoreOp::PurgeExpired
         } else if now_ms >= self.backoff_until
-            && let Some(id) = self.queue.pop_front()
+            && let Some(op) = self.queue.pop_front()
         {
-            self.queued.remove(&id);
-            StoreOp::Save(id)
+            if let StoreOp::Save(id) | StoreOp::Delete(id) = &op {
+                self.queued.remove(id);
+            }
+            op
         } else {
             return None;
         };
@@ -323,8 +330,8 @@ impl Persistence {
     /// in the queue and the queue waits: a store outage delays writes, it does not drop them.
     pub(crate) fn handle_done(&mut self, now_ms: u64, op: &StoreOp, ok: bool) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        if let (StoreOp::Save(id), false) = (op, ok) {
-            self.enqueue(*id);
+        if matches!(op, StoreOp::Save(_) | StoreOp::Delete(_)) && !ok {
+            self.enqueue(op.clone());
             self.backoff_until = now_ms + RETRY_MS;
         }
     }
@@ -530,8 +537,8 @@ mod tests {
         let plan = p.on_shutdown(&[id(3)]);
         assert_eq!(
             plan.flush,
-            vec![StoreOp::Save(id(1)), StoreOp::Save(id(2))],
-            "a queued id is written as the node holds it then: the invalidated one is deleted"
+            vec![StoreOp::Save(id(1)), StoreOp::Delete(id(2))],
+            "the queued save, and the queued deletion of the invalidated session"
         );
         assert_eq!(plan.delete, vec![StoreOp::Delete(id(3))]);
         assert_eq!(p.queue_depth(), 0);

@@ -14,6 +14,13 @@
 //! The node that served the user last may be dead: whoever holds the session expires it
 //! and reports it.
 //!
+//! A node that started alone does not know how large its cluster is: to it, one is a
+//! majority. Without a store that is harmless (its sessions are its own), but with a store
+//! two nodes that start apart (a whole-cluster restart during a partition) would both load,
+//! expire and announce the same stored session. So a store-backed node that has seen no
+//! other member since it started holds its expiry events for the tombstone time to live
+//! (at least ten minutes), or until it meets another member; they are delayed, not lost.
+//!
 //! What this cannot do (no protocol can, without the listener taking part): a coordinator
 //! that crashes between delivering and its broadcast leaves the others' reports pending,
 //! and the next coordinator delivers them again.
@@ -39,6 +46,9 @@ pub(crate) struct ExpiryEvents {
     peak_ms: u64,
     /// When a member last started serving (its marks may still be on their way here).
     joined_ms: u64,
+    /// When this node first ticked, and whether it has met another serving member since.
+    started_ms: Option<u64>,
+    met_others: bool,
 }
 
 impl Core {
@@ -66,6 +76,15 @@ impl Core {
         alive * 2 > e.peak
     }
 
+    /// A store-backed node that has met nobody since it started, within the tombstone time
+    /// to live: it may be one of two halves that each believe they are the cluster.
+    fn lone_start(&mut self, now_ms: u64) -> bool {
+        let e = &mut self.expiries;
+        let started = *e.started_ms.get_or_insert(now_ms);
+        e.met_others |= !self.servers.is_empty();
+        self.cfg.store_backed && !e.met_others && now_ms < started.saturating_add(self.cfg.tombstone_ttl_ms)
+    }
+
     /// The member that delivers expiry events in this node's view.
     pub(crate) fn coordinator(&self) -> MemberId {
         self.servers
@@ -85,7 +104,8 @@ impl Core {
         // After a member joined (a heal), wait a grace for the marks it sends: the other
         // side of a partition may have delivered some of these already.
         let settled = now_ms >= self.expiries.joined_ms.saturating_add(self.cfg.grace_ms);
-        if self.expiries.pending.is_empty() || !majority || !settled {
+        let lone = self.lone_start(now_ms);
+        if self.expiries.pending.is_empty() || !majority || !settled || lone {
             return;
         }
         let coordinator = self.coordinator();

@@ -15,6 +15,7 @@ fn core(max_lifetime_ms: Option<u64>) -> Core {
         tombstone_ttl_ms: 600_000,
         sync_interval_ms: 0,
         max_lifetime_ms,
+        store_backed: false,
     });
     let mut c = Core::new(cfg, MemberId::from_bytes([1; 16]));
     c.handle_servers_changed(vec![MemberId::from_bytes([2; 16])], &mut Vec::new());
@@ -65,6 +66,7 @@ fn backup_cluster(n: u8, filter: Option<Filter>) -> (Vec<Core>, Vec<MemberId>) {
         tombstone_ttl_ms: 600_000,
         sync_interval_ms: 0,
         max_lifetime_ms: None,
+        store_backed: false,
     });
     let ids: Vec<MemberId> = (1..=n).map(|i| MemberId::from_bytes([i; 16])).collect();
     let cores = ids
@@ -264,4 +266,67 @@ fn a_late_drop_does_not_take_a_copy_fetched_for_a_request() {
     // Once no request can be using it, a drop applies.
     cores[1].handle_msg(60_000, ids[0], Msg::Drop { id, version }, &mut out);
     assert!(!cores[1].contains(&id));
+}
+
+/// A core alone from its start, with or without a store behind it.
+fn lone_core(store_backed: bool) -> Core {
+    let cfg = Arc::new(CoreConfig {
+        context: "/t".into(),
+        kind: ManagerKind::Delta,
+        replication: ReplicationMode::Deltas,
+        filter: None,
+        max_active: None,
+        max_inactive_ms: 10_000,
+        grace_ms: 1_000,
+        touch_interval_ms: 1_000,
+        tombstone_ttl_ms: 600_000,
+        sync_interval_ms: 0,
+        max_lifetime_ms: None,
+        store_backed,
+    });
+    Core::new(cfg, MemberId::from_bytes([1; 16]))
+}
+
+fn expired_events(out: &[Effect]) -> usize {
+    out.iter().filter(|e| matches!(e, Effect::Expired { .. })).count()
+}
+
+/// Seed 154 of the simulation: after a whole-cluster restart two nodes started on either
+/// side of a partition, each loaded the same session from the store, each was a
+/// "majority of one", and both delivered its `Expired`.
+#[test]
+fn a_store_backed_node_that_started_alone_holds_expiry_events_until_it_meets_the_cluster() {
+    let id = SessionId::from_bytes([7; 16]);
+    // Without a store, a lone node's sessions are its own: it delivers at once.
+    let mut c = lone_core(false);
+    c.create(0, id, "a".into()).unwrap();
+    let mut out = Vec::new();
+    c.handle_tick(0, &mut out);
+    c.handle_tick(12_000, &mut out);
+    assert_eq!(expired_events(&out), 1, "{out:?}");
+
+    // With a store, alone since its start: held through the tombstone time to live.
+    let mut c = lone_core(true);
+    c.create(0, id, "a".into()).unwrap();
+    let mut out = Vec::new();
+    c.handle_tick(0, &mut out);
+    for t in (12_000..600_000).step_by(50_000) {
+        c.handle_tick(t, &mut out);
+    }
+    assert!(!c.contains(&id), "the session itself expires on time");
+    assert_eq!(expired_events(&out), 0, "delivered while possibly one half of two: {out:?}");
+    assert_eq!(c.pending_expiries(), 1, "the event is held, not lost");
+    c.handle_tick(600_000, &mut out);
+    assert_eq!(expired_events(&out), 1, "delivered once the wait is over: {out:?}");
+
+    // Meeting a member ends the wait: then the coordinator rule decides (here: this node).
+    let mut c = lone_core(true);
+    c.create(0, id, "a".into()).unwrap();
+    let mut out = Vec::new();
+    c.handle_tick(0, &mut out);
+    c.handle_tick(12_000, &mut out);
+    assert_eq!(expired_events(&out), 0, "{out:?}");
+    c.handle_servers_changed(vec![MemberId::from_bytes([2; 16])], &mut out);
+    c.handle_tick(20_000, &mut out);
+    assert_eq!(expired_events(&out), 1, "{out:?}");
 }

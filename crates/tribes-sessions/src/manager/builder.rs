@@ -247,6 +247,7 @@ impl SessionManagerBuilder {
             tombstone_ttl_ms: (self.max_inactive.as_millis() as u64).max(600_000),
             max_lifetime_ms: self.max_lifetime.map(|d| d.as_millis() as u64),
             touch_interval_ms: self.touch_interval.as_millis() as u64,
+            store_backed: self.store.is_some(),
             // In shared-store mode the store is the truth: nothing to reconcile.
             sync_interval_ms: match self.store {
                 Some((_, StoreMode::Shared)) => 0,

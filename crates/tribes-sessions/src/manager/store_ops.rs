@@ -142,13 +142,15 @@ impl Inner {
         }
     }
 
-    /// Writes the session `id` as held here, or deletes it from the store when it is gone.
+    /// Writes the session `id` as held here, merged with the stored record.
     async fn persist(&self, store: &StoreState, id: SessionId) -> Result<(), StoreError> {
         let _order = store.stripe(&id).lock().await;
         let data = self.core().export(&id);
         match data {
-            Some(d) => store.save(&d, None).await,
-            None => store.delete(&id).await,
+            Some(d) => store.save_merged(&d).await,
+            // Not held here any more (handed to a new primary, or destroyed: a deletion of
+            // its own follows then): nothing to write.
+            None => Ok(()),
         }
     }
 

@@ -32,6 +32,7 @@ fn node(local: Member) -> SessionNode {
         tombstone_ttl_ms: 600_000,
         sync_interval_ms: 0,
         max_lifetime_ms: None,
+        store_backed: false,
     });
     let cfg = NodeConfig {
         local,

@@ -51,6 +51,7 @@ impl AttrsOf {
         let mut attrs: Vec<_> = d
             .attrs
             .iter()
+            .filter(|a| &*a.name != super::filter::LOCAL) // local-only: may differ
             .map(|a| (a.name.clone(), a.value.clone(), a.stamp))
             .collect();
         attrs.sort_by(|a, b| a.0.cmp(&b.0));
@@ -83,6 +84,7 @@ impl Sim {
         if let Some(v) = self.violation.take() {
             return Err(v);
         }
+        self.check_local_attributes()?;
         for node in self.nodes.iter().flatten() {
             for id in &node.destroyed {
                 ensure!(
@@ -113,12 +115,16 @@ impl Sim {
             {
                 return false;
             }
+            // Under its id, or an id a rotation gave the session since.
+            let ids = self.aliases(w.id);
             let holders: Vec<MemberId> = held
                 .iter()
                 .filter(|(_, s)| {
-                    s.get(&w.id)
-                        .and_then(|d| d.attr(w.name))
-                        .is_some_and(|a| a.stamp >= w.stamp)
+                    ids.iter().any(|id| {
+                        s.get(id)
+                            .and_then(|d| d.attr(w.name))
+                            .is_some_and(|a| a.stamp >= w.stamp)
+                    })
                 })
                 .map(|(m, _)| *m)
                 .collect();
@@ -144,6 +150,19 @@ impl Sim {
                     ));
                     return true;
                 }
+                if self.store.is_some() {
+                    // Every node that held it crashed: write-through saved it first.
+                    if !self.store_holds(w, &ids) {
+                        failure = Some(format!(
+                            "acknowledged write lost with a write-through store: session {} attribute {:?} stamp {:?} (acked at {} ms) is neither on a live node nor in the store",
+                            w.id,
+                            w.name,
+                            w.stamp,
+                            w.at_ms - 1_000_000
+                        ));
+                    }
+                    return true;
+                }
                 // Every node that held it crashed: nothing could keep it.
                 lost_by_crash += 1;
                 return false;
@@ -161,7 +180,8 @@ impl Sim {
 
     /// Whether a whole-session message on its way to a live node carries the write.
     fn in_flight_to_live(&self, w: &AckedWrite) -> bool {
-        let carries = |d: &SessionData| d.id == w.id && d.attr(w.name).is_some_and(|a| a.stamp >= w.stamp);
+        let ids = self.aliases(w.id);
+        let carries = |d: &SessionData| ids.contains(&d.id) && d.attr(w.name).is_some_and(|a| a.stamp >= w.stamp);
         self.in_flight.iter().any(|p| {
             let live = self.nodes.iter().flatten().any(|n| n.id == p.to);
             let super::Body::Msg { msg, .. } = &p.body else {

@@ -123,6 +123,21 @@ impl Sim {
         }
         let client = &mut self.clients[c];
         client.busy = None;
+        if let Some(old) = client.session.filter(|s| *s != id) {
+            // The write changed the session's id: the response carries the new cookie.
+            if ok {
+                client.session = Some(id);
+                self.oracle.rotated_away.insert(old);
+            } else {
+                // No answer: the cookie names an id that may be gone. A new visitor.
+                client.session = None;
+                client.floor = None;
+                client.unacked = 0;
+                client.unanswered_max = None;
+                return;
+            }
+        }
+        let client = &mut self.clients[c];
         if ok && !client.confirmed {
             // Based on a read that may have been stale: an older write that got no answer
             // may still win over it, so it sets no baseline (the next confirmed one does).
@@ -224,6 +239,7 @@ impl Sim {
             return Ok(());
         };
         let now = self.now;
+        self.store_read_on_miss(at, id)?;
         let node = self.nodes[slot].as_ref().expect("live");
         let degraded = node.is_degraded();
         let read = node.core().get(now, &id).map(|d| {
@@ -238,7 +254,8 @@ impl Sim {
         let excused = degraded
             || !confirmed
             || !self.register_checks
-            || client.holders.iter().all(|h| self.slot_of(*h).is_none())
+            // With a write-through store the store holds it too.
+            || (self.store.is_none() && client.holders.iter().all(|h| self.slot_of(*h).is_none()))
             || self.oracle.invalidated.contains(&id)
             || self.oracle.expired.contains(&id)
             || self
@@ -289,7 +306,9 @@ impl Sim {
         let node = self.nodes[slot].as_mut().expect("live");
         let me = node.id;
         let base = node.core().get(now, &id).map_or(0, |d| d.version);
-        let ops = vec![Op::Set(ATTR.into(), Blob(value.to_le_bytes().to_vec().into()))];
+        let mut ops = vec![Op::Set(ATTR.into(), Blob(value.to_le_bytes().to_vec().into()))];
+        let rotation = self.maybe_rotate(&mut ops);
+        let node = self.nodes[slot].as_mut().expect("live");
         let mut out = Vec::new();
         let Ok(commit) = node.core_mut().commit(now, id, base, ops, false, &mut out) else {
             return Ok(()); // destroyed meanwhile: nothing written
@@ -298,7 +317,15 @@ impl Sim {
         // (`register_write_done`): one that reached nobody before its node crashed is lost
         // with it, and the session may expire from the last access that was replicated.
         self.perform(me, out)?;
+        let store = match commit.sends.is_empty() {
+            true => Vec::new(),
+            false => self.store_commit(me, id, commit.data.as_ref().map(|d| d.id), base),
+        };
         let Some(data) = commit.data else { return Ok(()) };
+        if let Some(new) = rotation.filter(|n| *n == data.id) {
+            self.rotated(id, new);
+        }
+        let id = data.id;
         let stamp = Stamp {
             version: data.version,
             writer: writer_of(me),
@@ -315,9 +342,10 @@ impl Sim {
         };
         self.clients[c].busy = Some(Busy::Committing);
         if parts.iter().all(|(to, _)| to.is_empty()) {
+            self.store_ops(me, store)?;
             self.register_write_done(c, write, value, true);
         } else {
-            self.send_sync_parts(
+            self.send_commit(
                 me,
                 parts,
                 Purpose::Register {
@@ -325,6 +353,7 @@ impl Sim {
                     write,
                     value,
                 },
+                store,
             );
         }
         Ok(())

@@ -6,6 +6,11 @@ use super::*;
 impl Sim {
     pub(super) fn send(&mut self, from: MemberId, to: MemberId, body: Body) {
         self.stats.packets += 1;
+        if let Body::Msg { msg, .. } = &body
+            && let Err(e) = self.check_filtered(from, msg)
+        {
+            self.violation.get_or_insert(e);
+        }
         if self.chaos && self.rng.random_bool(self.cfg.loss) {
             self.stats.lost += 1;
             return;
@@ -40,6 +45,17 @@ impl Sim {
     /// A sync-ack send of several messages at once (a commit's parts), decided once
     /// every recipient of every part acked.
     pub(super) fn send_sync_parts(&mut self, from: MemberId, parts: Vec<(Vec<MemberId>, Msg)>, purpose: Purpose) {
+        self.send_commit(from, parts, purpose, Vec::new());
+    }
+
+    /// A commit's sync-ack send: `store` runs when it returns, before its purpose is decided.
+    pub(super) fn send_commit(
+        &mut self,
+        from: MemberId,
+        parts: Vec<(Vec<MemberId>, Msg)>,
+        purpose: Purpose,
+        store: Vec<crate::persistence::StoreOp>,
+    ) {
         self.next_token += 1;
         let token = self.next_token;
         let waiting: BTreeSet<MemberId> = parts.iter().flat_map(|(to, _)| to.iter().copied()).collect();
@@ -52,6 +68,7 @@ impl Sim {
                 error: None,
                 deadline: self.now + ACK_TIMEOUT_MS,
                 purpose,
+                store,
             },
         );
         for (to, msg) in parts {
@@ -146,6 +163,9 @@ impl Sim {
         let ok = p.error.is_none();
         let owner = p.owner;
         let owner_live = self.slot_of(owner).is_some();
+        if owner_live && let Err(e) = self.store_ops(owner, p.store) {
+            self.violation.get_or_insert(e);
+        }
         match p.purpose {
             // A client whose node crashed got no answer: as good as not acknowledged.
             Purpose::Register { client, write, value } => {

@@ -10,12 +10,14 @@ use tribes::{Member, MemberId, Membership};
 use super::check::AttrsOf;
 use super::{
     ACK_TIMEOUT_MS, ATTEMPT_TIMEOUT_MS, CHUNK_SESSIONS, DISCOVERY_WAIT_MS, DROP_TIME_MS, SYNC_INTERVAL_MS, TICK_MS,
-    TRANSFER_TIMEOUT_MS,
+    TOUCH_INTERVAL_MS, TRANSFER_TIMEOUT_MS,
 };
 use crate::core::{Core, CoreConfig};
 use crate::id::SessionId;
 use crate::joiner::JoinTimeouts;
 use crate::node::{NodeConfig, Now, SessionNode};
+use crate::persist::StoreMode;
+use crate::persistence::Persistence;
 
 pub(super) struct Node {
     pub(super) id: MemberId,
@@ -29,6 +31,8 @@ pub(super) struct Node {
     pub(super) snapshots: BTreeMap<u64, Vec<AttrsOf>>,
     /// Whether its discovery probed the configured addresses yet (at its first step).
     pub(super) probed: bool,
+    /// The store decisions, in store runs (`store.rs`).
+    pub(super) persistence: Option<Persistence>,
 }
 
 impl Node {
@@ -37,6 +41,7 @@ impl Node {
         now: u64,
         core_cfg: Arc<CoreConfig>,
         limit: Option<(usize, crate::principal::MaxSessionsPolicy)>,
+        store: bool,
     ) -> Self {
         let id = local.id();
         let cfg = NodeConfig {
@@ -62,6 +67,7 @@ impl Node {
             destroyed: BTreeSet::new(),
             snapshots: BTreeMap::new(),
             probed: false,
+            persistence: store.then(|| Persistence::new(StoreMode::WriteThrough, TOUCH_INTERVAL_MS, now)),
         }
     }
 

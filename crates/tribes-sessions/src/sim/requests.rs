@@ -49,13 +49,13 @@ impl Sim {
             }
             return Ok(());
         };
-        let _ = data;
         if roll < 30 {
-            node.core_mut().touch(now, &id);
             let me = node.id;
+            let previous = data.last_access_ms;
+            node.core_mut().touch(now, &id);
             self.oracle.sessions.insert(id, now);
             self.oracle.access_holders.insert(id, vec![me]);
-            return Ok(());
+            return self.store_touch(me, id, previous);
         }
         if roll < 34 {
             self.oracle.invalidated.insert(id);
@@ -66,6 +66,10 @@ impl Sim {
         }
         if roll < 40 {
             return self.logout_everywhere(slot);
+        }
+        if self.cfg.filter && self.rng.random_bool(0.2) {
+            let value = self.value();
+            return self.write(slot, id, vec![Op::Set(super::filter::LOCAL.into(), value)]);
         }
         let name = ATTRS[self.rng.random_range(0..ATTRS.len())];
         let op = if self.rng.random_bool(0.1) {
@@ -102,6 +106,10 @@ impl Sim {
         self.oracle.sessions.insert(id, now);
         self.oracle.access_holders.insert(id, vec![me]);
         self.perform(me, out)?;
+        let store = match commit.sends.is_empty() {
+            true => Vec::new(),
+            false => self.store_commit(me, id, commit.data.as_ref().map(|d| d.id), base),
+        };
         let parts: Vec<(Vec<MemberId>, Msg)> = commit
             .sends
             .into_iter()
@@ -111,7 +119,7 @@ impl Sim {
             })
             .collect();
         if parts.is_empty() {
-            return Ok(());
+            return self.store_ops(me, store);
         }
         let stamp = Stamp {
             version: commit.data.as_ref().map_or(base + 1, |d| d.version),
@@ -130,7 +138,7 @@ impl Sim {
                 }),
                 _ => Purpose::Done,
             };
-            self.send_sync_parts(me, parts, purpose);
+            self.send_commit(me, parts, purpose, store);
         } else {
             for (to, msg) in parts {
                 for m in to {
@@ -144,6 +152,7 @@ impl Sim {
                     );
                 }
             }
+            self.store_ops(me, store)?;
         }
         Ok(())
     }

@@ -30,6 +30,7 @@ fn sim_many_seeds() {
                 total.logins += s.logins;
                 total.logouts += s.logouts;
                 total.evictions += s.evictions;
+                total.cluster_restarts += s.cluster_restarts;
             }
             Err(e) => panic!("{e}"),
         }
@@ -114,6 +115,7 @@ fn stale_drop_keeps_the_primary_copy() {
         tombstone_ttl_ms: 600_000,
         sync_interval_ms: 0,
         max_lifetime_ms: None,
+        store_backed: false,
     });
     let (a, b) = (MemberId::from_bytes([1; 16]), MemberId::from_bytes([2; 16]));
     let mut pa = Core::new(cfg.clone(), a);
