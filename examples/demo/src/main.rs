@@ -30,9 +30,12 @@
 //! `GET /sessions-of/NAME` (behind the admin token when there is one);
 //! `--max-sessions-per-user N` limits each user's sessions across the cluster, and
 //! `--max-sessions-policy evict-oldest|refuse` says whether a login beyond it ends the
-//! oldest one or is refused (403).
+//! oldest one or is refused (403). Every cluster event (created, principal set, id
+//! changed, invalidated, evicted, expired) is logged once in the cluster, by the node that
+//! delivered it, as one `cluster event` line (`src/events.rs`).
 
 mod cart;
+mod events;
 mod login;
 mod page;
 
@@ -410,8 +413,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// The manager of `context` with the options of the file or the command line, on
-/// `store` if any.
+/// `store` if any, logging its cluster events (`src/events.rs`).
 fn manager_builder(
+    args: &Args,
+    config: Option<&tribes_axum::Config>,
+    context: &str,
+    store: &Option<(std::sync::Arc<dyn tribes_sessions::SessionStore>, StoreMode)>,
+) -> tribes_sessions::SessionManagerBuilder {
+    configured_builder(args, config, context, store).with_cluster_listener(events::log_cluster_events(context))
+}
+
+fn configured_builder(
     args: &Args,
     config: Option<&tribes_axum::Config>,
     context: &str,
