@@ -464,3 +464,129 @@ async fn inner_logout_everywhere_heal() {
         println!("{manager}: logout-everywhere heal test took {:?}", started.elapsed());
     }
 }
+
+#[test]
+fn expiries_during_a_partition_give_one_event_each_after_the_heal() {
+    let text = run_in_netns("inner_expiry_events_heal");
+    for line in text.lines().filter(|l| l.contains("expiry test took")) {
+        println!("{line}");
+    }
+}
+
+/// Exactly one `Expired` per session across a partition, for both managers (2 s idle
+/// timeout, each node's output kept): carol's session, made on a before c is cut off,
+/// expires during the partition on both sides; dave's, made on c while cut off, expires
+/// there alone. The majority side delivers carol's during the partition, c (a minority)
+/// delivers nothing, and after the heal dave's is delivered once and carol's not again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by expiries_during_a_partition_give_one_event_each_after_the_heal inside a network namespace"]
+async fn inner_expiry_events_heal() {
+    assert!(std::env::var_os(INNER).is_some(), "run through the outer test");
+    for (manager, sync) in [("delta", false), ("backup", true)] {
+        let started = std::time::Instant::now();
+        let opts = Options {
+            manager: Some(manager),
+            sync,
+            max_inactive_secs: Some(2),
+            ..Options::default()
+        };
+        let mut nodes = cluster(3, &opts);
+        nodes[2].run_as = Some(NOBODY);
+        for n in nodes.iter_mut() {
+            n.capture_logs();
+            n.start();
+        }
+        for n in &nodes {
+            wait_ready(n, 2).await;
+        }
+        let login = async |node: &DemoNode, user: &str| {
+            let browser = Browser::new();
+            let r = browser
+                .post(node.url("/login"))
+                .form(&[("user", user)])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{manager}: login of {user} on {}", node.route);
+            tribes_sessions::LogId::of_text(&browser.session_cookie(node).unwrap()).to_string()
+        };
+        // The expired lines about `session`, as (the node that logged it, the line).
+        let expired = |session: &str| -> Vec<(String, String)> {
+            let on = |n: &DemoNode| cluster_events(&n.log_lines(), "expired", session);
+            nodes
+                .iter()
+                .flat_map(|n| on(n).into_iter().map(|l| (n.route.clone(), l)))
+                .collect()
+        };
+        let events = || -> String {
+            let on = |n: &DemoNode| n.log_lines().into_iter().filter(|l| l.contains("cluster event"));
+            let all = nodes.iter().flat_map(|n| on(n).map(|l| format!("[{}] {l}", n.route)));
+            all.collect::<Vec<_>>().join("\n")
+        };
+        let wait_for = async |what: &str, done: &dyn Fn() -> bool| {
+            let start = std::time::Instant::now();
+            while !done() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(40),
+                    "{manager}: no {what} after 40 s; cluster events:\n{}",
+                    events()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+
+        // How many sessions of `user` `node` lists (asked without touching them).
+        let listed = async |node: &DemoNode, user: &str| {
+            let r = reqwest::get(node.url(&format!("/sessions-of/{user}"))).await.unwrap();
+            let v: serde_json::Value = r.json().await.unwrap();
+            v["sessions"].as_array().map_or(0, Vec::len)
+        };
+        let poll = async |what: &str, node: &DemoNode, user: &str, want: usize| {
+            let start = std::time::Instant::now();
+            while listed(node, user).await != want {
+                assert!(start.elapsed() < Duration::from_secs(20), "{manager}: {what}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+
+        // carol on a, known to c before the partition.
+        let carol = login(&nodes[0], "carol").await;
+        poll("c lists carol's session", &nodes[2], "carol", 1).await;
+        cut_off_c(&nodes).await;
+        let dave = login(&nodes[2], "dave").await;
+        wait_for("expired line for carol's session on a or b", &|| {
+            !expired(&carol).is_empty()
+        })
+        .await;
+        // dave's session expires on c: idle (not listed) after 2 s, ended by c alone a
+        // grace (4 s) later; c, a minority, does not deliver its event.
+        poll("dave's session expires on c", &nodes[2], "dave", 0).await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(expired(&dave), Vec::new(), "{manager}: c delivered on a minority side");
+        heal(&nodes).await;
+        wait_for("expired line for dave's session after the heal", &|| {
+            !expired(&dave).is_empty()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        for (user, session) in [("carol", &carol), ("dave", &dave)] {
+            let lines = expired(session);
+            assert_eq!(
+                lines.len(),
+                1,
+                "{manager}: one expired event for {user}'s session:\n{}",
+                events()
+            );
+            let (node, line) = &lines[0];
+            assert_eq!(log_field(line, "principal").as_deref(), Some(user), "{manager}: {line}");
+            assert_eq!(
+                log_field(line, "delivered_by").as_ref(),
+                Some(node),
+                "{manager}: {line}"
+            );
+        }
+        let by = expired(&carol)[0].0.clone();
+        assert_ne!(by, "c", "{manager}: carol's event came from the minority side");
+        println!("{manager}: expiry test took {:?}", started.elapsed());
+    }
+}
