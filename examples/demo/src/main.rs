@@ -420,15 +420,9 @@ fn manager_builder(
     context: &str,
     store: &Option<(std::sync::Arc<dyn tribes_sessions::SessionStore>, StoreMode)>,
 ) -> tribes_sessions::SessionManagerBuilder {
-    configured_builder(args, config, context, store).with_cluster_listener(events::log_cluster_events(context))
-}
-
-fn configured_builder(
-    args: &Args,
-    config: Option<&tribes_axum::Config>,
-    context: &str,
-    store: &Option<(std::sync::Arc<dyn tribes_sessions::SessionStore>, StoreMode)>,
-) -> tribes_sessions::SessionManagerBuilder {
+    let logged = |builder: tribes_sessions::SessionManagerBuilder| {
+        builder.with_cluster_listener(events::log_cluster_events(context))
+    };
     if let Some(c) = config {
         let mut c = c.clone();
         // The counter's context is the file's; the cart keeps its own name.
@@ -437,7 +431,7 @@ fn configured_builder(
             c.manager.replicate_attributes = None;
             c.manager.max_sessions_per_principal = None;
         }
-        let builder = c.manager();
+        let builder = logged(c.manager());
         return match store {
             Some((store, mode)) => builder.with_store(store.clone(), *mode),
             None => builder,
@@ -454,7 +448,7 @@ fn configured_builder(
         (false, true) => SendMode::UseAck,
         (false, false) => SendMode::Async,
     };
-    let mut builder = SessionManager::builder(context)
+    let mut builder = logged(SessionManager::builder(context))
         .with_kind(kind)
         .with_send_mode(send_mode)
         .with_max_inactive(Duration::from_secs(args.max_inactive_secs));
