@@ -30,9 +30,12 @@
 //! `GET /sessions-of/NAME` (behind the admin token when there is one);
 //! `--max-sessions-per-user N` limits each user's sessions across the cluster, and
 //! `--max-sessions-policy evict-oldest|refuse` says whether a login beyond it ends the
-//! oldest one or is refused (403).
+//! oldest one or is refused (403). Every cluster event (created, principal set, id
+//! changed, invalidated, evicted, expired) is logged once in the cluster, by the node that
+//! delivered it, as one `cluster event` line (`src/events.rs`).
 
 mod cart;
+mod events;
 mod login;
 mod page;
 
@@ -410,13 +413,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// The manager of `context` with the options of the file or the command line, on
-/// `store` if any.
+/// `store` if any, logging its cluster events (`src/events.rs`).
 fn manager_builder(
     args: &Args,
     config: Option<&tribes_axum::Config>,
     context: &str,
     store: &Option<(std::sync::Arc<dyn tribes_sessions::SessionStore>, StoreMode)>,
 ) -> tribes_sessions::SessionManagerBuilder {
+    let logged = |builder: tribes_sessions::SessionManagerBuilder| {
+        builder.with_cluster_listener(events::log_cluster_events(context))
+    };
     if let Some(c) = config {
         let mut c = c.clone();
         // The counter's context is the file's; the cart keeps its own name.
@@ -425,7 +431,7 @@ fn manager_builder(
             c.manager.replicate_attributes = None;
             c.manager.max_sessions_per_principal = None;
         }
-        let builder = c.manager();
+        let builder = logged(c.manager());
         return match store {
             Some((store, mode)) => builder.with_store(store.clone(), *mode),
             None => builder,
@@ -442,7 +448,7 @@ fn manager_builder(
         (false, true) => SendMode::UseAck,
         (false, false) => SendMode::Async,
     };
-    let mut builder = SessionManager::builder(context)
+    let mut builder = logged(SessionManager::builder(context))
         .with_kind(kind)
         .with_send_mode(send_mode)
         .with_max_inactive(Duration::from_secs(args.max_inactive_secs));

@@ -5,6 +5,7 @@ pub mod cdp;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -28,6 +29,8 @@ pub struct DemoNode {
     pub run_as: Option<u32>,
     /// Environment variables for the process, besides the test's own.
     pub envs: Vec<(String, String)>,
+    /// The output lines of every start so far, when [`DemoNode::capture_logs`] was called.
+    captured: Option<Arc<Mutex<Vec<String>>>>,
 }
 
 impl DemoNode {
@@ -41,6 +44,7 @@ impl DemoNode {
             child: None,
             run_as: None,
             envs: Vec::new(),
+            captured: None,
         }
     }
 
@@ -65,6 +69,19 @@ impl DemoNode {
         self.args[i + 1] = value.to_string();
     }
 
+    /// Keep the process's output (stdout and stderr, from its next start) for
+    /// [`DemoNode::log_lines`]; it is still copied to the test's stderr as [`DemoNode::start`] says.
+    pub fn capture_logs(&mut self) {
+        self.captured.get_or_insert_with(Default::default);
+    }
+
+    /// The output lines captured so far, of every start since [`DemoNode::capture_logs`]
+    /// (a killed process's last lines included: its pipes are read to the end).
+    pub fn log_lines(&self) -> Vec<String> {
+        let captured = self.captured.as_ref().expect("capture_logs() before start()");
+        captured.lock().unwrap().clone()
+    }
+
     /// Start (or restart) the process. Its log (stdout, where `tribes-demo` writes it,
     /// and stderr) goes to the test's stderr, each line prefixed with the route, when
     /// `TRIBES_TEST_LOGS` is set or under `CI=true`: nextest shows it for a failed test
@@ -77,7 +94,8 @@ impl DemoNode {
             cmd.uid(id).gid(id);
         }
         let logs = std::env::var_os("TRIBES_TEST_LOGS").is_some() || std::env::var("CI").as_deref() == Ok("true");
-        let out = || if logs { Stdio::piped() } else { Stdio::null() };
+        let piped = logs || self.captured.is_some();
+        let out = || if piped { Stdio::piped() } else { Stdio::null() };
         let mut child = cmd
             .args(&self.args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
@@ -91,11 +109,12 @@ impl DemoNode {
             .spawn()
             .expect("start tribes-demo");
         let prefix = format!("[{} pid {}]", self.route, child.id());
+        let forward = logs.then_some(prefix);
         if let Some(stdout) = child.stdout.take() {
-            forward_lines(stdout, prefix.clone());
+            forward_lines(stdout, forward.clone(), self.captured.clone());
         }
         if let Some(stderr) = child.stderr.take() {
-            forward_lines(stderr, prefix);
+            forward_lines(stderr, forward, self.captured.clone());
         }
         self.child = Some(child);
     }
@@ -134,13 +153,23 @@ impl DemoNode {
     }
 }
 
-/// Copy a node's output to this process's stderr, line by line, behind `prefix`.
-fn forward_lines(from: impl std::io::Read + Send + 'static, prefix: String) {
+/// Copy a node's output, line by line, to this process's stderr behind `prefix` (if
+/// any) and into `capture` (if any).
+fn forward_lines(
+    from: impl std::io::Read + Send + 'static,
+    prefix: Option<String>,
+    capture: Option<Arc<Mutex<Vec<String>>>>,
+) {
     std::thread::spawn(move || {
         use std::io::{BufRead, Write};
         for line in std::io::BufReader::new(from).lines() {
             let Ok(line) = line else { break };
-            let _ = writeln!(std::io::stderr().lock(), "{prefix} {line}");
+            if let Some(prefix) = &prefix {
+                let _ = writeln!(std::io::stderr().lock(), "{prefix} {line}");
+            }
+            if let Some(capture) = &capture {
+                capture.lock().unwrap().push(line);
+            }
         }
     });
 }
@@ -221,6 +250,7 @@ pub fn cluster(n: usize, opts: &Options) -> Vec<DemoNode> {
                 child: None,
                 run_as: None,
                 envs: Vec::new(),
+                captured: None,
             }
         })
         .collect()
@@ -352,4 +382,29 @@ pub async fn put_key(client: &Browser, node: &DemoNode, key: &str, value: &str) 
         .await
         .unwrap();
     assert_eq!(r.status(), 204, "PUT /session/{key} on {}", node.route);
+}
+
+/// The `cluster event` lines (the demo's `src/events.rs`) of `kind` about `session`
+/// (its log hash, `#1a2b3c4d`) among `lines`.
+pub fn cluster_events(lines: &[String], kind: &str, session: &str) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| {
+            l.contains("cluster event")
+                && log_field(l, "kind").as_deref() == Some(kind)
+                && log_field(l, "session").as_deref() == Some(session)
+        })
+        .cloned()
+        .collect()
+}
+
+/// The value of `field` in a `tracing` log line (` field=value`, or `"value"` without
+/// its quotes).
+pub fn log_field(line: &str, field: &str) -> Option<String> {
+    let start = line.find(&format!(" {field}="))? + field.len() + 2;
+    let rest = &line[start..];
+    Some(match rest.strip_prefix('"') {
+        Some(quoted) => quoted.split('"').next()?.to_string(),
+        None => rest.split(' ').next()?.to_string(),
+    })
 }
