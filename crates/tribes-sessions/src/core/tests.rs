@@ -314,7 +314,11 @@ fn a_store_backed_node_that_started_alone_holds_expiry_events_until_it_meets_the
         c.handle_tick(t, &mut out);
     }
     assert!(!c.contains(&id), "the session itself expires on time");
-    assert_eq!(expired_events(&out), 0, "delivered while possibly one half of two: {out:?}");
+    assert_eq!(
+        expired_events(&out),
+        0,
+        "delivered while possibly one half of two: {out:?}"
+    );
     assert_eq!(c.pending_expiries(), 1, "the event is held, not lost");
     c.handle_tick(600_000, &mut out);
     assert_eq!(expired_events(&out), 1, "delivered once the wait is over: {out:?}");

@@ -118,8 +118,11 @@ impl SimConfig {
             store: rng.random_bool(0.25),
             // Off: with it on, about 20 of the 2,000 seeds fail (acknowledged writes of
             // the register clients lost around a rotation), not diagnosed yet.
-            rotation: false,
             filter: rng.random_bool(0.5),
+            // Off unless TRIBES_SIM_ROTATION is set (then half the seeds draw it): with it
+            // on, 14 of the 2,000 seeds fail (acknowledged writes of the register clients
+            // lost or read stale around a rotation; docs/simulation.md), not fixed yet.
+            rotation: std::env::var_os("TRIBES_SIM_ROTATION").is_some() && rng.random_bool(0.5),
         }
     }
 }
@@ -534,6 +537,12 @@ impl Sim {
         // A node that missed a rotation hears of its old id through anti-entropy as
         // expired (a tombstone does not say why): not an expiry of the session (known
         // gap, see docs/simulation.md).
+        if reason == DestroyReason::Expired {
+            // Whoever destroyed it as expired reports it, renamed or not (a rotation that
+            // reached no live node leaves the old id to expire).
+            self.note_expired_on(owner, id);
+            self.store_expired(owner, id)?;
+        }
         if reason == DestroyReason::Expired && !self.oracle.renamed.contains_key(&id) {
             let last = self.oracle.sessions.get(&id).copied().unwrap_or(0);
             let live: BTreeSet<MemberId> = self.nodes.iter().flatten().map(|n| n.id).collect();
@@ -552,8 +561,6 @@ impl Sim {
                 self.now - last
             );
             self.oracle.expired.insert(id);
-            self.note_expired_on(owner, id);
-            self.store_expired(owner, id)?;
         }
         if let Some(node) = self.node(owner) {
             node.destroyed.insert(id);
