@@ -27,8 +27,10 @@ mod backup;
 mod expiry;
 mod expiry_events;
 mod principals;
+mod rename;
 mod table;
 
+use rename::Tomb;
 use table::SessionTable;
 
 pub(crate) type Filter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
@@ -116,7 +118,7 @@ pub(crate) struct Core {
     local: MemberId,
     writer: u64,
     sessions: SessionTable,
-    tombs: HashMap<SessionId, u64>,
+    tombs: HashMap<SessionId, Tomb>,
     servers: Vec<MemberId>,
     touches: HashMap<SessionId, u64>,
     transferring: bool,
@@ -407,18 +409,33 @@ impl Core {
     }
 
     fn tombstone(&mut self, id: SessionId, now_ms: u64) {
-        self.tombs.insert(id, now_ms);
+        self.tombs.insert(
+            id,
+            Tomb {
+                at_ms: now_ms,
+                renamed_to: None,
+            },
+        );
         self.touches.remove(&id);
     }
 
     /// Applies a delta; returns the session's id afterwards (`None` when it is gone).
     fn apply_delta(&mut self, d: &Delta, origin: Origin, out: &mut Vec<Effect>) -> Option<SessionId> {
+        if let Some(moved) = self.follow_rename(d) {
+            // Made before a rotation this node applied already (a repair overtook it).
+            return self.apply_delta(&moved, origin, out);
+        }
         if self.tombs.contains_key(&d.id) {
             self.counters.dropped_gone += 1;
             tracing::debug!(context = %self.cfg.context, session = %d.id.log_id(), "late delta for a destroyed session dropped");
             return None;
         }
         let mut created = false;
+        if !self.sessions.contains_key(&d.id) && d.ops.iter().all(|o| matches!(o, Op::ChangeId(_))) {
+            // A rename of a session this node does not hold: nothing to rename (an empty
+            // copy under the new id would only hide the real one; a repair brings it).
+            return None;
+        }
         if !self.sessions.contains_key(&d.id) {
             {
                 let created_ms = d
@@ -536,6 +553,9 @@ impl Core {
             let mut s = self.sessions.remove(&id).expect("present");
             s.id = new;
             self.tombstone(id, d.at_ms);
+            if let Some(t) = self.tombs.get_mut(&id) {
+                t.renamed_to = Some(new);
+            }
             if self.tombs.contains_key(&new) {
                 return None;
             }
@@ -556,6 +576,9 @@ impl Core {
     }
 
     fn merge_full(&mut self, data: &SessionData, origin: Origin, out: &mut Vec<Effect>) -> bool {
+        if let Some(new) = self.renamed_to(&data.id) {
+            return self.merge_into_renamed(data, new);
+        }
         if self.tombs.contains_key(&data.id) {
             self.counters.dropped_gone += 1;
             return false;
@@ -735,6 +758,10 @@ impl Core {
                 let k = self.backup_count();
                 let backup = matches!(self.cfg.kind, ManagerKind::Backup { .. });
                 for data in &sessions {
+                    if let Some(new) = self.renamed_to(&data.id) {
+                        // The sender missed a rotation: it renames its copy too.
+                        self.send_rename(from, data.id, new, now_ms, out);
+                    }
                     self.merge_full(data, Origin::Replicated, out);
                     // A copy handed over by a member placement does not put it on: merged
                     // here (the primary), so the sender may drop it now.

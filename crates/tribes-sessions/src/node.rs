@@ -429,6 +429,9 @@ impl SessionNode {
                 });
             }
             Msg::Chunk { request, sessions } => {
+                // Only a member that serves the context streams its sessions (its Hello
+                // may have been lost): replicate to it from now on.
+                self.add_server_on_message(now, from);
                 if let Phase::Transferring(j) = &mut self.phase
                     && j.on_chunk(request, sessions.len() as u64)
                 {
@@ -436,6 +439,7 @@ impl SessionNode {
                 }
             }
             Msg::Done { request, sessions } => {
+                self.add_server_on_message(now, from);
                 tracing::debug!(context = %self.context(), sessions, "state transfer: every session sent");
                 if let Phase::Transferring(j) = &mut self.phase {
                     j.on_done(request);

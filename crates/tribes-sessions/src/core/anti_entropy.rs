@@ -181,11 +181,13 @@ impl Core {
             .into_iter()
             .filter(|(id, _, _)| differ.contains(&bucket_of(id)))
             .collect();
+        // A renamed id is not listed: its holder sends its copy, which follows the new id
+        // (`core/rename.rs`), instead of destroying it.
         let gone: Vec<SessionId> = self
             .tombs
-            .keys()
-            .filter(|id| differ.contains(&bucket_of(id)))
-            .copied()
+            .iter()
+            .filter(|(id, t)| t.renamed_to.is_none() && differ.contains(&bucket_of(id)))
+            .map(|(id, _)| *id)
             .collect();
         out.push(Effect::Send(
             vec![from],
@@ -236,7 +238,10 @@ impl Core {
             }
             if self.tombs.contains_key(&id) {
                 if theirs.contains_key(&id) {
-                    expired.push(id);
+                    match self.renamed_to(&id) {
+                        Some(new) => self.send_rename(from, id, new, now_ms, out),
+                        None => expired.push(id),
+                    }
                 }
                 continue;
             }

@@ -57,7 +57,7 @@ impl Core {
         }
         self.fetched.retain(|_, at| at.saturating_add(FETCH_HOLD_MS) > now_ms);
         let ttl = self.cfg.tombstone_ttl_ms;
-        self.tombs.retain(|_, at| at.saturating_add(ttl) > now_ms);
+        self.tombs.retain(|_, t| t.at_ms.saturating_add(ttl) > now_ms);
         self.forget_logouts(now_ms);
         self.check_logouts(now_ms, out);
         self.deliver_expiries(now_ms, out);

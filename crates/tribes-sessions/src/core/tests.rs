@@ -334,3 +334,108 @@ fn a_store_backed_node_that_started_alone_holds_expiry_events_until_it_meets_the
     c.handle_tick(20_000, &mut out);
     assert_eq!(expired_events(&out), 1, "{out:?}");
 }
+
+/// Two DeltaManager cores that repair each other every second.
+fn delta_pair() -> (Vec<Core>, Vec<MemberId>) {
+    let cfg = Arc::new(CoreConfig {
+        context: "/t".into(),
+        kind: ManagerKind::Delta,
+        replication: ReplicationMode::Deltas,
+        filter: None,
+        max_active: None,
+        max_inactive_ms: 600_000,
+        grace_ms: 1_000,
+        touch_interval_ms: 1_000,
+        tombstone_ttl_ms: 600_000,
+        sync_interval_ms: 1_000,
+        max_lifetime_ms: None,
+        store_backed: false,
+    });
+    let ids: Vec<MemberId> = (1..=2).map(|i| MemberId::from_bytes([i; 16])).collect();
+    let cores = ids
+        .iter()
+        .map(|me| {
+            let mut c = Core::new(cfg.clone(), *me);
+            c.handle_servers_changed(ids.iter().copied().filter(|m| m != me).collect(), &mut Vec::new());
+            c.finish_transfer(0, &mut Vec::new());
+            c
+        })
+        .collect();
+    (cores, ids)
+}
+
+/// Seed 68 of the simulation with id rotation: one side of a partition changed a
+/// session's id while the other side wrote to it under the old id; at the heal the
+/// repair destroyed the old id's copy, and the acknowledged write with it.
+#[test]
+fn a_copy_that_missed_a_rotation_merges_into_the_new_id_at_the_repair() {
+    let (mut cores, ids) = delta_pair();
+    let old = SessionId::from_bytes([1; 16]);
+    let new = SessionId::from_bytes([2; 16]);
+    cores[0].create(0, old, "a".into()).unwrap();
+    commit_at(&mut cores, &ids, 0, old, vec![Op::Set("n".into(), blob(1))], 1);
+    assert!(cores[1].contains(&old));
+    // Partitioned: node 0 changes the id, node 1 writes; neither send arrives.
+    let base = cores[0].get(2, &old).unwrap().version;
+    cores[0]
+        .commit(2, old, base, vec![Op::ChangeId(new)], false, &mut Vec::new())
+        .unwrap();
+    let base = cores[1].get(3, &old).unwrap().version;
+    cores[1]
+        .commit(
+            3,
+            old,
+            base,
+            vec![Op::Set("cart".into(), blob(7))],
+            false,
+            &mut Vec::new(),
+        )
+        .unwrap();
+    // The heal: repair rounds started by either side.
+    for (i, t) in [(0, 2_000), (1, 4_000), (0, 6_000), (1, 8_000)] {
+        let mut out = Vec::new();
+        cores[i].handle_tick(t, &mut out);
+        pump(&mut cores, &ids, i, effects_to_sends(out), t);
+    }
+    for (i, c) in cores.iter().enumerate() {
+        assert!(!c.contains(&old), "node {i} still holds the old id");
+        let d = c.export(&new).unwrap_or_else(|| panic!("node {i} lacks the new id"));
+        assert!(d.attr("n").is_some(), "node {i} lost the write before the rotation");
+        assert!(
+            d.attr("cart").is_some(),
+            "node {i} lost the write made under the old id"
+        );
+    }
+}
+
+/// Seed 930 of the simulation with id rotation: a write made just before a rotation
+/// reached a node after a repair had renamed its copy already, and was dropped as a
+/// late delta for a destroyed session.
+#[test]
+fn a_delta_for_an_id_renamed_here_already_applies_to_the_new_id() {
+    let (mut cores, ids) = delta_pair();
+    let old = SessionId::from_bytes([1; 16]);
+    let new = SessionId::from_bytes([2; 16]);
+    cores[0].create(0, old, "a".into()).unwrap();
+    commit_at(&mut cores, &ids, 0, old, vec![Op::Set("n".into(), blob(1))], 1);
+    // Node 0 writes and changes the id in one commit; its delta is late on the wire.
+    let base = cores[0].get(2, &old).unwrap().version;
+    let late = cores[0]
+        .commit(
+            2,
+            old,
+            base,
+            vec![Op::Set("n".into(), blob(2)), Op::ChangeId(new)],
+            false,
+            &mut Vec::new(),
+        )
+        .unwrap();
+    // A repair overtakes it: node 1 renames its copy first.
+    let mut out = Vec::new();
+    cores[0].send_rename(ids[1], old, new, 3, &mut out);
+    pump(&mut cores, &ids, 0, effects_to_sends(out), 3);
+    assert!(cores[1].contains(&new) && !cores[1].contains(&old));
+    pump(&mut cores, &ids, 0, late.sends, 4);
+    let n = cores[1].export(&new).and_then(|d| d.value("n").map(|b| b.to_vec()));
+    assert_eq!(n, Some(vec![2]), "the write made with the rotation was dropped");
+}

@@ -144,6 +144,39 @@ fn a_member_whose_hello_is_not_answered_is_still_asked_for_the_sessions() {
     );
 }
 
+/// Seed 100 of the simulation with id rotation: a joiner's `Hello` to the only member was
+/// lost, it received that member's sessions all the same, then served without counting
+/// it as a server, so a sync-ack write there was acknowledged with no copy elsewhere and
+/// a round-robin read on the other node went back.
+#[test]
+fn a_member_that_streamed_its_sessions_to_a_joiner_is_a_server_of_the_joiner() {
+    let mut n = node(member(1, 300));
+    let source = member(2, 100).id();
+    n.handle_member_up(at(10), member(2, 100), false);
+    n.handle_timeout(at(500));
+    let hello = acked(&n.drain_outputs());
+    n.handle_send_result(at(2_500), hello[0].0, Delivered::TimedOut(2_000));
+    let ask = acked(&n.drain_outputs());
+    let [(token, _, Msg::GetAll { request })] = ask.as_slice() else {
+        panic!("expected one GetAll, got {ask:?}")
+    };
+    n.handle_send_result(at(2_550), *token, Delivered::Acked);
+    n.handle_message(
+        at(2_600),
+        source,
+        Msg::Done {
+            request: *request,
+            sessions: 0,
+        },
+    );
+    n.drain_outputs();
+    n.serve(at(2_600), false);
+    assert!(
+        n.core().servers().contains(&source),
+        "served without replicating to the member it received its sessions from"
+    );
+}
+
 #[test]
 fn a_snapshot_streams_chunk_after_acked_chunk_then_done_and_stops_on_a_failure() {
     let joiner = member(2, 900);

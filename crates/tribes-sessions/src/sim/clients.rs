@@ -27,6 +27,7 @@ use super::node::clocks;
 use super::{AckedWrite, MAX_INACTIVE_MS, Purpose, Sim};
 use crate::data::{Blob, Op, Stamp, writer_of};
 use crate::id::SessionId;
+use crate::kind::ManagerKind;
 use crate::wire::Msg;
 
 /// How many register clients a run has.
@@ -332,7 +333,15 @@ impl Sim {
         };
         let mut parts: Vec<(Vec<MemberId>, Msg)> = commit.sends;
         parts.iter_mut().for_each(|(to, _)| to.sort());
-        let holders = super::holders_of(&parts, me);
+        let holders = match rotation.is_some() && matches!(self.cfg.kind, ManagerKind::Backup { .. }) {
+            // The old id's copies elsewhere take the new id and are dropped where placement
+            // does not put it: only the new id's holders keep this write.
+            true => {
+                let kept: Vec<(Vec<MemberId>, Msg)> = parts.iter().filter(|(_, m)| !is_rename(m)).cloned().collect();
+                super::holders_of(&kept, me)
+            }
+            false => super::holders_of(&parts, me),
+        };
         let write = AckedWrite {
             id,
             name: ATTR,
@@ -358,4 +367,9 @@ impl Sim {
         }
         Ok(())
     }
+}
+
+/// A delta that changes a session's id.
+fn is_rename(msg: &Msg) -> bool {
+    matches!(msg, Msg::Delta(d) if d.ops.iter().any(|o| matches!(o, Op::ChangeId(_))))
 }

@@ -32,6 +32,7 @@ impl Sim {
     /// follows it.
     pub(super) fn rotated(&mut self, old: SessionId, new: SessionId) {
         self.trace(|| format!("ROTATE {old} -> {new}"));
+        self.stats.rotations += 1;
         self.oracle.renamed.insert(old, new);
         let last = self.oracle.sessions.get(&old).copied().unwrap_or(self.now);
         self.oracle.sessions.insert(new, last);

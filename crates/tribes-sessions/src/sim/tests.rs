@@ -31,6 +31,7 @@ fn sim_many_seeds() {
                 total.logouts += s.logouts;
                 total.evictions += s.evictions;
                 total.cluster_restarts += s.cluster_restarts;
+                total.rotations += s.rotations;
             }
             Err(e) => panic!("{e}"),
         }
