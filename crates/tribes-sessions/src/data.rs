@@ -14,9 +14,10 @@ use tribes::MemberId;
 use crate::id::SessionId;
 
 /// A byte string, shared when copied (a session handed to a request copies no value), sent
-/// as MessagePack `bin`.
+/// as MessagePack `bin`. An `Arc<[u8]>` (16 bytes) rather than `Bytes` (32): one per
+/// attribute of every session held, so its size is memory per session.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub(crate) struct Blob(pub(crate) bytes::Bytes);
+pub(crate) struct Blob(pub(crate) Arc<[u8]>);
 
 impl Serialize for Blob {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -26,7 +27,7 @@ impl Serialize for Blob {
 
 impl<'de> Deserialize<'de> for Blob {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Blob(bytes::Bytes::deserialize(d)?))
+        Ok(Blob(serde_bytes::ByteBuf::deserialize(d)?.into_vec().into()))
     }
 }
 
