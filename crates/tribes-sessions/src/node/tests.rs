@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use super::*;
 use crate::id::SessionId;
-use crate::kind::ReplicationMode;
+use crate::kind::{ManagerKind, ReplicationMode};
 
 fn member(i: u8, started_at_ms: u64) -> Member {
     let addr = SocketAddr::from(([127, 0, 0, i], 4000));
