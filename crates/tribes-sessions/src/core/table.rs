@@ -2,10 +2,14 @@
 //! goes through [`SessionTable::insert`], [`SessionTable::remove`] or the guard of
 //! [`SessionTable::get_mut`], which re-reads the session's principal when it is dropped,
 //! so no code path can change a session and leave the index behind.
+//!
+//! The same paths share attribute names: every session holding a `cart` points at one
+//! `cart` string (one allocation per name, not one per session and name).
 
-use std::collections::HashMap;
 use std::collections::hash_map::{Keys, Values};
+use std::collections::{HashMap, HashSet};
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 
 use crate::data::SessionData;
 use crate::id::SessionId;
@@ -18,6 +22,38 @@ pub(crate) struct SessionTable {
     /// Sessions that got a principal since the last [`SessionTable::take_fresh`] (the
     /// core checks them against the logouts it knows).
     fresh: Vec<SessionId>,
+    names: Names,
+}
+
+/// The attribute names of the sessions held, one string each.
+#[derive(Default)]
+struct Names {
+    set: HashSet<Arc<str>>,
+    /// The size after the last sweep of names no session uses any more.
+    swept: usize,
+}
+
+impl Names {
+    /// Points `data`'s attribute names at the shared strings. A name already shared has
+    /// more than one owner and is skipped without a lookup.
+    fn share(&mut self, data: &mut SessionData) {
+        for a in &mut data.attrs {
+            if Arc::strong_count(&a.name) > 1 {
+                continue;
+            }
+            match self.set.get(&a.name) {
+                Some(shared) => a.name = shared.clone(),
+                None => {
+                    self.set.insert(a.name.clone());
+                }
+            }
+        }
+        if self.set.len() > 2 * self.swept + 64 {
+            // Names only this table still holds (their sessions are gone).
+            self.set.retain(|n| Arc::strong_count(n) > 1);
+            self.swept = self.set.len();
+        }
+    }
 }
 
 /// A session borrowed for a change; the index is brought up to date when it is dropped.
@@ -25,6 +61,7 @@ pub(crate) struct EntryMut<'a> {
     data: &'a mut SessionData,
     index: &'a mut PrincipalIndex,
     fresh: &'a mut Vec<SessionId>,
+    names: &'a mut Names,
 }
 
 impl Deref for EntryMut<'_> {
@@ -42,6 +79,7 @@ impl DerefMut for EntryMut<'_> {
 
 impl Drop for EntryMut<'_> {
     fn drop(&mut self) {
+        self.names.share(self.data);
         if self.index.update(self.data) {
             self.fresh.push(self.data.id);
         }
@@ -59,11 +97,13 @@ impl SessionTable {
             data,
             index: &mut self.index,
             fresh: &mut self.fresh,
+            names: &mut self.names,
         })
     }
 
-    pub(crate) fn insert(&mut self, id: SessionId, data: SessionData) -> Option<SessionData> {
+    pub(crate) fn insert(&mut self, id: SessionId, mut data: SessionData) -> Option<SessionData> {
         debug_assert_eq!(id, data.id);
+        self.names.share(&mut data);
         if self.index.update(&data) {
             self.fresh.push(id);
         }
@@ -167,5 +207,34 @@ mod tests {
         assert_eq!(table.index().ids_of("alice"), vec![new]);
         table.remove(&new);
         assert!(table.index().ids_of("alice").is_empty());
+    }
+
+    #[test]
+    fn sessions_share_one_string_per_attribute_name_and_unused_names_are_swept() {
+        let mut table = SessionTable::default();
+        let stamp = Stamp { version: 1, writer: 1 };
+        for i in 0..200u8 {
+            let id = SessionId::from_bytes([i; 16]);
+            table.insert(id, SessionData::new(id, "a".into(), 0, 1000));
+            // Each write brings its own copy of the name, as a request or a delta does.
+            table
+                .get_mut(&id)
+                .expect("held")
+                .write_attr("cart", Some(Blob(vec![i].into())), stamp);
+        }
+        let names: Vec<&Arc<str>> = table.values().map(|d| &d.attrs[0].name).collect();
+        assert!(names.windows(2).all(|w| Arc::ptr_eq(w[0], w[1])), "one string per name");
+        // Names nobody uses any more do not pile up.
+        for i in 0..200u8 {
+            table.remove(&SessionId::from_bytes([i; 16]));
+        }
+        for i in 0..200u8 {
+            let id = SessionId::from_bytes([i; 16]);
+            let mut d = SessionData::new(id, "a".into(), 0, 1000);
+            d.write_attr(&format!("item-{i}"), Some(Blob(vec![i].into())), stamp);
+            table.insert(id, d);
+            table.remove(&id);
+        }
+        assert!(table.names.set.len() < 150, "{} names kept", table.names.set.len());
     }
 }
