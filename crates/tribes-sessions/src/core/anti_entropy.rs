@@ -239,7 +239,7 @@ impl Core {
             if self.tombs.contains_key(&id) {
                 if theirs.contains_key(&id) {
                     match self.renamed_to(&id) {
-                        Some(new) => self.send_rename(from, id, new, now_ms, out),
+                        Some(new) => self.send_rename(from, id, new, out),
                         None => expired.push(id),
                     }
                 }

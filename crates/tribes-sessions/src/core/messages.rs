@@ -47,7 +47,7 @@ impl Core {
                 for data in &sessions {
                     if let Some(new) = self.renamed_to(&data.id) {
                         // The sender missed a rotation: it renames its copy too.
-                        self.send_rename(from, data.id, new, now_ms, out);
+                        self.send_rename(from, data.id, new, out);
                     }
                     self.merge_full(data, Origin::Replicated, out);
                     // A copy handed over by a member placement does not put it on: merged

@@ -32,15 +32,9 @@ impl Core {
 
     /// `member` holds a copy of `old`, which was renamed to `new`: it applies the rename
     /// too (a `ChangeId` made against no version: it changes no attribute, so it wins
-    /// nothing it should not).
-    pub(super) fn send_rename(
-        &self,
-        member: MemberId,
-        old: SessionId,
-        new: SessionId,
-        now_ms: u64,
-        out: &mut Vec<Effect>,
-    ) {
+    /// nothing it should not; dated when the rename happened here, so it is no access).
+    pub(super) fn send_rename(&self, member: MemberId, old: SessionId, new: SessionId, out: &mut Vec<Effect>) {
+        let at_ms = self.tombs.get(&old).map_or(0, |t| t.at_ms);
         let delta = Delta {
             id: old,
             base: u64::MAX,
@@ -48,7 +42,7 @@ impl Core {
                 version: 0,
                 writer: self.writer,
             },
-            at_ms: now_ms,
+            at_ms,
             ops: vec![Op::ChangeId(new)],
         };
         out.push(Effect::Send(vec![member], Msg::Delta(delta)));

@@ -432,7 +432,7 @@ fn a_delta_for_an_id_renamed_here_already_applies_to_the_new_id() {
         .unwrap();
     // A repair overtakes it: node 1 renames its copy first.
     let mut out = Vec::new();
-    cores[0].send_rename(ids[1], old, new, 3, &mut out);
+    cores[0].send_rename(ids[1], old, new, &mut out);
     pump(&mut cores, &ids, 0, effects_to_sends(out), 3);
     assert!(cores[1].contains(&new) && !cores[1].contains(&old));
     pump(&mut cores, &ids, 0, late.sends, 4);
