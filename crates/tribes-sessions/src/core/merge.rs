@@ -24,11 +24,11 @@ pub(super) fn concurrent(a: &SessionData, b: &SessionData, replicate: &dyn Fn(&s
 impl Core {
     /// Applies a delta; returns the session's id afterwards (`None` when it is gone).
     pub(super) fn apply_delta(&mut self, d: &Delta, origin: Origin, out: &mut Vec<Effect>) -> Option<SessionId> {
-        if let Some(moved) = self.follow_rename(d) {
-            // Made before a rotation this node applied already (a repair overtook it).
-            return self.apply_delta(&moved, origin, out);
-        }
-        if self.tombs.contains_key(&d.id) {
+        if let Some(tomb) = self.tombs.get(&d.id) {
+            if let Some(moved) = tomb.renamed_to.and_then(|new| self.follow_rename(d, new)) {
+                // Made before a rotation this node applied already (a repair overtook it).
+                return self.apply_delta(&moved, origin, out);
+            }
             self.counters.dropped_gone += 1;
             tracing::debug!(context = %self.cfg.context, session = %d.id.log_id(), "late delta for a destroyed session dropped");
             return None;
@@ -179,10 +179,10 @@ impl Core {
     }
 
     pub(super) fn merge_full(&mut self, data: &SessionData, origin: Origin, out: &mut Vec<Effect>) -> bool {
-        if let Some(new) = self.renamed_to(&data.id) {
-            return self.merge_into_renamed(data, new);
-        }
-        if self.tombs.contains_key(&data.id) {
+        if let Some(tomb) = self.tombs.get(&data.id) {
+            if let Some(new) = tomb.renamed_to {
+                return self.merge_into_renamed(data, new);
+            }
             self.counters.dropped_gone += 1;
             return false;
         }

@@ -67,10 +67,9 @@ impl Core {
         true
     }
 
-    /// A delta for an id renamed here: the same changes for the new id (its `ChangeId`
-    /// left out), or `None` when it is not for a renamed id or changes nothing else.
-    pub(super) fn follow_rename(&self, d: &Delta) -> Option<Delta> {
-        let new = self.renamed_to(&d.id)?;
+    /// A delta for `d.id`, renamed here to `new`: the same changes for the new id (its
+    /// `ChangeId` left out), or `None` when it changes nothing else or `new` is gone too.
+    pub(super) fn follow_rename(&self, d: &Delta, new: SessionId) -> Option<Delta> {
         let ops: Vec<Op> = d
             .ops
             .iter()
