@@ -58,6 +58,29 @@ pub(crate) struct CoreConfig {
     pub(crate) store_backed: bool,
 }
 
+#[cfg(test)]
+impl CoreConfig {
+    /// Settings for unit tests: context `/t`, deltas, no filter, idle after 10 minutes,
+    /// 1 s grace and touch interval, no anti-entropy rounds, no store. Tests change what
+    /// they need with `..CoreConfig::for_tests(kind)`.
+    pub(crate) fn for_tests(kind: ManagerKind) -> Self {
+        CoreConfig {
+            context: "/t".into(),
+            kind,
+            replication: ReplicationMode::Deltas,
+            filter: None,
+            max_active: None,
+            max_inactive_ms: 600_000,
+            grace_ms: 1_000,
+            touch_interval_ms: 1_000,
+            tombstone_ttl_ms: 600_000,
+            sync_interval_ms: 0,
+            max_lifetime_ms: None,
+            store_backed: false,
+        }
+    }
+}
+
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Effect {

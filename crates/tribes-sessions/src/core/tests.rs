@@ -4,18 +4,9 @@ use super::*;
 
 fn core(max_lifetime_ms: Option<u64>) -> Core {
     let cfg = Arc::new(CoreConfig {
-        context: "/t".into(),
-        kind: ManagerKind::Delta,
-        replication: ReplicationMode::Deltas,
-        filter: None,
-        max_active: None,
         max_inactive_ms: 10_000,
-        grace_ms: 1_000,
-        touch_interval_ms: 1_000,
-        tombstone_ttl_ms: 600_000,
-        sync_interval_ms: 0,
         max_lifetime_ms,
-        store_backed: false,
+        ..CoreConfig::for_tests(ManagerKind::Delta)
     });
     let mut c = Core::new(cfg, MemberId::from_bytes([1; 16]));
     c.handle_servers_changed(vec![MemberId::from_bytes([2; 16])], &mut Vec::new());
@@ -54,20 +45,16 @@ fn an_active_session_ends_at_its_max_lifetime_everywhere() {
 // ----- three BackupManager cores and a message pump that delivers in order -----
 
 fn backup_cluster(n: u8, filter: Option<Filter>) -> (Vec<Core>, Vec<MemberId>) {
-    let cfg = Arc::new(CoreConfig {
-        context: "/t".into(),
-        kind: ManagerKind::Backup { backup_count: 1 },
-        replication: ReplicationMode::Deltas,
+    let cfg = CoreConfig {
         filter,
-        max_active: None,
-        max_inactive_ms: 600_000,
-        grace_ms: 1_000,
-        touch_interval_ms: 1_000,
-        tombstone_ttl_ms: 600_000,
-        sync_interval_ms: 0,
-        max_lifetime_ms: None,
-        store_backed: false,
-    });
+        ..CoreConfig::for_tests(ManagerKind::Backup { backup_count: 1 })
+    };
+    cluster(cfg, n)
+}
+
+/// `n` cores that serve together, their state transfers done.
+fn cluster(cfg: CoreConfig, n: u8) -> (Vec<Core>, Vec<MemberId>) {
+    let cfg = Arc::new(cfg);
     let ids: Vec<MemberId> = (1..=n).map(|i| MemberId::from_bytes([i; 16])).collect();
     let cores = ids
         .iter()
@@ -271,18 +258,9 @@ fn a_late_drop_does_not_take_a_copy_fetched_for_a_request() {
 /// A core alone from its start, with or without a store behind it.
 fn lone_core(store_backed: bool) -> Core {
     let cfg = Arc::new(CoreConfig {
-        context: "/t".into(),
-        kind: ManagerKind::Delta,
-        replication: ReplicationMode::Deltas,
-        filter: None,
-        max_active: None,
         max_inactive_ms: 10_000,
-        grace_ms: 1_000,
-        touch_interval_ms: 1_000,
-        tombstone_ttl_ms: 600_000,
-        sync_interval_ms: 0,
-        max_lifetime_ms: None,
         store_backed,
+        ..CoreConfig::for_tests(ManagerKind::Delta)
     });
     Core::new(cfg, MemberId::from_bytes([1; 16]))
 }
@@ -337,31 +315,11 @@ fn a_store_backed_node_that_started_alone_holds_expiry_events_until_it_meets_the
 
 /// Two DeltaManager cores that repair each other every second.
 fn delta_pair() -> (Vec<Core>, Vec<MemberId>) {
-    let cfg = Arc::new(CoreConfig {
-        context: "/t".into(),
-        kind: ManagerKind::Delta,
-        replication: ReplicationMode::Deltas,
-        filter: None,
-        max_active: None,
-        max_inactive_ms: 600_000,
-        grace_ms: 1_000,
-        touch_interval_ms: 1_000,
-        tombstone_ttl_ms: 600_000,
+    let cfg = CoreConfig {
         sync_interval_ms: 1_000,
-        max_lifetime_ms: None,
-        store_backed: false,
-    });
-    let ids: Vec<MemberId> = (1..=2).map(|i| MemberId::from_bytes([i; 16])).collect();
-    let cores = ids
-        .iter()
-        .map(|me| {
-            let mut c = Core::new(cfg.clone(), *me);
-            c.handle_servers_changed(ids.iter().copied().filter(|m| m != me).collect(), &mut Vec::new());
-            c.finish_transfer(0, &mut Vec::new());
-            c
-        })
-        .collect();
-    (cores, ids)
+        ..CoreConfig::for_tests(ManagerKind::Delta)
+    };
+    cluster(cfg, 2)
 }
 
 /// Seed 68 of the simulation with id rotation: one side of a partition changed a

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use super::*;
 use crate::id::SessionId;
-use crate::kind::{ManagerKind, ReplicationMode};
+use crate::kind::ManagerKind;
 
 fn member(i: u8, started_at_ms: u64) -> Member {
     let addr = SocketAddr::from(([127, 0, 0, i], 4000));
@@ -21,18 +21,8 @@ fn at(ms: u64) -> Now {
 
 fn node(local: Member) -> SessionNode {
     let core = Arc::new(CoreConfig {
-        context: "/t".into(),
-        kind: ManagerKind::Delta,
-        replication: ReplicationMode::Deltas,
-        filter: None,
-        max_active: None,
         max_inactive_ms: 60_000,
-        grace_ms: 1_000,
-        touch_interval_ms: 1_000,
-        tombstone_ttl_ms: 600_000,
-        sync_interval_ms: 0,
-        max_lifetime_ms: None,
-        store_backed: false,
+        ..CoreConfig::for_tests(ManagerKind::Delta)
     });
     let cfg = NodeConfig {
         local,
