@@ -56,13 +56,8 @@ async fn expiry_after_kill_9(manager: &'static str, sync: bool) {
 
     // alice logs in on a: a serves her session last.
     let alice = Browser::new();
-    let r = alice
-        .post(nodes[0].url("/login"))
-        .form(&[("user", "alice")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{manager}: login on a");
+    let (status, _) = login(&alice, &nodes[0], "alice").await;
+    assert_eq!(status, 200, "{manager}: login on a");
     let cookie = alice.session_cookie(&nodes[0]).expect("a session cookie");
     let session = LogId::of_text(&cookie).to_string();
     // Replicated before the kill (b and c list her one session, served by a), asked

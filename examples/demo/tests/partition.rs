@@ -139,12 +139,7 @@ async fn inner_partition_and_heal() {
     assert!(std::env::var_os(INNER).is_some(), "run through partition_and_heal");
     let mut nodes = cluster(3, &Options::default());
     nodes[2].run_as = Some(NOBODY);
-    for n in nodes.iter_mut() {
-        n.start();
-    }
-    for n in &nodes {
-        wait_ready(n, 2).await;
-    }
+    start_all(&mut nodes).await;
     let (a, c) = (&nodes[0], &nodes[2]);
 
     // Users who will log out on c during the partition: their sessions are made on a
@@ -374,22 +369,12 @@ async fn inner_logout_everywhere_heal() {
             },
         );
         nodes[2].run_as = Some(NOBODY);
-        for n in nodes.iter_mut() {
-            n.start();
-        }
-        for n in &nodes {
-            wait_ready(n, 2).await;
-        }
+        start_all(&mut nodes).await;
         let (a, c) = (&nodes[0], &nodes[2]);
         let login = async |node: &DemoNode| {
             let browser = Browser::new();
-            let r = browser
-                .post(node.url("/login"))
-                .form(&[("user", "alice")])
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200, "{manager}: login on {}", node.route);
+            let (status, _) = common::login(&browser, node, "alice").await;
+            assert_eq!(status, 200, "{manager}: login on {}", node.route);
             cookie_of(&browser, node)
         };
         let eventually = async |on: &[DemoNode], what: &str, cookie: &str, expected: (u16, &str)| {
@@ -501,13 +486,8 @@ async fn inner_expiry_events_heal() {
         }
         let login = async |node: &DemoNode, user: &str| {
             let browser = Browser::new();
-            let r = browser
-                .post(node.url("/login"))
-                .form(&[("user", user)])
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200, "{manager}: login of {user} on {}", node.route);
+            let (status, _) = common::login(&browser, node, user).await;
+            assert_eq!(status, 200, "{manager}: login of {user} on {}", node.route);
             tribes_sessions::LogId::of_text(&browser.session_cookie(node).unwrap()).to_string()
         };
         // The expired lines about `session`, as (the node that logged it, the line).

@@ -36,17 +36,6 @@ async fn start(manager: &'static str, sync: bool, extra: &[&str]) -> Vec<DemoNod
     nodes
 }
 
-/// `POST /login` with `user=NAME`: the status and the body.
-async fn login(browser: &Browser, node: &DemoNode, user: &str) -> (u16, String) {
-    let r = browser
-        .post(node.url("/login"))
-        .form(&[("user", user)])
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
-}
-
 /// `GET /whoami`: the status and the body.
 async fn whoami(browser: &Browser, node: &DemoNode) -> (u16, String) {
     let r = browser.get(node.url("/whoami")).send().await.unwrap();

@@ -344,6 +344,27 @@ pub fn ready(s: &Value) -> bool {
     s["ready"].as_bool() == Some(true)
 }
 
+/// Starts every node, then waits until each is ready with all the others.
+pub async fn start_all(nodes: &mut [DemoNode]) {
+    for n in nodes.iter_mut() {
+        n.start();
+    }
+    for n in nodes.iter() {
+        wait_ready(n, nodes.len() - 1).await;
+    }
+}
+
+/// `POST /login` with `user=NAME` from `browser`: the status and the body.
+pub async fn login(browser: &Browser, node: &DemoNode, user: &str) -> (u16, String) {
+    let r = browser
+        .post(node.url("/login"))
+        .form(&[("user", user)])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
 /// Wait until the node is ready and sees `others` members.
 pub async fn wait_ready(node: &DemoNode, others: usize) -> Value {
     wait_status(
