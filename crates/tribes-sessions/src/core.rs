@@ -37,6 +37,7 @@ use table::SessionTable;
 
 pub(crate) type Filter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+#[derive(Clone)]
 pub(crate) struct CoreConfig {
     pub(crate) context: String,
     pub(crate) kind: ManagerKind,
@@ -165,7 +166,7 @@ pub(crate) struct Core {
 const SETTLE_MS: u64 = 10_000;
 
 /// How long a fetched copy is safe from a `Drop` (longer than any request).
-const FETCH_HOLD_MS: u64 = 30_000;
+pub(crate) const FETCH_HOLD_MS: u64 = 30_000;
 
 impl Core {
     pub(crate) fn new(cfg: Arc<CoreConfig>, local: MemberId) -> Self {

@@ -268,6 +268,13 @@ impl Core {
                         d.last_access_ms = *last;
                     }
                 }
+                Some(_) | None if self.is_stray_copy(copy, &all) => {
+                    // BackupManager: a copy placement does not put here (a copy fetched
+                    // for a request, a lost `Drop`): its writes go to the primary, which
+                    // answers with a `Drop`; asking for the primary's copy too would
+                    // bring it back right after the `Drop`.
+                    send.push(self.outgoing(copy));
+                }
                 Some(_) => {
                     send.push(self.outgoing(copy));
                     want.push(id);
@@ -294,6 +301,15 @@ impl Core {
         if !touches.is_empty() {
             out.push(Effect::Send(vec![from], Msg::Touches(touches)));
         }
+    }
+
+    /// BackupManager: a copy held here that is neither the primary's nor one of the
+    /// backups placement gives its primary.
+    fn is_stray_copy(&self, copy: &SessionData, all: &[MemberId]) -> bool {
+        matches!(self.cfg.kind, ManagerKind::Backup { .. })
+            && copy.primary.is_some_and(|p| {
+                p != self.local && !placement::top(all, copy.id, self.backup_count(), Some(p)).contains(&self.local)
+            })
     }
 
     /// The answer to a `Want`: this node's copies of the listed sessions.

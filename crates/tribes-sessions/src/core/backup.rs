@@ -112,6 +112,11 @@ impl Core {
         }
     }
 
+    /// Whether placement puts a backup of `id` (of which this node is the primary) on `member`.
+    pub(super) fn places(&self, id: SessionId, backup_count: usize, member: MemberId) -> bool {
+        placement::top(&self.all(), id, backup_count, Some(self.local)).contains(&member)
+    }
+
     /// BackupManager: this node becomes the primary of `id` and replicates it to its backups.
     pub(super) fn promote(&mut self, id: SessionId, out: &mut Vec<Effect>) {
         let to = self.recipients(id);

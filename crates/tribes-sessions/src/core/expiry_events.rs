@@ -59,8 +59,8 @@ impl Core {
         }
     }
 
-    /// `member` left cleanly: the cluster is one smaller.
-    pub(super) fn expiry_member_left(&mut self, member: MemberId) {
+    /// `member` left cleanly (or never joined): the cluster is one smaller.
+    pub(crate) fn expiry_member_left(&mut self, member: MemberId) {
         let alive_after = self.servers.iter().filter(|m| **m != member).count() + 1;
         self.expiries.peak = self.expiries.peak.saturating_sub(1).max(alive_after);
     }

@@ -52,10 +52,7 @@ impl Core {
                     self.merge_full(data, Origin::Replicated, out);
                     // A copy handed over by a member placement does not put it on: merged
                     // here (the primary), so the sender may drop it now.
-                    if backup
-                        && self.is_primary(&data.id)
-                        && !placement::top(&self.all(), data.id, k, Some(self.local)).contains(&from)
-                    {
+                    if backup && self.is_primary(&data.id) && !self.places(data.id, k, from) {
                         out.push(Effect::Send(
                             vec![from],
                             Msg::Drop {
@@ -67,8 +64,21 @@ impl Core {
                 }
             }
             Msg::Adopt(data) => {
+                let already = self.is_primary(&data.id);
                 if self.merge_full(&data, Origin::Replicated, out) {
                     self.promote(data.id, out);
+                }
+                // The sender holds a copy whose primary left, and this node took over
+                // before: put its copy right, or it holds it (and asks again) for ever.
+                if already && let Some(d) = self.sessions.get(&data.id) {
+                    let msg = match self.places(data.id, self.backup_count(), from) {
+                        true => Msg::Full(self.outgoing(d)),
+                        false => Msg::Drop {
+                            id: d.id,
+                            version: d.version,
+                        },
+                    };
+                    out.push(Effect::Send(vec![from], msg));
                 }
             }
             Msg::Drop { id, version } => {
@@ -79,7 +89,18 @@ impl Core {
                     .get(&id)
                     .is_some_and(|at| at.saturating_add(FETCH_HOLD_MS) > now_ms);
                 if !self.is_primary(&id) && !in_use && self.sessions.get(&id).is_some_and(|d| d.version <= version) {
-                    self.sessions.remove(&id);
+                    // A version says nothing about who wrote it: a copy whose write of that
+                    // version came from another node (two claims at once) holds a write the
+                    // primary lacks. The copy goes back to the primary, merged there
+                    // attribute by attribute, before it goes away here.
+                    if let Some(d) = self.sessions.remove(&id) {
+                        out.push(Effect::Send(
+                            vec![from],
+                            Msg::Merge {
+                                sessions: vec![self.outgoing(&d)],
+                            },
+                        ));
+                    }
                 }
             }
             Msg::Claimed(id) => {

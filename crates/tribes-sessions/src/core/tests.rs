@@ -255,6 +255,92 @@ fn a_late_drop_does_not_take_a_copy_fetched_for_a_request() {
     assert!(!cores[1].contains(&id));
 }
 
+#[test]
+fn a_copy_outside_the_placement_is_dropped_by_a_round_its_holder_starts() {
+    let (mut cores, ids) = backup_cluster(3, None);
+    let id = SessionId::from_bytes([6; 16]);
+    cores[0].create(0, id, "a".into()).unwrap();
+    commit_at(&mut cores, &ids, 0, id, vec![Op::Set("user".into(), blob(1))], 1);
+    let stray = (1..3)
+        .find(|i| !cores[*i].contains(&id))
+        .expect("one core is no backup");
+    // A request on the third node fetched a copy; long after, that node starts the round.
+    let data = cores[0].export(&id).unwrap();
+    cores[stray].handle_msg(2, ids[0], Msg::FetchReply(data), &mut Vec::new());
+    let mut out = Vec::new();
+    cores[stray].sync_with(ids[0], &mut out);
+    pump(&mut cores, &ids, stray, effects_to_sends(out), 60_000);
+    assert!(
+        !cores[stray].contains(&id),
+        "the copy outside the placement survived the round (the primary's Drop was followed by its copy)"
+    );
+    assert!(cores[0].contains(&id), "the primary lost its copy");
+}
+
+#[test]
+fn an_adopt_for_a_session_already_taken_over_drops_the_senders_stray_copy() {
+    let (mut cores, ids) = backup_cluster(3, None);
+    let id = SessionId::from_bytes([6; 16]);
+    cores[0].create(0, id, "a".into()).unwrap();
+    commit_at(&mut cores, &ids, 0, id, vec![Op::Set("user".into(), blob(1))], 1);
+    let stray = (1..3)
+        .find(|i| !cores[*i].contains(&id))
+        .expect("one core is no backup");
+    // The stray node holds an old copy whose primary it believes gone (it missed the
+    // take-over), and hands it to the heir, which is primary already.
+    let mut old = cores[0].export(&id).unwrap();
+    cores[stray].handle_msg(2, ids[0], Msg::FetchReply(old.clone()), &mut Vec::new());
+    old.primary = Some(MemberId::from_bytes([9; 16]));
+    pump(&mut cores, &ids, stray, vec![(vec![ids[0]], Msg::Adopt(old))], 60_000);
+    assert!(
+        !cores[stray].contains(&id),
+        "the sender of the Adopt keeps its copy (and would send it again every round)"
+    );
+    assert_eq!(cores[0].export(&id).unwrap().primary, Some(ids[0]));
+}
+
+#[test]
+fn a_dropped_copy_with_a_write_the_primary_lacks_reaches_the_primary_first() {
+    let (mut cores, ids) = backup_cluster(3, None);
+    let id = SessionId::from_bytes([6; 16]);
+    cores[0].create(0, id, "a".into()).unwrap();
+    commit_at(&mut cores, &ids, 0, id, vec![Op::Set("user".into(), blob(1))], 1);
+    let other = (1..3)
+        .find(|i| !cores[*i].contains(&id))
+        .expect("one core is no backup");
+    // Another node wrote version 3 too (two claims at once, one side's write acknowledged
+    // there only): same version number, different writer and attribute.
+    let mut theirs = cores[0].export(&id).unwrap();
+    theirs.version += 1;
+    let stamp = crate::data::Stamp {
+        version: theirs.version,
+        writer: 99,
+    };
+    theirs.attrs.push(crate::data::Attr {
+        name: "cart".into(),
+        value: Some(blob(7)),
+        stamp,
+    });
+    cores[other].handle_msg(2, ids[1], Msg::Full(theirs.clone()), &mut Vec::new());
+    commit_at(&mut cores, &ids, 0, id, vec![Op::Set("user".into(), blob(2))], 3);
+    // The primary, at the same version number, drops the other copy.
+    let version = cores[0].export(&id).unwrap().version;
+    assert_eq!(version, theirs.version, "the test needs equal versions");
+    pump(
+        &mut cores,
+        &ids,
+        0,
+        vec![(vec![ids[other]], Msg::Drop { id, version })],
+        60_000,
+    );
+    assert!(!cores[other].contains(&id));
+    let kept = cores[0].export(&id).unwrap();
+    assert!(
+        kept.attr("cart").is_some_and(|a| a.value == Some(blob(7))),
+        "the write only the dropped copy held is lost: {kept:?}"
+    );
+}
+
 /// A core alone from its start, with or without a store behind it.
 fn lone_core(store_backed: bool) -> Core {
     let cfg = Arc::new(CoreConfig {

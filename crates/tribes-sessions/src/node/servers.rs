@@ -90,6 +90,9 @@ impl SessionNode {
         for m in stale {
             self.provisional.remove(&m);
             tracing::info!(context = %self.context(), member = %m, "a member that greeted this node never joined its membership: it no longer gets sessions");
+            // It never was a member: the cluster's size, which expiry events need a
+            // majority of, did not include it.
+            self.core.expiry_member_left(m);
             self.remove_server(now, m);
         }
         self.departed

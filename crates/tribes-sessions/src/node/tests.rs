@@ -256,3 +256,28 @@ fn a_hello_from_a_process_the_membership_has_not_heard_yet_makes_it_a_server_unt
         "a process the membership never listed stays a server"
     );
 }
+
+#[test]
+fn a_process_that_greeted_but_never_joined_does_not_hold_back_expiry_events() {
+    let mut n = serving_alone(&[member(2, 200)]);
+    // Two restarts that greeted and crashed before the membership heard them: for a while
+    // the cluster looked four strong.
+    n.handle_message(at(700), member(3, 650).id(), Msg::Hello);
+    n.handle_message(at(700), member(4, 660).id(), Msg::Hello);
+    let id = SessionId::from_bytes([5; 16]);
+    n.core_mut().create(at(1_000).wall_ms, id, "n1".into()).unwrap();
+    n.handle_timeout(at(1_000));
+    n.drain_outputs();
+    // The session idles out after 60 s; the two never joined, so two of two members
+    // are a majority and its event is delivered, not held for the tombstone ttl.
+    let delivered = (2_000..200_000).step_by(500).any(|t| {
+        n.handle_timeout(at(t));
+        n.drain_outputs()
+            .iter()
+            .any(|o| matches!(o, Output::Expired { id: e, .. } if *e == id))
+    });
+    assert!(
+        delivered,
+        "the expiry event is held: processes that never joined still count in the cluster's size"
+    );
+}

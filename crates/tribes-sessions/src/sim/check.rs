@@ -5,10 +5,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use tribes::MemberId;
 
-use super::{AckedWrite, MAX_INACTIVE_MS, Sim, TOUCH_INTERVAL_MS};
+use super::{AckedWrite, MAX_INACTIVE_MS, SYNC_INTERVAL_MS, Sim, TOUCH_INTERVAL_MS};
+use crate::core::FETCH_HOLD_MS;
 use crate::data::{Blob, SessionData, Stamp};
 use crate::id::SessionId;
 use crate::kind::ManagerKind;
+use crate::node::SessionNode;
+use crate::placement;
 use crate::wire::Msg;
 
 /// Fails the run with a message (the runner adds the seed and the replay command).
@@ -85,6 +88,7 @@ impl Sim {
             return Err(v);
         }
         self.check_local_attributes()?;
+        self.check_second_step()?;
         for node in self.nodes.iter().flatten() {
             for id in &node.destroyed {
                 ensure!(
@@ -94,12 +98,12 @@ impl Sim {
                 );
             }
         }
-        // Each live node's sessions, once per step.
+        // Each live node's sessions, once per step (a joining node's too: a copy it holds
+        // is a copy, though a write queued behind its transfer is not in it yet).
         let held: Vec<(MemberId, HashMap<SessionId, &SessionData>)> = self
             .nodes
             .iter()
             .flatten()
-            .filter(|n| !n.core().is_transferring())
             .map(|n| (n.id, n.core().sessions().map(|d| (d.id, d)).collect()))
             .collect();
         let mut acked = std::mem::take(&mut self.oracle.acked);
@@ -184,7 +188,12 @@ impl Sim {
         let carries = |d: &SessionData| ids.contains(&d.id) && d.attr(w.name).is_some_and(|a| a.stamp >= w.stamp);
         self.in_flight.iter().any(|p| {
             let live = self.nodes.iter().flatten().any(|n| n.id == p.to);
-            let super::Body::Msg { msg, .. } = &p.body else {
+            let super::Body::Msg {
+                topic: super::Topic::Main,
+                msg,
+                ..
+            } = &p.body
+            else {
                 return false;
             };
             live && match msg {
@@ -236,76 +245,127 @@ impl Sim {
     /// state, no invalidated or expired session is anywhere, and (Backup) every session
     /// has its primary and backups again.
     pub(super) fn check_quiescent(&self) -> Result<(), String> {
-        let nodes: Vec<_> = self.nodes.iter().flatten().collect();
-        let mut copies: BTreeMap<SessionId, Vec<(MemberId, AttrsOf)>> = BTreeMap::new();
-        for n in &nodes {
-            ensure!(n.is_serving(), "{} is not serving after the settle", n.id);
-            for d in n.core().sessions() {
-                ensure!(
-                    !self.oracle.invalidated.contains(&d.id),
-                    "invalidated session {} is still on {} after the heal",
-                    d.id,
-                    n.id
-                );
-                ensure!(
-                    !self.oracle.expired.contains(&d.id),
-                    "expired session {} is still on {} after the heal",
-                    d.id,
-                    n.id
-                );
-                copies.entry(d.id).or_default().push((n.id, AttrsOf::of(d)));
+        let nodes: Vec<(MemberId, &SessionNode)> = self.nodes.iter().flatten().map(|n| (n.id, &n.session)).collect();
+        let gone = |id: &SessionId| {
+            if self.oracle.invalidated.contains(id) {
+                Some("invalidated")
+            } else if self.oracle.expired.contains(id) {
+                Some("expired")
+            } else {
+                None
             }
-        }
-        for (id, list) in &copies {
-            let view: Vec<(MemberId, &AttrsOf)> = list.iter().map(|(m, a)| (*m, a)).collect();
-            match self.cfg.kind {
-                ManagerKind::Delta => {
-                    let without_primary: Vec<(MemberId, AttrsOf)> = list
-                        .iter()
-                        .map(|(m, a)| {
-                            (
-                                *m,
-                                AttrsOf {
-                                    primary: None,
-                                    ..a.clone()
-                                },
-                            )
-                        })
-                        .collect();
-                    let v: Vec<(MemberId, &AttrsOf)> = without_primary.iter().map(|(m, a)| (*m, a)).collect();
-                    expect_same_copies!(v, id);
-                    if list.len() != nodes.len() {
-                        let missing: Vec<MemberId> = nodes
-                            .iter()
-                            .map(|n| n.id)
-                            .filter(|m| !list.iter().any(|(h, _)| h == m))
-                            .collect();
-                        let degraded: Vec<MemberId> = nodes.iter().filter(|n| n.is_degraded()).map(|n| n.id).collect();
-                        return Err(format!(
-                            "session {id} is on {} of {} nodes after the heal; missing on {missing:?} (degraded: {degraded:?})",
-                            list.len(),
-                            nodes.len()
-                        ));
-                    }
-                }
-                ManagerKind::Backup { backup_count } => {
-                    expect_same_copies!(view, id);
-                    let want = (backup_count + 1).min(nodes.len());
-                    let primary = list[0].1.primary;
-                    ensure!(
-                        primary.is_some_and(|p| list.iter().any(|(h, _)| *h == p)),
-                        "session {id}: its primary {primary:?} does not hold it (holders {:?})",
-                        list.iter().map(|c| c.0).collect::<Vec<_>>()
-                    );
-                    ensure!(
-                        list.len() == want,
-                        "session {id} has {} copies after the heal, wants {want} (primary {primary:?}, holders {:?})",
-                        list.len(),
-                        list.iter().map(|c| c.0).collect::<Vec<_>>()
-                    );
-                }
-            }
-        }
-        Ok(())
+        };
+        check_copies(self.cfg.kind, &nodes, gone, |m, id| self.fetched_lately(m, id))
     }
+}
+
+impl Sim {
+    /// Whether node `m` got a copy of `id` for a request (a `FetchReply`) so lately that a
+    /// `Drop` could not take it yet ([`FETCH_HOLD_MS`]) or the settle's anti-entropy
+    /// rounds since have not reached it.
+    pub(super) fn fetched_lately(&self, m: MemberId, id: SessionId) -> bool {
+        let rounds = 3 * self.nodes.len() as u64 * SYNC_INTERVAL_MS;
+        self.fetch_replies
+            .get(&(m, id))
+            .is_some_and(|at| at + FETCH_HOLD_MS + rounds >= self.now)
+    }
+}
+
+/// The copies of one context once the cluster is quiet: every node serves; no session
+/// that `gone` names (invalidated, expired) is anywhere; DeltaManager: every node holds
+/// every session, all alike; BackupManager: each session on its primary and its backups,
+/// all alike.
+pub(super) fn check_copies(
+    kind: ManagerKind,
+    nodes: &[(MemberId, &SessionNode)],
+    gone: impl Fn(&SessionId) -> Option<&'static str>,
+    fetched_lately: impl Fn(MemberId, SessionId) -> bool,
+) -> Result<(), String> {
+    let context = nodes.first().map_or("", |(_, n)| n.core().context());
+    let mut copies: BTreeMap<SessionId, Vec<(MemberId, AttrsOf)>> = BTreeMap::new();
+    for (m, n) in nodes {
+        ensure!(n.is_serving(), "{m} is not serving {context} after the settle");
+        for d in n.core().sessions() {
+            if let Some(why) = gone(&d.id) {
+                return Err(format!(
+                    "{why} session {} ({}) of {context} is still on {m} after the heal",
+                    d.id,
+                    d.id.log_id()
+                ));
+            }
+            copies.entry(d.id).or_default().push((*m, AttrsOf::of(d)));
+        }
+    }
+    for (id, list) in &copies {
+        let view: Vec<(MemberId, &AttrsOf)> = list.iter().map(|(m, a)| (*m, a)).collect();
+        match kind {
+            ManagerKind::Delta => {
+                let without_primary: Vec<(MemberId, AttrsOf)> = list
+                    .iter()
+                    .map(|(m, a)| {
+                        (
+                            *m,
+                            AttrsOf {
+                                primary: None,
+                                ..a.clone()
+                            },
+                        )
+                    })
+                    .collect();
+                let v: Vec<(MemberId, &AttrsOf)> = without_primary.iter().map(|(m, a)| (*m, a)).collect();
+                expect_same_copies!(v, id);
+                if list.len() != nodes.len() {
+                    let missing: Vec<MemberId> = nodes
+                        .iter()
+                        .map(|n| n.0)
+                        .filter(|m| !list.iter().any(|(h, _)| h == m))
+                        .collect();
+                    let degraded: Vec<MemberId> = nodes.iter().filter(|n| n.1.is_degraded()).map(|n| n.0).collect();
+                    return Err(format!(
+                        "session {id} of {context} is on {} of {} nodes after the heal; missing on {missing:?} (degraded: {degraded:?})",
+                        list.len(),
+                        nodes.len()
+                    ));
+                }
+            }
+            ManagerKind::Backup { backup_count } => {
+                // Placed: the primary and its backups. Any other copy was fetched for a
+                // request and is kept from a `Drop` for a while (`FETCH_HOLD_MS`); the
+                // next round after that drops it.
+                // The primary is the holder whose copy says so (a stray copy may still
+                // name a primary that left).
+                let primary = list
+                    .iter()
+                    .find(|(m, a)| a.primary == Some(*m))
+                    .and_then(|(_, a)| a.primary);
+                let all: Vec<MemberId> = nodes.iter().map(|n| n.0).collect();
+                let placed = |m: &MemberId| {
+                    primary.is_some_and(|p| *m == p || placement::top(&all, *id, backup_count, Some(p)).contains(m))
+                };
+                for (m, _) in list.iter().filter(|(m, _)| !placed(m)) {
+                    ensure!(
+                        fetched_lately(*m, *id),
+                        "session {id} ({}) of {context} is still on {m} after the heal, which is neither its primary {primary:?} nor a backup, and got no copy for a request within the fetch hold and the settle's rounds (copies: {:?})",
+                        id.log_id(),
+                        list.iter().map(|(m, a)| (*m, a.primary)).collect::<Vec<_>>()
+                    );
+                }
+                let view: Vec<(MemberId, &AttrsOf)> = view.into_iter().filter(|(m, _)| placed(m)).collect();
+                expect_same_copies!(view, id);
+                let want = (backup_count + 1).min(nodes.len());
+                ensure!(
+                    primary.is_some_and(|p| list.iter().any(|(h, _)| *h == p)),
+                    "session {id} of {context}: its primary {primary:?} does not hold it (holders {:?})",
+                    list.iter().map(|c| c.0).collect::<Vec<_>>()
+                );
+                ensure!(
+                    view.len() == want,
+                    "session {id} of {context} has {} copies on its primary and backups after the heal, wants {want} (primary {primary:?}, holders {:?})",
+                    view.len(),
+                    list.iter().map(|c| c.0).collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+    Ok(())
 }

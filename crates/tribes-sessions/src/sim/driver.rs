@@ -7,10 +7,10 @@ use std::collections::BTreeSet;
 use tribes::MemberId;
 
 use super::node::clocks;
-use super::{Body, MAX_INACTIVE_MS, Purpose, Sim, UNWAITED_FETCH, check};
+use super::{Body, MAX_INACTIVE_MS, Purpose, Sim, Topic, UNWAITED_FETCH, check};
 use crate::core::Effect;
 use crate::listener::{DestroyReason, SessionEvent};
-use crate::node::{Output, Transmit};
+use crate::node::{Delivered, Output, Transmit};
 use crate::wire::Msg;
 
 impl Sim {
@@ -28,12 +28,7 @@ impl Sim {
     pub(super) fn run_outputs(&mut self, owner: MemberId) -> Result<(), String> {
         let Some(node) = self.node(owner) else { return Ok(()) };
         let mut outputs = node.session.drain_outputs();
-        // The core iterates hash maps: order what it sends by content so a seed replays
-        // (a stable sort: acknowledged sends and the rest keep the node's order).
-        outputs.sort_by_cached_key(|o| match o {
-            Output::Send(Transmit { to, msg, ack: None }) => format!("{to:?}{msg:?}"),
-            _ => String::new(),
-        });
+        in_replay_order(&mut outputs);
         for output in outputs {
             match output {
                 Output::Send(Transmit { to, msg, ack: None }) => {
@@ -42,6 +37,7 @@ impl Sim {
                             owner,
                             m,
                             Body::Msg {
+                                topic: Topic::Main,
                                 msg: msg.clone(),
                                 ack: None,
                             },
@@ -53,7 +49,15 @@ impl Sim {
                     msg,
                     ack: Some(ack),
                 }) => {
-                    self.send_sync(owner, &to, msg, Purpose::Node(ack.token));
+                    self.send_sync(
+                        owner,
+                        &to,
+                        msg,
+                        Purpose::Node {
+                            topic: Topic::Main,
+                            token: ack.token,
+                        },
+                    );
                 }
                 Output::Event(ev) => self.on_event(owner, ev)?,
                 Output::Fetched { waiter, confirmed } => {
@@ -141,7 +145,7 @@ impl Sim {
     }
 
     /// `handle_incoming`: the node decides; returns the ack result.
-    pub(super) fn on_msg(&mut self, at: MemberId, from: MemberId, msg: Msg) -> Result<Result<(), String>, String> {
+    pub(super) fn on_msg(&mut self, at: MemberId, from: MemberId, msg: Msg) -> Result<Delivered, String> {
         let now = clocks(self.now);
         if let Msg::ExpiryDelivered(ids) = &msg {
             self.note_marks(at, ids);
@@ -164,7 +168,7 @@ impl Sim {
         let node = self.node(at).expect("receiver is live");
         node.session.handle_message(now, from, msg);
         self.run_outputs(at)?;
-        Ok(Ok(()))
+        Ok(Delivered::Acked)
     }
 
     /// `run_driver`'s timer: each node's `handle_timeout` once its `poll_timeout` is due.
@@ -189,12 +193,22 @@ impl Sim {
             if node.session.is_discovering() && settled {
                 node.session.handle_discovery_settled();
             }
+            let id = node.id;
             if node.session.poll_timeout() <= self.now {
                 node.session.handle_timeout(now);
-                let id = node.id;
                 self.run_outputs(id)?;
             }
+            self.second_timers(id, settled)?;
         }
         Ok(())
     }
+}
+
+/// The core iterates hash maps: order what a node sends by content so a seed replays (a
+/// stable sort: acknowledged sends and the rest keep the node's order).
+pub(super) fn in_replay_order(outputs: &mut [Output]) {
+    outputs.sort_by_cached_key(|o| match o {
+        Output::Send(Transmit { to, msg, ack: None }) => format!("{to:?}{msg:?}"),
+        _ => String::new(),
+    });
 }

@@ -3,6 +3,7 @@
 //! TCP verifications.
 
 use super::*;
+use crate::node::{Now, SessionNode};
 
 impl Sim {
     /// The membership of machine `slot` as its heartbeats describe it.
@@ -78,18 +79,12 @@ impl Sim {
         }
         let now = clocks(self.now);
         for (at, event) in events {
+            self.second_member_event(at, &event);
             let Some(node) = self.node(at) else { continue };
-            match event {
-                MembershipEvent::Added(m) => node.session.handle_member_up(now, m, false),
-                MembershipEvent::Back(m) => node.session.handle_member_up(now, m, true),
-                MembershipEvent::Disappeared { member, reason } => {
-                    node.session.handle_member_down(now, member.id());
-                    let member = member.id();
-                    self.trace(|| format!("{at}: member {member} gone ({reason:?})"));
-                }
-                // Not departures: a suspected member keeps its sessions until it is gone.
-                MembershipEvent::Suspected { .. } | MembershipEvent::Cleared(_) => {}
-                _ => {}
+            member_event(&mut node.session, now, &event);
+            if let MembershipEvent::Disappeared { member, reason } = event {
+                let member = member.id();
+                self.trace(|| format!("{at}: member {member} gone ({reason:?})"));
             }
             self.run_outputs_later(at);
         }
@@ -101,5 +96,16 @@ impl Sim {
             SocketAddr::V4(v4) => Some(usize::from(v4.ip().octets()[3]) - 1).filter(|s| *s < self.nodes.len()),
             SocketAddr::V6(_) => None,
         }
+    }
+}
+
+/// A membership event, handed to one context's session node as `manager.rs` does.
+pub(super) fn member_event(session: &mut SessionNode, now: Now, event: &MembershipEvent) {
+    match event {
+        MembershipEvent::Added(m) => session.handle_member_up(now, m.clone(), false),
+        MembershipEvent::Back(m) => session.handle_member_up(now, m.clone(), true),
+        MembershipEvent::Disappeared { member, .. } => session.handle_member_down(now, member.id()),
+        // Not departures: a suspected member keeps its sessions until it is gone.
+        _ => {}
     }
 }

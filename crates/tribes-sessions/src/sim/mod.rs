@@ -14,6 +14,7 @@
 #[macro_use]
 mod check;
 mod clients;
+mod contexts;
 mod driver;
 mod events;
 mod filter;
@@ -42,7 +43,9 @@ use crate::data::{Blob, Op, Stamp, writer_of};
 use crate::id::SessionId;
 use crate::kind::{ManagerKind, ReplicationMode};
 use crate::node::Delivered;
+
 use crate::wire::Msg;
+use contexts::Topic;
 
 use node::{Node, clocks};
 
@@ -86,6 +89,8 @@ pub(crate) struct SimConfig {
     pub(crate) rotation: bool,
     /// An attribute filter keeps one attribute local (`filter.rs`).
     pub(crate) filter: bool,
+    /// A second context on the same channel, run by every process but one (`contexts.rs`).
+    pub(crate) second_context: bool,
 }
 
 impl SimConfig {
@@ -121,15 +126,19 @@ impl SimConfig {
             filter: rng.random_bool(0.5),
             // Half the seeds: register clients change their session's id (`rotation.rs`).
             rotation: rng.random_bool(0.5),
+            // Half the seeds: a second context shares the channel (`contexts.rs`).
+            second_context: rng.random_bool(0.5) && std::env::var_os("NO2").is_none(),
         }
     }
 }
 
-/// What a packet carries: a session message (with an ack token when sent sync-ack), or an ack.
+/// What a packet carries: a session message of a context's topic (with an ack token when
+/// sent sync-ack), or an ack: `Acked`, or `Refused` when the receiving process has no
+/// listener for the topic (it does not run that context), as the channel answers.
 #[derive(Clone, Debug)]
 enum Body {
-    Msg { msg: Msg, ack: Option<u64> },
-    Ack { token: u64, result: Result<(), String> },
+    Msg { topic: Topic, msg: Msg, ack: Option<u64> },
+    Ack { token: u64, result: Delivered },
 }
 
 #[derive(Clone, Debug)]
@@ -151,8 +160,22 @@ enum Purpose {
         write: AckedWrite,
         value: u64,
     },
-    /// An acknowledged send a session node asked for, under its own token.
-    Node(u64),
+    /// An acknowledged send the session node of `topic` asked for, under its own token.
+    Node {
+        topic: Topic,
+        token: u64,
+    },
+    /// A write of a client of the second context (`contexts.rs`).
+    Second {
+        user: usize,
+        write: AckedWrite,
+    },
+    /// An invalidation by a client of the second context.
+    SecondEnd {
+        user: usize,
+        id: SessionId,
+        holders: Vec<MemberId>,
+    },
     Done,
 }
 
@@ -160,7 +183,8 @@ enum Purpose {
 struct Pending {
     owner: MemberId,
     waiting: BTreeSet<MemberId>,
-    error: Option<String>,
+    /// The first recipient's outcome that was not `Acked`.
+    error: Option<Delivered>,
     deadline: u64,
     purpose: Purpose,
     /// The commit's store ops, run when it returns (write-through: before the client
@@ -229,6 +253,9 @@ pub(crate) struct SimStats {
     /// The documented duplicate: the first deliverer crashed before its mark reached
     /// the next coordinator.
     pub(crate) expiry_duplicates_after_crash: u64,
+    /// The other documented duplicate: a partition began less than the failure
+    /// detection time before the first delivery, on the side that had not noticed it.
+    pub(crate) expiry_duplicates_after_split: u64,
     /// Logins and logouts everywhere made by the random requests.
     pub(crate) logins: u64,
     pub(crate) logouts: u64,
@@ -238,6 +265,9 @@ pub(crate) struct SimStats {
     pub(crate) cluster_restarts: u64,
     /// Id rotations applied by the node that committed them (rotation runs).
     pub(crate) rotations: u64,
+    /// Writes to the second context acknowledged, and checked once quiet (`contexts.rs`).
+    pub(crate) second_acked: u64,
+    pub(crate) second_checked: u64,
 }
 
 pub(crate) struct Sim {
@@ -280,6 +310,12 @@ pub(crate) struct Sim {
     sourceless: BTreeMap<MemberId, u64>,
     /// The write-through store every process shares (store runs).
     store: Option<store::MemStore>,
+    /// The second context on the channel and what its clients did (`contexts.rs`).
+    second: contexts::Second,
+    /// When each node last got a copy of a session for a request (`FetchReply`), of
+    /// either context (ids do not collide): a copy outside the placement is kept for a
+    /// while after (`check_copies`).
+    fetch_replies: BTreeMap<(MemberId, SessionId), u64>,
 }
 
 impl Sim {
@@ -299,6 +335,8 @@ impl Sim {
             store_backed: cfg.store,
         });
         let n = cfg.nodes;
+        let cfg_second = cfg.clone();
+        let core_cfg_second = (*core_cfg).clone();
         let mut sim = Sim {
             rng: StdRng::seed_from_u64(cfg.seed),
             cfg,
@@ -329,6 +367,8 @@ impl Sim {
             expiry: Default::default(),
             sourceless: BTreeMap::new(),
             store: None,
+            second: contexts::Second::new(&cfg_second, &core_cfg_second),
+            fetch_replies: BTreeMap::new(),
         };
         sim.store = sim.cfg.store.then(store::MemStore::default);
         // The nodes start a little apart, as processes do.
@@ -360,6 +400,7 @@ impl Sim {
             self.check_expiry_events()?;
             self.check_principals()?;
             self.check_rotations()?;
+            self.check_second_context()?;
             self.stats.quiescent_checks += 1;
         }
         self.stats.acked_writes = self.oracle.acked_total;
@@ -386,6 +427,7 @@ impl Sim {
                 }
             }
             self.register_clients()?;
+            self.second_context_request()?;
         }
         self.check_step()
     }
@@ -417,6 +459,7 @@ impl Sim {
                 }
                 self.stats.partitions += 1;
                 let g = self.group.clone();
+                self.expiry.note_split(self.now, &g);
                 self.trace(|| format!("PARTITION {g:?}"));
                 self.suspend_register_checks();
             } else {
@@ -434,7 +477,8 @@ impl Sim {
                 let local = Member::new(id, format!("slot{slot}"), "sim", Self::addr_of(slot), self.now);
                 let limit = principals::session_limit(&self.cfg);
                 let store = self.store.is_some();
-                self.nodes[slot] = Some(Node::new(local, self.now, self.core_cfg.clone(), limit, store));
+                let second = self.second.config_for(slot, self.nodes.len());
+                self.nodes[slot] = Some(Node::new(local, self.now, self.core_cfg.clone(), limit, store, second));
                 self.stats.transfers += 1;
                 self.trace(|| format!("START {id} (slot {slot})"));
             }
@@ -494,12 +538,23 @@ impl Sim {
         for node in self.nodes.iter().flatten() {
             let _ = writeln!(
                 report,
-                "  {}: serving {}, servers {:?}, view {:?}",
+                "  {}: serving {}, servers {:?}, view {:?}, expiries pending {}",
                 node.id,
                 node.is_serving(),
                 node.core().servers(),
-                node.members()
+                node.members(),
+                node.core().pending_expiries()
             );
+            if let Some(second) = &node.second {
+                let core = second.session.core();
+                let _ = writeln!(
+                    report,
+                    "    second context: serving {}, servers {:?}, expiries pending {}",
+                    second.session.is_serving(),
+                    core.servers(),
+                    core.pending_expiries()
+                );
+            }
         }
         Err(format!(
             "the cluster did not settle within 120 s after the heal:\n{report}"
@@ -516,6 +571,7 @@ impl Sim {
                 let view: BTreeSet<MemberId> = n.members().into_iter().collect();
                 n.is_serving() && view == others && servers == others && n.core().pending_expiries() == 0
             })
+            && self.second_context_quiet()
     }
 }
 

@@ -6,7 +6,11 @@ use super::*;
 impl Sim {
     pub(super) fn send(&mut self, from: MemberId, to: MemberId, body: Body) {
         self.stats.packets += 1;
-        if let Body::Msg { msg, .. } = &body
+        if let Body::Msg {
+            topic: Topic::Main,
+            msg,
+            ..
+        } = &body
             && let Err(e) = self.check_filtered(from, msg)
         {
             self.violation.get_or_insert(e);
@@ -42,6 +46,11 @@ impl Sim {
         self.send_sync_parts(from, vec![(to.to_vec(), msg)], purpose);
     }
 
+    /// A sync-ack send on the second context's topic.
+    pub(super) fn send_sync_second(&mut self, from: MemberId, parts: Vec<(Vec<MemberId>, Msg)>, purpose: Purpose) {
+        self.send_on(Topic::Second, from, parts, purpose, Vec::new());
+    }
+
     /// A sync-ack send of several messages at once (a commit's parts), decided once
     /// every recipient of every part acked.
     pub(super) fn send_sync_parts(&mut self, from: MemberId, parts: Vec<(Vec<MemberId>, Msg)>, purpose: Purpose) {
@@ -51,6 +60,17 @@ impl Sim {
     /// A commit's sync-ack send: `store` runs when it returns, before its purpose is decided.
     pub(super) fn send_commit(
         &mut self,
+        from: MemberId,
+        parts: Vec<(Vec<MemberId>, Msg)>,
+        purpose: Purpose,
+        store: Vec<crate::persistence::StoreOp>,
+    ) {
+        self.send_on(Topic::Main, from, parts, purpose, store);
+    }
+
+    fn send_on(
+        &mut self,
+        topic: Topic,
         from: MemberId,
         parts: Vec<(Vec<MemberId>, Msg)>,
         purpose: Purpose,
@@ -77,6 +97,7 @@ impl Sim {
                     from,
                     m,
                     Body::Msg {
+                        topic,
                         msg: msg.clone(),
                         ack: Some(token),
                     },
@@ -109,7 +130,7 @@ impl Sim {
             }
             match p.body {
                 Body::Ack { token, result } => self.on_ack(token, p.from, result),
-                Body::Msg { msg, ack } => {
+                Body::Msg { topic, msg, ack } => {
                     if self.trace {
                         let mut m = format!("{msg:?}");
                         m.truncate(
@@ -118,9 +139,15 @@ impl Sim {
                                 .and_then(|w| w.parse().ok())
                                 .unwrap_or(160),
                         );
-                        self.trace(|| format!("{} -> {}: {m}", p.from, p.to));
+                        self.trace(|| format!("{} -> {} ({topic:?}): {m}", p.from, p.to));
                     }
-                    let result = self.on_msg(p.to, p.from, msg)?;
+                    if let Msg::FetchReply(d) = &msg {
+                        self.fetch_replies.insert((p.to, d.id), self.now);
+                    }
+                    let result = match topic {
+                        Topic::Main => self.on_msg(p.to, p.from, msg)?,
+                        Topic::Second => self.on_second_msg(p.to, p.from, msg)?,
+                    };
                     if let Some(token) = ack {
                         self.send(p.to, p.from, Body::Ack { token, result });
                     }
@@ -130,11 +157,11 @@ impl Sim {
         Ok(())
     }
 
-    pub(super) fn on_ack(&mut self, token: u64, from: MemberId, result: Result<(), String>) {
+    pub(super) fn on_ack(&mut self, token: u64, from: MemberId, result: Delivered) {
         let Some(p) = self.pending.get_mut(&token) else { return };
         if p.waiting.remove(&from) {
-            if let Err(e) = result {
-                p.error.get_or_insert(e);
+            if result != Delivered::Acked {
+                p.error.get_or_insert(result);
             }
             if p.waiting.is_empty() {
                 self.resolve(token);
@@ -152,7 +179,7 @@ impl Sim {
             .collect();
         for token in expired {
             if let Some(p) = self.pending.get_mut(&token) {
-                p.error.get_or_insert_with(|| "timed out".into());
+                p.error.get_or_insert(Delivered::TimedOut(ACK_TIMEOUT_MS));
             }
             self.resolve(token);
         }
@@ -171,6 +198,8 @@ impl Sim {
             Purpose::Register { client, write, value } => {
                 self.register_write_done(client, write, value, ok && owner_live)
             }
+            Purpose::Second { user, write } => self.second_write_done(user, write, ok && owner_live),
+            Purpose::SecondEnd { user, id, holders } => self.second_end_done(user, id, holders, ok && owner_live),
             _ if !owner_live => {} // the waiting node crashed
             Purpose::Write(w) => {
                 if ok {
@@ -179,17 +208,23 @@ impl Sim {
                     self.oracle.acked.push(w);
                 }
             }
-            Purpose::Node(node_token) => {
-                let result = match p.error {
-                    None => Delivered::Acked,
-                    Some(e) if e == "timed out" => Delivered::TimedOut(ACK_TIMEOUT_MS),
-                    Some(e) => Delivered::Failed(e),
-                };
+            Purpose::Node { topic, token } => {
+                let result = p.error.unwrap_or(Delivered::Acked);
                 let now = clocks(self.now);
-                if let Some(node) = self.node(owner) {
-                    node.session.handle_send_result(now, node_token, result);
+                match topic {
+                    Topic::Main => {
+                        if let Some(node) = self.node(owner) {
+                            node.session.handle_send_result(now, token, result);
+                        }
+                        self.run_outputs_later(owner);
+                    }
+                    Topic::Second => {
+                        if let Some(second) = self.node(owner).and_then(|n| n.second.as_mut()) {
+                            second.session.handle_send_result(now, token, result);
+                        }
+                        self.run_second_outputs_later(owner);
+                    }
                 }
-                self.run_outputs_later(owner);
             }
             Purpose::Done => {}
         }

@@ -23,6 +23,9 @@ pub(super) struct Node {
     pub(super) id: MemberId,
     /// The session node, as `SessionManager` runs it.
     pub(super) session: SessionNode,
+    /// The session node of a second context on the same channel, if this process runs it
+    /// (`contexts.rs`).
+    pub(super) second: Option<SecondContext>,
     /// The channel's membership machine, fed with simulated heartbeats and verifications.
     pub(super) membership: Membership,
     /// Sessions this node destroyed (listener events): they must never come back here.
@@ -42,27 +45,19 @@ impl Node {
         core_cfg: Arc<CoreConfig>,
         limit: Option<(usize, crate::principal::MaxSessionsPolicy)>,
         store: bool,
+        second: Option<Arc<CoreConfig>>,
     ) -> Self {
         let id = local.id();
-        let cfg = NodeConfig {
-            local,
-            shared: false,
-            transfer: JoinTimeouts {
-                attempt_ms: ATTEMPT_TIMEOUT_MS,
-                total_ms: TRANSFER_TIMEOUT_MS,
-                retry_ms: 100,
-            },
-            discovery_wait_ms: DISCOVERY_WAIT_MS,
-            chunk_size: CHUNK_SESSIONS,
-            tick_ms: TICK_MS,
-            regreet_every_ms: SYNC_INTERVAL_MS,
-            fetch_timeout_ms: ACK_TIMEOUT_MS,
-        };
-        let mut session = SessionNode::new(cfg, core_cfg, clocks(now));
+        let second = second.map(|cfg| SecondContext {
+            session: SessionNode::new(node_config(local.clone()), cfg, clocks(now)),
+            destroyed: BTreeSet::new(),
+        });
+        let mut session = SessionNode::new(node_config(local), core_cfg, clocks(now));
         session.core_mut().set_session_limit(limit);
         Node {
             id,
             session,
+            second,
             membership: Membership::new(id, "sim", Duration::from_millis(DROP_TIME_MS)),
             destroyed: BTreeSet::new(),
             snapshots: BTreeMap::new(),
@@ -90,6 +85,31 @@ impl Node {
     /// The live members the session node knows, in id order.
     pub(super) fn members(&self) -> Vec<MemberId> {
         self.session.members().map(Member::id).collect()
+    }
+}
+
+/// A second context's session node in a process, and the sessions it destroyed.
+pub(super) struct SecondContext {
+    pub(super) session: SessionNode,
+    pub(super) destroyed: BTreeSet<SessionId>,
+}
+
+/// Each context's node settings, as `SessionManager` sets them from the simulation's
+/// timings.
+fn node_config(local: Member) -> NodeConfig {
+    NodeConfig {
+        local,
+        shared: false,
+        transfer: JoinTimeouts {
+            attempt_ms: ATTEMPT_TIMEOUT_MS,
+            total_ms: TRANSFER_TIMEOUT_MS,
+            retry_ms: 100,
+        },
+        discovery_wait_ms: DISCOVERY_WAIT_MS,
+        chunk_size: CHUNK_SESSIONS,
+        tick_ms: TICK_MS,
+        regreet_every_ms: SYNC_INTERVAL_MS,
+        fetch_timeout_ms: ACK_TIMEOUT_MS,
     }
 }
 

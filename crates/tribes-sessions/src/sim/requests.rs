@@ -146,6 +146,7 @@ impl Sim {
                         me,
                         m,
                         Body::Msg {
+                            topic: Topic::Main,
                             msg: msg.clone(),
                             ack: None,
                         },

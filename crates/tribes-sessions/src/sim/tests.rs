@@ -27,11 +27,14 @@ fn sim_many_seeds() {
                 total.register_unconfirmed += s.register_unconfirmed;
                 total.expiry_events += s.expiry_events;
                 total.expiry_duplicates_after_crash += s.expiry_duplicates_after_crash;
+                total.expiry_duplicates_after_split += s.expiry_duplicates_after_split;
                 total.logins += s.logins;
                 total.logouts += s.logouts;
                 total.evictions += s.evictions;
                 total.cluster_restarts += s.cluster_restarts;
                 total.rotations += s.rotations;
+                total.second_acked += s.second_acked;
+                total.second_checked += s.second_checked;
             }
             Err(e) => panic!("{e}"),
         }
