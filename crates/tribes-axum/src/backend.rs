@@ -4,8 +4,8 @@ use std::time::{Duration, SystemTime};
 
 use tribes_sessions::{Session as Handle, SessionId, SessionManager};
 
-use crate::extract::SessionError;
-use crate::metrics::LayerCounters;
+use crate::counters::LayerCounters;
+use crate::error::SessionError;
 
 /// Loads a session by its base id; `None` when unknown or expired.
 pub(crate) async fn get(manager: &SessionManager, id: &SessionId) -> Option<Handle> {

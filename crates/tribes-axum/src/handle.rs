@@ -9,9 +9,9 @@ use tribes_sessions::{Session as Handle, SessionManager};
 
 use crate::backend;
 use crate::cookie::CookieId;
-use crate::extract::SessionError;
-use crate::layer::{Config, NotReady};
-use crate::metrics::LayerCounters;
+use crate::counters::LayerCounters;
+use crate::error::SessionError;
+use crate::settings::{NotReady, Settings};
 
 /// What the request knows of its session so far.
 #[derive(Debug, Default)]
@@ -44,7 +44,7 @@ pub(crate) struct State {
 #[derive(Debug)]
 pub(crate) struct RequestSession {
     pub(crate) manager: SessionManager,
-    pub(crate) config: Arc<Config>,
+    pub(crate) config: Arc<Settings>,
     pub(crate) counters: Arc<LayerCounters>,
     /// The well-formed session cookie, if any.
     pub(crate) cookie: Option<CookieId>,

@@ -4,7 +4,7 @@
 use tribes_sessions::{AckOutcome, LogoutReport, PrincipalError, PrincipalSession};
 
 use super::{Loaded, RequestSession};
-use crate::extract::SessionError;
+use crate::error::SessionError;
 
 /// A manager's principal error, as the extractor reports it.
 fn session_error(e: PrincipalError) -> SessionError {
