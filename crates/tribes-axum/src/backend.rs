@@ -55,11 +55,13 @@ pub(crate) async fn get_live(
 pub(crate) async fn create(manager: &SessionManager) -> Result<Handle, SessionError> {
     manager.create(SystemTime::now()).map_err(|e| match e {
         tribes_sessions::CreateError::TooManySessions { .. } => SessionError::TooManySessions {
+            context: manager.context().to_owned(),
             retry_after: Duration::from_secs(1),
-            cause: e.to_string(),
+            source: e,
         },
         other => SessionError::Unavailable {
-            cause: other.to_string(),
+            context: manager.context().to_owned(),
+            source: other.into(),
         },
     })
 }

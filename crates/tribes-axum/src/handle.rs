@@ -141,9 +141,15 @@ impl RequestSession {
         };
         match h.get::<T>(key) {
             Ok(v) => Ok(v),
-            Err(tribes_sessions::AttributeError::Decode { name, type_name, cause }) => {
+            Err(e) => {
+                let tribes_sessions::AttributeError::Decode { name, type_name, cause } = &e else {
+                    return Err(SessionError::Value {
+                        key: key.to_owned(),
+                        source: e,
+                    });
+                };
                 let log_id = h.id().log_id();
-                if !st.stale.contains(&name) {
+                if !st.stale.contains(name) {
                     self.counters.stale_values.inc();
                     tracing::warn!(
                         context = %self.manager.context(),
@@ -155,16 +161,13 @@ impl RequestSession {
                     );
                     st.stale.push(name.clone());
                 }
+                let (key, type_name) = (name.clone(), *type_name);
                 Err(SessionError::StaleValue {
-                    key: name,
+                    key,
                     type_name,
-                    cause,
+                    source: e,
                 })
             }
-            Err(e) => Err(SessionError::Value {
-                key: key.to_owned(),
-                cause: e.to_string(),
-            }),
         }
     }
 
@@ -173,7 +176,7 @@ impl RequestSession {
         let h = self.for_write(&mut st).await?;
         h.insert(key, value).map_err(|e| SessionError::Value {
             key: key.to_owned(),
-            cause: e.to_string(),
+            source: e,
         })
     }
 

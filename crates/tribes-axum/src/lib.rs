@@ -157,7 +157,7 @@ pub use config::{
     SendModeConfig, StatusConfig,
 };
 pub use contexts::Contexts;
-pub use error::{MissingSessionLayer, SessionError};
+pub use error::{ManagerError, MissingSessionLayer, SessionError};
 pub use extract::Session;
 pub use future::ResponseFuture;
 pub use layer::ReplicatedSessions;

@@ -21,6 +21,7 @@ pub const DEFAULT_FILTER: &str = r"(?i)^/static/|\.(gif|jpg|jpeg|png|css|js|ico|
 
 /// When the `Secure` attribute is set on the session cookie.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Secure {
     /// When the request came over HTTPS: the `X-Forwarded-Proto` or `Forwarded: proto=`
     /// header of a TLS-terminating proxy, or an `https` URI scheme. The default.
@@ -34,6 +35,7 @@ pub enum Secure {
 
 /// The `SameSite` attribute of the session cookie.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SameSite {
     /// `SameSite=Strict`: never sent on cross-site requests.
     Strict,
@@ -46,6 +48,7 @@ pub enum SameSite {
 
 /// When a session is replicated at the end of a request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReplicateWhen {
     /// Only when the request changed it (created, wrote, removed, cycled the id,
     /// invalidated). A request that only reads sends nothing. The default.
@@ -61,6 +64,7 @@ pub enum ReplicateWhen {
 /// What a request gets when its session's synchronous replication fails
 /// (the members did not acknowledge in time, or the manager refused the commit).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OnSyncFailure {
     /// `503 Service Unavailable` with `Retry-After: 1` instead of the handler's response:
     /// the client learns its change may not have reached the other nodes.
@@ -74,6 +78,7 @@ pub enum OnSyncFailure {
 /// What a request carrying a session gets while this node is not ready (its state
 /// transfer from the other members is still running).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NotReady {
     /// `503 Service Unavailable` with `Retry-After` (whole seconds, at least 1) at once,
     /// so a load balancer retries on another node.
