@@ -1,9 +1,8 @@
 //! [`LayerCounters`]: what the layer counts, read by the status and metrics routers.
 //! A leaf: it imports nothing from this crate.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 
 use tribes_sessions::SessionManager;
 
@@ -21,8 +20,9 @@ impl Count {
     }
 }
 
-/// What the layers of one context counted (shared by every layer of that context in
-/// the process, so [`metrics_router`] and [`status_router`](crate::status_router) can show it).
+/// What the layers of one manager counted (shared by every layer of that manager, so
+/// [`metrics_router`](crate::metrics_router) and [`status_router`](crate::status_router)
+/// can show it).
 #[derive(Debug, Default)]
 pub(crate) struct LayerCounters {
     pub(crate) requests: Count,
@@ -103,14 +103,10 @@ impl LayerCounters {
     }
 }
 
-/// The layer counters of `manager`'s node (route) and context, shared in this process.
+/// The layer counters of `manager`: owned by the manager (its
+/// [`extension`](SessionManager::extension)), so every layer of that manager counts into
+/// them and the status and metrics routers of that manager read them, with no
+/// process-wide registry.
 pub(crate) fn counters_for(manager: &SessionManager) -> Arc<LayerCounters> {
-    type Key = (String, String);
-    static ALL: OnceLock<Mutex<HashMap<Key, Arc<LayerCounters>>>> = OnceLock::new();
-    let mut map = ALL
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let key = (manager.route().to_owned(), manager.context().to_owned());
-    map.entry(key).or_default().clone()
+    manager.extension::<LayerCounters>()
 }

@@ -14,17 +14,17 @@
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let key = tribes::Keyring::from_file("cluster.key")?; // the same file on every node
 //! let channel = tribes::Channel::builder("node-a").cluster_key(key).bind("127.0.0.1:4000".parse()?).start().await?;
-//! let manager = tribes_sessions::SessionManager::builder("/app").start(channel.clone()).await?;
+//! let manager = tribes_sessions::SessionManager::builder("/app").start(channel).await?;
 //! let app = Router::new()
 //!     .route("/", get(count))
 //!     .layer(ReplicatedSessions::new(manager.clone()))
-//!     .nest("/cluster", status_router(manager, channel));
+//!     .nest("/cluster", status_router(manager));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
 //!
-//! The same manager and channel feed [`status_router`] (JSON and a small HTML page,
+//! The same manager feeds [`status_router`] (JSON and a small HTML page,
 //! like Tomcat's Manager app) and [`metrics_router`] (Prometheus text format).
 //!
 //! # What the layer does for each request

@@ -63,13 +63,16 @@ struct MemberLabels {
 /// statistics in the Prometheus text format, labelled by node (route), context and member,
 /// for every one of its [`Contexts`] (one manager converts into it).
 ///
-/// Mount it anywhere, e.g. `app.merge(metrics_router(manager, channel))`, outside the
+/// The channel is the managers' own ([`SessionManager::channel`]).
+///
+/// Mount it anywhere, e.g. `app.merge(metrics_router(manager))`, outside the
 /// [`ReplicatedSessions`](crate::ReplicatedSessions) layer.
-pub fn metrics_router(contexts: impl Into<Contexts>, channel: Channel) -> Router {
-    Router::new().route("/metrics", get(metrics)).with_state(MetricsState {
-        contexts: contexts.into(),
-        channel,
-    })
+pub fn metrics_router(contexts: impl Into<Contexts>) -> Router {
+    let contexts = contexts.into();
+    let channel = contexts.channel().clone();
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(MetricsState { contexts, channel })
 }
 
 fn counter_family<

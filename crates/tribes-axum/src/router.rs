@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use tribes::Channel;
 
 use crate::Contexts;
 use crate::reporter::dashboard_for;
@@ -32,15 +31,18 @@ use crate::status::{self, BrowserSettings, StatusState};
 /// sampling task starts with the first router (inside a tokio runtime) and ends when
 /// every router of the node is dropped.
 ///
-/// Mount it anywhere, e.g. `.nest("/cluster/", status_router(manager, channel))`: the
+/// The channel is the managers' own
+/// ([`SessionManager::channel`](tribes_sessions::SessionManager::channel)).
+///
+/// Mount it anywhere, e.g. `.nest("/cluster/", status_router(manager))`: the
 /// dashboard is then at `/cluster/`, the JSON at `/cluster/status` and the node page at
 /// `/cluster/status.html` (add a redirect from `/cluster` if you like, as the demo
 /// does). Nested at `"/cluster"` without the slash, axum 0.8 serves the dashboard at
 /// `/cluster` instead, and `/cluster/` is not found. Put it outside the
 /// [`ReplicatedSessions`](crate::ReplicatedSessions) layer, or call it without the
 /// session cookie, so that it answers while the node is not ready.
-pub fn status_router(contexts: impl Into<Contexts>, channel: Channel) -> Router {
-    StatusRouter::new(contexts, channel).into_router()
+pub fn status_router(contexts: impl Into<Contexts>) -> Router {
+    StatusRouter::new(contexts).into_router()
 }
 
 /// The [`status_router`] with options: the session browser (off unless an admin token
@@ -66,10 +68,10 @@ pub fn status_router(contexts: impl Into<Contexts>, channel: Channel) -> Router 
 ///
 /// # Examples
 /// ```no_run
-/// # async fn demo(manager: tribes_sessions::SessionManager, channel: tribes::Channel) -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn demo(manager: tribes_sessions::SessionManager) -> Result<(), Box<dyn std::error::Error>> {
 /// use tribes_axum::{AdminToken, StatusRouter};
 /// let token = AdminToken::from_file("/run/secrets/tribes-admin".as_ref())?;
-/// let status = StatusRouter::new(manager, channel)
+/// let status = StatusRouter::new(manager)
 ///     .with_admin_token(token)
 ///     .with_shown_values(["cart_items"]);
 /// let app: axum::Router = axum::Router::new().nest("/cluster/", status.into_router());
@@ -78,18 +80,16 @@ pub fn status_router(contexts: impl Into<Contexts>, channel: Channel) -> Router 
 #[derive(Debug)]
 pub struct StatusRouter {
     contexts: Contexts,
-    channel: Channel,
     token: Option<crate::AdminToken>,
     shown: Vec<String>,
     timeout: std::time::Duration,
 }
 
 impl StatusRouter {
-    /// The status router of `contexts` on `channel`, session browser off.
-    pub fn new(contexts: impl Into<Contexts>, channel: Channel) -> Self {
+    /// The status router of `contexts` (on their managers' channel), session browser off.
+    pub fn new(contexts: impl Into<Contexts>) -> Self {
         StatusRouter {
             contexts: contexts.into(),
-            channel,
             token: None,
             shown: Vec::new(),
             timeout: crate::browser::DEFAULT_TIMEOUT,
@@ -118,7 +118,7 @@ impl StatusRouter {
     /// The router.
     pub fn into_router(self) -> Router {
         let contexts = self.contexts;
-        let channel = self.channel;
+        let channel = contexts.channel().clone();
         let dashboard = dashboard_for(contexts.first(), &channel);
         for manager in &contexts.all()[1..] {
             dashboard_for(manager, &channel);
