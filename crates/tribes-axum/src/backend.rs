@@ -4,8 +4,8 @@ use std::time::{Duration, SystemTime};
 
 use tribes_sessions::{Session as Handle, SessionId, SessionManager};
 
-use crate::extract::SessionError;
-use crate::metrics::LayerCounters;
+use crate::counters::LayerCounters;
+use crate::error::SessionError;
 
 /// Loads a session by its base id; `None` when unknown or expired.
 pub(crate) async fn get(manager: &SessionManager, id: &SessionId) -> Option<Handle> {
@@ -55,11 +55,13 @@ pub(crate) async fn get_live(
 pub(crate) async fn create(manager: &SessionManager) -> Result<Handle, SessionError> {
     manager.create(SystemTime::now()).map_err(|e| match e {
         tribes_sessions::CreateError::TooManySessions { .. } => SessionError::TooManySessions {
+            context: manager.context().to_owned(),
             retry_after: Duration::from_secs(1),
-            cause: e.to_string(),
+            source: e,
         },
         other => SessionError::Unavailable {
-            cause: other.to_string(),
+            context: manager.context().to_owned(),
+            source: other.into(),
         },
     })
 }

@@ -10,7 +10,6 @@
 //!
 //! Every action is logged with target `tribes::admin`, the session by its log hash.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{OriginalUri, Query, Request, State};
@@ -18,14 +17,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Form, Json};
-use serde::{Deserialize, Serialize};
 use tribes_sessions::{LogId, SessionManager};
 
-use crate::AdminToken;
 use crate::admin::{self, Denied};
 use crate::backend::{self, Invalidation};
-use crate::browser_html;
-use crate::browser_net::{self, Body, MemberAnswer, SessionView};
+use crate::browser_html::{self, Find, InvalidateResult, Lookup, MemberRow, Problem};
+use crate::browser_net::{self, Body, MemberAnswer};
 use crate::status::StatusState;
 
 /// How long other members get to answer a lookup, by default.
@@ -34,91 +31,6 @@ pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 const INVALIDATE_WAIT: Duration = Duration::from_secs(15);
 /// The version of the browser's JSON documents.
 const SCHEMA_VERSION: u32 = 1;
-
-/// The browser's settings, from the status router's builder.
-#[derive(Clone, Debug)]
-pub(crate) struct Settings {
-    pub(crate) token: Option<AdminToken>,
-    /// The attributes whose values may be shown.
-    pub(crate) shown: Vec<String>,
-    pub(crate) timeout: Duration,
-}
-
-/// The query of a lookup (and the fields of the invalidation form).
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct Find {
-    pub(crate) context: Option<String>,
-    pub(crate) hash: Option<String>,
-}
-
-/// One member's part of a lookup.
-#[derive(Debug, Serialize)]
-pub(crate) struct MemberRow {
-    pub(crate) route: String,
-    pub(crate) local: bool,
-    #[serde(flatten)]
-    pub(crate) answer: MemberAnswer,
-}
-
-/// A lookup: every member's answer, this node first.
-#[derive(Debug, Serialize)]
-pub(crate) struct Lookup {
-    pub(crate) schema_version: u32,
-    pub(crate) node: String,
-    pub(crate) context: String,
-    pub(crate) log_id: String,
-    /// The routes of the members holding it.
-    pub(crate) holders: Vec<String>,
-    pub(crate) members: Vec<MemberRow>,
-}
-
-impl Lookup {
-    /// The copy to show: this node's if it holds one, else the newest, with the route
-    /// of the member it comes from.
-    pub(crate) fn session(&self) -> Option<(&str, &SessionView)> {
-        fn first(m: &MemberRow) -> Option<(&str, &SessionView)> {
-            match &m.answer {
-                MemberAnswer::Holds { sessions } => sessions.first().map(|s| (m.route.as_str(), s)),
-                _ => None,
-            }
-        }
-        self.members
-            .iter()
-            .filter(|m| m.local)
-            .find_map(first)
-            .or_else(|| self.members.iter().filter_map(first).max_by_key(|(_, s)| s.version))
-    }
-
-    /// The most sessions one member holds with this hash (more than one: a collision).
-    pub(crate) fn most_per_member(&self) -> usize {
-        self.members
-            .iter()
-            .map(|m| match &m.answer {
-                MemberAnswer::Holds { sessions } => sessions.len(),
-                _ => 0,
-            })
-            .max()
-            .unwrap_or(0)
-    }
-}
-
-/// The result of the invalidation form.
-#[derive(Debug, Serialize)]
-pub(crate) struct InvalidateResult {
-    pub(crate) schema_version: u32,
-    pub(crate) node: String,
-    pub(crate) context: String,
-    pub(crate) log_id: String,
-    #[serde(flatten)]
-    pub(crate) outcome: Invalidation,
-}
-
-/// A request the browser cannot serve: what was wrong, as a status and words.
-#[derive(Debug)]
-pub(crate) struct Problem {
-    pub(crate) status: StatusCode,
-    pub(crate) words: String,
-}
 
 /// The credential check in front of every browser route (a route layer, so no handler
 /// runs, and no body is read, for a refused request).
@@ -393,11 +305,6 @@ pub(crate) async fn invalidate(
     }
     let body = render(&s, uri.path(), &find, &browser_html::invalidated(&result));
     private((status, Html(body)).into_response())
-}
-
-/// The settings shared by the handlers.
-pub(crate) fn settings(token: Option<AdminToken>, shown: Vec<String>, timeout: Duration) -> Arc<Settings> {
-    Arc::new(Settings { token, shown, timeout })
 }
 
 #[cfg(test)]

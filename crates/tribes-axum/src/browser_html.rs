@@ -3,12 +3,14 @@
 
 use std::fmt::Write as _;
 
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
 use crate::backend::Invalidation;
-use crate::browser::{Find, InvalidateResult, Lookup, Problem};
-use crate::browser_net::MemberAnswer;
+use crate::browser_net::{MemberAnswer, SessionView};
+use crate::clock::now_ms;
 use crate::dashboard_html::{STYLE, ago, clock};
-use crate::reporter::now_ms;
-use crate::status::escape;
+use crate::html::escape;
 
 const EXTRA_STYLE: &str = "\
 :focus-visible{outline:3px solid #1a5fb4;outline-offset:2px}\
@@ -20,6 +22,82 @@ button.danger{background:#a4161a;border-color:#a4161a}form.act{margin:1em 0}\
 .done{background:#dafbe1;color:#116329;padding:.4em .8em;border-radius:4px}\
 code{font-family:ui-monospace,monospace;white-space:pre-wrap;word-break:break-all}\
 table.kv{width:auto}h3{font-size:1em;margin:1em 0 .3em}";
+
+/// The query of a lookup (and the fields of the invalidation form).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Find {
+    pub(crate) context: Option<String>,
+    pub(crate) hash: Option<String>,
+}
+
+/// One member's part of a lookup.
+#[derive(Debug, Serialize)]
+pub(crate) struct MemberRow {
+    pub(crate) route: String,
+    pub(crate) local: bool,
+    #[serde(flatten)]
+    pub(crate) answer: MemberAnswer,
+}
+
+/// A lookup: every member's answer, this node first.
+#[derive(Debug, Serialize)]
+pub(crate) struct Lookup {
+    pub(crate) schema_version: u32,
+    pub(crate) node: String,
+    pub(crate) context: String,
+    pub(crate) log_id: String,
+    /// The routes of the members holding it.
+    pub(crate) holders: Vec<String>,
+    pub(crate) members: Vec<MemberRow>,
+}
+
+impl Lookup {
+    /// The copy to show: this node's if it holds one, else the newest, with the route
+    /// of the member it comes from.
+    pub(crate) fn session(&self) -> Option<(&str, &SessionView)> {
+        fn first(m: &MemberRow) -> Option<(&str, &SessionView)> {
+            match &m.answer {
+                MemberAnswer::Holds { sessions } => sessions.first().map(|s| (m.route.as_str(), s)),
+                _ => None,
+            }
+        }
+        self.members
+            .iter()
+            .filter(|m| m.local)
+            .find_map(first)
+            .or_else(|| self.members.iter().filter_map(first).max_by_key(|(_, s)| s.version))
+    }
+
+    /// The most sessions one member holds with this hash (more than one: a collision).
+    pub(crate) fn most_per_member(&self) -> usize {
+        self.members
+            .iter()
+            .map(|m| match &m.answer {
+                MemberAnswer::Holds { sessions } => sessions.len(),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// The result of the invalidation form.
+#[derive(Debug, Serialize)]
+pub(crate) struct InvalidateResult {
+    pub(crate) schema_version: u32,
+    pub(crate) node: String,
+    pub(crate) context: String,
+    pub(crate) log_id: String,
+    #[serde(flatten)]
+    pub(crate) outcome: Invalidation,
+}
+
+/// A request the browser cannot serve: what was wrong, as a status and words.
+#[derive(Debug)]
+pub(crate) struct Problem {
+    pub(crate) status: StatusCode,
+    pub(crate) words: String,
+}
 
 /// Percent-encodes a query component.
 fn query_escape(s: &str) -> String {

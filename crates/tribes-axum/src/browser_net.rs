@@ -18,7 +18,7 @@ use tribes::{Channel, MemberId, SendMode, SendOptions};
 use tribes_sessions::{LogId, SessionInfo, SessionManager, ValueKind};
 
 use crate::backend::{self, Invalidation};
-use crate::reporter::{Dashboard, now_ms};
+use crate::clock::now_ms;
 
 /// The channel topic of the browser's questions and answers.
 pub(crate) const TOPIC: &str = "tribes.admin";
@@ -211,9 +211,18 @@ pub(crate) async fn ask(
     out
 }
 
+/// What [`serve`] needs of the node it answers for: the dashboard of `reporter.rs`
+/// (passed in, so this module does not depend on the dashboard's shell).
+pub(crate) trait Answering: Send + Sync + 'static {
+    /// The manager of `context` on this node, if it serves it.
+    fn manager(&self, context: &str) -> Option<SessionManager>;
+    /// This node's questions waiting for answers.
+    fn pending(&self) -> &Pending;
+}
+
 /// Answers the other members' questions and hands this node's answers to [`ask`],
-/// until the dashboard (every status router of the node) is dropped.
-pub(crate) async fn serve(dashboard: Weak<Dashboard>, channel: Channel) {
+/// until `dashboard` (every status router of the node) is dropped.
+pub(crate) async fn serve<N: Answering>(dashboard: Weak<N>, channel: Channel) {
     let mut inbox = channel.listen(TOPIC);
     let mut check = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -249,7 +258,7 @@ pub(crate) async fn serve(dashboard: Weak<Dashboard>, channel: Channel) {
         let qid = env.qid;
         match env.body {
             body @ (Body::Found { .. } | Body::Invalidated { .. }) => {
-                if let Some(tx) = d.admin.waiting().get(&qid) {
+                if let Some(tx) = d.pending().waiting().get(&qid) {
                     let _ = tx.send((from.id(), body));
                 }
             }

@@ -1,7 +1,7 @@
 //! Tests of the session browser's plain parts: which copy is shown, the page's text.
 
 use super::*;
-use crate::browser_net::AttributeView;
+use crate::browser_net::{AttributeView, SessionView};
 use tribes_sessions::ValueKind;
 
 fn view(version: u64, primary: bool) -> SessionView {

@@ -9,8 +9,10 @@ use tribes_sessions::SessionManager;
 /// Every context is listed: in the `contexts` field of the status document, on the
 /// dashboard, and as the `context` label of the metrics. The first one is also the one the
 /// status document's older top-level fields (`context`, `sessions`, `replication`, …)
-/// describe. A single manager converts into it, so `status_router(manager, channel)` works
-/// as it always did.
+/// describe. A single manager converts into it: `status_router(manager)`.
+///
+/// The managers run on one channel, the node's: the routers use the first manager's
+/// ([`SessionManager::channel`]) for the cluster's members and statistics.
 ///
 /// # Examples
 /// ```no_run
@@ -22,8 +24,8 @@ use tribes_sessions::SessionManager;
 /// let cart = SessionManager::builder("cart").start(channel.clone()).await?;
 /// let contexts = Contexts::new(shop).with(cart);
 /// let app = axum::Router::new()
-///     .nest("/cluster/", status_router(contexts.clone(), channel.clone()))
-///     .merge(metrics_router(contexts, channel));
+///     .nest("/cluster/", status_router(contexts.clone()))
+///     .merge(metrics_router(contexts));
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
@@ -50,6 +52,11 @@ impl Contexts {
     /// The first context's manager.
     pub(crate) fn first(&self) -> &SessionManager {
         &self.managers[0]
+    }
+
+    /// The node's channel: the first manager's.
+    pub(crate) fn channel(&self) -> &tribes::Channel {
+        self.first().channel()
     }
 
     /// Every context's manager, the first first.

@@ -6,7 +6,7 @@ use axum::http::header::{COOKIE, FORWARDED, HeaderValue};
 use axum::http::{HeaderMap, Uri};
 use tribes_sessions::SessionId;
 
-use crate::layer::{Config, SameSite, Secure};
+use crate::settings::{SameSite, Secure, Settings as Config};
 
 /// A well-formed session cookie found on a request: the base id and the route suffix.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::dashboard::{ClusterView, Entry, MemberState};
 use crate::history::{Metric, chart};
-use crate::status::escape;
+use crate::html::escape;
 
 /// The charts' time span.
 const WINDOW_MS: u64 = 5 * 60_000;

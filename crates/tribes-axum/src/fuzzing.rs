@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, Uri};
 use tribes_sessions::SessionId;
 
 use crate::cookie::{self, CookieId, RequestCookie};
-use crate::layer::{Config, DEFAULT_COOKIE_NAME};
+use crate::settings::{DEFAULT_COOKIE_NAME, Settings as Config};
 
 /// The largest request header the targets feed (nginx's default `large_client_header_buffers`).
 pub const MAX_HEADER_LEN: usize = 8 * 1024;

@@ -9,9 +9,9 @@ use tribes_sessions::{Session as Handle, SessionManager};
 
 use crate::backend;
 use crate::cookie::CookieId;
-use crate::extract::SessionError;
-use crate::layer::{Config, NotReady};
-use crate::metrics::LayerCounters;
+use crate::counters::LayerCounters;
+use crate::error::SessionError;
+use crate::settings::{NotReady, Settings};
 
 /// What the request knows of its session so far.
 #[derive(Debug, Default)]
@@ -44,7 +44,7 @@ pub(crate) struct State {
 #[derive(Debug)]
 pub(crate) struct RequestSession {
     pub(crate) manager: SessionManager,
-    pub(crate) config: Arc<Config>,
+    pub(crate) config: Arc<Settings>,
     pub(crate) counters: Arc<LayerCounters>,
     /// The well-formed session cookie, if any.
     pub(crate) cookie: Option<CookieId>,
@@ -141,9 +141,15 @@ impl RequestSession {
         };
         match h.get::<T>(key) {
             Ok(v) => Ok(v),
-            Err(tribes_sessions::AttributeError::Decode { name, type_name, cause }) => {
+            Err(e) => {
+                let tribes_sessions::AttributeError::Decode { name, type_name, cause } = &e else {
+                    return Err(SessionError::Value {
+                        key: key.to_owned(),
+                        source: e,
+                    });
+                };
                 let log_id = h.id().log_id();
-                if !st.stale.contains(&name) {
+                if !st.stale.contains(name) {
                     self.counters.stale_values.inc();
                     tracing::warn!(
                         context = %self.manager.context(),
@@ -155,16 +161,13 @@ impl RequestSession {
                     );
                     st.stale.push(name.clone());
                 }
+                let (key, type_name) = (name.clone(), *type_name);
                 Err(SessionError::StaleValue {
-                    key: name,
+                    key,
                     type_name,
-                    cause,
+                    source: e,
                 })
             }
-            Err(e) => Err(SessionError::Value {
-                key: key.to_owned(),
-                cause: e.to_string(),
-            }),
         }
     }
 
@@ -173,7 +176,7 @@ impl RequestSession {
         let h = self.for_write(&mut st).await?;
         h.insert(key, value).map_err(|e| SessionError::Value {
             key: key.to_owned(),
-            cause: e.to_string(),
+            source: e,
         })
     }
 

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::status::escape;
+use crate::html::escape;
 
 /// Samples kept per member: one a second, five minutes.
 pub(crate) const KEEP: usize = 300;

@@ -1,4 +1,4 @@
-//! [`ReplicatedSessions`]: the tower `Layer` and its configuration.
+//! [`ReplicatedSessions`]: the tower `Layer` and its `with_*` builder methods.
 
 use std::fmt;
 use std::sync::Arc;
@@ -9,155 +9,8 @@ use regex::Regex;
 use tower::Layer;
 use tribes_sessions::SessionManager;
 
-use crate::metrics::LayerCounters;
-use crate::service::{ReplicatedSessionsService, SessionLocks};
-
-/// The default session cookie name.
-pub const DEFAULT_COOKIE_NAME: &str = "TRIBESSESSIONID";
-
-/// The default absolute timeout: 8 hours, see [`ReplicatedSessions::with_absolute_timeout`].
-pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(8 * 60 * 60);
-
-/// The default filter: paths that never create, load or replicate a session.
-///
-/// Like the `filter` of Tomcat's `ReplicationValve`: common static assets and
-/// everything under `/static/`.
-pub const DEFAULT_FILTER: &str = r"(?i)^/static/|\.(gif|jpg|jpeg|png|css|js|ico|svg|txt|woff2?|map)$";
-
-/// When the `Secure` attribute is set on the session cookie.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Secure {
-    /// When the request came over HTTPS: the `X-Forwarded-Proto` or `Forwarded: proto=`
-    /// header of a TLS-terminating proxy, or an `https` URI scheme. The default.
-    #[default]
-    Auto,
-    /// Always: the cookie is only ever sent over HTTPS.
-    Always,
-    /// Never (plain-HTTP development setups).
-    Never,
-}
-
-/// The `SameSite` attribute of the session cookie.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum SameSite {
-    /// `SameSite=Strict`: never sent on cross-site requests.
-    Strict,
-    /// `SameSite=Lax`: sent on top-level navigations only. The default.
-    #[default]
-    Lax,
-    /// `SameSite=None` (browsers then require `Secure`).
-    None,
-}
-
-/// When a session is replicated at the end of a request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ReplicateWhen {
-    /// Only when the request changed it (created, wrote, removed, cycled the id,
-    /// invalidated). A request that only reads sends nothing. The default.
-    #[default]
-    Changed,
-    /// After every request that loaded the session, changed or not (Tomcat's
-    /// behaviour; costs one message per read). The manager sends a whole unchanged
-    /// session only when built with `with_replicate_only_changes(false)`; otherwise
-    /// such a commit records the access and sends nothing.
-    Always,
-}
-
-/// What a request gets when its session's synchronous replication fails
-/// (the members did not acknowledge in time, or the manager refused the commit).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum OnSyncFailure {
-    /// `503 Service Unavailable` with `Retry-After: 1` instead of the handler's response:
-    /// the client learns its change may not have reached the other nodes.
-    ServiceUnavailable,
-    /// The handler's response, with a warning in the log and the failure counted.
-    /// The change is kept locally and reaches the others with the next change. The default.
-    #[default]
-    LogAndContinue,
-}
-
-/// What a request carrying a session gets while this node is not ready (its state
-/// transfer from the other members is still running).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NotReady {
-    /// `503 Service Unavailable` with `Retry-After` (whole seconds, at least 1) at once,
-    /// so a load balancer retries on another node.
-    ServiceUnavailable {
-        /// The `Retry-After` to send.
-        retry_after: Duration,
-    },
-    /// Wait until the node is ready, at most `timeout`, then `503` as above.
-    Wait {
-        /// The longest wait.
-        timeout: Duration,
-    },
-}
-
-impl Default for NotReady {
-    fn default() -> Self {
-        NotReady::ServiceUnavailable {
-            retry_after: Duration::from_secs(1),
-        }
-    }
-}
-
-/// The layer's settings, shared by every request.
-#[derive(Clone, Debug)]
-pub(crate) struct Config {
-    pub(crate) cookie_name: String,
-    pub(crate) cookie_path: String,
-    pub(crate) cookie_domain: Option<String>,
-    pub(crate) secure: Secure,
-    pub(crate) http_only: bool,
-    pub(crate) same_site: SameSite,
-    pub(crate) max_age: Option<Duration>,
-    pub(crate) replicate: ReplicateWhen,
-    pub(crate) filter: Option<Regex>,
-    pub(crate) sync_failure: OnSyncFailure,
-    pub(crate) primary_indicator: bool,
-    pub(crate) primary_header: Option<HeaderName>,
-    pub(crate) not_ready: NotReady,
-    pub(crate) serialize_requests: bool,
-    pub(crate) rebind_grace: Duration,
-    pub(crate) absolute_timeout: Option<Duration>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            cookie_name: DEFAULT_COOKIE_NAME.to_owned(),
-            cookie_path: "/".to_owned(),
-            cookie_domain: None,
-            secure: Secure::Auto,
-            http_only: true,
-            same_site: SameSite::Lax,
-            max_age: None,
-            replicate: ReplicateWhen::Changed,
-            filter: Some(Regex::new(DEFAULT_FILTER).expect("the default filter is a valid regex")),
-            sync_failure: OnSyncFailure::LogAndContinue,
-            primary_indicator: false,
-            primary_header: None,
-            not_ready: NotReady::default(),
-            serialize_requests: false,
-            rebind_grace: Duration::from_secs(2),
-            absolute_timeout: Some(DEFAULT_ABSOLUTE_TIMEOUT),
-        }
-    }
-}
-
-impl Config {
-    /// The longest time a request may wait for the node to become ready.
-    pub(crate) fn retry_after(&self) -> Duration {
-        match self.not_ready {
-            NotReady::ServiceUnavailable { retry_after } => retry_after,
-            NotReady::Wait { .. } => Duration::from_secs(1),
-        }
-    }
-
-    pub(crate) fn is_filtered(&self, path: &str) -> bool {
-        self.filter.as_ref().is_some_and(|f| f.is_match(path))
-    }
-}
+use crate::service::{ReplicatedSessionsService, SessionLocks, Shared};
+use crate::settings::{NotReady, OnSyncFailure, ReplicateWhen, SameSite, Secure, Settings};
 
 /// Replicated sessions for an Axum (or any Tower) app: Tomcat's `ReplicationValve`
 /// and `JvmRouteBinderValve` as one tower [`Layer`].
@@ -179,16 +32,13 @@ impl Config {
 /// errors found at startup.
 #[derive(Clone)]
 pub struct ReplicatedSessions {
-    pub(crate) manager: SessionManager,
-    pub(crate) config: Arc<Config>,
-    pub(crate) counters: Arc<LayerCounters>,
-    pub(crate) locks: Arc<SessionLocks>,
+    shared: Shared,
 }
 
 impl fmt::Debug for ReplicatedSessions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplicatedSessions")
-            .field("config", &self.config)
+            .field("config", &self.shared.config)
             .finish_non_exhaustive()
     }
 }
@@ -196,7 +46,7 @@ impl fmt::Debug for ReplicatedSessions {
 impl ReplicatedSessions {
     /// A layer serving the sessions of `manager`'s context, with the defaults:
     /// cookie `TRIBESSESSIONID` on path `/`, `HttpOnly`, `SameSite=Lax`, `Secure` on
-    /// HTTPS, no `Max-Age`; replicate only changed sessions; skip [`DEFAULT_FILTER`]
+    /// HTTPS, no `Max-Age`; replicate only changed sessions; skip [`DEFAULT_FILTER`](crate::DEFAULT_FILTER)
     /// paths; log and continue on sync failures; `503` with `Retry-After: 1` while not
     /// ready; requests of one session run concurrently; sessions end 8 hours after their
     /// creation however active ([`with_absolute_timeout`](Self::with_absolute_timeout)).
@@ -211,17 +61,19 @@ impl ReplicatedSessions {
             "the node's route {route:?} (its channel name) cannot be part of the session cookie: \
              name the channel with letters, digits and -_.:~ only"
         );
-        let counters = crate::metrics::counters_for(&manager);
+        let counters = crate::counters::counters_for(&manager);
         ReplicatedSessions {
-            manager,
-            config: Arc::new(Config::default()),
-            counters,
-            locks: Arc::new(SessionLocks::default()),
+            shared: Shared {
+                manager,
+                config: Arc::new(Settings::default()),
+                counters,
+                locks: Arc::new(SessionLocks::default()),
+            },
         }
     }
 
-    fn config(mut self, f: impl FnOnce(&mut Config)) -> Self {
-        f(Arc::make_mut(&mut self.config));
+    fn config(mut self, f: impl FnOnce(&mut Settings)) -> Self {
+        f(Arc::make_mut(&mut self.shared.config));
         self
     }
 
@@ -297,7 +149,7 @@ impl ReplicatedSessions {
     /// Paths (a regex matched against the URI path) that never create, load, rebind or
     /// replicate a session: their handlers can read an existing session, and writing
     /// gives [`SessionError::FilteredPath`](crate::SessionError::FilteredPath).
-    /// Default [`DEFAULT_FILTER`].
+    /// Default [`DEFAULT_FILTER`](crate::DEFAULT_FILTER).
     ///
     /// # Panics
     /// If `pattern` is not a valid regex.
@@ -364,7 +216,7 @@ impl ReplicatedSessions {
     }
 
     /// The absolute timeout (OWASP): the longest a session lives, from its creation,
-    /// however active it is. Default `Some(8 h)` ([`DEFAULT_ABSOLUTE_TIMEOUT`]); `None`
+    /// however active it is. Default `Some(8 h)` ([`DEFAULT_ABSOLUTE_TIMEOUT`](crate::DEFAULT_ABSOLUTE_TIMEOUT)); `None`
     /// turns it off (sessions then end only when idle, after the manager's max inactive
     /// interval, or when invalidated).
     ///
@@ -404,6 +256,6 @@ impl<S> Layer<S> for ReplicatedSessions {
     type Service = ReplicatedSessionsService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ReplicatedSessionsService::new(inner, self.clone())
+        ReplicatedSessionsService::new(inner, self.shared.clone())
     }
 }

@@ -1,9 +1,7 @@
-//! `GET /metrics` in the Prometheus text format, and the layer's own counters.
+//! `GET /metrics` in the Prometheus text format.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::AtomicU64;
 
 use axum::Router;
 use axum::extract::State;
@@ -20,114 +18,7 @@ use tribes::Channel;
 use tribes_sessions::{ManagerStats, SessionManager};
 
 use crate::Contexts;
-
-/// A monotonically increasing count.
-#[derive(Debug, Default)]
-pub(crate) struct Count(AtomicU64);
-
-impl Count {
-    pub(crate) fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// What the layers of one context counted (shared by every layer of that context in
-/// the process, so [`metrics_router`] and [`status_router`](crate::status_router) can show it).
-#[derive(Debug, Default)]
-pub(crate) struct LayerCounters {
-    pub(crate) requests: Count,
-    pub(crate) created: Count,
-    pub(crate) commits: Count,
-    pub(crate) invalidated: Count,
-    pub(crate) rebinds: Count,
-    pub(crate) sync_failures: Count,
-    pub(crate) stale_values: Count,
-    pub(crate) malformed_cookies: Count,
-    pub(crate) not_ready: Count,
-    pub(crate) too_many_sessions: Count,
-    pub(crate) absolute_timeouts: Count,
-}
-
-/// Every layer counter: name, help, value.
-pub(crate) type LayerSnapshot = Vec<(&'static str, &'static str, u64)>;
-
-impl LayerCounters {
-    pub(crate) fn snapshot(&self) -> LayerSnapshot {
-        vec![
-            (
-                "http_requests",
-                "Requests that passed through the session layer",
-                self.requests.get(),
-            ),
-            (
-                "http_sessions_created",
-                "Sessions created by requests on this node",
-                self.created.get(),
-            ),
-            (
-                "http_commits",
-                "Requests that committed (replicated) a changed session",
-                self.commits.get(),
-            ),
-            (
-                "http_sessions_invalidated",
-                "Sessions invalidated by requests on this node",
-                self.invalidated.get(),
-            ),
-            (
-                "http_rebinds",
-                "Sessions rebound to this node after a failover",
-                self.rebinds.get(),
-            ),
-            (
-                "http_sync_failures",
-                "Commits that were not confirmed by the cluster",
-                self.sync_failures.get(),
-            ),
-            (
-                "http_stale_values",
-                "Attributes that no longer decode into the requested type",
-                self.stale_values.get(),
-            ),
-            (
-                "http_malformed_cookies",
-                "Malformed session cookies ignored",
-                self.malformed_cookies.get(),
-            ),
-            (
-                "http_not_ready",
-                "Requests refused while the node was not ready",
-                self.not_ready.get(),
-            ),
-            (
-                "http_too_many_sessions",
-                "Session creations refused: max active reached",
-                self.too_many_sessions.get(),
-            ),
-            (
-                "http_sessions_absolute_timeout",
-                "Sessions invalidated because they outlived the absolute timeout",
-                self.absolute_timeouts.get(),
-            ),
-        ]
-    }
-}
-
-/// The layer counters of `manager`'s node (route) and context, shared in this process.
-pub(crate) fn counters_for(manager: &SessionManager) -> Arc<LayerCounters> {
-    type Key = (String, String);
-    static ALL: OnceLock<Mutex<HashMap<Key, Arc<LayerCounters>>>> = OnceLock::new();
-    let mut map = ALL
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let key = (manager.route().to_owned(), manager.context().to_owned());
-    map.entry(key).or_default().clone()
-}
+use crate::counters::{LayerSnapshot, counters_for};
 
 #[derive(Clone)]
 struct MetricsState {
@@ -172,13 +63,16 @@ struct MemberLabels {
 /// statistics in the Prometheus text format, labelled by node (route), context and member,
 /// for every one of its [`Contexts`] (one manager converts into it).
 ///
-/// Mount it anywhere, e.g. `app.merge(metrics_router(manager, channel))`, outside the
+/// The channel is the managers' own ([`SessionManager::channel`]).
+///
+/// Mount it anywhere, e.g. `app.merge(metrics_router(manager))`, outside the
 /// [`ReplicatedSessions`](crate::ReplicatedSessions) layer.
-pub fn metrics_router(contexts: impl Into<Contexts>, channel: Channel) -> Router {
-    Router::new().route("/metrics", get(metrics)).with_state(MetricsState {
-        contexts: contexts.into(),
-        channel,
-    })
+pub fn metrics_router(contexts: impl Into<Contexts>) -> Router {
+    let contexts = contexts.into();
+    let channel = contexts.channel().clone();
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(MetricsState { contexts, channel })
 }
 
 fn counter_family<

@@ -4,21 +4,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tribes::{Channel, MemberId, MembershipEvent, SendMode, SendOptions};
 use tribes_sessions::SessionManager;
 
+use crate::clock::now_ms;
+use crate::counters::counters_for;
 use crate::dashboard::{ClusterView, ContextReport, LocalSample, PERIOD, StoreHealth, TOPIC};
-use crate::metrics::counters_for;
-
-/// Unix milliseconds now (the shell's clock).
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// One node's dashboard: its view and the contexts (managers) it samples.
 #[derive(Debug)]
@@ -27,6 +20,16 @@ pub(crate) struct Dashboard {
     managers: Mutex<Vec<SessionManager>>,
     /// The session browser's questions waiting for the other members' answers.
     pub(crate) admin: crate::browser_net::Pending,
+}
+
+impl crate::browser_net::Answering for Dashboard {
+    fn manager(&self, context: &str) -> Option<SessionManager> {
+        Dashboard::manager(self, context)
+    }
+
+    fn pending(&self) -> &crate::browser_net::Pending {
+        &self.admin
+    }
 }
 
 impl Dashboard {

@@ -10,26 +10,37 @@ use axum::http::header::{RETRY_AFTER, SET_COOKIE};
 use axum::http::{HeaderValue, Request, Response, StatusCode};
 use tokio::sync::OwnedMutexGuard;
 use tower::Service;
-use tribes_sessions::SessionId;
+use tribes_sessions::{SessionId, SessionManager};
 
 use crate::backend::{self, CommitOutcome};
 use crate::cookie::{self, CookieId, RequestCookie};
-use crate::extract::retry_after_value;
+use crate::counters::LayerCounters;
+use crate::error::retry_after_value;
 use crate::future::ResponseFuture;
 use crate::handle::{Loaded, RequestSession, State};
-use crate::layer::{NotReady, OnSyncFailure, ReplicateWhen, ReplicatedSessions};
+use crate::settings::{NotReady, OnSyncFailure, ReplicateWhen, Settings};
 
 /// Whether this node is the primary of the request's session: a response extension
-/// set by the layer, when [`ReplicatedSessions::with_primary_indicator`] is on, on every
+/// set by the layer, when [`ReplicatedSessions::with_primary_indicator`](crate::ReplicatedSessions::with_primary_indicator) is on, on every
 /// response whose request loaded a session (Tomcat's `PrimaryIndicatorValve`). With the delta manager every node holding the session is primary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PrimaryIndicator(pub bool);
 
-/// The service made by [`ReplicatedSessions`]: see there.
+/// What every request of one layer shares: the layer's manager, settings, counters and
+/// locks (made by [`ReplicatedSessions`](crate::ReplicatedSessions), a cheap `Clone`).
+#[derive(Clone, Debug)]
+pub(crate) struct Shared {
+    pub(crate) manager: SessionManager,
+    pub(crate) config: Arc<Settings>,
+    pub(crate) counters: Arc<LayerCounters>,
+    pub(crate) locks: Arc<SessionLocks>,
+}
+
+/// The service made by [`ReplicatedSessions`](crate::ReplicatedSessions): see there.
 #[derive(Clone)]
 pub struct ReplicatedSessionsService<S> {
     inner: S,
-    layer: ReplicatedSessions,
+    layer: Shared,
 }
 
 impl<S> fmt::Debug for ReplicatedSessionsService<S> {
@@ -41,7 +52,7 @@ impl<S> fmt::Debug for ReplicatedSessionsService<S> {
 }
 
 impl<S> ReplicatedSessionsService<S> {
-    pub(crate) fn new(inner: S, layer: ReplicatedSessions) -> Self {
+    pub(crate) fn new(inner: S, layer: Shared) -> Self {
         ReplicatedSessionsService { inner, layer }
     }
 }
@@ -82,7 +93,7 @@ fn unavailable<B: From<String>>(retry_after: Duration, msg: &str) -> Response<B>
 }
 
 async fn run<S, ReqBody, ResBody>(
-    layer: ReplicatedSessions,
+    layer: Shared,
     mut inner: S,
     mut req: Request<ReqBody>,
 ) -> Result<Response<ResBody>, S::Error>
@@ -167,7 +178,7 @@ where
 
 /// JvmRouteBinderValve: a cookie naming another route for a session held here moves
 /// the session to this node.
-async fn rebind(layer: &ReplicatedSessions, rs: &RequestSession, c: &CookieId, local: &str) {
+async fn rebind(layer: &Shared, rs: &RequestSession, c: &CookieId, local: &str) {
     let manager = &layer.manager;
     let Some(h) = backend::get_live(manager, &c.id, layer.config.absolute_timeout, &layer.counters).await else {
         rs.state.lock().await.current = Loaded::Absent;
@@ -212,7 +223,7 @@ async fn rebind(layer: &ReplicatedSessions, rs: &RequestSession, c: &CookieId, l
 
 /// ReplicationValve: commit what the request changed, set or remove the cookie.
 /// Returns the failure to report, if the commit failed.
-async fn finish<B>(layer: &ReplicatedSessions, st: &mut State, https: bool, resp: &mut Response<B>) -> Option<String> {
+async fn finish<B>(layer: &Shared, st: &mut State, https: bool, resp: &mut Response<B>) -> Option<String> {
     let manager = &layer.manager;
     let config = &layer.config;
     let mut failure = None;

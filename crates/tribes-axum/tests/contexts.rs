@@ -111,8 +111,8 @@ async fn start(name: &str, peers: &[&Node], with_cart: bool) -> Node {
         None
     };
     let router = router
-        .nest("/cluster/", status_router(contexts.clone(), ch.clone()))
-        .merge(metrics_router(contexts, ch.clone()));
+        .nest("/cluster/", status_router(contexts.clone()))
+        .merge(metrics_router(contexts));
     Node {
         channel: ch,
         shop,

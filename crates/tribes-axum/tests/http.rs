@@ -266,7 +266,7 @@ async fn not_ready_is_503_with_retry_after_or_a_bounded_wait() {
         .await
         .unwrap();
     assert!(!m.is_ready(), "the manager is still starting");
-    let addr = serve(app(m.clone(), ch.clone(), |l| l)).await;
+    let addr = serve(app(m.clone(), |l| l)).await;
     let url = |p: &str| format!("http://{addr}{p}");
     let cookie = format!("{}.A", tribes_sessions::SessionId::from_bytes([1; 16]));
     let r = get_(&url("/get/x"), Some(&cookie)).await;
@@ -286,7 +286,7 @@ async fn not_ready_is_503_with_retry_after_or_a_bounded_wait() {
     assert_eq!(st["ready"], false);
 
     // Wait mode: bounded.
-    let addr2 = serve(app(m.clone(), ch.clone(), |l| {
+    let addr2 = serve(app(m.clone(), |l| {
         l.with_not_ready(NotReady::Wait {
             timeout: Duration::from_millis(300),
         })
@@ -541,7 +541,7 @@ async fn a_sync_commit_no_member_confirms_is_503_or_logged_as_configured() {
     };
     let before = failures().await;
     assert!(before >= 1);
-    let lenient = serve(app(a.manager.clone(), a.channel.clone(), |l| l)).await;
+    let lenient = serve(app(a.manager.clone(), |l| l)).await;
     let r = post_(&format!("http://{lenient}/set/y/2"), Some(&c)).await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     assert_eq!(failures().await, before + 1);

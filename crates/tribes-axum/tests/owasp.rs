@@ -161,10 +161,7 @@ async fn cookie_is_httponly_samesite_and_secure_only_over_https() {
     check(&r, false, "removal over HTTP");
 
     // An app served over HTTPS without such a proxy header says so with Secure::Always.
-    let always = serve(app(a.manager.clone(), a.channel.clone(), |l| {
-        l.with_secure(Secure::Always)
-    }))
-    .await;
+    let always = serve(app(a.manager.clone(), |l| l.with_secure(Secure::Always))).await;
     let r = post_(&format!("http://{always}/set/x/1"), None).await;
     check(&r, true, "Secure::Always");
 }
@@ -362,7 +359,7 @@ async fn logs_never_contain_a_full_session_id() {
     assert_eq!(get_(&a.url("/get/user"), Some(&format!("{unknown}.A"))).await.body, "-");
     assert_eq!(get_(&a.url("/get/user"), Some(&format!("{unknown}x"))).await.body, "-");
     // The absolute timeout (a second server on A's manager, 300 ms).
-    let short = serve(app(a.manager.clone(), a.channel.clone(), |l| {
+    let short = serve(app(a.manager.clone(), |l| {
         l.with_absolute_timeout(Some(Duration::from_millis(300)))
     }))
     .await;

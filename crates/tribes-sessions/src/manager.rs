@@ -6,6 +6,7 @@
 
 mod builder;
 mod driver;
+mod extension;
 mod principals;
 mod store_ops;
 

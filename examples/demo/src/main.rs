@@ -382,7 +382,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ));
         contexts = contexts.with(cart.clone());
     }
-    let status = match status(&args, config.as_ref(), contexts.clone(), &channel) {
+    let status = match status(&args, config.as_ref(), contexts.clone()) {
         Ok(status) => status,
         Err(e) => {
             eprintln!("tribes-demo: {e}");
@@ -392,7 +392,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let router = router
         .nest("/cluster/", status.into_router())
         .route("/cluster", get(|| async { Redirect::permanent("/cluster/") }))
-        .merge(metrics_router(contexts, channel.clone()));
+        .merge(metrics_router(contexts));
 
     let listener = tokio::net::TcpListener::bind(args.http).await?;
     tracing::info!(route = %route, http = %args.http, cluster = %args.cluster, "tribes-demo serving");
@@ -517,11 +517,10 @@ fn status(
     args: &Args,
     config: Option<&tribes_axum::Config>,
     contexts: Contexts,
-    channel: &Channel,
 ) -> Result<StatusRouter, Box<dyn std::error::Error>> {
     let mut status = match config {
-        Some(c) => c.status_router(contexts, channel.clone())?,
-        None => StatusRouter::new(contexts, channel.clone()),
+        Some(c) => c.status_router(contexts)?,
+        None => StatusRouter::new(contexts),
     };
     if let Some(path) = &args.admin_token_file {
         status = status.with_admin_token(AdminToken::from_file(path)?);

@@ -39,18 +39,14 @@ impl StatusConfig {
 }
 
 impl Config {
-    /// The status router of `contexts` on `channel` with the `[status]` keys: the session
+    /// The status router of `contexts` (on their managers' channel) with the `[status]` keys: the session
     /// browser on when `status.admin_token_file` is set (the file is read now).
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] when the token file cannot be read or its token is too short.
-    pub fn status_router(
-        &self,
-        contexts: impl Into<Contexts>,
-        channel: tribes::Channel,
-    ) -> Result<StatusRouter, ConfigError> {
+    pub fn status_router(&self, contexts: impl Into<Contexts>) -> Result<StatusRouter, ConfigError> {
         let s = &self.status;
-        let mut router = StatusRouter::new(contexts, channel).with_shown_values(s.shown_values.iter().cloned());
+        let mut router = StatusRouter::new(contexts).with_shown_values(s.shown_values.iter().cloned());
         if let Some(ms) = s.lookup_timeout_ms {
             router = router.with_lookup_timeout(Duration::from_millis(ms));
         }

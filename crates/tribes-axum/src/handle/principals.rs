@@ -4,10 +4,10 @@
 use tribes_sessions::{AckOutcome, LogoutReport, PrincipalError, PrincipalSession};
 
 use super::{Loaded, RequestSession};
-use crate::extract::SessionError;
+use crate::error::SessionError;
 
 /// A manager's principal error, as the extractor reports it.
-fn session_error(e: PrincipalError) -> SessionError {
+fn session_error(context: &str, e: PrincipalError) -> SessionError {
     match e {
         PrincipalError::TooManySessions {
             principal,
@@ -19,7 +19,8 @@ fn session_error(e: PrincipalError) -> SessionError {
             sessions,
         },
         other => SessionError::Unavailable {
-            cause: other.to_string(),
+            context: context.to_owned(),
+            source: other.into(),
         },
     }
 }
@@ -44,7 +45,7 @@ impl RequestSession {
             if matches!(e, PrincipalError::TooManySessions { .. }) {
                 tracing::info!(context = %self.manager.context(), "login refused: {e}");
             }
-            return Err(session_error(e));
+            return Err(session_error(self.manager.context(), e));
         }
         // A login raises the session's privileges: an id someone may have planted or seen
         // before it must stop working (session fixation). A session created by this
@@ -95,7 +96,7 @@ impl RequestSession {
             .manager
             .invalidate_principal(&principal)
             .await
-            .map_err(session_error)?;
+            .map_err(|e| session_error(self.manager.context(), e))?;
         // Ended with the others (or, if its login is not committed yet, by this mark): the
         // layer removes the cookie when the response is ready.
         h.invalidate();
@@ -117,6 +118,9 @@ impl RequestSession {
     }
 
     pub(crate) async fn sessions_of(&self, principal: &str) -> Result<Vec<PrincipalSession>, SessionError> {
-        self.manager.sessions_of(principal).await.map_err(session_error)
+        self.manager
+            .sessions_of(principal)
+            .await
+            .map_err(|e| session_error(self.manager.context(), e))
     }
 }

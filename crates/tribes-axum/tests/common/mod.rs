@@ -93,7 +93,7 @@ pub async fn node_with(
         .await
         .expect("ready in time")
         .expect("state transfer ok");
-    let addr = serve(app_with(m.clone(), ch.clone(), layer, status)).await;
+    let addr = serve(app_with(m.clone(), layer, status)).await;
     Node {
         channel: ch,
         manager: m,
@@ -126,18 +126,13 @@ pub struct Delay {
 }
 
 /// The test app. Values are strings unless said otherwise; "-" means absent.
-pub fn app(
-    manager: SessionManager,
-    channel: Channel,
-    layer: impl FnOnce(ReplicatedSessions) -> ReplicatedSessions,
-) -> Router {
-    app_with(manager, channel, layer, |s| s)
+pub fn app(manager: SessionManager, layer: impl FnOnce(ReplicatedSessions) -> ReplicatedSessions) -> Router {
+    app_with(manager, layer, |s| s)
 }
 
 /// [`app`], with the status router configured by `status`.
 pub fn app_with(
     manager: SessionManager,
-    channel: Channel,
     layer: impl FnOnce(ReplicatedSessions) -> ReplicatedSessions,
     status: impl FnOnce(StatusRouter) -> StatusRouter,
 ) -> Router {
@@ -270,11 +265,8 @@ pub fn app_with(
                 r
             },
         ))
-        .nest(
-            "/cluster",
-            status(StatusRouter::new(manager.clone(), channel.clone())).into_router(),
-        )
-        .merge(metrics_router(manager, channel))
+        .nest("/cluster", status(StatusRouter::new(manager.clone())).into_router())
+        .merge(metrics_router(manager))
 }
 
 /// A response, reduced to what the tests look at.

@@ -318,6 +318,7 @@ impl SessionManagerBuilder {
             kick: Notify::new(),
             tasks: Mutex::new(Vec::new()),
             shut: AtomicBool::new(false),
+            extensions: Mutex::new(HashMap::new()),
             b: self,
         });
         if inner.is_serving() {

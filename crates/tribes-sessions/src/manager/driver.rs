@@ -60,6 +60,8 @@ pub(super) struct Inner {
     pub(super) tasks: Mutex<Vec<JoinHandle<()>>>,
     pub(super) shut: AtomicBool,
     pub(super) store: Option<Arc<StoreState>>,
+    /// [`SessionManager::extension`](super::SessionManager::extension)'s values, by type.
+    pub(super) extensions: Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
