@@ -54,6 +54,12 @@ use tribes::{Channel, DnsDiscovery, Farm, Keyring, MulticastDiscovery, SendMode,
 use tribes_axum::{AdminToken, Contexts, OnSyncFailure, ReplicatedSessions, Session, StatusRouter, metrics_router};
 use tribes_sessions::{ManagerKind, SessionManager, StoreMode};
 
+/// mimalloc rather than the system allocator: a request allocates some 60 times on the
+/// node that serves it (callgrind, `benches/results/http.md`), and mimalloc's allocation
+/// and free take a fraction of glibc's instructions. The libraries do not choose one.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The name of the demo's session context.
 const CONTEXT: &str = "demo";
 
