@@ -146,19 +146,36 @@ pub(crate) fn run(flamegraph: bool) -> Result<(), String> {
     let script = work.join("session-per-connection.lua");
     std::fs::write(&script, LUA).map_err(|e| format!("cannot write {}: {e}", script.display()))?;
     let read_script = work.join("read-only.lua");
-    std::fs::write(&read_script, read_only_lua()).map_err(|e| format!("cannot write {}: {e}", read_script.display()))?;
+    std::fs::write(&read_script, read_only_lua())
+        .map_err(|e| format!("cannot write {}: {e}", read_script.display()))?;
     let key_args = cluster_key_args(&demo, &work)?;
 
     let tribes = |nodes, sync, backup| Server::Tribes { nodes, sync, backup };
     let scenario_list = [
         ("a) bare Axum, no sessions (ceiling)", Server::Bare, false),
-        ("b) tower-sessions 0.15 + MemoryStore, 1 node", Server::TowerSessions, false),
+        (
+            "b) tower-sessions 0.15 + MemoryStore, 1 node",
+            Server::TowerSessions,
+            false,
+        ),
         ("c) tribes-demo, 1 node", tribes(1, false, false), false),
         ("d) tribes-demo, 3 nodes, Delta, async", tribes(3, false, false), false),
         ("e) tribes-demo, 3 nodes, Delta, --sync", tribes(3, true, false), false),
-        ("f) tribes-demo, 3 nodes, --manager backup (async)", tribes(3, false, true), false),
-        ("g) tribes-demo, 1 node, read-only (`GET /counter/read`)", tribes(1, false, false), true),
-        ("h) tribes-demo, 3 nodes, Delta, async, read-only", tribes(3, false, false), true),
+        (
+            "f) tribes-demo, 3 nodes, --manager backup (async)",
+            tribes(3, false, true),
+            false,
+        ),
+        (
+            "g) tribes-demo, 1 node, read-only (`GET /counter/read`)",
+            tribes(1, false, false),
+            true,
+        ),
+        (
+            "h) tribes-demo, 3 nodes, Delta, async, read-only",
+            tribes(3, false, false),
+            true,
+        ),
     ];
     let scenarios: Vec<Scenario> = scenario_list
         .into_iter()
@@ -338,7 +355,11 @@ fn scenario(
     let pids: Vec<u32> = procs.0.iter().map(|(_, c)| c.id()).collect();
     if flamegraph {
         crate::perf::flame_run(target, script, &pids, &["a", "b"], Path::new("benches/results"))?;
-        return parse_wrk(s.label, "Requests/sec: 0\n0 requests in 0s\n50% 0us\n99% 0us\n", String::new());
+        return parse_wrk(
+            s.label,
+            "Requests/sec: 0\n0 requests in 0s\n50% 0us\n99% 0us\n",
+            String::new(),
+        );
     }
     let usage = measure(target, script, &pids, WARMUP, DURATION)?;
     let mut note = String::new();

@@ -126,7 +126,17 @@ pub(crate) struct Recording {
 /// Starts sampling `pid` (999 Hz, DWARF unwinding: release builds keep no frame pointers).
 pub(crate) fn record(pid: u32, data: &Path) -> Result<Recording, String> {
     let perf = Command::new("perf")
-        .args(["record", "-q", "-F", "999", "--call-graph", "dwarf", "-p", &pid.to_string(), "-o"])
+        .args([
+            "record",
+            "-q",
+            "-F",
+            "999",
+            "--call-graph",
+            "dwarf",
+            "-p",
+            &pid.to_string(),
+            "-o",
+        ])
         .arg(data)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -206,10 +216,16 @@ pub(crate) fn flame_run(
         interrupt(&r.perf)?;
     }
     let out = load.join().map_err(|_| "the wrk thread panicked".to_string())??;
-    eprintln!("xtask: flame graph load: {}", out.lines().find(|l| l.contains("Requests/sec")).unwrap_or("?"));
+    eprintln!(
+        "xtask: flame graph load: {}",
+        out.lines().find(|l| l.contains("Requests/sec")).unwrap_or("?")
+    );
     for (name, r) in recordings {
         let svg = dir.join(format!("flame-3n-async-{name}.svg"));
-        r.finish(&svg, &format!("tribes-demo node {name}, 3 nodes, Delta, async, under wrk -t{THREADS} -c{CONNECTIONS}"))?;
+        r.finish(
+            &svg,
+            &format!("tribes-demo node {name}, 3 nodes, Delta, async, under wrk -t{THREADS} -c{CONNECTIONS}"),
+        )?;
         eprintln!("xtask: wrote {}", svg.display());
     }
     Ok(())
