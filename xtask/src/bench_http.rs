@@ -402,7 +402,7 @@ pub(crate) fn measure(
     let script = script.display().to_string();
     wrk(&["-t", THREADS, "-c", CONNECTIONS, "-d", warmup, "-s", &script, &url])?;
     let window = crate::perf::start(pids)?;
-    let cpu_before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    let cpu_before: u64 = pids.iter().map(|p| crate::perf::cpu_ticks(*p)).sum();
     let out = wrk(&[
         "-t",
         THREADS,
@@ -415,30 +415,13 @@ pub(crate) fn measure(
         &script,
         &url,
     ])?;
-    let cpu_after: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    let cpu_after: u64 = pids.iter().map(|p| crate::perf::cpu_ticks(*p)).sum();
     let kernel = window.finish()?;
     Ok(Usage {
         out,
-        cpu: cpu_after.saturating_sub(cpu_before) as f64 / CLOCK_TICKS,
+        cpu: cpu_after.saturating_sub(cpu_before) as f64 / crate::perf::CLOCK_TICKS,
         kernel,
     })
-}
-
-/// `USER_HZ`: the unit of the CPU times in `/proc/PID/stat` (100 on Linux).
-const CLOCK_TICKS: f64 = 100.0;
-
-/// User plus system CPU time of a process, in clock ticks (`/proc/PID/stat` fields 14 and 15).
-fn cpu_ticks(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let at = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    at(14) + at(15)
 }
 
 pub(crate) fn wrk(args: &[&str]) -> Result<String, String> {

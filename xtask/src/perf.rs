@@ -1,5 +1,5 @@
-//! What the server processes of a benchmark did in the kernel during the measured run
-//! (context switches, system calls), and flame graphs of them under load.
+//! What the server processes of a benchmark spent during the measured run (CPU time,
+//! context switches, system calls), and flame graphs of them under load.
 //!
 //! Context switches are read from `/proc/PID/task/*/status` (every thread's voluntary and
 //! involuntary switches: each voluntary one is a thread going to sleep, so a wake-up
@@ -93,6 +93,23 @@ fn interrupt(child: &Child) -> Result<(), String> {
     } else {
         Err(format!("kill -INT {} failed: {status}", child.id()))
     }
+}
+
+/// `USER_HZ`: the unit of the CPU times in `/proc/PID/stat` (100 on Linux).
+pub(crate) const CLOCK_TICKS: f64 = 100.0;
+
+/// User plus system CPU time of a process, in clock ticks (`/proc/PID/stat` fields 14 and 15).
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let at = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    at(14) + at(15)
 }
 
 /// Voluntary plus involuntary context switches of every live thread of `pid`.
