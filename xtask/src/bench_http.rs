@@ -100,6 +100,16 @@ enum Server {
 struct Scenario {
     label: &'static str,
     server: Server,
+    /// `GET /counter/read` (reads the session, writes nothing) once a connection has its
+    /// session, instead of `GET /counter`.
+    read_only: bool,
+}
+
+/// [`LUA`] with a connection's requests after its first going to `GET /counter/read`.
+fn read_only_lua() -> String {
+    let from = r#"wrk.format("GET", "/counter", { ["Cookie"] = c })"#;
+    assert!(LUA.contains(from), "the wrk script changed: update read_only_lua");
+    LUA.replace(from, r#"wrk.format("GET", "/counter/read", { ["Cookie"] = c })"#)
 }
 
 pub(crate) struct Measured {
@@ -111,12 +121,16 @@ pub(crate) struct Measured {
     pub(crate) requests: u64,
     /// CPU seconds of every server process during the measured run.
     pub(crate) server_cpu: f64,
+    /// Context switches and system calls of every server process during the measured run.
+    pub(crate) kernel: crate::perf::Kernel,
     pub(crate) non_2xx: u64,
     pub(crate) socket_errors: String,
     pub(crate) note: String,
 }
 
-pub(crate) fn run() -> Result<(), String> {
+/// The benchmark; with `flamegraph`, only the three-node async scenario, with a flame graph
+/// of nodes a and b under its load written beside the results (`flame-3n-async-{a,b}.svg`).
+pub(crate) fn run(flamegraph: bool) -> Result<(), String> {
     if Command::new("wrk").arg("--version").output().is_err() {
         return Err("wrk is not installed (Debian: apt-get install wrk)".into());
     }
@@ -131,57 +145,58 @@ pub(crate) fn run() -> Result<(), String> {
     std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
     let script = work.join("session-per-connection.lua");
     std::fs::write(&script, LUA).map_err(|e| format!("cannot write {}: {e}", script.display()))?;
+    let read_script = work.join("read-only.lua");
+    std::fs::write(&read_script, read_only_lua())
+        .map_err(|e| format!("cannot write {}: {e}", read_script.display()))?;
     let key_args = cluster_key_args(&demo, &work)?;
 
-    let scenarios = [
-        Scenario {
-            label: "a) bare Axum, no sessions (ceiling)",
-            server: Server::Bare,
-        },
-        Scenario {
-            label: "b) tower-sessions 0.15 + MemoryStore, 1 node",
-            server: Server::TowerSessions,
-        },
-        Scenario {
-            label: "c) tribes-demo, 1 node",
-            server: Server::Tribes {
-                nodes: 1,
-                sync: false,
-                backup: false,
-            },
-        },
-        Scenario {
-            label: "d) tribes-demo, 3 nodes, Delta, async",
-            server: Server::Tribes {
-                nodes: 3,
-                sync: false,
-                backup: false,
-            },
-        },
-        Scenario {
-            label: "e) tribes-demo, 3 nodes, Delta, --sync",
-            server: Server::Tribes {
-                nodes: 3,
-                sync: true,
-                backup: false,
-            },
-        },
-        Scenario {
-            label: "f) tribes-demo, 3 nodes, --manager backup (async)",
-            server: Server::Tribes {
-                nodes: 3,
-                sync: false,
-                backup: true,
-            },
-        },
+    let tribes = |nodes, sync, backup| Server::Tribes { nodes, sync, backup };
+    let scenario_list = [
+        ("a) bare Axum, no sessions (ceiling)", Server::Bare, false),
+        (
+            "b) tower-sessions 0.15 + MemoryStore, 1 node",
+            Server::TowerSessions,
+            false,
+        ),
+        ("c) tribes-demo, 1 node", tribes(1, false, false), false),
+        ("d) tribes-demo, 3 nodes, Delta, async", tribes(3, false, false), false),
+        ("e) tribes-demo, 3 nodes, Delta, --sync", tribes(3, true, false), false),
+        (
+            "f) tribes-demo, 3 nodes, --manager backup (async)",
+            tribes(3, false, true),
+            false,
+        ),
+        (
+            "g) tribes-demo, 1 node, read-only (`GET /counter/read`)",
+            tribes(1, false, false),
+            true,
+        ),
+        (
+            "h) tribes-demo, 3 nodes, Delta, async, read-only",
+            tribes(3, false, false),
+            true,
+        ),
     ];
+    let scenarios: Vec<Scenario> = scenario_list
+        .into_iter()
+        .filter(|(label, _, _)| !flamegraph || label.starts_with("d)"))
+        .map(|(label, server, read_only)| Scenario {
+            label,
+            server,
+            read_only,
+        })
+        .collect();
     let started = Instant::now();
     let mut results = Vec::new();
     for (i, s) in scenarios.iter().enumerate() {
         eprintln!("xtask: bench http: {}", s.label);
         let logs = work.join(format!("scenario-{i}"));
         std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
-        results.push(scenario(s, &demo, &peers, &script, &key_args, &logs)?);
+        let script = if s.read_only { &read_script } else { &script };
+        results.push(scenario(s, &demo, &peers, script, &key_args, &logs, flamegraph)?);
+    }
+    if flamegraph {
+        return Ok(());
     }
     let report = render(&results, started.elapsed());
     println!("{report}");
@@ -268,6 +283,7 @@ fn scenario(
     script: &Path,
     key_args: &[String],
     logs: &Path,
+    flamegraph: bool,
 ) -> Result<Measured, String> {
     let mut procs = Procs(Vec::new());
     let mut status_addrs = Vec::new();
@@ -337,7 +353,15 @@ fn scenario(
         }
     };
     let pids: Vec<u32> = procs.0.iter().map(|(_, c)| c.id()).collect();
-    let (out, server_cpu) = measure(target, script, &pids, WARMUP, DURATION)?;
+    if flamegraph {
+        crate::perf::flame_run(target, script, &pids, &["a", "b"], Path::new("benches/results"))?;
+        return parse_wrk(
+            s.label,
+            "Requests/sec: 0\n0 requests in 0s\n50% 0us\n99% 0us\n",
+            String::new(),
+        );
+    }
+    let usage = measure(target, script, &pids, WARMUP, DURATION)?;
     let mut note = String::new();
     for (i, http) in status_addrs.iter().enumerate() {
         if let Ok(r) = http_get(*http, "/cluster/status") {
@@ -350,26 +374,35 @@ fn scenario(
             );
         }
     }
-    let mut measured = parse_wrk(s.label, &out, note)?;
-    measured.server_cpu = server_cpu;
+    let mut measured = parse_wrk(s.label, &usage.out, note)?;
+    measured.server_cpu = usage.cpu;
+    measured.kernel = usage.kernel;
     drop(procs);
     Ok(measured)
 }
 
+/// What [`measure`] saw: wrk's output and what the server processes spent meanwhile.
+pub(crate) struct Usage {
+    pub(crate) out: String,
+    /// CPU seconds of the processes during the measured run.
+    pub(crate) cpu: f64,
+    pub(crate) kernel: crate::perf::Kernel,
+}
+
 /// wrk on `GET http://{target}/counter` with the session-keeping `script`: a `warmup` run, then
-/// a measured `duration` run with `--latency`. Returns wrk's output and the CPU seconds the
-/// `pids` spent during the measured run.
+/// a measured `duration` run with `--latency`, the server `pids` counted meanwhile.
 pub(crate) fn measure(
     target: SocketAddr,
     script: &Path,
     pids: &[u32],
     warmup: &str,
     duration: &str,
-) -> Result<(String, f64), String> {
+) -> Result<Usage, String> {
     let url = format!("http://{target}/counter");
     let script = script.display().to_string();
     wrk(&["-t", THREADS, "-c", CONNECTIONS, "-d", warmup, "-s", &script, &url])?;
-    let cpu_before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    let window = crate::perf::start(pids)?;
+    let cpu_before: u64 = pids.iter().map(|p| crate::perf::cpu_ticks(*p)).sum();
     let out = wrk(&[
         "-t",
         THREADS,
@@ -382,28 +415,16 @@ pub(crate) fn measure(
         &script,
         &url,
     ])?;
-    let cpu_after: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
-    Ok((out, cpu_after.saturating_sub(cpu_before) as f64 / CLOCK_TICKS))
+    let cpu_after: u64 = pids.iter().map(|p| crate::perf::cpu_ticks(*p)).sum();
+    let kernel = window.finish()?;
+    Ok(Usage {
+        out,
+        cpu: cpu_after.saturating_sub(cpu_before) as f64 / crate::perf::CLOCK_TICKS,
+        kernel,
+    })
 }
 
-/// `USER_HZ`: the unit of the CPU times in `/proc/PID/stat` (100 on Linux).
-const CLOCK_TICKS: f64 = 100.0;
-
-/// User plus system CPU time of a process, in clock ticks (`/proc/PID/stat` fields 14 and 15).
-fn cpu_ticks(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let at = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    at(14) + at(15)
-}
-
-fn wrk(args: &[&str]) -> Result<String, String> {
+pub(crate) fn wrk(args: &[&str]) -> Result<String, String> {
     let out = Command::new("wrk")
         .args(args)
         .output()
@@ -507,10 +528,23 @@ pub(crate) fn parse_wrk(label: &'static str, out: &str, note: String) -> Result<
         sessions_created,
         requests: requests.ok_or_else(bad)?,
         server_cpu: 0.0,
+        kernel: crate::perf::Kernel::default(),
         non_2xx,
         socket_errors,
         note,
     })
+}
+
+/// "read-only request, 3 nodes / one node" (rows h over g), when both ran.
+fn read_only_ratio(results: &[Measured]) -> String {
+    let rps = |p: &str| results.iter().find(|r| r.label.starts_with(p)).map(|r| r.rps);
+    match (rps("g)"), rps("h)")) {
+        (Some(one), Some(three)) => format!(
+            "\nRead-only request, 3 nodes / one node (h / g): **{:.2}x** (goal >= 0.95x).\n",
+            three / one
+        ),
+        _ => String::new(),
+    }
 }
 
 fn render(results: &[Measured], took: Duration) -> String {
@@ -519,7 +553,7 @@ fn render(results: &[Measured], took: Duration) -> String {
         .find(|r| r.label.starts_with("b)"))
         .map_or((f64::NAN, f64::NAN), |r| (r.rps, r.p99_ms));
     let mut t = String::from(
-        "| server | requests/s | vs tower-sessions | p50 | p99 | p99 vs tower-sessions | server CPU per request | sessions created by wrk | non-2xx | notes |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| server | requests/s | vs tower-sessions | p50 | p99 | p99 vs tower-sessions | server CPU per request | context switches per request | syscalls per request | sessions created by wrk | non-2xx | notes |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for r in results {
         let mut notes = r.note.clone();
@@ -533,7 +567,7 @@ fn render(results: &[Measured], took: Duration) -> String {
         }
         let _ = writeln!(
             t,
-            "| {} | {:.0} | {:.2}x | {:.2} ms | {:.2} ms | {:.2}x | {:.1} µs | {} | {} | {} |",
+            "| {} | {:.0} | {:.2}x | {:.2} ms | {:.2} ms | {:.2}x | {:.1} µs | {:.2} | {:.2} | {} | {} | {} |",
             r.label,
             r.rps,
             r.rps / peer.0,
@@ -541,6 +575,8 @@ fn render(results: &[Measured], took: Duration) -> String {
             r.p99_ms,
             r.p99_ms / peer.1,
             r.server_cpu * 1e6 / r.requests.max(1) as f64,
+            r.kernel.switches as f64 / r.requests.max(1) as f64,
+            r.kernel.syscalls as f64 / r.requests.max(1) as f64,
             if r.label.starts_with("a)") {
                 "n/a".to_string()
             } else {
@@ -553,8 +589,12 @@ fn render(results: &[Measured], took: Duration) -> String {
     format!(
         "# HTTP benchmark\n\n`cargo xtask bench http`, one run, release builds, {cores} cores shared by wrk and every server process\n(the three-node scenarios run three `tribes-demo` processes plus wrk on those cores). Each server: 2 s warm-up, then\n`wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION} --latency` on `GET /counter` (read a u64 in the session, add one, write it back,\nreturn JSON), the Lua script keeping one session per connection; three-node runs hit node a only. Server CPU per request:
 user + system time of every server process of the scenario (all three nodes) during the measured run (`/proc/PID/stat`),
-divided by the requests wrk completed. Whole run: {:.0} s.\nGoals: three-node async >= 0.8x of tower-sessions' requests/s, three-node sync >= 0.6x.\n\n{t}",
+divided by the requests wrk completed. Context switches (voluntary and involuntary, every thread,
+`/proc/PID/task/*/status`) and system calls (`perf stat -e raw_syscalls:sys_enter -p PIDS`) are summed the same way.
+Rows g and h: once a connection has its session, `GET /counter/read` (reads the session, writes nothing). Whole run: {:.0} s.
+Goals: three-node async >= 0.8x of tower-sessions' requests/s, three-node sync >= 0.6x, read-only three nodes / one node >= 0.95x.\n\n{t}{read}",
         took.as_secs_f64(),
+        read = read_only_ratio(results),
         cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     )
 }

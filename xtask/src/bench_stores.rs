@@ -173,9 +173,10 @@ fn scenario(
     wait_until(Duration::from_secs(30), ready)
         .map_err(|_| format!("{label} did not answer on {http} (logs: {})", logs.display()))?;
     let pids: Vec<u32> = procs.0.iter().map(|(_, c)| c.id()).collect();
-    let (out, server_cpu) = measure(http, script, &pids, WARMUP, DURATION)?;
-    let mut measured = parse_wrk(label, &out, String::new())?;
-    measured.server_cpu = server_cpu;
+    let usage = measure(http, script, &pids, WARMUP, DURATION)?;
+    let mut measured = parse_wrk(label, &usage.out, String::new())?;
+    measured.server_cpu = usage.cpu;
+    measured.kernel = usage.kernel;
     drop(procs);
     Ok(measured)
 }

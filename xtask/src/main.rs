@@ -16,6 +16,7 @@ mod bench_http;
 mod bench_stores;
 mod demo;
 mod fuzz;
+mod perf;
 mod setup;
 
 use std::process::{Command, ExitCode};
@@ -42,6 +43,9 @@ commands:
   bench transport    two channels on loopback vs a raw tokio TCP baseline -> benches/results/transport.md
   bench sessions     state transfer, deltas, memory and wire bytes per session -> benches/results/sessions.md
   bench http         wrk on the counter: bare axum, tower-sessions, tribes-demo 1 and 3 nodes -> benches/results/http.md
+  bench http --flamegraph
+                     flame graphs of nodes a and b under the three-node async load
+                     -> benches/results/flame-3n-async-{a,b}.svg
   bench stores       wrk on the counter over Redis and PostgreSQL: tower-sessions' stores vs tribes shared,
                      write-through, write-behind -> benches/results/stores.md
 ";
@@ -334,7 +338,14 @@ fn bench(args: &[String]) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("transport") => example("tribes", "bench_transport"),
         Some("sessions") => example("tribes-sessions", "bench_sessions"),
-        Some("http") => bench_tools().and_then(|()| bench_http::run()),
+        Some("http") => {
+            let flamegraph = match args.get(1).map(String::as_str) {
+                None => false,
+                Some("--flamegraph") => true,
+                Some(other) => return Err(format!("bench http takes --flamegraph only, not {other}")),
+            };
+            bench_tools().and_then(|()| bench_http::run(flamegraph))
+        }
         Some("stores") => bench_tools().and_then(|()| bench_stores::run()),
         Some(which) => Err(format!("no benchmark named {which}\n{HELP}")),
         None => Err(format!("name a benchmark\n{HELP}")),

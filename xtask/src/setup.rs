@@ -61,7 +61,11 @@ const CORE: &[Tool] = &[tool(
 )];
 
 /// What the HTTP and store benchmarks need.
-pub(crate) const BENCH: &[Tool] = &[tool("wrk", Probe::Program(&["wrk"]), Install::Apt("wrk"))];
+/// (perf counts the servers' system calls and samples them for the flame graphs.)
+pub(crate) const BENCH: &[Tool] = &[
+    tool("wrk", Probe::Program(&["wrk"]), Install::Apt("wrk")),
+    tool("perf", Probe::Program(&["perf"]), Install::Apt("linux-perf")),
+];
 
 /// A group of tests that needs tools of its own, and that `--skip NAME` leaves out.
 #[derive(Debug)]

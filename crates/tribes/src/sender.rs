@@ -4,9 +4,13 @@
 //! lazily, says hello, and then writes batches: whatever is queued when it wakes
 //! (up to [`WRITE_BUDGET`]) is encoded in place into one reused buffer as one batch
 //! frame, sealed once, and written with one syscall. While that write is under way
-//! the queue fills again, so concurrent senders share frames under load; a lone
-//! message goes out as soon as the task wakes, with no timer on the way. The same
-//! task reads the cumulative acks that come back on the socket.
+//! the queue fills again, so concurrent senders share frames under load. Woken for
+//! a lone message after a frame that held several, the task yields once before it
+//! gathers, so the commits of requests that are ready to run on this worker join the
+//! frame (a tenth of the writes under the HTTP benchmark's load:
+//! `benches/results/http.md`). Idle, frames hold one message and each goes out at
+//! once: no yield, no timer. The same task reads the cumulative acks that come back
+//! on the socket.
 //!
 //! A broken connection fails the sends waiting for an ack, tells the membership (a
 //! strong hint that the member died) and reconnects with exponential backoff.
@@ -359,12 +363,23 @@ impl Connection {
         );
         out.push_frame(&mut codec, hello).map_err(|e| e.to_string())?;
         let mut next = Some(first);
+        // The last frame carried more than one message: sends are arriving faster than
+        // one write each (under load).
+        let mut busy = false;
         loop {
             if let Some(queued) = next.take() {
+                if busy && rx.is_empty() {
+                    // Let the commits of the requests that are ready to run join this
+                    // frame: one yield puts this task behind them (tokio polls it again
+                    // once the worker has run what was ready). Idle, the last frame
+                    // held one message and this one leaves at once: no yield, no timer.
+                    tokio::task::yield_now().await;
+                }
                 self.gather(queued, rx, &mut out, &mut codec, waiting);
                 out.finish(&mut codec);
                 let written = write.write_all(out.bytes()).await;
                 let (frames, messages) = out.clear();
+                busy = messages > 1;
                 self.counters.writes.fetch_add(1, Ordering::Relaxed);
                 self.counters.frames.fetch_add(frames as u64, Ordering::Relaxed);
                 self.counters.messages.fetch_add(messages as u64, Ordering::Relaxed);
