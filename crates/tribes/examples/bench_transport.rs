@@ -154,7 +154,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         table.push_str(&format!("| {} | {:.3} | {:.3} |\n", c.what, c.raw, c.tribes));
     }
     let report = format!(
-        "# Transport benchmark\n\nTwo `tribes` channels on loopback (one connection, default interceptors, every frame sealed with\nChaCha20-Poly1305 as by default) against a raw tokio TCP\nbaseline with the same framing job (u32 length prefix). Same machine, same run: {} cores.\nGoals (issue 13, as ratios to raw in the same run): async 100 B >= 0.25x, 1 KiB >= 0.5x, 64 KiB >= 0.7x; sync-ack p50 <= 1.5x and p99 <= 2x of the raw round trip.\n\n{table}",
+        "# Transport benchmark\n\nTwo `tribes` channels on loopback (one connection, default interceptors, every frame sealed with\nChaCha20-Poly1305 as by default) against a raw tokio TCP\nbaseline with the same framing job (u32 length prefix). Same machine, same run: {} cores.\nGoals (as ratios to raw in the same run): async 100 B >= 0.25x, 1 KiB >= 0.5x, 64 KiB >= 0.7x; sync-ack p50 <= 1.5x and p99 <= 2x of the raw round trip.\n\n{table}",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
     println!("{report}");

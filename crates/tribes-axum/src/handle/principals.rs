@@ -1,4 +1,4 @@
-//! The principal calls of one request (issue 17): log in, who, log out here or everywhere,
+//! The principal calls of one request: log in, who, log out here or everywhere,
 //! and the sessions of a principal, through the manager the layer holds.
 
 use tribes_sessions::{AckOutcome, LogoutReport, PrincipalError, PrincipalSession};

@@ -1,4 +1,4 @@
-//! Deterministic simulation of a cluster of session managers (issue 7); see
+//! Deterministic simulation of a cluster of session managers; see
 //! `docs/simulation.md`.
 //!
 //! One thread, a virtual clock and a simulated network drive N processes' shipped
