@@ -255,15 +255,22 @@ fn a_late_drop_does_not_take_a_copy_fetched_for_a_request() {
     assert!(!cores[1].contains(&id));
 }
 
-#[test]
-fn a_copy_outside_the_placement_is_dropped_by_a_round_its_holder_starts() {
+/// Three BackupManager cores (one backup each) and a session core 0 is primary of, written
+/// once; returns the cores, their ids, the session and the core that holds no copy.
+fn backup_trio_with_a_session() -> (Vec<Core>, Vec<MemberId>, SessionId, usize) {
     let (mut cores, ids) = backup_cluster(3, None);
     let id = SessionId::from_bytes([6; 16]);
     cores[0].create(0, id, "a".into()).unwrap();
     commit_at(&mut cores, &ids, 0, id, vec![Op::Set("user".into(), blob(1))], 1);
-    let stray = (1..3)
+    let outside = (1..3)
         .find(|i| !cores[*i].contains(&id))
         .expect("one core is no backup");
+    (cores, ids, id, outside)
+}
+
+#[test]
+fn a_copy_outside_the_placement_is_dropped_by_a_round_its_holder_starts() {
+    let (mut cores, ids, id, stray) = backup_trio_with_a_session();
     // A request on the third node fetched a copy; long after, that node starts the round.
     let data = cores[0].export(&id).unwrap();
     cores[stray].handle_msg(2, ids[0], Msg::FetchReply(data), &mut Vec::new());
@@ -279,13 +286,7 @@ fn a_copy_outside_the_placement_is_dropped_by_a_round_its_holder_starts() {
 
 #[test]
 fn an_adopt_for_a_session_already_taken_over_drops_the_senders_stray_copy() {
-    let (mut cores, ids) = backup_cluster(3, None);
-    let id = SessionId::from_bytes([6; 16]);
-    cores[0].create(0, id, "a".into()).unwrap();
-    commit_at(&mut cores, &ids, 0, id, vec![Op::Set("user".into(), blob(1))], 1);
-    let stray = (1..3)
-        .find(|i| !cores[*i].contains(&id))
-        .expect("one core is no backup");
+    let (mut cores, ids, id, stray) = backup_trio_with_a_session();
     // The stray node holds an old copy whose primary it believes gone (it missed the
     // take-over), and hands it to the heir, which is primary already.
     let mut old = cores[0].export(&id).unwrap();
@@ -301,13 +302,7 @@ fn an_adopt_for_a_session_already_taken_over_drops_the_senders_stray_copy() {
 
 #[test]
 fn a_dropped_copy_with_a_write_the_primary_lacks_reaches_the_primary_first() {
-    let (mut cores, ids) = backup_cluster(3, None);
-    let id = SessionId::from_bytes([6; 16]);
-    cores[0].create(0, id, "a".into()).unwrap();
-    commit_at(&mut cores, &ids, 0, id, vec![Op::Set("user".into(), blob(1))], 1);
-    let other = (1..3)
-        .find(|i| !cores[*i].contains(&id))
-        .expect("one core is no backup");
+    let (mut cores, ids, id, other) = backup_trio_with_a_session();
     // Another node wrote version 3 too (two claims at once, one side's write acknowledged
     // there only): same version number, different writer and attribute.
     let mut theirs = cores[0].export(&id).unwrap();

@@ -29,13 +29,13 @@ use tribes::{MemberId, MembershipEvent};
 
 use super::check::check_copies;
 use super::node::clocks;
-use super::{AckedWrite, Body, Purpose, Sim, SimConfig, TOUCH_INTERVAL_MS};
+use super::{AckedWrite, Purpose, Sim, SimConfig, TOUCH_INTERVAL_MS};
 use crate::core::CoreConfig;
 use crate::data::{Blob, Op, Stamp, writer_of};
 use crate::id::SessionId;
 use crate::kind::{ManagerKind, ReplicationMode};
 use crate::listener::{DestroyReason, SessionEvent};
-use crate::node::{Delivered, Output, SessionNode, Transmit};
+use crate::node::{Delivered, Output, SessionNode};
 use crate::wire::Msg;
 
 /// Set, the second context runs the BackupManager: a known gap, not run in CI (see
@@ -180,31 +180,7 @@ impl Sim {
         super::driver::in_replay_order(&mut outputs);
         for output in outputs {
             match output {
-                Output::Send(Transmit { to, msg, ack: None }) => {
-                    for m in to {
-                        let msg = msg.clone();
-                        self.send(
-                            owner,
-                            m,
-                            Body::Msg {
-                                topic: Topic::Second,
-                                msg,
-                                ack: None,
-                            },
-                        );
-                    }
-                }
-                Output::Send(Transmit {
-                    to,
-                    msg,
-                    ack: Some(ack),
-                }) => {
-                    let purpose = Purpose::Node {
-                        topic: Topic::Second,
-                        token: ack.token,
-                    };
-                    self.send_sync_second(owner, vec![(to, msg)], purpose);
-                }
+                Output::Send(t) => self.transmit(Topic::Second, owner, t),
                 Output::Event(SessionEvent::Destroyed { id, reason, .. }) => {
                     if reason == DestroyReason::Expired {
                         self.second.expired.insert(id);

@@ -31,34 +31,7 @@ impl Sim {
         in_replay_order(&mut outputs);
         for output in outputs {
             match output {
-                Output::Send(Transmit { to, msg, ack: None }) => {
-                    for m in to {
-                        self.send(
-                            owner,
-                            m,
-                            Body::Msg {
-                                topic: Topic::Main,
-                                msg: msg.clone(),
-                                ack: None,
-                            },
-                        );
-                    }
-                }
-                Output::Send(Transmit {
-                    to,
-                    msg,
-                    ack: Some(ack),
-                }) => {
-                    self.send_sync(
-                        owner,
-                        &to,
-                        msg,
-                        Purpose::Node {
-                            topic: Topic::Main,
-                            token: ack.token,
-                        },
-                    );
-                }
+                Output::Send(t) => self.transmit(Topic::Main, owner, t),
                 Output::Event(ev) => self.on_event(owner, ev)?,
                 Output::Fetched { waiter, confirmed } => {
                     if waiter != UNWAITED_FETCH {
@@ -89,6 +62,26 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// A send the node of `topic` at `owner` asked for, as the channel carries it: to
+    /// each member, or sync-ack with the outcome reported back under the node's token.
+    pub(super) fn transmit(&mut self, topic: Topic, owner: MemberId, t: Transmit) {
+        match t.ack {
+            None => {
+                for m in t.to {
+                    let msg = t.msg.clone();
+                    self.send(owner, m, Body::Msg { topic, msg, ack: None });
+                }
+            }
+            Some(ack) => {
+                let purpose = Purpose::Node {
+                    topic,
+                    token: ack.token,
+                };
+                self.send_on(topic, owner, vec![(t.to, t.msg)], purpose, Vec::new());
+            }
+        }
     }
 
     /// A session event of node `owner`: an expiry must not come before its time.

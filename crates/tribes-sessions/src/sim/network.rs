@@ -41,20 +41,9 @@ impl Sim {
         }
     }
 
-    /// A sync-ack send: the purpose is decided once every recipient acked.
-    pub(super) fn send_sync(&mut self, from: MemberId, to: &[MemberId], msg: Msg, purpose: Purpose) {
-        self.send_sync_parts(from, vec![(to.to_vec(), msg)], purpose);
-    }
-
     /// A sync-ack send on the second context's topic.
     pub(super) fn send_sync_second(&mut self, from: MemberId, parts: Vec<(Vec<MemberId>, Msg)>, purpose: Purpose) {
         self.send_on(Topic::Second, from, parts, purpose, Vec::new());
-    }
-
-    /// A sync-ack send of several messages at once (a commit's parts), decided once
-    /// every recipient of every part acked.
-    pub(super) fn send_sync_parts(&mut self, from: MemberId, parts: Vec<(Vec<MemberId>, Msg)>, purpose: Purpose) {
-        self.send_commit(from, parts, purpose, Vec::new());
     }
 
     /// A commit's sync-ack send: `store` runs when it returns, before its purpose is decided.
@@ -68,7 +57,7 @@ impl Sim {
         self.send_on(Topic::Main, from, parts, purpose, store);
     }
 
-    fn send_on(
+    pub(super) fn send_on(
         &mut self,
         topic: Topic,
         from: MemberId,
