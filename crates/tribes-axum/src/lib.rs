@@ -126,9 +126,6 @@ mod config;
 mod contexts;
 mod cookie;
 mod counters;
-/// The module-cycle check of ARCHITECTURE.md.
-#[cfg(test)]
-mod cycle_tests;
 mod dashboard;
 mod dashboard_html;
 mod error;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tribes_sessions::{SessionStore, StoreError, StoredSession};
+use tribes_testkit::services::service_env;
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -24,17 +25,6 @@ trait Backend: Send + Sync {
     /// Writes `bytes` as the stored record of `id`, bypassing the store's encoder (where the
     /// backend keeps a version beside the record, it is 0).
     fn write_raw<'a>(&'a self, id: &'a str, bytes: &'a [u8]) -> BoxFut<'a, ()>;
-}
-
-/// The variable's value. A missing one fails the test, naming what to start: a test
-/// that cannot run must not pass.
-fn service_env(var: &str) -> String {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!(
-            "{var} is not set: run `scripts/test-services.sh target/test-services && . target/test-services/env` before the tests (cargo xtask test does)"
-        ),
-    }
 }
 
 /// Ids unique to one test run, so tests may share a database.

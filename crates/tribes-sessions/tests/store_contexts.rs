@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use common::{channel, init_tracing, wait_mesh};
 use tribes::Channel;
 use tribes_sessions::{FileStore, ManagerKind, SessionId, SessionManager, SessionStore, StoreMode};
+use tribes_testkit::services::service_env;
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("tribes-contexts-{tag}-{:016x}", rand::random::<u64>()))
@@ -224,15 +225,6 @@ async fn expire_on_shutdown_backup_keeps_the_other_primarys_sessions() {
 /// The variable's value. A missing one fails the test, naming what to start: a test
 /// that cannot run must not pass.
 #[cfg(any(feature = "postgres", feature = "redis"))]
-fn service_env(var: &str) -> String {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!(
-            "{var} is not set: run `scripts/test-services.sh target/test-services && . target/test-services/env` before the tests (cargo xtask test does)"
-        ),
-    }
-}
-
 #[cfg(feature = "postgres")]
 async fn postgres() -> Arc<dyn SessionStore> {
     let url = service_env("TRIBES_TEST_POSTGRES_URL");

@@ -12,6 +12,7 @@ use common::{CONTEXT, builder, channel, init_tracing};
 use tribes_sessions::{
     FileStore, ManagerKind, ReplicationError, SessionManager, SessionStore, StoreMode, StoredSession,
 };
+use tribes_testkit::services::service_env;
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("tribes-modes-{tag}-{:016x}", rand::random::<u64>()))
@@ -242,17 +243,6 @@ async fn shared_mode_file_store() {
     let dir = temp_dir("shared");
     shared_suite(file_store(&dir).await, "sh-file").await;
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The variable's value. A missing one fails the test, naming what to start: a test
-/// that cannot run must not pass.
-fn service_env(var: &str) -> String {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!(
-            "{var} is not set: run `scripts/test-services.sh target/test-services && . target/test-services/env` before the tests (cargo xtask test does)"
-        ),
-    }
 }
 
 #[cfg(feature = "redis")]

@@ -8,79 +8,17 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::{eventually, free_addrs, init_tracing, test_key};
-use hickory_server::ServerFuture;
-use hickory_server::authority::{AuthorityObject, Catalog, ZoneType};
-use hickory_server::proto::rr::rdata::{A, SOA, SRV};
-use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType, RrKey};
-use hickory_server::store::in_memory::InMemoryAuthority;
 use tribes::{Channel, DnsDiscovery, SendMode, SendOptions};
+use tribes_testkit::dns::TestDns;
+use tribes_testkit::dns::rr::rdata::A;
+use tribes_testkit::dns::rr::{RData, RecordType};
 
 const REFRESH: Duration = Duration::from_millis(500);
-
-/// A DNS server for the zone `tribes.test.` that tests edit.
-struct TestDns {
-    addr: SocketAddr,
-    zone: Arc<InMemoryAuthority>,
-    serial: u32,
-    _server: ServerFuture<Catalog>,
-}
-
-impl TestDns {
-    async fn start() -> TestDns {
-        let origin = Name::from_str("tribes.test.").unwrap();
-        let zone = Arc::new(InMemoryAuthority::empty(origin.clone(), ZoneType::Primary, false));
-        let soa = SOA::new(
-            Name::from_str("ns.tribes.test.").unwrap(),
-            Name::from_str("admin.tribes.test.").unwrap(),
-            1,
-            60,
-            60,
-            60,
-            0,
-        );
-        zone.upsert(Record::from_rdata(origin.clone(), 0, RData::SOA(soa)), 1)
-            .await;
-        let mut catalog = Catalog::new();
-        catalog.upsert(LowerName::new(&origin), vec![zone.clone() as Arc<dyn AuthorityObject>]);
-        let mut server = ServerFuture::new(catalog);
-        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = socket.local_addr().unwrap();
-        server.register_socket(socket);
-        TestDns {
-            addr,
-            zone,
-            serial: 1,
-            _server: server,
-        }
-    }
-
-    async fn add(&mut self, record: Record) {
-        self.serial += 1;
-        assert!(self.zone.upsert(record, self.serial).await, "record added");
-    }
-
-    /// Replace every record of `name` and `kind` with `records`.
-    async fn set(&mut self, name: &str, kind: RecordType, records: Vec<RData>) {
-        let name = Name::from_str(name).unwrap();
-        self.zone
-            .records_mut()
-            .await
-            .remove(&RrKey::new(LowerName::new(&name), kind));
-        for rdata in records {
-            self.add(Record::from_rdata(name.clone(), 0, rdata)).await;
-        }
-    }
-}
-
-fn srv(port: u16) -> RData {
-    RData::SRV(SRV::new(0, 0, port, Name::from_str("node.tribes.test.").unwrap()))
-}
+const SRV_NAME: &str = "cluster.tribes.test.";
 
 fn names(channel: &Channel) -> Vec<String> {
     let mut names: Vec<_> = channel.members().into_iter().map(|m| m.name().to_string()).collect();
@@ -91,10 +29,25 @@ fn names(channel: &Channel) -> Vec<String> {
 fn dns_node(name: &str, addr: SocketAddr, dns: &TestDns, record: &str, port: u16) -> tribes::ChannelBuilder {
     Channel::builder(name).cluster_key(test_key()).bind(addr).discovery(
         DnsDiscovery::new(record, port)
-            .with_server(dns.addr)
+            .with_server(dns.addr())
             .with_refresh(REFRESH)
             .with_frequency(Duration::from_millis(200)),
     )
+}
+
+/// A DNS server whose SRV records name the first two of three free addresses, and
+/// nodes a and b on them, found each other through it.
+async fn a_and_b_through_srv() -> (TestDns, Vec<SocketAddr>, Channel, Channel) {
+    let mut dns = TestDns::start().await.with_node().await;
+    let addrs = free_addrs(3);
+    dns.set_srv(SRV_NAME, &[addrs[0].port(), addrs[1].port()]).await;
+    let a = dns_node("a", addrs[0], &dns, SRV_NAME, 0).start().await.unwrap();
+    let b = dns_node("b", addrs[1], &dns, SRV_NAME, 0).start().await.unwrap();
+    eventually("a and b to find each other through DNS", Duration::from_secs(5), || {
+        names(&a) == ["b"] && names(&b) == ["a"]
+    })
+    .await;
+    (dns, addrs, a, b)
 }
 
 /// SRV records give each node its own port on one IP. A node appears within the
@@ -103,24 +56,8 @@ fn dns_node(name: &str, addr: SocketAddr, dns: &TestDns, record: &str, port: u16
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn srv_records_add_and_drop_members() {
     init_tracing();
-    let mut dns = TestDns::start().await;
-    dns.add(Record::from_rdata(
-        Name::from_str("node.tribes.test.").unwrap(),
-        0,
-        RData::A(A(Ipv4Addr::LOCALHOST)),
-    ))
-    .await;
-    let addrs = free_addrs(3);
-    let name = "cluster.tribes.test.";
-    dns.set(name, RecordType::SRV, vec![srv(addrs[0].port()), srv(addrs[1].port())])
-        .await;
-
-    let a = dns_node("a", addrs[0], &dns, name, 0).start().await.unwrap();
-    let b = dns_node("b", addrs[1], &dns, name, 0).start().await.unwrap();
-    eventually("a and b to find each other through DNS", Duration::from_secs(5), || {
-        names(&a) == ["b"] && names(&b) == ["a"]
-    })
-    .await;
+    let (mut dns, addrs, a, b) = a_and_b_through_srv().await;
+    let name = SRV_NAME;
     let stats = a.stats();
     let candidate = stats
         .candidates
@@ -140,12 +77,8 @@ async fn srv_records_add_and_drop_members() {
     tokio::time::sleep(REFRESH * 2).await;
     assert_eq!(names(&a), ["b"], "c is not in the DNS answer yet");
 
-    dns.set(
-        name,
-        RecordType::SRV,
-        vec![srv(addrs[0].port()), srv(addrs[1].port()), srv(addrs[2].port())],
-    )
-    .await;
+    dns.set_srv(name, &[addrs[0].port(), addrs[1].port(), addrs[2].port()])
+        .await;
     eventually(
         "c to join within the refresh interval",
         REFRESH + Duration::from_secs(2),
@@ -179,8 +112,7 @@ async fn srv_records_add_and_drop_members() {
     assert_eq!(at_c.await.unwrap(), sent);
 
     // c's record goes, then c stops: it leaves every membership, and a's candidates.
-    dns.set(name, RecordType::SRV, vec![srv(addrs[0].port()), srv(addrs[1].port())])
-        .await;
+    dns.set_srv(name, &[addrs[0].port(), addrs[1].port()]).await;
     eventually("a to drop c as a candidate", REFRESH + Duration::from_secs(2), || {
         !a.stats().candidates.contains_key(&addrs[2].to_string())
     })
@@ -247,24 +179,8 @@ async fn a_records_with_configured_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_dns_server_keeps_the_current_candidates() {
     init_tracing();
-    let mut dns = TestDns::start().await;
-    dns.add(Record::from_rdata(
-        Name::from_str("node.tribes.test.").unwrap(),
-        0,
-        RData::A(A(Ipv4Addr::LOCALHOST)),
-    ))
-    .await;
-    let addrs = free_addrs(2);
-    let name = "cluster.tribes.test.";
-    dns.set(name, RecordType::SRV, vec![srv(addrs[0].port()), srv(addrs[1].port())])
-        .await;
-    let a = dns_node("a", addrs[0], &dns, name, 0).start().await.unwrap();
-    let b = dns_node("b", addrs[1], &dns, name, 0).start().await.unwrap();
-    eventually("a and b to find each other", Duration::from_secs(5), || {
-        names(&a) == ["b"] && names(&b) == ["a"]
-    })
-    .await;
-    dns._server.shutdown_gracefully().await.unwrap();
+    let (mut dns, addrs, a, b) = a_and_b_through_srv().await;
+    dns.shutdown().await;
     drop(dns);
     // Long enough for lookups to time out (1 s per attempt at this refresh) and fail.
     tokio::time::sleep(Duration::from_secs(6)).await;

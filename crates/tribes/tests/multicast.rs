@@ -5,79 +5,23 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::{eventually, init_tracing};
 use tribes::{Channel, MulticastDiscovery};
+use tribes_testkit::netns::Netns;
 
 const INNER: &str = "TRIBES_MULTICAST_INNER";
 
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run `ip`: {e} (install iproute2)"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn make_namespace() -> Result<Netns, String> {
-    let name = format!("tribes-mc-{}", std::process::id());
-    ip(&["netns", "add", &name])?;
-    let ns = Netns(name);
-    ip(&["-n", &ns.0, "link", "set", "lo", "up"])?;
-    ip(&["-n", &ns.0, "link", "set", "lo", "multicast", "on"])?;
-    ip(&["-n", &ns.0, "route", "add", "224.0.0.0/4", "dev", "lo"])?;
-    Ok(ns)
-}
-
 #[test]
 fn multicast_heartbeats_form_a_cluster_and_keep_domains_apart() {
-    let ns = match make_namespace() {
+    let ns = match Netns::new(format!("tribes-mc-{}", std::process::id())).and_then(Netns::with_multicast) {
         Ok(ns) => ns,
-        Err(why) => {
-            let msg = format!(
-                "multicast test could not run: {why}. It needs root (or CAP_NET_ADMIN) and iproute2 to create a network namespace"
-            );
-            panic!("{msg}");
-        }
+        Err(why) => panic!(
+            "multicast test could not run: {why}. It needs root (or CAP_NET_ADMIN) and iproute2 to create a network namespace"
+        ),
     };
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.0])
-        .arg(exe)
-        .args([
-            "--exact",
-            "inner_cluster_by_heartbeats_alone",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(INNER, "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "inner multicast test failed:\n{text}");
-    assert!(text.contains("1 passed"), "the inner test did not run:\n{text}");
+    ns.run_test("inner_cluster_by_heartbeats_alone", INNER);
 }
 
 /// Runs only inside the namespace made by the test above.

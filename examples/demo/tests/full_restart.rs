@@ -6,15 +6,7 @@
 mod common;
 
 use common::*;
-
-fn service_env(var: &str) -> String {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!(
-            "{var} is not set: run `scripts/test-services.sh target/test-services && . target/test-services/env` before the tests (cargo xtask test does)"
-        ),
-    }
-}
+use tribes_testkit::services::service_env;
 
 async fn full_restart(store: String) {
     let opts = Options {

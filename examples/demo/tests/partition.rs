@@ -11,37 +11,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
+use tribes_testkit::netns::{Netns, run};
 
 const INNER: &str = "TRIBES_PARTITION_INNER";
 const NOBODY: u32 = 65534;
-
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{program} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 #[test]
 fn partition_and_heal() {
@@ -66,31 +42,14 @@ fn logout_everywhere_during_a_partition_ends_the_minority_side_login_at_the_heal
 /// loopback, its own nftables), fails with its output if it fails, and returns the output.
 fn run_in_netns(inner: &str) -> String {
     let name = format!("tribes-part-{}-{}", std::process::id(), &inner[inner.len() - 8..]);
-    let made = run("ip", &["netns", "add", &name])
-        .and_then(|_| run("ip", &["-n", &name, "link", "set", "lo", "up"]))
-        .and_then(|_| run("nft", &["--version"]));
-    let ns = Netns(name);
-    if let Err(why) = made {
-        panic!(
+    let ns = Netns::new(name).and_then(|ns| run("nft", &["--version"]).map(|()| ns));
+    match ns {
+        Ok(ns) => ns.run_test(inner, INNER),
+        Err(why) => panic!(
             "partition test could not run: {why}. It needs root, iproute2 and nftables \
              (cargo xtask test installs them as root, or leaves this test out with --skip netns)"
-        );
+        ),
     }
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.0])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", inner, "--ignored", "--nocapture"])
-        .env(INNER, "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "inner test {inner} failed:\n{text}");
-    assert!(text.contains("1 passed"), "the inner test {inner} did not run:\n{text}");
-    text
 }
 
 /// Partition: c (run as [`NOBODY`]) cannot reach a or b, and they cannot reach c;

@@ -7,17 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-
-/// The variable's value. A missing one fails the test, naming what to start: a test
-/// that cannot run must not pass.
-fn service_env(var: &str) -> String {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!(
-            "{var} is not set: run `scripts/test-services.sh target/test-services && . target/test-services/env` before the tests (cargo xtask test does)"
-        ),
-    }
-}
+use tribes_testkit::services::service_env;
 
 /// Two lone nodes (`cluster(1)` twice: neither lists the other) on `store`.
 fn two_lone_nodes(store: &str) -> (DemoNode, DemoNode) {

@@ -1,0 +1,11 @@
+//! Architecture check (ARCHITECTURE.md): the modules of this crate import each other
+//! without a cycle (`tribes_testkit::modules` reads every `crate::` path of `src/`).
+
+#[test]
+fn no_module_imports_itself_through_others() {
+    let g = tribes_testkit::modules::assert_no_cycles(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        g.contains_key("layer") && g["layer"].contains("service"),
+        "the graph was read: {g:?}"
+    );
+}
