@@ -9,33 +9,24 @@
 //! http-peers --app bare|tower-sessions --http 127.0.0.1:8091
 //! ```
 
-use std::net::SocketAddr;
-
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::Json;
 use axum::routing::get;
 use serde_json::{Value, json};
 use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
+use tribes_testkit::bench::PeerArgs;
 
 const USAGE: &str = "usage: http-peers --app bare|tower-sessions [--http ADDR (default 127.0.0.1:8091)]";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut app = None;
-    let mut http: SocketAddr = "127.0.0.1:8091".parse()?;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--app" => app = args.next(),
-            "--http" => http = args.next().ok_or(USAGE)?.parse()?,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
-        }
+    let args = PeerArgs::parse("--app", USAGE, std::env::args().skip(1))?;
+    if args.help {
+        println!("{USAGE}");
+        return Ok(());
     }
+    let (app, http) = (args.value, args.http);
     let router = match app.as_deref() {
         Some("bare") => Router::new().route("/counter", get(bare)),
         Some("tower-sessions") => Router::new()

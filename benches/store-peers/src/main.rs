@@ -9,8 +9,6 @@
 //! store-peers --store redis://127.0.0.1:6379|postgres://… --http 127.0.0.1:8091
 //! ```
 
-use std::net::SocketAddr;
-
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::Json;
@@ -18,25 +16,18 @@ use axum::routing::get;
 use fred::prelude::{ClientLike, Config, Pool};
 use serde_json::{Value, json};
 use tower_sessions_014::{Session, SessionManagerLayer};
+use tribes_testkit::bench::PeerArgs;
 
 const USAGE: &str = "usage: store-peers --store redis://…|postgres://… [--http ADDR (default 127.0.0.1:8091)]";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut store = None;
-    let mut http: SocketAddr = "127.0.0.1:8091".parse()?;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--store" => store = args.next(),
-            "--http" => http = args.next().ok_or(USAGE)?.parse()?,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
-        }
+    let args = PeerArgs::parse("--store", USAGE, std::env::args().skip(1))?;
+    if args.help {
+        println!("{USAGE}");
+        return Ok(());
     }
+    let (store, http) = (args.value, args.http);
     let store = store.ok_or(USAGE)?;
     let routes = Router::new().route("/counter", get(counter));
     let router = if store.starts_with("redis://") {

@@ -10,10 +10,9 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
 use tribes::{Channel, Keyring, SendMode, StaticDiscovery};
 use tribes_sessions::{ManagerKind, ReplicationMode, Session, SessionManager};
+use tribes_testkit::bench::raw_throughput;
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -56,7 +55,7 @@ async fn main() -> Result<(), BoxError> {
     let mut rows = Vec::new();
 
     // 1. The physical limit: raw loopback TCP, 64 KiB writes (as bench_transport).
-    let raw_mbs = raw_throughput(64 * 1024, 8_000).await?;
+    let (_, raw_mbs) = raw_throughput(64 * 1024, 8_000).await?;
     eprintln!("raw TCP: {raw_mbs:.1} MB/s");
 
     // 2. Memory and state transfer: node A holds 100k sessions, node B joins.
@@ -256,42 +255,6 @@ fn rss_bytes() -> u64 {
         .ok()
         .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
         .map_or(0, |pages| pages * 4096)
-}
-
-/// Raw: a client writes `count` length-prefixed messages, the server reads them all
-/// and answers one byte at the end (the routine of `bench_transport`). Returns MB/s.
-async fn raw_throughput(size: usize, count: usize) -> std::io::Result<f64> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move {
-        let (s, _) = listener.accept().await?;
-        s.set_nodelay(true)?;
-        let (r, mut w) = s.into_split();
-        let mut r = BufReader::with_capacity(256 * 1024, r);
-        let mut buf = vec![0u8; 1 << 20];
-        for _ in 0..count {
-            let len = r.read_u32().await? as usize;
-            r.read_exact(&mut buf[..len]).await?;
-        }
-        w.write_all(&[1]).await?;
-        Ok::<_, std::io::Error>(())
-    });
-    let s = TcpStream::connect(addr).await?;
-    s.set_nodelay(true)?;
-    let (mut r, w) = s.into_split();
-    let mut w = BufWriter::with_capacity(256 * 1024, w);
-    let payload = vec![7u8; size];
-    let start = Instant::now();
-    for _ in 0..count {
-        w.write_u32(size as u32).await?;
-        w.write_all(&payload).await?;
-    }
-    w.flush().await?;
-    let mut done = [0u8; 1];
-    r.read_exact(&mut done).await?;
-    let secs = start.elapsed().as_secs_f64();
-    server.await??;
-    Ok((count * size) as f64 / secs / 1e6)
 }
 
 /// A writes `DELTAS` one-attribute commits (async) over `DELTA_SESSIONS` sessions; the

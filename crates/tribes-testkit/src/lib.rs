@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | (root) | | [`init_tracing`], [`free_addrs`], [`eventually`] |
 //! | [`services`] | | PostgreSQL and Redis URLs from the environment |
+//! | [`bench`] | | the raw TCP baseline and the peer apps' command line |
 //! | [`netns`] | | network namespaces made by a test, and its binary run inside one |
 //! | [`dns`] | `dns` | an in-process DNS server whose records a test edits |
 //! | [`modules`] | `modules` | the module-cycle check of ARCHITECTURE.md |
@@ -18,6 +19,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+pub mod bench;
 #[cfg(feature = "dns")]
 pub mod dns;
 #[cfg(feature = "modules")]

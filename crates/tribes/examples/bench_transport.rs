@@ -7,9 +7,10 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tribes::{Channel, Delivery, Keyring, SendError, SendMode, SendOptions, StaticDiscovery};
+use tribes_testkit::bench::raw_throughput;
 
 const SIZES: [(usize, usize); 3] = [(100, 200_000), (1024, 100_000), (64 * 1024, 8_000)];
 const RTT_SAMPLES: usize = 5_000;
@@ -162,42 +163,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(&path, report)?;
     eprintln!("written to {path}");
     Ok(())
-}
-
-/// Raw: a client writes `count` length-prefixed messages, the server reads them all
-/// and answers one byte at the end.
-async fn raw_throughput(size: usize, count: usize) -> std::io::Result<(f64, f64)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move {
-        let (s, _) = listener.accept().await?;
-        s.set_nodelay(true)?;
-        let (r, mut w) = s.into_split();
-        let mut r = BufReader::with_capacity(256 * 1024, r);
-        let mut buf = vec![0u8; 1 << 20];
-        for _ in 0..count {
-            let len = r.read_u32().await? as usize;
-            r.read_exact(&mut buf[..len]).await?;
-        }
-        w.write_all(&[1]).await?;
-        Ok::<_, std::io::Error>(())
-    });
-    let s = TcpStream::connect(addr).await?;
-    s.set_nodelay(true)?;
-    let (mut r, w) = s.into_split();
-    let mut w = BufWriter::with_capacity(256 * 1024, w);
-    let payload = vec![7u8; size];
-    let start = Instant::now();
-    for _ in 0..count {
-        w.write_u32(size as u32).await?;
-        w.write_all(&payload).await?;
-    }
-    w.flush().await?;
-    let mut done = [0u8; 1];
-    r.read_exact(&mut done).await?;
-    let secs = start.elapsed().as_secs_f64();
-    server.await??;
-    Ok((count as f64 / secs, (count * size) as f64 / secs / 1e6))
 }
 
 async fn pair() -> Result<(Channel, Channel), Box<dyn std::error::Error>> {
