@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,32 +14,9 @@ use common::{builder, channel, serve, wait_until};
 use tribes::Channel;
 use tribes_axum::{Contexts, ReplicatedSessions, Session, SessionError, metrics_router, status_router};
 use tribes_sessions::{SessionId, SessionManager};
-
-/// Everything logged in this process (a global subscriber: every runtime thread logs here).
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() -> LogBuffer {
-    let buf = LogBuffer::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("tribes=debug,tribes_sessions=debug,tribes_axum=debug,info")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).expect("no other subscriber in this test binary");
-    buf
-}
+use tribes_testkit::channel::wait_for_members;
+use tribes_testkit::logs::capture_logs;
+use tribes_testkit::sessions::start_ready;
 
 /// `POST /{app}/set/{key}/{value}` and `GET /{app}/get/{key}` ("-" when absent) behind the
 /// layer of one context, with its own cookie.
@@ -86,24 +61,13 @@ async fn start(name: &str, peers: &[&Node], with_cart: bool) -> Node {
     let addrs: Vec<_> = peers.iter().map(|n| n.channel.local().addr()).collect();
     let ch = channel(name, &addrs).await;
     if !addrs.is_empty() {
-        let mut w = ch.watch_members();
-        tokio::time::timeout(Duration::from_secs(5), w.wait_for(|m| m.len() >= addrs.len()))
-            .await
-            .expect("finds its peers")
-            .unwrap();
+        wait_for_members(&ch, addrs.len()).await;
     }
-    let ready = |m: SessionManager| async move {
-        tokio::time::timeout(Duration::from_secs(15), m.wait_ready())
-            .await
-            .expect("ready in time")
-            .expect("state transfer ok");
-        m
-    };
-    let shop = ready(builder("/shop").start(ch.clone()).await.unwrap()).await;
+    let shop = start_ready(builder("/shop"), &ch).await;
     let mut router = app_routes("/shop", shop.clone());
     let mut contexts = Contexts::new(shop.clone());
     let cart = if with_cart {
-        let cart = ready(builder("/cart").start(ch.clone()).await.unwrap()).await;
+        let cart = start_ready(builder("/cart"), &ch).await;
         router = router.merge(app_routes("/cart", cart.clone()));
         contexts = contexts.with(cart.clone());
         Some(cart)
@@ -154,7 +118,7 @@ fn session_id(cookie: &str) -> SessionId {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_contexts_one_missing_on_one_node() {
-    let logs = capture_logs();
+    let logs = capture_logs("tribes=debug,tribes_sessions=debug,tribes_axum=debug,info");
     let a = start("a", &[], true).await;
     let b = start("b", &[&a], true).await;
     let c = start("c", &[&a, &b], false).await;
@@ -289,7 +253,7 @@ async fn two_contexts_one_missing_on_one_node() {
     }
 
     // Nothing alarming in the logs of any node: no warning, no error.
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let text = logs.text();
     let alarming: Vec<&str> = text
         .lines()
         .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))

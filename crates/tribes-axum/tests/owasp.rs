@@ -14,14 +14,14 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use common::*;
 use tribes_axum::Secure;
 use tribes_sessions::{LogId, SessionId, StoreMode};
+use tribes_testkit::logs::capture_logs;
 
 /// The base id of a cookie value `id.route`.
 fn sid(cookie: &str) -> SessionId {
@@ -294,43 +294,9 @@ fn cookie(r: &Resp, ids: &mut Vec<SessionId>) -> String {
     c
 }
 
-/// Everything logged in this process, as text (see [`capture_logs`]).
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LogBuffer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-/// Sends every log line of this process, at every level of the tribes crates, to a
-/// buffer: a global subscriber, so the tasks on every runtime thread log into it.
-fn capture_logs() -> LogBuffer {
-    let buf = LogBuffer::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("tribes=trace,tribes_sessions=trace,tribes_axum=trace,info")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).expect("no other subscriber in this test binary");
-    buf
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_never_contain_a_full_session_id() {
-    let logs = capture_logs();
+    let logs = capture_logs("tribes=trace,tribes_sessions=trace,tribes_axum=trace,info");
     let mut ids: Vec<SessionId> = Vec::new();
 
     // Two delta nodes: create, write, conflicting writes, failover, cycle, invalidate.

@@ -15,26 +15,11 @@ use tribes_sessions::{ClusterEvent, ManagerKind, SessionId, SessionManager};
 type Log = Arc<Mutex<Vec<(String, ClusterEvent)>>>;
 
 async fn start(name: &str, peers: &[SocketAddr], kind: ManagerKind, log: &Log) -> (Channel, SessionManager) {
-    let ch = channel(name, peers).await;
-    if !peers.is_empty() {
-        let mut w = ch.watch_members();
-        tokio::time::timeout(Duration::from_secs(5), w.wait_for(|m| !m.is_empty()))
-            .await
-            .expect("finds a peer")
-            .unwrap();
-    }
     let (log, me) = (log.clone(), name.to_string());
-    let m = builder(kind)
+    let builder = builder(kind)
         .with_max_inactive(Duration::from_secs(2))
-        .with_cluster_listener(move |ev: &ClusterEvent| log.lock().unwrap().push((me.clone(), ev.clone())))
-        .start(ch.clone())
-        .await
-        .expect("manager starts");
-    tokio::time::timeout(Duration::from_secs(15), m.wait_ready())
-        .await
-        .expect("ready in time")
-        .expect("state transfer ok");
-    (ch, m)
+        .with_cluster_listener(move |ev: &ClusterEvent| log.lock().unwrap().push((me.clone(), ev.clone())));
+    tribes_testkit::sessions::ready_node(name, peers, builder).await
 }
 
 fn expired_events(log: &Log) -> Vec<(String, SessionId, Option<String>, String)> {

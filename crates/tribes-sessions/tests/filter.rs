@@ -5,32 +5,20 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use common::{builder, channel, init_tracing, wait_mesh};
+use common::{builder, init_tracing, wait_mesh};
 use tribes::Channel;
 use tribes_sessions::{ManagerKind, SessionManager};
 
 /// A ready node whose manager replicates every attribute except those named `local.*`.
 async fn filtered_node(name: &str, peers: &[SocketAddr], kind: ManagerKind) -> (Channel, SessionManager) {
-    let ch = channel(name, peers).await;
-    if !peers.is_empty() {
-        let mut w = ch.watch_members();
-        tokio::time::timeout(Duration::from_secs(5), w.wait_for(|m| !m.is_empty()))
-            .await
-            .expect("finds a peer")
-            .unwrap();
-    }
-    let m = builder(kind)
-        .with_attribute_filter(|name| !name.starts_with("local."))
-        .start(ch.clone())
-        .await
-        .expect("manager starts");
-    tokio::time::timeout(Duration::from_secs(15), m.wait_ready())
-        .await
-        .expect("ready in time")
-        .expect("ready");
-    (ch, m)
+    tribes_testkit::sessions::ready_node(
+        name,
+        peers,
+        builder(kind).with_attribute_filter(|name| !name.starts_with("local.")),
+    )
+    .await
 }
 
 async fn filter_suite(kind: ManagerKind, tag: &str) {

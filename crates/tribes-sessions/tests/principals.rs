@@ -18,24 +18,11 @@ async fn start(
     kind: ManagerKind,
     limit: Option<(usize, MaxSessionsPolicy)>,
 ) -> (Channel, SessionManager) {
-    let ch = channel(name, peers).await;
-    if !peers.is_empty() {
-        let mut w = ch.watch_members();
-        tokio::time::timeout(Duration::from_secs(5), w.wait_for(|m| !m.is_empty()))
-            .await
-            .expect("finds a peer")
-            .unwrap();
-    }
     let mut b = builder(kind);
     if let Some((max, policy)) = limit {
         b = b.with_max_sessions_per_principal(max, policy);
     }
-    let m = b.start(ch.clone()).await.expect("manager starts");
-    tokio::time::timeout(Duration::from_secs(15), m.wait_ready())
-        .await
-        .expect("ready in time")
-        .expect("state transfer ok");
-    (ch, m)
+    tribes_testkit::sessions::ready_node(name, peers, b).await
 }
 
 async fn cluster(kind: ManagerKind, limit: Option<(usize, MaxSessionsPolicy)>) -> Vec<(Channel, SessionManager)> {

@@ -15,6 +15,7 @@ use common::{channel, init_tracing, wait_mesh};
 use tribes::Channel;
 use tribes_sessions::{FileStore, ManagerKind, SessionId, SessionManager, SessionStore, StoreMode};
 use tribes_testkit::services::service_env;
+use tribes_testkit::sessions::start_ready;
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("tribes-contexts-{tag}-{:016x}", rand::random::<u64>()))
@@ -29,22 +30,18 @@ async fn manager(
     mode: StoreMode,
     expire_on_shutdown: bool,
 ) -> SessionManager {
-    let m = SessionManager::builder(context)
-        .with_kind(kind)
-        .with_send_mode(tribes::SendMode::SyncAck)
-        .with_ack_timeout(Duration::from_secs(3))
-        .with_state_transfer_attempt_timeout(Duration::from_secs(2))
-        .with_discovery_wait(Duration::from_millis(50))
-        .with_expire_sessions_on_shutdown(expire_on_shutdown)
-        .with_store(store.clone(), mode)
-        .start(ch.clone())
-        .await
-        .expect("manager starts");
-    tokio::time::timeout(Duration::from_secs(15), m.wait_ready())
-        .await
-        .expect("ready in time")
-        .expect("ready");
-    m
+    start_ready(
+        SessionManager::builder(context)
+            .with_kind(kind)
+            .with_send_mode(tribes::SendMode::SyncAck)
+            .with_ack_timeout(Duration::from_secs(3))
+            .with_state_transfer_attempt_timeout(Duration::from_secs(2))
+            .with_discovery_wait(Duration::from_millis(50))
+            .with_expire_sessions_on_shutdown(expire_on_shutdown)
+            .with_store(store.clone(), mode),
+        ch,
+    )
+    .await
 }
 
 async fn create(m: &SessionManager, key: &str, value: &str) -> SessionId {

@@ -13,6 +13,7 @@ use tribes_sessions::{
     FileStore, ManagerKind, ReplicationError, SessionManager, SessionStore, StoreMode, StoredSession,
 };
 use tribes_testkit::services::service_env;
+use tribes_testkit::sessions::start_ready;
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("tribes-modes-{tag}-{:016x}", rand::random::<u64>()))
@@ -25,17 +26,13 @@ async fn file_store(dir: &std::path::Path) -> Arc<dyn SessionStore> {
 /// A lone node (no peers) with `store` in `mode`, ready.
 async fn lone(name: &str, store: Arc<dyn SessionStore>, mode: StoreMode) -> SessionManager {
     let ch = channel(name, &[]).await;
-    let m = builder(ManagerKind::Delta)
-        .with_store(store, mode)
-        .with_discovery_wait(Duration::from_millis(50))
-        .start(ch)
-        .await
-        .expect("manager starts");
-    tokio::time::timeout(Duration::from_secs(15), m.wait_ready())
-        .await
-        .expect("ready in time")
-        .expect("ready");
-    m
+    start_ready(
+        builder(ManagerKind::Delta)
+            .with_store(store, mode)
+            .with_discovery_wait(Duration::from_millis(50)),
+        &ch,
+    )
+    .await
 }
 
 #[tokio::test]

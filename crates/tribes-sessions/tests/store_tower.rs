@@ -11,35 +11,22 @@ use axum::extract::Path;
 use axum::routing::{get, post};
 use tower_sessions::cookie::time;
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
-use tribes::{Channel, SendMode, StaticDiscovery};
+use tribes::{Channel, SendMode};
 use tribes_sessions::{ManagerKind, SessionId, SessionManager, TowerSessionStore};
-
-async fn channel(name: &str, peers: &[SocketAddr]) -> Channel {
-    Channel::builder(name)
-        .cluster_key(tribes::Keyring::new(1, [42; 32]))
-        .bind("127.0.0.1:0".parse().unwrap())
-        .discovery(StaticDiscovery::new(peers.iter().copied()).with_frequency(Duration::from_millis(100)))
-        .drop_time(Duration::from_millis(1500))
-        .start()
-        .await
-        .expect("channel starts")
-}
+use tribes_testkit::channel::{channel, wait_for_members};
+use tribes_testkit::sessions::start_ready;
 
 async fn manager(ch: Channel) -> SessionManager {
-    let m = SessionManager::builder("/app")
-        .with_kind(ManagerKind::Delta)
-        .with_send_mode(SendMode::SyncAck)
-        .with_ack_timeout(Duration::from_secs(3))
-        .with_state_transfer_attempt_timeout(Duration::from_secs(2))
-        .with_state_transfer_timeout(Duration::from_secs(15))
-        .start(ch)
-        .await
-        .expect("manager starts");
-    tokio::time::timeout(Duration::from_secs(15), m.wait_ready())
-        .await
-        .expect("ready in time")
-        .unwrap();
-    m
+    start_ready(
+        SessionManager::builder("/app")
+            .with_kind(ManagerKind::Delta)
+            .with_send_mode(SendMode::SyncAck)
+            .with_ack_timeout(Duration::from_secs(3))
+            .with_state_transfer_attempt_timeout(Duration::from_secs(2))
+            .with_state_transfer_timeout(Duration::from_secs(15)),
+        &ch,
+    )
+    .await
 }
 
 /// A plain tower-sessions app: nothing tribes-specific but the store.
@@ -82,23 +69,15 @@ async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
-async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn wait_until(what: &str, ok: impl FnMut() -> bool) {
+    tribes_testkit::eventually(what, Duration::from_secs(10), ok).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_tower_login_on_node1_read_on_node2_after_node1_died() {
     let ch1 = channel("node-1", &[]).await;
     let ch2 = channel("node-2", &[ch1.local().addr()]).await;
-    let mut w = ch2.watch_members();
-    tokio::time::timeout(Duration::from_secs(5), w.wait_for(|m| !m.is_empty()))
-        .await
-        .expect("finds node 1")
-        .unwrap();
+    wait_for_members(&ch2, 1).await;
     let (m1, m2) = (manager(ch1.clone()).await, manager(ch2.clone()).await);
     wait_until("both managers see each other", || {
         m1.stats().servers.len() == 1 && m2.stats().servers.len() == 1

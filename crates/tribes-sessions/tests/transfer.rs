@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
 use tribes_sessions::{AttemptOutcome, ManagerKind};
+use tribes_testkit::channel::wait_for_members;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_sessions_and_concurrent_deltas_reach_a_joining_node() {
@@ -217,11 +218,7 @@ async fn a_member_whose_replication_does_not_answer_keeps_a_joining_node_from_se
         .await
         .unwrap();
     let b_ch = channel("B", &[a_ch.local().addr()]).await;
-    let mut w = b_ch.watch_members();
-    tokio::time::timeout(Duration::from_secs(5), w.wait_for(|m| !m.is_empty()))
-        .await
-        .expect("B sees A")
-        .unwrap();
+    wait_for_members(&b_ch, 1).await;
     let b = builder(ManagerKind::Delta)
         .with_state_transfer_attempt_timeout(Duration::from_millis(500))
         .with_state_transfer_timeout(Duration::from_secs(4))

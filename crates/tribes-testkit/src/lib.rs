@@ -10,9 +10,15 @@
 //! | module | feature | what |
 //! |---|---|---|
 //! | (root) | | [`init_tracing`], [`free_addrs`], [`eventually`] |
+//! | [`nginx`] | | nginx with the shipped config, as the tests' load balancer |
+//! | [`process`] | `process` | real node processes, a cluster key file, JSON status polls |
 //! | [`services`] | | PostgreSQL and Redis URLs from the environment |
 //! | [`bench`] | | the raw TCP baseline and the peer apps' command line |
+//! | [`load`] | `load` | clients sending `GET /counter` round robin under faults, checking each count |
+//! | [`logs`] | | every log line of the process, for the test to read |
 //! | [`netns`] | | network namespaces made by a test, and its binary run inside one |
+//! | [`channel`] | `channel` | static test clusters of `tribes` channels |
+//! | [`sessions`] | `sessions` | ready session managers on test channels |
 //! | [`dns`] | `dns` | an in-process DNS server whose records a test edits |
 //! | [`modules`] | `modules` | the module-cycle check of ARCHITECTURE.md |
 
@@ -20,12 +26,22 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub mod bench;
+#[cfg(feature = "channel")]
+pub mod channel;
 #[cfg(feature = "dns")]
 pub mod dns;
+#[cfg(feature = "load")]
+pub mod load;
+pub mod logs;
 #[cfg(feature = "modules")]
 pub mod modules;
 pub mod netns;
+pub mod nginx;
+#[cfg(feature = "process")]
+pub mod process;
 pub mod services;
+#[cfg(feature = "sessions")]
+pub mod sessions;
 
 /// Logs to the test's output, filtered by `RUST_LOG` (default `warn`); a second call
 /// does nothing.

@@ -7,106 +7,38 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use common::*;
 use reqwest::StatusCode;
 use reqwest::header::SET_COOKIE;
-
-struct Nginx(Child, PathBuf);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
-fn nginx_binary() -> Option<&'static str> {
-    ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-}
+use tribes_testkit::nginx::{self, Nginx};
 
 /// nginx with the shipped config, its listen address and upstreams moved to the test's.
 fn start_nginx(nodes: &[Node], lb: SocketAddr, dir: &Path) -> Nginx {
-    let binary = nginx_binary().expect("checked at the start of the test");
-    let shipped = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../deploy/nginx/tribes-demo.conf"
-    ))
-    .unwrap();
-    let mut conf = shipped.replace("127.0.0.1:8080", &lb.to_string());
-    for (i, n) in nodes.iter().enumerate() {
-        conf = conf.replace(&format!("127.0.0.1:808{}", i + 1), &n.http.to_string());
-    }
-    assert_ne!(conf, shipped, "the shipped config should name the demo's ports");
+    let https: Vec<SocketAddr> = nodes.iter().map(|n| n.http).collect();
+    let conf = nginx::config(lb, &https);
     assert!(
         conf.contains(&format!("$cookie_{COOKIE_NAME}")),
         "the config reads the app's cookie"
     );
-    let prefix = dir.join("nginx");
-    std::fs::create_dir_all(prefix.join("tmp")).unwrap();
-    std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
-    let child = Command::new(binary)
-        .arg("-p")
-        .arg(&prefix)
-        .arg("-c")
-        .arg(prefix.join("nginx.conf"))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while std::net::TcpStream::connect(lb).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(5), "nginx did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Nginx(child, prefix)
+    Nginx::start(&conf, lb, dir.join("nginx"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logged_in_through_nginx_survives_kill9_and_logout_is_everywhere() {
     assert!(
-        nginx_binary().is_some(),
+        nginx::nginx_binary().is_some(),
         "nginx is not installed: apt-get install -y nginx-light (cargo xtask test installs it, \
          or leaves this test out with --skip nginx)"
     );
-    let dir = std::env::temp_dir().join(format!(
-        "tribes-axum-login-{}-{:016x}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("cluster.key");
-    std::fs::write(&key, tribes::Keyring::generate(1, &mut rand::rng()).to_file_text()).unwrap();
-    let users = users_file(&dir);
-
-    let addrs = free_addrs(7);
-    let mut nodes: Vec<Node> = ["a", "b", "c"]
-        .into_iter()
-        .enumerate()
-        .map(|(i, route)| Node {
-            route,
-            http: addrs[i],
-            cluster: addrs[3 + i],
-            child: None,
-        })
-        .collect();
+    let (dir, mut nodes) = three_nodes("failover").await;
+    let (key, users) = (dir.join("cluster.key"), dir.join("users.txt"));
     let members: Vec<SocketAddr> = nodes.iter().map(|n| n.cluster).collect();
-    for n in nodes.iter_mut() {
-        n.start(&members, &key, &users);
-    }
-    for n in &nodes {
-        wait_cluster(n, "every node sees the two others", Duration::from_secs(30), |v| {
-            v["ready"] == true && v["members"] == 2
-        })
-        .await;
-    }
-    let _nginx = start_nginx(&nodes, addrs[6], &dir);
-    let lb = format!("http://{}", addrs[6]);
+    let lb_addr = free_addrs(1)[0];
+    let _nginx = start_nginx(&nodes, lb_addr, &dir);
+    let lb = format!("http://{lb_addr}");
     let browser = reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -212,7 +144,7 @@ async fn logged_in_through_nginx_survives_kill9_and_logout_is_everywhere() {
             .await
             .sent_to_login()
     );
-    for n in nodes.iter().filter(|n| n.child.is_some()) {
+    for n in nodes.iter().filter(|n| n.child.is_running()) {
         let page = home(&n.url(""), Some(&cookie)).await;
         assert!(
             page.sent_to_login(),

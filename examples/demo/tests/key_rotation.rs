@@ -14,73 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use tokio::sync::RwLock;
-
-#[derive(Debug, Default)]
-struct Tally {
-    answered: u64,
-    unanswered: u64,
-    wrong: Vec<String>,
-}
-
-/// `clients` users sending `GET /counter` round robin to the nodes marked up, until
-/// `stop` (at most `max_requests` each). Every answer must be the previous one plus
-/// one (an unanswered request is counted separately and may be skipped over).
-fn run_clients(
-    urls: Arc<Vec<String>>,
-    up: Arc<RwLock<Vec<bool>>>,
-    clients: usize,
-    max_requests: u64,
-    stop: Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<Tally>> {
-    (0..clients)
-        .map(|c| {
-            let (urls, up, stop) = (urls.clone(), up.clone(), stop.clone());
-            tokio::spawn(async move {
-                let user = Browser::new();
-                let mut tally = Tally::default();
-                let mut last: Option<u64> = None;
-                let mut skipped = 0u64;
-                let mut node = c;
-                for _ in 0..max_requests {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let target = loop {
-                        node = (node + 1) % urls.len();
-                        if up.read().await[node] {
-                            break node;
-                        }
-                    };
-                    let answer = user.get(format!("{}/counter", urls[target])).send().await;
-                    let count = match answer {
-                        Ok(r) if r.status() == 200 => r
-                            .json::<serde_json::Value>()
-                            .await
-                            .ok()
-                            .and_then(|v| v["count"].as_u64()),
-                        _ => None,
-                    };
-                    let Some(count) = count else {
-                        tally.unanswered += 1;
-                        skipped += 1;
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    };
-                    tally.answered += 1;
-                    let low = last.map_or(1, |l| l + 1);
-                    if count < low || count > low + skipped {
-                        tally.wrong.push(format!(
-                            "client {c}: node {target} answered {count} after {last:?} ({skipped} unanswered in between)"
-                        ));
-                    }
-                    last = Some(count);
-                    skipped = 0;
-                }
-                tally
-            })
-        })
-        .collect()
-}
+use tribes_testkit::load::{Tally, run_clients};
 
 /// `kill -HUP` every running node.
 fn sighup(nodes: &[DemoNode]) {

@@ -3,64 +3,22 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-
-struct Nginx(Child, PathBuf);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = std::fs::remove_dir_all(&self.1);
-    }
-}
-
-fn nginx_binary() -> Option<&'static str> {
-    ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-}
+use tribes_testkit::nginx::{self, Nginx};
 
 /// Start nginx with the shipped config, its ports moved to the test's.
 fn start_nginx(nodes: &[DemoNode], lb: std::net::SocketAddr) -> Nginx {
-    let binary = nginx_binary().expect("nginx");
-    let shipped = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../deploy/nginx/tribes-demo.conf"
-    ))
-    .unwrap();
-    let mut conf = shipped.replace("127.0.0.1:8080", &lb.to_string());
-    for (i, n) in nodes.iter().enumerate() {
-        conf = conf.replace(&format!("127.0.0.1:808{}", i + 1), &n.http.to_string());
-    }
-    assert_ne!(conf, shipped, "the shipped config should name the demo's ports");
+    let https: Vec<_> = nodes.iter().map(|n| n.http).collect();
     let prefix = std::env::temp_dir().join(format!("tribes-nginx-{}", std::process::id()));
-    std::fs::create_dir_all(prefix.join("tmp")).unwrap();
-    std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
-    let child = Command::new(binary)
-        .arg("-p")
-        .arg(&prefix)
-        .arg("-c")
-        .arg(prefix.join("nginx.conf"))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while std::net::TcpStream::connect(lb).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(5), "nginx did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Nginx(child, prefix)
+    Nginx::start(&nginx::config(lb, &https), lb, prefix)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_survives_the_node_it_was_stuck_to() {
     assert!(
-        nginx_binary().is_some(),
+        nginx::nginx_binary().is_some(),
         "nginx is not installed: apt-get install nginx-light (.ci/run installs it)"
     );
     let mut nodes = cluster(3, &Options::default());

@@ -1,18 +1,20 @@
 //! Two real `tower-sessions-bridge` processes on loopback: a login made on node 1 through
 //! tower-sessions' own `Session` is served by node 2 after node 1 was SIGKILLed.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use tribes_testkit::free_addrs;
+use tribes_testkit::process::{self, Killed};
 
 /// A running node, SIGKILLed (and reaped) when dropped.
 struct Node {
     http: SocketAddr,
-    child: Option<Child>,
+    child: Killed,
 }
 
 impl Node {
@@ -35,7 +37,7 @@ impl Node {
         }
         Node {
             http,
-            child: Some(cmd.spawn().expect("tower-sessions-bridge starts")),
+            child: Killed::spawn(&mut cmd, "tower-sessions-bridge"),
         }
     }
 
@@ -45,55 +47,21 @@ impl Node {
 
     /// `kill -9`: no goodbye, no handover.
     fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL");
-            child.wait().expect("reaped");
-        }
+        self.child.kill9();
     }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    // Held together so the same port is not handed out twice.
-    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
 }
 
 fn key_file() -> PathBuf {
-    let path = std::env::temp_dir().join(format!(
+    process::key_file(std::env::temp_dir().join(format!(
         "tower-sessions-bridge-{}-{:016x}.key",
         std::process::id(),
         rand::random::<u64>()
-    ));
-    std::fs::write(&path, tribes::Keyring::generate(1, &mut rand::rng()).to_file_text()).unwrap();
-    path
+    )))
 }
 
 /// Polls `GET /cluster` until `cond` holds, for at most `limit`.
 async fn wait_cluster(node: &Node, what: &str, limit: Duration, cond: impl Fn(&Value) -> bool) {
-    let deadline = Instant::now() + limit;
-    let client = reqwest::Client::new();
-    let mut last = None;
-    loop {
-        if let Ok(r) = client.get(node.url("/cluster")).send().await
-            && let Ok(v) = r.json::<Value>().await
-        {
-            if cond(&v) {
-                return;
-            }
-            last = Some(v);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting until {what}; last /cluster: {last:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    process::wait_json(&node.url("/cluster"), what, limit, cond).await;
 }
 
 fn ready_with(members: u64) -> impl Fn(&Value) -> bool {

@@ -1,49 +1,24 @@
 //! Helpers: real tribes channels on loopback, real managers, axum served on 127.0.0.1:0
 //! and a real HTTP client that handles cookies by hand (to see every `Set-Cookie`).
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::Deserialize;
-use tribes::{Channel, SendMode, StaticDiscovery};
+use tribes::Channel;
 use tribes_axum::{ReplicatedSessions, Session, SessionError, StatusRouter, metrics_router};
 use tribes_sessions::{SessionManager, SessionManagerBuilder};
 
 pub const COOKIE: &str = "TRIBESSESSIONID";
 
-pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_test_writer()
-        .try_init();
-}
-
-/// A channel called `name` on 127.0.0.1:0 that finds `peers`.
-pub async fn channel(name: &str, peers: &[SocketAddr]) -> Channel {
-    Channel::builder(name)
-        .cluster_key(tribes::Keyring::new(1, [42; 32]))
-        .bind("127.0.0.1:0".parse().unwrap())
-        .discovery(StaticDiscovery::new(peers.iter().copied()).with_frequency(Duration::from_millis(100)))
-        .drop_time(Duration::from_millis(1500))
-        .start()
-        .await
-        .expect("channel starts")
-}
-
-/// Sync-ack commits, fast access batches.
-pub fn builder(context: &str) -> SessionManagerBuilder {
-    SessionManager::builder(context)
-        .with_send_mode(SendMode::SyncAck)
-        .with_ack_timeout(Duration::from_secs(3))
-        .with_touch_interval(Duration::from_millis(200))
-        .with_state_transfer_attempt_timeout(Duration::from_secs(2))
-        .with_state_transfer_timeout(Duration::from_secs(15))
-}
+pub use tribes_testkit::channel::channel;
+pub use tribes_testkit::sessions::builder;
+pub use tribes_testkit::{eventually as wait_until, init_tracing};
 
 /// One node: channel, manager and the HTTP server of [`app`].
 pub struct Node {
@@ -79,20 +54,9 @@ pub async fn node_with(
     let addrs: Vec<SocketAddr> = peers.iter().map(|n| n.channel.local().addr()).collect();
     let ch = channel(name, &addrs).await;
     if !addrs.is_empty() {
-        let mut w = ch.watch_members();
-        tokio::time::timeout(Duration::from_secs(5), w.wait_for(|m| m.len() >= addrs.len()))
-            .await
-            .expect("finds its peers")
-            .unwrap();
+        tribes_testkit::channel::wait_for_members(&ch, addrs.len()).await;
     }
-    let m = manager(builder("/app"))
-        .start(ch.clone())
-        .await
-        .expect("manager starts");
-    tokio::time::timeout(Duration::from_secs(15), m.wait_ready())
-        .await
-        .expect("ready in time")
-        .expect("state transfer ok");
+    let m = tribes_testkit::sessions::start_ready(manager(builder("/app")), &ch).await;
     let addr = serve(app_with(m.clone(), layer, status)).await;
     Node {
         channel: ch,
@@ -103,13 +67,8 @@ pub async fn node_with(
 
 /// Waits until every manager sees all the others as serving the context.
 pub async fn wait_mesh(nodes: &[&Node]) {
-    let n = nodes.len() - 1;
-    wait_until(
-        "every node sees the others serve the context",
-        Duration::from_secs(10),
-        || nodes.iter().all(|x| x.manager.stats().servers.len() == n),
-    )
-    .await;
+    let managers: Vec<&SessionManager> = nodes.iter().map(|n| &n.manager).collect();
+    tribes_testkit::sessions::wait_mesh(&managers).await;
 }
 
 pub async fn serve(app: Router) -> SocketAddr {
@@ -337,18 +296,6 @@ pub async fn get_(url: &str, cookie: Option<&str>) -> Resp {
 
 pub async fn post_(url: &str, cookie: Option<&str>) -> Resp {
     send("POST", url, cookie, &[]).await
-}
-
-/// Polls `cond` every 20 ms until it holds; panics with `what` after `timeout`.
-pub async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Splits a cookie value `id.route`.

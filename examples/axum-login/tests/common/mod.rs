@@ -3,14 +3,16 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION};
 use serde_json::Value;
+pub use tribes_testkit::free_addrs;
+use tribes_testkit::process::{Killed, key_file, temp_dir, wait_json};
 
 pub const USER: &str = "ferris";
 pub const PASSWORD: &str = "crab rave, twice";
@@ -21,7 +23,7 @@ pub struct Node {
     pub route: &'static str,
     pub http: SocketAddr,
     pub cluster: SocketAddr,
-    pub child: Option<Child>,
+    pub child: Killed,
 }
 
 impl Node {
@@ -38,7 +40,7 @@ impl Node {
         for m in members.iter().filter(|m| **m != self.cluster) {
             cmd.args(["--member", &m.to_string()]);
         }
-        self.child = Some(cmd.spawn().expect("tribes-axum-login starts"));
+        self.child = Killed::spawn(&mut cmd, "tribes-axum-login");
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -47,23 +49,8 @@ impl Node {
 
     /// `kill -9`: no goodbye, no handover.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL");
-            child.wait().expect("reaped");
-        }
+        self.child.kill9();
     }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    // Held together so the same port is not handed out twice.
-    let listeners: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
 }
 
 /// The users file, its hash made by the app's own `hash-password`.
@@ -86,25 +73,7 @@ pub fn users_file(dir: &Path) -> PathBuf {
 
 /// Polls `GET /cluster` until `cond` holds, for at most `limit`.
 pub async fn wait_cluster(node: &Node, what: &str, limit: Duration, cond: impl Fn(&Value) -> bool) {
-    let deadline = Instant::now() + limit;
-    let client = reqwest::Client::new();
-    let mut last = None;
-    loop {
-        if let Ok(r) = client.get(node.url("/cluster")).send().await
-            && let Ok(v) = r.json::<Value>().await
-        {
-            if cond(&v) {
-                return;
-            }
-            last = Some(v);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting until {what}; last /cluster of {}: {last:?}",
-            node.route
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_json(&node.url("/cluster"), &format!("{what} ({})", node.route), limit, cond).await;
 }
 
 /// What `GET /` answered: the status, the node that answered, and the body.
@@ -158,14 +127,8 @@ pub async fn home(base: &str, cookie: Option<&str>) -> Page {
 /// A fresh directory with a cluster key and the users file, and three nodes a, b, c
 /// started on it and ready (each sees the two others).
 pub async fn three_nodes(name: &str) -> (PathBuf, Vec<Node>) {
-    let dir = std::env::temp_dir().join(format!(
-        "tribes-axum-login-{name}-{}-{:016x}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("cluster.key");
-    std::fs::write(&key, tribes::Keyring::generate(1, &mut rand::rng()).to_file_text()).unwrap();
+    let dir = temp_dir(&format!("tribes-axum-login-{name}"));
+    let key = key_file(dir.join("cluster.key"));
     let users = users_file(&dir);
     let addrs = free_addrs(6);
     let mut nodes: Vec<Node> = ["a", "b", "c"]
@@ -175,7 +138,7 @@ pub async fn three_nodes(name: &str) -> (PathBuf, Vec<Node>) {
             route,
             http: addrs[i],
             cluster: addrs[3 + i],
-            child: None,
+            child: Killed::default(),
         })
         .collect();
     let members: Vec<SocketAddr> = nodes.iter().map(|n| n.cluster).collect();

@@ -10,13 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// Free loopback ports (bound, then released just before use).
-pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
-}
+pub use tribes_testkit::free_addrs;
 
 /// One `tribes-demo` process.
 pub struct DemoNode {
