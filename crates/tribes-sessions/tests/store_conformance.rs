@@ -710,12 +710,14 @@ mod store_redis {
 
     use super::*;
 
-    pub(crate) struct RedisBackend {
+    /// A Redis store and a raw connection to the same server or cluster (`C`), for
+    /// writing what the store never would.
+    pub(crate) struct RedisBackend<C> {
         pub(crate) store: RedisStore,
-        pub(crate) raw: redis::aio::MultiplexedConnection,
+        pub(crate) raw: C,
     }
 
-    impl Backend for RedisBackend {
+    impl<C: redis::aio::ConnectionLike + Clone + Send + Sync> Backend for RedisBackend<C> {
         fn store(&self) -> &dyn SessionStore {
             &self.store
         }
@@ -735,7 +737,7 @@ mod store_redis {
         }
     }
 
-    pub(crate) async fn backend() -> Option<RedisBackend> {
+    pub(crate) async fn backend() -> Option<RedisBackend<redis::aio::MultiplexedConnection>> {
         let url = service_env("TRIBES_TEST_REDIS_URL");
         let prefix = format!("test:{:016x}:", rand::random::<u64>());
         let store = RedisStore::connect(&url).await.unwrap().with_prefix(prefix);
@@ -814,30 +816,7 @@ mod store_redis_cluster {
 
     use super::*;
 
-    pub(crate) struct ClusterBackend {
-        store: RedisStore,
-        raw: redis::cluster_async::ClusterConnection,
-    }
-
-    impl Backend for ClusterBackend {
-        fn store(&self) -> &dyn SessionStore {
-            &self.store
-        }
-        fn write_raw<'a>(&'a self, id: &'a str, bytes: &'a [u8]) -> BoxFut<'a, ()> {
-            Box::pin(async move {
-                let key = format!("{}{id}", self.store.prefix());
-                let _: () = redis::cmd("HSET")
-                    .arg(&key)
-                    .arg("v")
-                    .arg("0")
-                    .arg("r")
-                    .arg(bytes)
-                    .query_async(&mut self.raw.clone())
-                    .await
-                    .unwrap();
-            })
-        }
-    }
+    type ClusterBackend = super::store_redis::RedisBackend<redis::cluster_async::ClusterConnection>;
 
     fn urls() -> Option<Vec<String>> {
         Some(

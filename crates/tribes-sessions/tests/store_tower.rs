@@ -4,7 +4,7 @@
 #![cfg(feature = "tower-sessions")]
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Path;
@@ -69,6 +69,16 @@ async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
+/// The body of `GET url`.
+async fn text(client: &reqwest::Client, url: String) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// Whether `POST url` succeeded.
+async fn post_ok(client: &reqwest::Client, url: String) -> bool {
+    client.post(url).send().await.unwrap().status().is_success()
+}
+
 async fn wait_until(what: &str, ok: impl FnMut() -> bool) {
     tribes_testkit::eventually(what, Duration::from_secs(10), ok).await;
 }
@@ -97,17 +107,7 @@ async fn store_tower_login_on_node1_read_on_node2_after_node1_died() {
         .unwrap()
         .to_owned();
     assert!(cookie.starts_with("id="), "{cookie}");
-    assert_eq!(
-        client
-            .get(format!("http://{a1}/whoami"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "alice 1"
-    );
+    assert_eq!(text(&client, format!("http://{a1}/whoami")).await, "alice 1");
 
     // The session is a tribes session, replicated to node 2 by the sync-ack commit.
     assert_eq!(m1.session_count(), 1);
@@ -118,61 +118,15 @@ async fn store_tower_login_on_node1_read_on_node2_after_node1_died() {
     ch1.shutdown().await;
     wait_until("node 2 drops node 1", || m2.stats().servers.is_empty()).await;
 
-    assert_eq!(
-        client
-            .get(format!("http://{a2}/whoami"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "alice 1"
-    );
+    assert_eq!(text(&client, format!("http://{a2}/whoami")).await, "alice 1");
     // Writes on node 2 go on in the same session.
-    assert!(
-        client
-            .post(format!("http://{a2}/login/alice"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
-    assert_eq!(
-        client
-            .get(format!("http://{a2}/whoami"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "alice 2"
-    );
+    assert!(post_ok(&client, format!("http://{a2}/login/alice")).await);
+    assert_eq!(text(&client, format!("http://{a2}/whoami")).await, "alice 2");
     assert_eq!(m2.session_count(), 1, "the same session, not a new one");
 
     // Logout invalidates it in the cluster.
-    assert!(
-        client
-            .post(format!("http://{a2}/logout"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
-    assert_eq!(
-        client
-            .get(format!("http://{a2}/whoami"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "- 0"
-    );
+    assert!(post_ok(&client, format!("http://{a2}/logout")).await);
+    assert_eq!(text(&client, format!("http://{a2}/whoami")).await, "- 0");
     m2.shutdown().await;
     ch2.shutdown().await;
 }

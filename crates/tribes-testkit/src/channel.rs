@@ -60,3 +60,20 @@ pub async fn converge(channels: &[&Channel]) {
     })
     .await;
 }
+
+/// A static cluster of `N` channels named `a`, `b`, `c`, … on free loopback ports
+/// ([`static_node`]), started and converged.
+///
+/// # Panics
+///
+/// When a channel does not start, or the cluster does not form in 10 s.
+pub async fn static_cluster<const N: usize>() -> [Channel; N] {
+    let addrs = crate::free_addrs(N);
+    let mut channels = Vec::with_capacity(N);
+    for i in 0..N {
+        let name = char::from(b'a' + i as u8).to_string();
+        channels.push(static_node(&name, i, &addrs).start().await.expect("channel starts"));
+    }
+    converge(&channels.iter().collect::<Vec<_>>()).await;
+    channels.try_into().unwrap_or_else(|_| unreachable!("N channels"))
+}

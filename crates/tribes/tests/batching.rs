@@ -5,7 +5,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{converge, free_addrs, init_tracing, node};
+use common::{init_tracing, static_cluster};
 use tribes::{Delivery, SendError, SendMode, SendOptions};
 
 /// Thousands of async sends from several tasks at once (so that they share frames)
@@ -13,10 +13,7 @@ use tribes::{Delivery, SendError, SendMode, SendOptions};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_async_sends_arrive_in_order_and_exactly_once() {
     init_tracing();
-    let addrs = free_addrs(2);
-    let a = node("a", 0, &addrs).start().await.unwrap();
-    let b = node("b", 1, &addrs).start().await.unwrap();
-    converge(&[&a, &b]).await;
+    let [a, b] = static_cluster().await;
     let mut inbox = a.listen("t");
     const TASKS: u32 = 4;
     const EACH: u32 = 2_000;
@@ -72,10 +69,7 @@ async fn concurrent_async_sends_arrive_in_order_and_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fail_refuses_only_its_own_message_among_concurrent_sync_acks() {
     init_tracing();
-    let addrs = free_addrs(2);
-    let a = node("a", 0, &addrs).start().await.unwrap();
-    let b = node("b", 1, &addrs).start().await.unwrap();
-    converge(&[&a, &b]).await;
+    let [a, b] = static_cluster().await;
     let mut inbox = a.listen("t");
     tokio::spawn(async move {
         while let Some(m) = inbox.recv().await {

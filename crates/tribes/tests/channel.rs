@@ -7,17 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{converge, eventually, free_addrs, init_tracing, node};
+use common::{converge, eventually, free_addrs, init_tracing, node, static_cluster};
 use tribes::{Delivery, MembershipEvent, OrderInterceptor, SendError, SendMode, SendOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_send_mode_delivers_in_order_per_sender() {
     init_tracing();
-    let addrs = free_addrs(3);
-    let a = node("a", 0, &addrs).start().await.unwrap();
-    let b = node("b", 1, &addrs).start().await.unwrap();
-    let c = node("c", 2, &addrs).start().await.unwrap();
-    converge(&[&a, &b, &c]).await;
+    let [a, b, c] = static_cluster().await;
 
     let mut inbox = a.listen("t");
     for (round, mode) in [SendMode::Async, SendMode::UseAck, SendMode::SyncAck]
@@ -69,10 +65,7 @@ async fn every_send_mode_delivers_in_order_per_sender() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_ack_waits_for_processing_and_use_ack_does_not() {
     init_tracing();
-    let addrs = free_addrs(2);
-    let a = node("a", 0, &addrs).start().await.unwrap();
-    let b = node("b", 1, &addrs).start().await.unwrap();
-    converge(&[&a, &b]).await;
+    let [a, b] = static_cluster().await;
     let processed = Arc::new(AtomicBool::new(false));
     let mut inbox = a.listen("slow");
     let flag = processed.clone();
@@ -117,11 +110,7 @@ async fn sync_ack_waits_for_processing_and_use_ack_does_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ack_timeout_and_refusals_are_reported_per_member() {
     init_tracing();
-    let addrs = free_addrs(3);
-    let a = node("a", 0, &addrs).start().await.unwrap();
-    let b = node("b", 1, &addrs).start().await.unwrap();
-    let c = node("c", 2, &addrs).start().await.unwrap();
-    converge(&[&a, &b, &c]).await;
+    let [a, b, c] = static_cluster().await;
     let mut fast = b.listen("t");
     tokio::spawn(async move { while fast.recv().await.is_some() {} });
     let mut stuck = c.listen("t");

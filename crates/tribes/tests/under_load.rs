@@ -6,17 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{converge, free_addrs, init_tracing, node};
+use common::{init_tracing, static_cluster};
 use tribes::MembershipEvent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_false_removal_under_full_cpu_load() {
     init_tracing();
-    let addrs = free_addrs(3);
-    let a = node("a", 0, &addrs).start().await.unwrap();
-    let b = node("b", 1, &addrs).start().await.unwrap();
-    let c = node("c", 2, &addrs).start().await.unwrap();
-    converge(&[&a, &b, &c]).await;
+    let [a, b, c] = static_cluster().await;
     let mut events: Vec<_> = [&a, &b, &c].iter().map(|ch| ch.subscribe()).collect();
 
     // Burn every core (plus one) for 6 s, twice the drop time; the loops stop themselves.
