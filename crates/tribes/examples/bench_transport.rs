@@ -223,7 +223,7 @@ async fn pair() -> Result<(Channel, Channel), Box<dyn std::error::Error>> {
 
 async fn tribes_throughput(size: usize, count: usize) -> Result<(f64, f64), Box<dyn std::error::Error>> {
     let (a, b) = pair().await?;
-    let mut inbox = a.listen("bench");
+    let mut inbox = a.listen("bench").unwrap();
     let receiver = tokio::spawn(async move {
         for _ in 0..count {
             inbox.recv().await.expect("channel open");
@@ -295,7 +295,7 @@ async fn raw_rtt() -> std::io::Result<(f64, f64)> {
 
 async fn tribes_rtt() -> Result<(f64, f64), Box<dyn std::error::Error>> {
     let (a, b) = pair().await?;
-    let mut inbox = a.listen("rtt");
+    let mut inbox = a.listen("rtt").unwrap();
     tokio::spawn(async move { while inbox.recv().await.is_some() {} });
     let to = [a.local().id()];
     let payload = Bytes::from(vec![7u8; 100]);

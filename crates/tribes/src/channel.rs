@@ -18,7 +18,7 @@ use crate::gate::Gate;
 use crate::interceptor::{
     DomainFilterInterceptor, FragmentationInterceptor, Interceptor, InterceptorStack, Message, ThroughputInterceptor,
 };
-use crate::listen::{Listener, Listeners};
+use crate::listen::{ListenError, Listener, Listeners};
 use crate::member::{IdMap, Member, MemberId, unix_millis};
 use crate::membership::{CandidateStatus, Discovery, DiscoveryContext, MembershipEvent, MembershipInput, probe};
 use crate::membership::{Membership, MembershipEffect as Effect};
@@ -489,7 +489,7 @@ impl Inner {
 ///     .discovery(StaticDiscovery::new([a.local().addr()]))
 ///     .start()
 ///     .await?;
-/// let mut inbox = a.listen("greetings");
+/// let mut inbox = a.listen("greetings")?;
 /// let report = b
 ///     .broadcast("greetings", Bytes::from_static(b"hello"), SendOptions::mode(SendMode::SyncAck))
 ///     .await;
@@ -559,9 +559,10 @@ impl Channel {
         self.inner.members.subscribe()
     }
 
-    /// Receive the messages sent to `topic`. A second call for the same topic replaces
-    /// the first listener.
-    pub fn listen(&self, topic: impl Into<String>) -> Listener {
+    /// Receive the messages sent to `topic`. A topic has one listener at a time:
+    /// while the first [`Listener`] is alive, a second call for the same topic is
+    /// refused with [`ListenError::TopicTaken`]; dropping the first frees it.
+    pub fn listen(&self, topic: impl Into<String>) -> Result<Listener, ListenError> {
         self.inner.listeners.listen(topic.into())
     }
 

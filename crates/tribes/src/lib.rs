@@ -24,7 +24,7 @@
 //!     .discovery(StaticDiscovery::new([a.local().addr()]))
 //!     .start()
 //!     .await?;
-//! let mut inbox = a.listen("greetings");
+//! let mut inbox = a.listen("greetings")?;
 //! tokio::spawn(async move {
 //!     while let Some(message) = inbox.recv().await {
 //!         println!("{} says {:?}", message.from().name(), message.payload());
@@ -128,7 +128,7 @@ pub use interceptor::{
     CompressionInterceptor, DomainFilterInterceptor, FragmentationInterceptor, Interceptor, InterceptorError,
     MemberThroughput, Message, OrderInterceptor, ThroughputInterceptor,
 };
-pub use listen::{Incoming, Listener};
+pub use listen::{Incoming, ListenError, Listener};
 pub use member::{Member, MemberId};
 pub use membership::{
     CandidateStatus, DepartureReason, Discovery, DiscoveryContext, DnsDiscovery, Membership, MembershipEffect,

@@ -437,7 +437,7 @@ mod tests {
             .start()
             .await
             .unwrap();
-        let mut inbox = b.listen("t");
+        let mut inbox = b.listen("t").unwrap();
         for i in 0..20 {
             let a = Member::new(
                 MemberId::random(&mut rand::rng()),
@@ -504,7 +504,7 @@ mod tests {
             .start()
             .await
             .unwrap();
-        let mut inbox = b.listen("t");
+        let mut inbox = b.listen("t").unwrap();
         let a = Member::new(
             MemberId::random(&mut rand::rng()),
             "a",
@@ -580,7 +580,7 @@ mod tests {
             .start()
             .await
             .unwrap();
-        let mut inbox = b.listen("t");
+        let mut inbox = b.listen("t").unwrap();
         let me = Member::new(
             MemberId::random(&mut rand::rng()),
             "a",

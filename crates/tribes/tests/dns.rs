@@ -136,7 +136,7 @@ async fn srv_records_add_and_drop_members() {
         .start()
         .await
         .unwrap();
-    let inbox = c.listen("dns-test");
+    let inbox = c.listen("dns-test").unwrap();
     tokio::time::sleep(REFRESH * 2).await;
     assert_eq!(names(&a), ["b"], "c is not in the DNS answer yet");
 
@@ -166,7 +166,7 @@ async fn srv_records_add_and_drop_members() {
             got
         })
     };
-    let at_b = received(b.listen("dns-test"));
+    let at_b = received(b.listen("dns-test").unwrap());
     let at_c = received(inbox);
     let sent: Vec<Bytes> = (0..20u32).map(|i| Bytes::from(i.to_be_bytes().to_vec())).collect();
     for (i, payload) in sent.iter().enumerate() {

@@ -73,7 +73,7 @@ fn total_refused(stats: &ChannelStats) -> u64 {
 /// Counts what a listener receives.
 fn count_messages(channel: &Channel, topic: &str) -> Arc<Mutex<Vec<Bytes>>> {
     let got: Arc<Mutex<Vec<Bytes>>> = Arc::default();
-    let mut inbox = channel.listen(topic);
+    let mut inbox = channel.listen(topic).unwrap();
     let g = got.clone();
     tokio::spawn(async move {
         while let Some(m) = inbox.recv().await {

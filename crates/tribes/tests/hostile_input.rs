@@ -39,7 +39,7 @@ fn garbage_never_hurts_the_receiver() {
         converge(&[&a, &b]).await;
         (a, b)
     });
-    let mut inbox = rt.block_on(async { a.listen("t") });
+    let mut inbox = rt.block_on(async { a.listen("t").unwrap() });
     rt.spawn(async move { while inbox.recv().await.is_some() {} });
     let target = a.local().addr();
 

@@ -73,7 +73,7 @@ async fn keys_rotate_under_load_without_losing_a_message() {
     converge(&[&nodes[0], &nodes[1], &nodes[2]]).await;
     let received = Arc::new(AtomicU32::new(0));
     for n in &nodes {
-        let mut inbox = n.listen("load");
+        let mut inbox = n.listen("load").unwrap();
         let received = received.clone();
         tokio::spawn(async move {
             while inbox.recv().await.is_some() {

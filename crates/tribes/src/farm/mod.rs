@@ -257,7 +257,8 @@ impl FarmBuilder {
     /// (two tasks on the current Tokio runtime).
     ///
     /// # Errors
-    /// The directory cannot be created or is not a directory, or no Tokio runtime runs.
+    /// The directory cannot be created or is not a directory, no Tokio runtime runs, or
+    /// another farm already listens on this channel (a [`ListenError`](crate::ListenError) inside).
     pub fn start(self) -> io::Result<Farm> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| io::Error::other(format!("Farm::start needs a Tokio runtime: {e}")))?;
@@ -266,7 +267,7 @@ impl FarmBuilder {
             return Err(io::Error::other(format!("{} is not a directory", self.dir.display())));
         }
         let stop = CancellationToken::new();
-        let listener = self.channel.listen(TOPIC);
+        let listener = self.channel.listen(TOPIC).map_err(io::Error::other)?;
         let events = self.channel.subscribe();
         let (out, jobs) = mpsc::unbounded_channel();
         let (outcomes, outcomes_rx) = mpsc::unbounded_channel();
