@@ -204,14 +204,14 @@ async fn pair() -> Result<(Channel, Channel), Box<dyn std::error::Error>> {
     // Sealed, as every channel is by default.
     let key = Keyring::generate(1, &mut rand::rng());
     let a = Channel::builder("a")
-        .cluster_key(key.clone())
-        .bind("127.0.0.1:0".parse()?)
+        .with_cluster_key(key.clone())
+        .with_bind("127.0.0.1:0".parse()?)
         .start()
         .await?;
     let b = Channel::builder("b")
-        .cluster_key(key)
-        .bind("127.0.0.1:0".parse()?)
-        .discovery(StaticDiscovery::new([a.local().addr()]))
+        .with_cluster_key(key)
+        .with_bind("127.0.0.1:0".parse()?)
+        .with_discovery(StaticDiscovery::new([a.local().addr()]))
         .start()
         .await?;
     let mut wa = a.watch_members();

@@ -31,6 +31,7 @@ use crate::wire::DEFAULT_MAX_FRAME_LEN;
 
 /// Why a channel did not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
     /// The receiver could not listen on the address or on any port of the range.
     #[error("cannot listen for replication on {what}: {source} (pick a free port, or a range with auto-bind)")]
@@ -47,7 +48,7 @@ pub enum StartError {
     NoClusterKey,
     /// Listening on a wildcard address without an advertised address.
     #[error(
-        "the receiver listens on {bind}, which peers cannot dial: set advertise(ADDR) to this host's address as the other members reach it"
+        "the receiver listens on {bind}, which peers cannot dial: set with_advertise(ADDR) to this host's address as the other members reach it"
     )]
     NoAdvertiseAddress {
         /// The wildcard address.
@@ -67,10 +68,10 @@ enum Bind {
 /// # async fn run() -> Result<(), tribes::StartError> {
 /// use tribes::{Channel, SendMode, StaticDiscovery};
 /// let channel = Channel::builder("node-a")
-///     .cluster_key(tribes::Keyring::from_file("cluster.key").expect("the cluster key file"))
-///     .bind("127.0.0.1:4000".parse().unwrap())
-///     .discovery(StaticDiscovery::new(["127.0.0.1:4001".parse().unwrap()]))
-///     .send_mode(SendMode::SyncAck)
+///     .with_cluster_key(tribes::Keyring::from_file("cluster.key").expect("the cluster key file"))
+///     .with_bind("127.0.0.1:4000".parse().unwrap())
+///     .with_discovery(StaticDiscovery::new(["127.0.0.1:4001".parse().unwrap()]))
+///     .with_send_mode(SendMode::SyncAck)
 ///     .start()
 ///     .await?;
 /// # Ok(()) }
@@ -108,87 +109,87 @@ impl fmt::Debug for ChannelBuilder {
 
 impl ChannelBuilder {
     /// Listen for replication on exactly this address (port 0: any free port).
-    pub fn bind(mut self, addr: SocketAddr) -> Self {
+    pub fn with_bind(mut self, addr: SocketAddr) -> Self {
         self.bind = Bind::Addr(addr);
         self
     }
 
     /// Listen on the first free port of a range (Tomcat's `autoBind`, 4000-4100).
-    pub fn bind_range(mut self, ip: IpAddr, ports: RangeInclusive<u16>) -> Self {
+    pub fn with_bind_range(mut self, ip: IpAddr, ports: RangeInclusive<u16>) -> Self {
         self.bind = Bind::Range(ip, ports);
         self
     }
 
     /// The address peers dial, when it differs from the bound one (NAT, wildcard bind).
-    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+    pub fn with_advertise(mut self, addr: SocketAddr) -> Self {
         self.advertise = Some(addr);
         self
     }
 
     /// The cluster domain; members of other domains are ignored (default `"default"`).
-    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+    pub fn with_domain(mut self, domain: impl Into<String>) -> Self {
         self.domain = domain.into();
         self
     }
 
     /// Add a way of finding members (static list, multicast, your own).
-    pub fn discovery(mut self, discovery: impl Discovery) -> Self {
+    pub fn with_discovery(mut self, discovery: impl Discovery) -> Self {
         self.discovery.push(Box::new(discovery));
         self
     }
 
     /// Silence after which a member is removed (default 3 s); it is verified over TCP
     /// after two thirds of it.
-    pub fn drop_time(mut self, drop_time: Duration) -> Self {
+    pub fn with_drop_time(mut self, drop_time: Duration) -> Self {
         self.drop_time = drop_time;
         self
     }
 
     /// How long a TCP ping may take (default 1 s).
-    pub fn probe_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_probe_timeout(mut self, timeout: Duration) -> Self {
         self.probe_timeout = timeout;
         self
     }
 
     /// The default send mode (default async).
-    pub fn send_mode(mut self, mode: SendMode) -> Self {
+    pub fn with_send_mode(mut self, mode: SendMode) -> Self {
         self.send_mode = mode;
         self
     }
 
     /// The default ack timeout (default 5 s).
-    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_ack_timeout(mut self, timeout: Duration) -> Self {
         self.ack_timeout = timeout;
         self
     }
 
     /// Connections per member (default 1; with more, add an [`crate::OrderInterceptor`]
     /// if per-sender order matters).
-    pub fn pool_size(mut self, connections: usize) -> Self {
+    pub fn with_pool_size(mut self, connections: usize) -> Self {
         self.pool_size = connections.max(1);
         self
     }
 
     /// Batches queued per connection before async sends report a full queue (default 4096).
-    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+    pub fn with_queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = capacity.max(1);
         self
     }
 
     /// Largest frame, header plus payload, sent or accepted (default 1 MiB).
-    pub fn max_frame_len(mut self, len: usize) -> Self {
+    pub fn with_max_frame_len(mut self, len: usize) -> Self {
         self.max_frame_len = len.max(4096);
         self
     }
 
     /// Largest message, split into frames by fragmentation (default 256 MiB).
-    pub fn max_message_len(mut self, len: usize) -> Self {
+    pub fn with_max_message_len(mut self, len: usize) -> Self {
         self.max_message_len = len;
         self
     }
 
     /// Add an interceptor below the built-in throughput and domain filter, above fragmentation.
-    pub fn interceptor(mut self, interceptor: impl Interceptor) -> Self {
+    pub fn with_interceptor(mut self, interceptor: impl Interceptor) -> Self {
         self.interceptors.push(Arc::new(interceptor));
         self
     }
@@ -196,15 +197,15 @@ impl ChannelBuilder {
     /// Open every connection with the Noise handshake under this cluster keyring,
     /// and seal every frame and heartbeat (required unless
     /// [`ChannelBuilder::insecure_plaintext`] is chosen).
-    pub fn cluster_key(mut self, keyring: Keyring) -> Self {
+    pub fn with_cluster_key(mut self, keyring: Keyring) -> Self {
         self.security = Some(Some(keyring));
         self
     }
 
     /// This node's identity in the handshake (default: a fresh one drawn at start).
     /// Give each node its own and list the public keys in
-    /// [`ChannelBuilder::allowed_peers`] to be able to shut one node out alone.
-    pub fn identity(mut self, identity: NodeIdentity) -> Self {
+    /// [`ChannelBuilder::with_allowed_peers`] to be able to shut one node out alone.
+    pub fn with_identity(mut self, identity: NodeIdentity) -> Self {
         self.identity = Some(identity);
         self
     }
@@ -212,7 +213,7 @@ impl ChannelBuilder {
     /// Accept only peers whose node identity is listed (default: any holder of the
     /// cluster key). A peer not listed is refused with [`crate::RefusalReason::Revoked`].
     /// Change the list at run time with [`Channel::set_allowed_peers`].
-    pub fn allowed_peers(mut self, peers: impl IntoIterator<Item = PublicKey>) -> Self {
+    pub fn with_allowed_peers(mut self, peers: impl IntoIterator<Item = PublicKey>) -> Self {
         self.allowed = Some(peers.into_iter().collect());
         self
     }
@@ -226,7 +227,7 @@ impl ChannelBuilder {
     }
 
     /// The application payload advertised to other members.
-    pub fn payload(mut self, payload: Bytes) -> Self {
+    pub fn with_payload(mut self, payload: Bytes) -> Self {
         self.payload = payload;
         self
     }
@@ -482,11 +483,11 @@ impl Inner {
 /// use tribes::{Channel, SendMode, SendOptions, StaticDiscovery};
 ///
 /// let key = tribes::Keyring::from_file("cluster.key")?;
-/// let a = Channel::builder("a").cluster_key(key.clone()).bind("127.0.0.1:0".parse()?).start().await?;
+/// let a = Channel::builder("a").with_cluster_key(key.clone()).with_bind("127.0.0.1:0".parse()?).start().await?;
 /// let b = Channel::builder("b")
-///     .cluster_key(key)
-///     .bind("127.0.0.1:0".parse()?)
-///     .discovery(StaticDiscovery::new([a.local().addr()]))
+///     .with_cluster_key(key)
+///     .with_bind("127.0.0.1:0".parse()?)
+///     .with_discovery(StaticDiscovery::new([a.local().addr()]))
 ///     .start()
 ///     .await?;
 /// let mut inbox = a.listen("greetings")?;

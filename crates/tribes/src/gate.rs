@@ -17,6 +17,7 @@ use crate::handshake::{
 use crate::heartbeat::Heartbeats;
 use crate::member::{Member, MemberId, unix_millis};
 use crate::seal::{Credentials, Keyring};
+use crate::send::ConnectError;
 use crate::stats::{Counters, RefusalRecord, Refusals};
 use crate::wire::FrameCodec;
 
@@ -32,6 +33,16 @@ pub(crate) enum HandshakeError {
     /// The handshake did not finish in time.
     #[error("the handshake did not finish within {0:?}")]
     TimedOut(Duration),
+}
+
+impl From<HandshakeError> for ConnectError {
+    fn from(e: HandshakeError) -> Self {
+        match e {
+            HandshakeError::Refused(r) => ConnectError::Refused(r),
+            HandshakeError::Io(e) => ConnectError::HandshakeIo(std::sync::Arc::new(e)),
+            HandshakeError::TimedOut(t) => ConnectError::HandshakeTimedOut(t),
+        }
+    }
 }
 
 /// A connection through the gate: its codec and the peer the handshake proved.

@@ -432,8 +432,8 @@ mod tests {
     async fn the_sender_of_a_new_connection_is_a_member_before_its_messages_are_delivered() {
         let key = Keyring::new(1, [7; 32]);
         let b = Channel::builder("b")
-            .cluster_key(key.clone())
-            .bind("127.0.0.1:0".parse().unwrap())
+            .with_cluster_key(key.clone())
+            .with_bind("127.0.0.1:0".parse().unwrap())
             .start()
             .await
             .unwrap();
@@ -499,8 +499,8 @@ mod tests {
     async fn a_tampered_batch_is_refused_whole_and_counted_and_a_good_one_delivered_in_order_once() {
         let key = Keyring::new(1, [7; 32]);
         let b = Channel::builder("b")
-            .cluster_key(key.clone())
-            .bind("127.0.0.1:0".parse().unwrap())
+            .with_cluster_key(key.clone())
+            .with_bind("127.0.0.1:0".parse().unwrap())
             .start()
             .await
             .unwrap();
@@ -538,9 +538,9 @@ mod tests {
         }
         // Exactly once: a sync-ack message sent after the batch is the next one in.
         let a = Channel::builder("a")
-            .cluster_key(Keyring::new(1, [7; 32]))
-            .bind("127.0.0.1:0".parse().unwrap())
-            .discovery(crate::StaticDiscovery::new([b.local().addr()]))
+            .with_cluster_key(Keyring::new(1, [7; 32]))
+            .with_bind("127.0.0.1:0".parse().unwrap())
+            .with_discovery(crate::StaticDiscovery::new([b.local().addr()]))
             .start()
             .await
             .unwrap();
@@ -575,8 +575,8 @@ mod tests {
     async fn garbage_after_the_handshake_closes_only_that_connection() {
         let key = Keyring::new(1, [7; 32]);
         let b = Channel::builder("b")
-            .cluster_key(key.clone())
-            .bind("127.0.0.1:0".parse().unwrap())
+            .with_cluster_key(key.clone())
+            .with_bind("127.0.0.1:0".parse().unwrap())
             .start()
             .await
             .unwrap();

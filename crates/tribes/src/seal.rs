@@ -20,6 +20,7 @@ use base64::Engine;
 
 /// Why a cluster key could not be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// The key file could not be read.
     #[error(
@@ -175,7 +176,7 @@ impl Keyring {
 /// A node's own static key pair (X25519), its identity in the handshake.
 ///
 /// Without one a node draws a fresh key pair at start, which is enough while no
-/// allow-list is configured. With [`crate::ChannelBuilder::allowed_peers`], only
+/// allow-list is configured. With [`crate::ChannelBuilder::with_allowed_peers`], only
 /// nodes whose public key is listed are accepted, so one stolen node can be shut
 /// out by removing its key from the list, without re-keying the cluster.
 #[derive(Clone)]

@@ -32,7 +32,7 @@ use crate::batch::BatchWriter;
 use crate::interceptor::{InterceptorError, Message};
 use crate::member::{Member, MemberId};
 use crate::membership::MembershipInput;
-use crate::send::{Delivery, SendError, SendMode};
+use crate::send::{ConnectError, Delivery, SendError, SendMode};
 use crate::wire::{AckHeader, Frame, FrameCodec, FrameKind, GoodbyeHeader, MemberHeader};
 
 type AckResult = Result<(), SendError>;
@@ -261,12 +261,12 @@ impl Connection {
                         Ok(Ok(opened)) => opened.codec,
                         Ok(Err(e)) => {
                             self.lost();
-                            self.fail_first(first, format!("the handshake failed: {e}"));
+                            self.fail_first(first, e.into());
                             self.sleep(&mut backoff).await;
                             continue;
                         }
                         Err(_) => {
-                            self.fail_first(first, "the handshake timed out".to_string());
+                            self.fail_first(first, ConnectError::HandshakeTimedOut(self.ctx.connect_timeout));
                             self.sleep(&mut backoff).await;
                             continue;
                         }
@@ -287,9 +287,9 @@ impl Connection {
                 }
                 Ok(Err(e)) => {
                     self.lost();
-                    e.to_string()
+                    ConnectError::Io(Arc::new(e))
                 }
-                Err(_) => "connect timed out".to_string(),
+                Err(_) => ConnectError::TimedOut(self.ctx.connect_timeout),
             };
             self.fail_first(first, reason);
             self.sleep(&mut backoff).await;
@@ -297,11 +297,11 @@ impl Connection {
     }
 
     /// The send that asked for a connection that could not be made fails.
-    fn fail_first(&self, first: Queued, reason: String) {
+    fn fail_first(&self, first: Queued, source: ConnectError) {
         if let Queued::Send { reply: Some(reply), .. } = first {
             let _ = reply.send(Err(SendError::Connect {
                 member: self.member.to_string(),
-                reason,
+                source,
             }));
         }
         self.counters.failures.fetch_add(1, Ordering::Relaxed);

@@ -113,6 +113,7 @@ pub struct RefusalStats {
 
 /// A peer whose frames this node refused.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct RefusedPeer {
     /// How many connections or datagrams were refused.
     pub count: u64,
@@ -129,6 +130,7 @@ pub(crate) struct Counters {
 
 /// Traffic and state of one live member.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct MemberStats {
     /// The member id (short form).
     pub id: String,
@@ -159,6 +161,7 @@ pub struct MemberStats {
 
 /// A snapshot of a channel, from [`crate::Channel::stats`].
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct ChannelStats {
     /// This node.
     #[serde(skip)]

@@ -210,9 +210,9 @@ async fn vanished_member_is_detected_restart_is_a_new_member_late_member_is_foun
 async fn members_of_other_domains_never_join() {
     init_tracing();
     let addrs = free_addrs(3);
-    let a = node("a", 0, &addrs).domain("blue").start().await.unwrap();
-    let b = node("b", 1, &addrs).domain("blue").start().await.unwrap();
-    let c = node("c", 2, &addrs).domain("green").start().await.unwrap();
+    let a = node("a", 0, &addrs).with_domain("blue").start().await.unwrap();
+    let b = node("b", 1, &addrs).with_domain("blue").start().await.unwrap();
+    let c = node("c", 2, &addrs).with_domain("green").start().await.unwrap();
     converge(&[&a, &b]).await;
     eventually("foreign heartbeats to be counted", Duration::from_secs(5), || {
         a.stats().foreign_domain > 0
@@ -228,7 +228,11 @@ async fn large_messages_arrive_whole_through_fragmentation() {
     init_tracing();
     let addrs = free_addrs(2);
     let a = node("a", 0, &addrs).start().await.unwrap();
-    let b = node("b", 1, &addrs).max_frame_len(64 * 1024).start().await.unwrap();
+    let b = node("b", 1, &addrs)
+        .with_max_frame_len(64 * 1024)
+        .start()
+        .await
+        .unwrap();
     converge(&[&a, &b]).await;
     let mut inbox = a.listen("big").unwrap();
     let payload: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -256,13 +260,13 @@ async fn a_pool_of_connections_keeps_order_with_the_order_interceptor() {
     init_tracing();
     let addrs = free_addrs(2);
     let a = node("a", 0, &addrs)
-        .interceptor(OrderInterceptor::default())
+        .with_interceptor(OrderInterceptor::default())
         .start()
         .await
         .unwrap();
     let b = node("b", 1, &addrs)
-        .pool_size(4)
-        .interceptor(OrderInterceptor::default())
+        .with_pool_size(4)
+        .with_interceptor(OrderInterceptor::default())
         .start()
         .await
         .unwrap();
@@ -319,9 +323,9 @@ async fn configured_candidates_are_listed_before_discovery_runs() {
     // A DNS name is listed until its first lookup, here one that fails.
     let silent = free_addrs(1)[0];
     let d = tribes::Channel::builder("d")
-        .cluster_key(common::test_key())
-        .bind(free_addrs(1)[0])
-        .discovery(
+        .with_cluster_key(common::test_key())
+        .with_bind(free_addrs(1)[0])
+        .with_discovery(
             tribes::DnsDiscovery::new("cluster.tribes.test.", 4000)
                 .with_server(silent)
                 .with_refresh(Duration::from_millis(200)),

@@ -18,7 +18,7 @@ async fn another_key_or_plain_text_never_joins_and_the_reason_is_shown() {
     let a = node("a", 0, &addrs).start().await.unwrap();
     let b = node("b", 1, &addrs).start().await.unwrap();
     let intruder = node("x", 2, &addrs)
-        .cluster_key(Keyring::new(1, [7; 32]))
+        .with_cluster_key(Keyring::new(1, [7; 32]))
         .start()
         .await
         .unwrap();

@@ -344,7 +344,7 @@ mod tests {
     async fn a_second_manager_of_a_context_is_refused_until_the_first_shuts_down() {
         let channel = Channel::builder("a")
             .insecure_plaintext()
-            .bind("127.0.0.1:0".parse().unwrap())
+            .with_bind("127.0.0.1:0".parse().unwrap())
             .start()
             .await
             .unwrap();

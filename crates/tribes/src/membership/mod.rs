@@ -77,6 +77,7 @@ pub trait Discovery: Send + fmt::Debug + 'static {
 
 /// How a configured candidate (a static address, a DNS answer) is doing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct CandidateStatus {
     /// The discovery kind that owns the candidate.
     pub kind: &'static str,
