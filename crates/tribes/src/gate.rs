@@ -12,12 +12,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::handshake::{
-    ANSWER_LEN, Initiator, OFFER_LEN, RECORD_LEN, Refusal, Responder, record_body_len, refusal_record, refusing_answer,
+    ANSWER_LEN, Initiator, OFFER_LEN, RECORD_LEN, Responder, record_body_len, refusal_record, refusing_answer,
 };
 use crate::heartbeat::Heartbeats;
 use crate::member::{Member, MemberId, unix_millis};
+use crate::refusal::Refusal;
 use crate::seal::{Credentials, Keyring};
-use crate::send::ConnectError;
 use crate::stats::{Counters, RefusalRecord, Refusals};
 use crate::wire::FrameCodec;
 
@@ -33,16 +33,6 @@ pub(crate) enum HandshakeError {
     /// The handshake did not finish in time.
     #[error("the handshake did not finish within {0:?}")]
     TimedOut(Duration),
-}
-
-impl From<HandshakeError> for ConnectError {
-    fn from(e: HandshakeError) -> Self {
-        match e {
-            HandshakeError::Refused(r) => ConnectError::Refused(r),
-            HandshakeError::Io(e) => ConnectError::HandshakeIo(std::sync::Arc::new(e)),
-            HandshakeError::TimedOut(t) => ConnectError::HandshakeTimedOut(t),
-        }
-    }
 }
 
 /// A connection through the gate: its codec and the peer the handshake proved.

@@ -115,6 +115,7 @@ mod listen;
 mod member;
 mod membership;
 mod receiver;
+mod refusal;
 mod seal;
 mod send;
 mod sender;
@@ -123,7 +124,6 @@ mod wire;
 
 pub use channel::{Channel, ChannelBuilder, StartError};
 pub use farm::{Farm, FarmBuilder, FarmEvent, FarmMemberStats, FarmStats};
-pub use handshake::{Refusal, RefusalReason};
 pub use interceptor::{
     CompressionInterceptor, DomainFilterInterceptor, FragmentationInterceptor, Interceptor, InterceptorError,
     MemberThroughput, Message, OrderInterceptor, ThroughputInterceptor,
@@ -131,12 +131,13 @@ pub use interceptor::{
 pub use listen::{Incoming, ListenError, Listener};
 pub use member::{Member, MemberId};
 pub use membership::{
-    CandidateStatus, DepartureReason, Discovery, DiscoveryContext, DnsDiscovery, Membership, MembershipEffect,
-    MembershipEvent, MulticastDiscovery, ProbeError, StaticDiscovery, SuspicionCause,
+    DepartureReason, Discovery, DiscoveryContext, DnsDiscovery, Membership, MembershipEffect, MembershipEvent,
+    MulticastDiscovery, ProbeError, StaticDiscovery, SuspicionCause,
 };
+pub use refusal::{Refusal, RefusalReason};
 pub use seal::{KeyError, Keyring, NodeIdentity, PublicKey};
 pub use send::{ConnectError, Delivery, SendError, SendMode, SendOptions, SendReport};
-pub use stats::{ChannelStats, MemberStats, RefusalRecord, RefusalStats, RefusedPeer, Security};
+pub use stats::{CandidateStatus, ChannelStats, MemberStats, RefusalRecord, RefusalStats, RefusedPeer, Security};
 pub use wire::{DEFAULT_MAX_FRAME_LEN, WireError};
 
 /// The README examples, compiled as doc tests.

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::handshake::Refusal;
 use crate::interceptor::InterceptorError;
 use crate::member::MemberId;
+use crate::refusal::Refusal;
 
 /// When a send returns (Tomcat's `channelSendOptions`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
