@@ -17,9 +17,9 @@ pub fn test_key() -> Keyring {
 pub fn static_node(name: &str, i: usize, addrs: &[SocketAddr]) -> ChannelBuilder {
     let others: Vec<_> = addrs.iter().copied().filter(|a| *a != addrs[i]).collect();
     Channel::builder(name)
-        .cluster_key(test_key())
-        .bind(addrs[i])
-        .discovery(StaticDiscovery::new(others).with_frequency(Duration::from_millis(200)))
+        .with_cluster_key(test_key())
+        .with_bind(addrs[i])
+        .with_discovery(StaticDiscovery::new(others).with_frequency(Duration::from_millis(200)))
 }
 
 /// A started channel called `name` on 127.0.0.1:0 that finds `peers` (every 100 ms,
@@ -30,10 +30,10 @@ pub fn static_node(name: &str, i: usize, addrs: &[SocketAddr]) -> ChannelBuilder
 /// When the channel does not start.
 pub async fn channel(name: &str, peers: &[SocketAddr]) -> Channel {
     Channel::builder(name)
-        .cluster_key(test_key())
-        .bind("127.0.0.1:0".parse().unwrap())
-        .discovery(StaticDiscovery::new(peers.iter().copied()).with_frequency(Duration::from_millis(100)))
-        .drop_time(Duration::from_millis(1500))
+        .with_cluster_key(test_key())
+        .with_bind("127.0.0.1:0".parse().unwrap())
+        .with_discovery(StaticDiscovery::new(peers.iter().copied()).with_frequency(Duration::from_millis(100)))
+        .with_drop_time(Duration::from_millis(1500))
         .start()
         .await
         .expect("channel starts")

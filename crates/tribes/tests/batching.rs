@@ -14,7 +14,7 @@ use tribes::{Delivery, SendError, SendMode, SendOptions};
 async fn concurrent_async_sends_arrive_in_order_and_exactly_once() {
     init_tracing();
     let [a, b] = static_cluster().await;
-    let mut inbox = a.listen("t");
+    let mut inbox = a.listen("t").unwrap();
     const TASKS: u32 = 4;
     const EACH: u32 = 2_000;
     let to = [a.local().id()];
@@ -70,7 +70,7 @@ async fn concurrent_async_sends_arrive_in_order_and_exactly_once() {
 async fn a_fail_refuses_only_its_own_message_among_concurrent_sync_acks() {
     init_tracing();
     let [a, b] = static_cluster().await;
-    let mut inbox = a.listen("t");
+    let mut inbox = a.listen("t").unwrap();
     tokio::spawn(async move {
         while let Some(m) = inbox.recv().await {
             let n = u32::from_be_bytes(m.payload()[..].try_into().unwrap());
