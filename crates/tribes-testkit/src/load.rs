@@ -85,3 +85,19 @@ pub fn run_clients(
         })
         .collect()
 }
+
+/// Waits for every client of [`run_clients`] and adds up what they saw.
+///
+/// # Panics
+///
+/// When a client task panicked.
+pub async fn total(clients: Vec<tokio::task::JoinHandle<Tally>>) -> Tally {
+    let mut total = Tally::default();
+    for c in clients {
+        let t = c.await.unwrap();
+        total.answered += t.answered;
+        total.unanswered += t.unanswered;
+        total.wrong.extend(t.wrong);
+    }
+    total
+}

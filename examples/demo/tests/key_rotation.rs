@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use tokio::sync::RwLock;
-use tribes_testkit::load::{Tally, run_clients};
+use tribes_testkit::load::{run_clients, total};
 
 /// `kill -HUP` every running node.
 fn sighup(nodes: &[DemoNode]) {
@@ -144,13 +144,7 @@ async fn keys_rotate_by_sighup_under_load_without_losing_an_acknowledged_write()
     drop(late);
 
     stop.store(true, Ordering::Relaxed);
-    let mut total = Tally::default();
-    for c in clients {
-        let t = c.await.unwrap();
-        total.answered += t.answered;
-        total.unanswered += t.unanswered;
-        total.wrong.extend(t.wrong);
-    }
+    let total = total(clients).await;
     eprintln!(
         "key rotation under load: {} answered, {} unanswered, {} wrong",
         total.answered,

@@ -15,6 +15,17 @@ fn start_nginx(nodes: &[DemoNode], lb: std::net::SocketAddr) -> Nginx {
     Nginx::start(&nginx::config(lb, &https), lb, prefix)
 }
 
+/// `GET {lb}/counter` as `user`: the count and the node that answered.
+async fn counter(user: &Browser, lb: &str) -> serde_json::Value {
+    user.get(format!("{lb}/counter"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_survives_the_node_it_was_stuck_to() {
     assert!(
@@ -35,14 +46,7 @@ async fn the_session_survives_the_node_it_was_stuck_to() {
 
     let mut served_by = String::new();
     for expected in 1..=3u64 {
-        let v: serde_json::Value = user
-            .get(format!("{lb}/counter"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = counter(&user, &lb).await;
         assert_eq!(v["count"], expected);
         let node = v["node"].as_str().unwrap().to_string();
         if expected > 1 {
@@ -79,14 +83,7 @@ async fn the_session_survives_the_node_it_was_stuck_to() {
     );
     // And it now sticks to the new node.
     for expected in 5..=6u64 {
-        let v: serde_json::Value = user
-            .get(format!("{lb}/counter"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = counter(&user, &lb).await;
         assert_eq!(v["count"], expected);
         assert_eq!(v["node"], new_node.as_str());
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use tokio::sync::RwLock;
-use tribes_testkit::load::{Tally, run_clients};
+use tribes_testkit::load::{run_clients, total};
 
 async fn check(manager: &'static str, faults: bool) {
     let mut nodes = cluster(
@@ -52,13 +52,7 @@ async fn check(manager: &'static str, faults: bool) {
         tokio::time::sleep(Duration::from_secs(6)).await;
     }
     stop.store(true, Ordering::Relaxed);
-    let mut total = Tally::default();
-    for c in clients {
-        let t = c.await.unwrap();
-        total.answered += t.answered;
-        total.unanswered += t.unanswered;
-        total.wrong.extend(t.wrong);
-    }
+    let total = total(clients).await;
     eprintln!(
         "non-sticky {manager} sync faults={faults}: {} answered, {} unanswered, {} wrong",
         total.answered,

@@ -90,6 +90,21 @@ async fn whoami_everywhere(browser: &Browser, nodes: &[DemoNode], expected: (u16
     Ok(())
 }
 
+/// Two browsers; alice logs in with the first on node a, and node b sees that session
+/// before this returns.
+async fn first_login_seen_by_b(nodes: &[DemoNode], manager: &str, sync: bool) -> (Browser, Browser) {
+    let (first, second) = (Browser::new(), Browser::new());
+    assert_eq!(login(&first, &nodes[0], "alice").await.0, 200);
+    eventually(&format!("{manager}: b sees the first login"), sync, || async {
+        match routes(&sessions_of(&nodes[1], "alice").await).len() {
+            1 => Ok(()),
+            n => Err(format!("{n} sessions")),
+        }
+    })
+    .await;
+    (first, second)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_everywhere_from_c_logs_out_both_browsers_on_every_node() {
     for (manager, sync) in MANAGERS {
@@ -159,16 +174,8 @@ async fn with_one_session_per_user_a_second_login_evicts_the_first_or_is_refused
     for (manager, sync) in MANAGERS {
         // evict-oldest (the default policy).
         let nodes = start(manager, sync, &["--max-sessions-per-user", "1"]).await;
-        let (first, second) = (Browser::new(), Browser::new());
-        assert_eq!(login(&first, &nodes[0], "alice").await.0, 200);
         // Replicated before the second login is counted (async: wait for it).
-        eventually(&format!("{manager}: b sees the first login"), sync, || async {
-            match routes(&sessions_of(&nodes[1], "alice").await).len() {
-                1 => Ok(()),
-                n => Err(format!("{n} sessions")),
-            }
-        })
-        .await;
+        let (first, second) = first_login_seen_by_b(&nodes, manager, sync).await;
         assert_eq!(login(&second, &nodes[1], "alice").await.0, 200, "{manager}");
         eventually(
             &format!("{manager}: the first login is evicted on every node"),
@@ -190,15 +197,7 @@ async fn with_one_session_per_user_a_second_login_evicts_the_first_or_is_refused
             &["--max-sessions-per-user", "1", "--max-sessions-policy", "refuse"],
         )
         .await;
-        let (first, second) = (Browser::new(), Browser::new());
-        assert_eq!(login(&first, &nodes[0], "alice").await.0, 200);
-        eventually(&format!("{manager}: b sees the first login"), sync, || async {
-            match routes(&sessions_of(&nodes[1], "alice").await).len() {
-                1 => Ok(()),
-                n => Err(format!("{n} sessions")),
-            }
-        })
-        .await;
+        let (first, second) = first_login_seen_by_b(&nodes, manager, sync).await;
         let (status, body) = login(&second, &nodes[1], "alice").await;
         assert_eq!(status, 403, "{manager}: {body}");
         assert!(body.contains("logged in elsewhere"), "{manager}: {body}");

@@ -236,16 +236,7 @@ pub fn cluster(n: usize, opts: &Options) -> Vec<DemoNode> {
                 args.extend(["--max-inactive-secs".into(), s.to_string()]);
             }
             args.extend(opts.extra_args.iter().cloned());
-            DemoNode {
-                route: routes[i].into(),
-                http,
-                cluster,
-                args,
-                child: None,
-                run_as: None,
-                envs: Vec::new(),
-                captured: None,
-            }
+            DemoNode::with_args(routes[i], http, cluster, args)
         })
         .collect()
 }
