@@ -15,12 +15,7 @@ async fn the_count_goes_on_in_a_real_browser_after_the_node_dies() {
          cargo xtask test installs it, or leaves this test out with --skip browser)"
     );
     let mut nodes = cluster(3, &Options::default());
-    for n in nodes.iter_mut() {
-        n.start();
-    }
-    for n in &nodes {
-        wait_ready(n, 2).await;
-    }
+    start_all(&mut nodes).await;
     let mut browser = Browser::launch().await;
 
     browser.open(&nodes[0].url("/")).await;

@@ -10,12 +10,7 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_started_at_once_converge() {
     let mut nodes = cluster(3, &Options::default());
-    for n in nodes.iter_mut() {
-        n.start();
-    }
-    for n in &nodes {
-        wait_ready(n, 2).await;
-    }
+    start_all(&mut nodes).await;
     // A session written on each node is seen by every node.
     let users: Vec<Browser> = (0..3).map(|_| Browser::new()).collect();
     for (user, node) in users.iter().zip(&nodes) {

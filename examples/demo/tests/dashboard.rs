@@ -54,12 +54,7 @@ async fn the_dashboard_shows_the_cluster_and_a_killed_member() {
         "this test drives a real browser: install Chromium (Debian/Ubuntu: apt-get install -y chromium; .ci/run installs it)"
     );
     let mut nodes = cluster(3, &Options::default());
-    for n in nodes.iter_mut() {
-        n.start();
-    }
-    for n in &nodes {
-        wait_ready(n, 2).await;
-    }
+    start_all(&mut nodes).await;
     // Traffic on a and b while the page is open, so the charts have a shape.
     let (a_url, b_url) = (nodes[0].url("/counter"), nodes[1].url("/counter"));
     let traffic = tokio::spawn(async move {

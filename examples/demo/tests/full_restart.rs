@@ -15,12 +15,7 @@ async fn full_restart(store: String) {
         ..Options::default()
     };
     let mut nodes = cluster(3, &opts);
-    for n in nodes.iter_mut() {
-        n.start();
-    }
-    for n in &nodes {
-        wait_ready(n, 2).await;
-    }
+    start_all(&mut nodes).await;
     let status = wait_status(&nodes[0], "store in status", std::time::Duration::from_secs(10), |s| {
         s["replication"]["store"]["healthy"] == true
     })
@@ -45,12 +40,7 @@ async fn full_restart(store: String) {
     for n in nodes.iter_mut() {
         n.kill9();
     }
-    for n in nodes.iter_mut() {
-        n.start();
-    }
-    for n in &nodes {
-        wait_ready(n, 2).await;
-    }
+    start_all(&mut nodes).await;
     for (i, b) in browsers.iter().enumerate() {
         for n in &nodes {
             assert_eq!(

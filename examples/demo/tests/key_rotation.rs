@@ -62,12 +62,7 @@ async fn keys_rotate_by_sighup_under_load_without_losing_an_acknowledged_write()
     // The new key: another keygen file's key, under id 2.
     let fresh = key_file();
     let new = format!("2 {}", key_line(&fresh).split_once(' ').unwrap().1);
-    for n in nodes.iter_mut() {
-        n.start();
-    }
-    for n in &nodes {
-        wait_ready(n, 2).await;
-    }
+    start_all(&mut nodes).await;
     let urls = Arc::new(nodes.iter().map(|n| n.url("")).collect::<Vec<_>>());
     let up = Arc::new(RwLock::new(vec![true; 3]));
     let stop = Arc::new(AtomicBool::new(false));

@@ -33,12 +33,7 @@ async fn the_session_survives_the_node_it_was_stuck_to() {
         "nginx is not installed: apt-get install nginx-light (.ci/run installs it)"
     );
     let mut nodes = cluster(3, &Options::default());
-    for n in nodes.iter_mut() {
-        n.start();
-    }
-    for n in &nodes {
-        wait_ready(n, 2).await;
-    }
+    start_all(&mut nodes).await;
     let lb_addr = free_addrs(1)[0];
     let _nginx = start_nginx(&nodes, lb_addr);
     let lb = format!("http://{lb_addr}");

@@ -25,12 +25,7 @@ async fn check(manager: &'static str, faults: bool) {
             ..Options::default()
         },
     );
-    for n in nodes.iter_mut() {
-        n.start();
-    }
-    for n in &nodes {
-        wait_ready(n, 2).await;
-    }
+    start_all(&mut nodes).await;
     let urls = Arc::new(nodes.iter().map(|n| n.url("")).collect::<Vec<_>>());
     let up = Arc::new(RwLock::new(vec![true; 3]));
     let stop = Arc::new(AtomicBool::new(false));

@@ -27,12 +27,7 @@ async fn start(manager: &'static str, sync: bool, extra: &[&str]) -> Vec<DemoNod
             ..Options::default()
         },
     );
-    for n in nodes.iter_mut() {
-        n.start();
-    }
-    for n in &nodes {
-        wait_ready(n, 2).await;
-    }
+    start_all(&mut nodes).await;
     nodes
 }
 

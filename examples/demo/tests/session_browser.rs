@@ -36,12 +36,7 @@ fn browser_options() -> Options {
 
 async fn started(opts: &Options) -> Vec<DemoNode> {
     let mut nodes = cluster(3, opts);
-    for n in nodes.iter_mut() {
-        n.start();
-    }
-    for n in &nodes {
-        wait_ready(n, 2).await;
-    }
+    start_all(&mut nodes).await;
     nodes
 }
 
