@@ -20,6 +20,8 @@ mod bench_stores;
 mod demo;
 mod fuzz;
 mod perf;
+#[cfg(test)]
+mod readme;
 mod setup;
 
 use std::process::{Command, ExitCode};
