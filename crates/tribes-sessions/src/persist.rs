@@ -19,6 +19,7 @@ use crate::wire;
 /// [`SessionManagerBuilder::with_store`](crate::SessionManagerBuilder::with_store) and the
 /// table in the crate docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub enum StoreMode {
     /// Behind replication: every commit saves the session to the store before it returns
     /// (an error is [`ReplicationError::Store`](crate::ReplicationError::Store)); a starting
@@ -52,6 +53,7 @@ impl StoreMode {
 
 /// The store's part of [`ManagerStats`](crate::ManagerStats).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct StoreStats {
     /// The store's kind and address, as [`SessionStore::name`] gives it.
     pub name: String,

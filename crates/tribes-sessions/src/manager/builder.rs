@@ -14,7 +14,7 @@ use super::driver::{Inner, run_driver, run_outbox};
 use super::store_ops::run_store;
 use super::{Readiness, SessionManager};
 use crate::core::{CoreConfig, Filter};
-use crate::error::StartError;
+use crate::error::{ManagerOption, ManagerStartError};
 use crate::joiner::JoinTimeouts;
 use crate::kind::{ManagerKind, ReplicationMode};
 use crate::listener::{Clock, SessionListener, unix_ms};
@@ -218,20 +218,25 @@ impl SessionManagerBuilder {
     /// then receives the sessions in the background. Watch [`SessionManager::ready`].
     ///
     /// # Errors
-    /// [`StartError::DuplicateContext`] when this channel already has a manager for
-    /// the context; [`StartError::InvalidOption`] for out-of-range options.
-    pub async fn start(self, channel: Channel) -> Result<SessionManager, StartError> {
-        if self.touch_interval.is_zero() || self.ack_timeout.is_zero() {
-            return Err(StartError::InvalidOption {
-                context: self.context,
-                reason: "touch interval and ack timeout must be positive".into(),
-            });
+    /// [`ManagerStartError::DuplicateContext`] when this channel already has a manager for
+    /// the context; [`ManagerStartError::InvalidOption`] for out-of-range options.
+    pub async fn start(self, channel: Channel) -> Result<SessionManager, ManagerStartError> {
+        for (zero, option) in [
+            (self.touch_interval.is_zero(), ManagerOption::TouchInterval),
+            (self.ack_timeout.is_zero(), ManagerOption::AckTimeout),
+        ] {
+            if zero {
+                return Err(ManagerStartError::InvalidOption {
+                    context: self.context,
+                    option,
+                });
+            }
         }
         let local = channel.local();
         {
             let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
             if !reg.entry(local.id()).or_default().insert(self.context.clone()) {
-                return Err(StartError::DuplicateContext { context: self.context });
+                return Err(ManagerStartError::DuplicateContext { context: self.context });
             }
         }
         let topic = wire::topic(&self.context);
