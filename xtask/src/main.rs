@@ -8,15 +8,20 @@
 //!   fmt check, clippy `-D warnings`, every test with cargo-nextest, the fuzz targets for
 //!   45 s each, doc tests, docs and the publish dry run. `--skip` leaves named suites out
 //!   (and needs none of their tools); the summary at the end lists what was left out.
+//! - `cargo xtask api [--bless]`: the public API of the three published crates against the
+//!   baseline committed in `api/` (part of `test`; `--bless` rewrites the baseline).
 //! - `cargo xtask setup`: install what the tests and the benchmarks need, run nothing.
 //! - `cargo xtask fuzz [--seconds N]`: the cargo-fuzz targets (docs/fuzzing.md).
 //! - `cargo xtask bench transport|sessions|http|stores`: benchmarks; results in `benches/results/`.
 
+mod api;
 mod bench_http;
 mod bench_stores;
 mod demo;
 mod fuzz;
 mod perf;
+#[cfg(test)]
+mod readme;
 mod setup;
 
 use std::process::{Command, ExitCode};
@@ -30,9 +35,13 @@ commands:
   test [--skip SUITE,...] [--quick]
                      what CI runs: installs what the tests need (as root with apt-get; otherwise names
                      each missing tool and its install command and stops), then fmt check, clippy
-                     -D warnings, all tests (nextest), fuzzing (45 s a target), doc tests, publish dry run.
+                     -D warnings, all tests (nextest), fuzzing (45 s a target), doc tests, the public-API
+                     baseline (`api`), publish dry run.
                      --skip leaves out suites: browser, nginx, netns, stores, promtool, fuzz;
                      --quick leaves out all of them; the summary lists what was left out
+  api [--bless]      the public API of tribes, tribes-sessions and tribes-axum (rustdoc JSON through the
+                     public-api crate) against the baseline in api/*.txt; fails listing every added and
+                     removed item; --bless rewrites the baseline. Part of `test`
   setup              install what the tests and the benchmarks need (nginx, chromium, nftables,
                      promtool, PostgreSQL, Redis, wrk, cargo-nextest, cargo-fuzz), run nothing
   sim [--seeds N] [--from M]
@@ -56,6 +65,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(),
         Some("test") => test(&args[1..]),
         Some("setup") => setup(),
+        Some("api") => api::main(&args[1..]),
         Some("fuzz") => fuzz::main(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("faults") => faults(),
@@ -269,6 +279,8 @@ fn test_all(skipped: &[&setup::Suite]) -> Result<(), String> {
     if !doc.success() {
         return Err("`cargo doc` found warnings in the public docs".into());
     }
+    // Semver discipline: any change to the public API is a reviewed change of api/*.txt.
+    api::main(&[])?;
     run(
         "cargo",
         &[

@@ -223,7 +223,13 @@ pub(crate) trait Answering: Send + Sync + 'static {
 /// Answers the other members' questions and hands this node's answers to [`ask`],
 /// until `dashboard` (every status router of the node) is dropped.
 pub(crate) async fn serve<N: Answering>(dashboard: Weak<N>, channel: Channel) {
-    let mut inbox = channel.listen(TOPIC);
+    let mut inbox = match channel.listen(TOPIC) {
+        Ok(inbox) => inbox,
+        Err(error) => {
+            tracing::warn!(%error, "the session browser cannot ask the other members");
+            return;
+        }
+    };
     let mut check = tokio::time::interval(Duration::from_secs(5));
     loop {
         let msg = tokio::select! {

@@ -425,10 +425,10 @@ impl Config {
     pub fn channel(&self) -> Result<tribes::ChannelBuilder, ConfigError> {
         let n = &self.node;
         let mut b = tribes::Channel::builder(&n.route)
-            .bind(n.bind)
-            .discovery(tribes::StaticDiscovery::new(n.members.clone()));
+            .with_bind(n.bind)
+            .with_discovery(tribes::StaticDiscovery::new(n.members.clone()));
         b = match &n.cluster_key_file {
-            Some(path) => b.cluster_key(tribes::Keyring::from_file(path).map_err(|e| ConfigError::Invalid {
+            Some(path) => b.with_cluster_key(tribes::Keyring::from_file(path).map_err(|e| ConfigError::Invalid {
                 key: "node.cluster_key_file (or TRIBES_NODE_CLUSTER_KEY_FILE)".into(),
                 value: format!("{:?}", path.display().to_string()),
                 reason: e.to_string(),
@@ -437,10 +437,10 @@ impl Config {
             None => b.insecure_plaintext(),
         };
         if let Some(ms) = n.drop_time_ms {
-            b = b.drop_time(Duration::from_millis(ms));
+            b = b.with_drop_time(Duration::from_millis(ms));
         }
         if let Some(d) = &n.domain {
-            b = b.domain(d.clone());
+            b = b.with_domain(d.clone());
         }
         Ok(b)
     }

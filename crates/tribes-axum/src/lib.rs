@@ -13,7 +13,7 @@
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let key = tribes::Keyring::from_file("cluster.key")?; // the same file on every node
-//! let channel = tribes::Channel::builder("node-a").cluster_key(key).bind("127.0.0.1:4000".parse()?).start().await?;
+//! let channel = tribes::Channel::builder("node-a").with_cluster_key(key).with_bind("127.0.0.1:4000".parse()?).start().await?;
 //! let manager = tribes_sessions::SessionManager::builder("/app").start(channel).await?;
 //! let app = Router::new()
 //!     .route("/", get(count))

@@ -158,7 +158,13 @@ fn sample(managers: &[SessionManager], channel: &Channel) -> LocalSample {
 /// Samples and reports every [`PERIOD`], takes the others' reports and membership
 /// events, until every router of the node is dropped.
 async fn run(dashboard: Weak<Dashboard>, channel: Channel) {
-    let mut inbox = channel.listen(TOPIC);
+    let mut inbox = match channel.listen(TOPIC) {
+        Ok(inbox) => inbox,
+        Err(error) => {
+            tracing::warn!(%error, "the cluster dashboard shows this node only");
+            return;
+        }
+    };
     let mut events = channel.subscribe();
     if let Some(d) = dashboard.upgrade() {
         let now = now_ms();

@@ -253,10 +253,10 @@ async fn not_ready_is_503_with_retry_after_or_a_bounded_wait() {
         }
     });
     let ch = tribes::Channel::builder("A")
-        .cluster_key(tribes::Keyring::new(1, [42; 32]))
-        .bind("127.0.0.1:0".parse().unwrap())
-        .discovery(tribes::StaticDiscovery::new([silent_addr]))
-        .probe_timeout(Duration::from_secs(60))
+        .with_cluster_key(tribes::Keyring::new(1, [42; 32]))
+        .with_bind("127.0.0.1:0".parse().unwrap())
+        .with_discovery(tribes::StaticDiscovery::new([silent_addr]))
+        .with_probe_timeout(Duration::from_secs(60))
         .start()
         .await
         .unwrap();

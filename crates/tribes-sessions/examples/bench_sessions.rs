@@ -215,9 +215,9 @@ async fn main() -> Result<(), BoxError> {
 /// A channel on 127.0.0.1:0, sealed with `key`, that knows `members`.
 async fn channel(name: &str, key: &Keyring, members: &[std::net::SocketAddr]) -> Result<Channel, BoxError> {
     Ok(Channel::builder(name)
-        .bind("127.0.0.1:0".parse()?)
-        .cluster_key(key.clone())
-        .discovery(StaticDiscovery::new(members.iter().copied()))
+        .with_bind("127.0.0.1:0".parse()?)
+        .with_cluster_key(key.clone())
+        .with_discovery(StaticDiscovery::new(members.iter().copied()))
         .start()
         .await?)
 }

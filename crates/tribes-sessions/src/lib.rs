@@ -78,11 +78,11 @@
 //! use tribes_sessions::{ManagerKind, SessionManager};
 //!
 //! let key = tribes::Keyring::generate(1, &mut rand::rng()); // every member: the same key file
-//! let a = Channel::builder("node-a").cluster_key(key.clone()).bind("127.0.0.1:0".parse()?).start().await?;
+//! let a = Channel::builder("node-a").with_cluster_key(key.clone()).with_bind("127.0.0.1:0".parse()?).start().await?;
 //! let b = Channel::builder("node-b")
-//!     .cluster_key(key)
-//!     .bind("127.0.0.1:0".parse()?)
-//!     .discovery(StaticDiscovery::new([a.local().addr()]))
+//!     .with_cluster_key(key)
+//!     .with_bind("127.0.0.1:0".parse()?)
+//!     .with_discovery(StaticDiscovery::new([a.local().addr()]))
 //!     .start()
 //!     .await?;
 //! b.watch_members().wait_for(|m| !m.is_empty()).await?;

@@ -616,7 +616,11 @@ impl SessionManager {
                 )
                 .await;
         }
-        self.stop();
+        // Wait for the aborted tasks, so that the context's topic is free on the channel
+        // when this returns: a manager of the same context may start on it right away.
+        for task in self.stop() {
+            let _ = task.await;
+        }
         self.inner.ready.send_replace(Readiness::ShutDown);
     }
 
@@ -635,13 +639,11 @@ impl SessionManager {
         self.inner.ready.send_replace(Readiness::ShutDown);
     }
 
-    fn stop(&self) {
-        for t in self.inner.tasks().drain(..) {
+    fn stop(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let tasks: Vec<_> = self.inner.tasks().drain(..).collect();
+        for t in &tasks {
             t.abort();
         }
-        let mut reg = builder::registry().lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(set) = reg.get_mut(&self.inner.local) {
-            set.remove(self.context());
-        }
+        tasks
     }
 }

@@ -16,10 +16,10 @@ use tribes_sessions::{ManagerKind, SessionId, SessionManager, TowerSessionStore}
 
 async fn channel(name: &str, peers: &[SocketAddr]) -> Channel {
     Channel::builder(name)
-        .cluster_key(tribes::Keyring::new(1, [42; 32]))
-        .bind("127.0.0.1:0".parse().unwrap())
-        .discovery(StaticDiscovery::new(peers.iter().copied()).with_frequency(Duration::from_millis(100)))
-        .drop_time(Duration::from_millis(1500))
+        .with_cluster_key(tribes::Keyring::new(1, [42; 32]))
+        .with_bind("127.0.0.1:0".parse().unwrap())
+        .with_discovery(StaticDiscovery::new(peers.iter().copied()).with_frequency(Duration::from_millis(100)))
+        .with_drop_time(Duration::from_millis(1500))
         .start()
         .await
         .expect("channel starts")

@@ -210,9 +210,9 @@ async fn a_member_whose_replication_does_not_answer_keeps_a_joining_node_from_se
     // debug log; now it retries, then serves degraded with an error naming the member.
     init_tracing();
     let a_ch = tribes::Channel::builder("A")
-        .cluster_key(tribes::Keyring::new(1, [42; 32]))
-        .bind("127.0.0.1:0".parse().unwrap())
-        .interceptor(BlockSessions::default())
+        .with_cluster_key(tribes::Keyring::new(1, [42; 32]))
+        .with_bind("127.0.0.1:0".parse().unwrap())
+        .with_interceptor(BlockSessions::default())
         .start()
         .await
         .unwrap();

@@ -204,14 +204,14 @@ async fn pair() -> Result<(Channel, Channel), Box<dyn std::error::Error>> {
     // Sealed, as every channel is by default.
     let key = Keyring::generate(1, &mut rand::rng());
     let a = Channel::builder("a")
-        .cluster_key(key.clone())
-        .bind("127.0.0.1:0".parse()?)
+        .with_cluster_key(key.clone())
+        .with_bind("127.0.0.1:0".parse()?)
         .start()
         .await?;
     let b = Channel::builder("b")
-        .cluster_key(key)
-        .bind("127.0.0.1:0".parse()?)
-        .discovery(StaticDiscovery::new([a.local().addr()]))
+        .with_cluster_key(key)
+        .with_bind("127.0.0.1:0".parse()?)
+        .with_discovery(StaticDiscovery::new([a.local().addr()]))
         .start()
         .await?;
     let mut wa = a.watch_members();
@@ -223,7 +223,7 @@ async fn pair() -> Result<(Channel, Channel), Box<dyn std::error::Error>> {
 
 async fn tribes_throughput(size: usize, count: usize) -> Result<(f64, f64), Box<dyn std::error::Error>> {
     let (a, b) = pair().await?;
-    let mut inbox = a.listen("bench");
+    let mut inbox = a.listen("bench").unwrap();
     let receiver = tokio::spawn(async move {
         for _ in 0..count {
             inbox.recv().await.expect("channel open");
@@ -295,7 +295,7 @@ async fn raw_rtt() -> std::io::Result<(f64, f64)> {
 
 async fn tribes_rtt() -> Result<(f64, f64), Box<dyn std::error::Error>> {
     let (a, b) = pair().await?;
-    let mut inbox = a.listen("rtt");
+    let mut inbox = a.listen("rtt").unwrap();
     tokio::spawn(async move { while inbox.recv().await.is_some() {} });
     let to = [a.local().id()];
     let payload = Bytes::from(vec![7u8; 100]);

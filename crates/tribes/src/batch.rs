@@ -208,7 +208,7 @@ mod tests {
     use tokio_util::codec::Decoder;
 
     use super::*;
-    use crate::handshake::SessionKeys;
+    use crate::wire::SessionKeys;
     use crate::wire::{GoodbyeHeader, MessageHeader};
 
     fn header(id: u64) -> MessageHeader {

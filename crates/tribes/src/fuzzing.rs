@@ -8,10 +8,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::handshake::{ANSWER_LEN, Initiator, OFFER_LEN, RECORD_LEN, Refusal, Responder, SessionKeys};
+use crate::handshake::{ANSWER_LEN, Initiator, OFFER_LEN, RECORD_LEN, Responder};
 use crate::heartbeat::Heartbeats;
 use crate::member::{Member, MemberId};
+use crate::refusal::Refusal;
 use crate::seal::{Credentials, Keyring};
+use crate::wire::SessionKeys;
 use crate::wire::{AckHeader, Frame, FrameCodec, FrameKind, GoodbyeHeader, MemberHeader, MessageHeader, WireError};
 
 /// The frame limit the targets decode with: the default of every channel.

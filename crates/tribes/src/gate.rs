@@ -12,10 +12,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::handshake::{
-    ANSWER_LEN, Initiator, OFFER_LEN, RECORD_LEN, Refusal, Responder, record_body_len, refusal_record, refusing_answer,
+    ANSWER_LEN, Initiator, OFFER_LEN, RECORD_LEN, Responder, record_body_len, refusal_record, refusing_answer,
 };
 use crate::heartbeat::Heartbeats;
 use crate::member::{Member, MemberId, unix_millis};
+use crate::refusal::Refusal;
 use crate::seal::{Credentials, Keyring};
 use crate::stats::{Counters, RefusalRecord, Refusals};
 use crate::wire::FrameCodec;

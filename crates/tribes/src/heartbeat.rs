@@ -34,8 +34,9 @@ use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 
-use crate::handshake::{MAX_VERSION, MIN_VERSION, Refusal};
+use crate::handshake::{MAX_VERSION, MIN_VERSION};
 use crate::member::{Member, MemberId};
+use crate::refusal::Refusal;
 use crate::seal::Credentials;
 use crate::wire::MAGIC;
 
@@ -248,7 +249,7 @@ fn aad(head: &[u8]) -> [u8; 36] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handshake::RefusalReason;
+    use crate::refusal::RefusalReason;
     use crate::seal::Keyring;
 
     fn member(id: u8) -> Member {

@@ -17,14 +17,14 @@
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // Every member shares the cluster key (in production: Keyring::from_file("cluster.key")?).
 //! let key = Keyring::generate(1, &mut rand::rng());
-//! let a = Channel::builder("node-a").cluster_key(key.clone()).bind("127.0.0.1:0".parse()?).start().await?;
+//! let a = Channel::builder("node-a").with_cluster_key(key.clone()).with_bind("127.0.0.1:0".parse()?).start().await?;
 //! let b = Channel::builder("node-b")
-//!     .cluster_key(key)
-//!     .bind("127.0.0.1:0".parse()?)
-//!     .discovery(StaticDiscovery::new([a.local().addr()]))
+//!     .with_cluster_key(key)
+//!     .with_bind("127.0.0.1:0".parse()?)
+//!     .with_discovery(StaticDiscovery::new([a.local().addr()]))
 //!     .start()
 //!     .await?;
-//! let mut inbox = a.listen("greetings");
+//! let mut inbox = a.listen("greetings")?;
 //! tokio::spawn(async move {
 //!     while let Some(message) = inbox.recv().await {
 //!         println!("{} says {:?}", message.from().name(), message.payload());
@@ -50,8 +50,8 @@
 //! | `StaticMembershipInterceptor` | [`StaticDiscovery`] |
 //! | cloud / DNS membership (autoscaling, Kubernetes headless services) | [`DnsDiscovery`] |
 //! | `TcpFailureDetector` | built into the membership: silent members are verified over TCP before removal |
-//! | `NioReceiver` (`autoBind`) | the receiver, [`ChannelBuilder::bind_range`] (default 127.0.0.1:4000-4100) |
-//! | `PooledParallelSender` | per-member connection pool, [`ChannelBuilder::pool_size`] |
+//! | `NioReceiver` (`autoBind`) | the receiver, [`ChannelBuilder::with_bind_range`] (default 127.0.0.1:4000-4100) |
+//! | `PooledParallelSender` | per-member connection pool, [`ChannelBuilder::with_pool_size`] |
 //! | `channelSendOptions` | [`SendMode`]: async, use-ack, sync-ack |
 //! | `FarmWarDeployer` | [`Farm`]: a directory replicated to every member |
 //! | interceptors | [`Interceptor`]: [`ThroughputInterceptor`], [`DomainFilterInterceptor`], [`OrderInterceptor`], [`CompressionInterceptor`], [`FragmentationInterceptor`] |
@@ -101,7 +101,7 @@
 mod acks;
 mod batch;
 mod channel;
-pub mod farm;
+mod farm;
 /// Entry points for the `cargo fuzz` targets in `fuzz/` (`--cfg fuzzing` only; also
 /// built by the unit tests, which run every seed through its target).
 #[cfg(any(fuzzing, test))]
@@ -115,6 +115,7 @@ mod listen;
 mod member;
 mod membership;
 mod receiver;
+mod refusal;
 mod seal;
 mod send;
 mod sender;
@@ -123,20 +124,20 @@ mod wire;
 
 pub use channel::{Channel, ChannelBuilder, StartError};
 pub use farm::{Farm, FarmBuilder, FarmEvent, FarmMemberStats, FarmStats};
-pub use handshake::{Refusal, RefusalReason};
 pub use interceptor::{
     CompressionInterceptor, DomainFilterInterceptor, FragmentationInterceptor, Interceptor, InterceptorError,
     MemberThroughput, Message, OrderInterceptor, ThroughputInterceptor,
 };
-pub use listen::{Incoming, Listener};
+pub use listen::{Incoming, ListenError, Listener};
 pub use member::{Member, MemberId};
 pub use membership::{
-    CandidateStatus, DepartureReason, Discovery, DiscoveryContext, DnsDiscovery, Membership, MembershipEffect,
-    MembershipEvent, MulticastDiscovery, ProbeError, StaticDiscovery, SuspicionCause,
+    DepartureReason, Discovery, DiscoveryContext, DnsDiscovery, Membership, MembershipEffect, MembershipEvent,
+    MulticastDiscovery, ProbeError, StaticDiscovery, SuspicionCause,
 };
+pub use refusal::{Refusal, RefusalReason};
 pub use seal::{KeyError, Keyring, NodeIdentity, PublicKey};
-pub use send::{Delivery, SendError, SendMode, SendOptions, SendReport};
-pub use stats::{ChannelStats, MemberStats, RefusalRecord, RefusalStats, RefusedPeer, Security};
+pub use send::{ConnectError, Delivery, SendError, SendMode, SendOptions, SendReport};
+pub use stats::{CandidateStatus, ChannelStats, MemberStats, RefusalRecord, RefusalStats, RefusedPeer, Security};
 pub use wire::{DEFAULT_MAX_FRAME_LEN, WireError};
 
 /// The README examples, compiled as doc tests.

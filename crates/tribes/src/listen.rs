@@ -82,6 +82,24 @@ impl Listener {
     }
 }
 
+/// Why [`Channel::listen`](crate::Channel::listen) refused a topic.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenError {
+    /// Another [`Listener`] of this topic is alive on this channel: two would split
+    /// its messages between them (and two session managers of one context would
+    /// each hold half the cluster's view).
+    #[error(
+        "topic '{topic}' already has a listener on {member}: drop the first Listener (or shut down the manager that holds it) before listening again, or use another topic"
+    )]
+    TopicTaken {
+        /// The topic asked for.
+        topic: String,
+        /// This channel's member name.
+        member: String,
+    },
+}
+
 /// The listeners of one channel, by topic.
 #[derive(Debug)]
 pub(crate) struct Listeners {
@@ -115,13 +133,21 @@ impl Listeners {
         }
     }
 
-    /// Listen to `topic`, replacing its listener if it had one.
-    pub(crate) fn listen(&self, topic: String) -> Listener {
+    /// Listen to `topic`, refused while another [`Listener`] of it is alive (a
+    /// dropped one frees the topic).
+    pub(crate) fn listen(&self, topic: String) -> Result<Listener, ListenError> {
+        let mut by_topic = self.by_topic.lock().expect("listeners lock");
+        if by_topic.get(&topic).is_some_and(|tx| !tx.is_closed()) {
+            return Err(ListenError::TopicTaken {
+                topic,
+                member: self.local_name.clone(),
+            });
+        }
         let (tx, rx) = mpsc::channel(self.capacity);
-        self.by_topic.lock().expect("listeners lock").insert(topic.clone(), tx);
-        // Connections that cached the replaced listener look it up again.
+        by_topic.insert(topic.clone(), tx);
+        // Connections that cached a dropped listener look it up again.
         self.generation.fetch_add(1, Ordering::Release);
-        Listener { topic, rx }
+        Ok(Listener { topic, rx })
     }
 
     /// Hand an incoming message to its topic's listener, or fail its ack. `route`
@@ -198,22 +224,38 @@ mod tests {
         Message::new("t", Bytes::from_static(payload))
     }
 
-    /// A connection caches its route; a listener that replaces the first one (or one
-    /// started after the first was dropped) must get the next messages all the same.
+    /// A connection caches its route; a listener started after the first was
+    /// dropped must get the next messages all the same.
     #[tokio::test]
     async fn a_replaced_listener_gets_the_messages_of_a_connection_that_cached_the_old_one() {
         let l = listeners();
         let mut route = None;
-        let mut first = l.listen("t".into());
+        let mut first = l.listen("t".into()).unwrap();
         l.deliver(&mut route, &from(), message(b"1")).await;
         assert_eq!(first.recv().await.unwrap().payload().as_ref(), b"1");
         drop(first);
-        let mut second = l.listen("t".into());
+        let mut second = l.listen("t".into()).expect("a dropped listener frees its topic");
         l.deliver(&mut route, &from(), message(b"2")).await;
         let got = tokio::time::timeout(std::time::Duration::from_secs(5), second.recv())
             .await
             .expect("the new listener never got the message: the connection kept the dropped one");
         assert_eq!(got.unwrap().payload().as_ref(), b"2");
         assert_eq!(l.counters.undeliverable.load(Ordering::Relaxed), 0);
+    }
+
+    /// A second listener of a live topic is refused with a typed error naming the
+    /// topic and the member, and the first keeps every message.
+    #[tokio::test]
+    async fn a_second_listener_of_a_live_topic_is_refused_and_the_first_keeps_its_messages() {
+        let l = listeners();
+        let mut route = None;
+        let mut first = l.listen("t".into()).unwrap();
+        let refused = l.listen("t".into()).expect_err("two live listeners of one topic");
+        let ListenError::TopicTaken { topic, member } = &refused;
+        assert_eq!((topic.as_str(), member.as_str()), ("t", l.local_name.as_str()));
+        assert!(refused.to_string().contains("drop the first Listener"), "{refused}");
+        l.deliver(&mut route, &from(), message(b"1")).await;
+        assert_eq!(first.recv().await.unwrap().payload().as_ref(), b"1");
+        assert!(l.listen("other".into()).is_ok(), "another topic is free");
     }
 }

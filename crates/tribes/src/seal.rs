@@ -18,8 +18,13 @@ use std::path::Path;
 
 use base64::Engine;
 
+/// The Noise protocol every sealed connection runs (the handshake's, and the static
+/// key pairs' kind).
+pub(crate) const PROTOCOL: &str = "Noise_XXpsk0_25519_ChaChaPoly_BLAKE2s";
+
 /// Why a cluster key could not be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// The key file could not be read.
     #[error(
@@ -175,7 +180,7 @@ impl Keyring {
 /// A node's own static key pair (X25519), its identity in the handshake.
 ///
 /// Without one a node draws a fresh key pair at start, which is enough while no
-/// allow-list is configured. With [`crate::ChannelBuilder::allowed_peers`], only
+/// allow-list is configured. With [`crate::ChannelBuilder::with_allowed_peers`], only
 /// nodes whose public key is listed are accepted, so one stolen node can be shut
 /// out by removing its key from the list, without re-keying the cluster.
 #[derive(Clone)]
@@ -231,7 +236,7 @@ fn decode_key(b64: &str, line: usize) -> Result<[u8; 32], KeyError> {
 impl NodeIdentity {
     /// A fresh key pair from the operating system's random source.
     pub fn generate() -> Self {
-        let pair = snow::Builder::new(crate::handshake::PROTOCOL.parse().expect("valid"))
+        let pair = snow::Builder::new(PROTOCOL.parse().expect("valid"))
             .generate_keypair()
             .expect("the operating system's random source works");
         NodeIdentity {
@@ -392,7 +397,7 @@ impl Credentials {
     }
 
     /// Refuse a peer whose static key is not on the allow-list (if there is one).
-    pub(crate) fn check_allowed(&self, remote: &[u8]) -> Result<(), crate::handshake::Refusal> {
+    pub(crate) fn check_allowed(&self, remote: &[u8]) -> Result<(), crate::refusal::Refusal> {
         let Some(allowed) = &self.allowed else {
             return Ok(());
         };
@@ -400,7 +405,7 @@ impl Credentials {
         if allowed.contains(&key) {
             Ok(())
         } else {
-            Err(crate::handshake::Refusal::Revoked {
+            Err(crate::refusal::Refusal::Revoked {
                 public_key: key.to_string(),
             })
         }
@@ -449,6 +454,6 @@ mod tests {
         assert!(allowed.check_allowed(&a.identity().public_key().0).is_ok());
         let other = NodeIdentity::generate();
         let err = allowed.check_allowed(&other.public_key().0).unwrap_err();
-        assert_eq!(err.reason(), crate::handshake::RefusalReason::Revoked);
+        assert_eq!(err.reason(), crate::refusal::RefusalReason::Revoked);
     }
 }

@@ -1,13 +1,16 @@
 //! What a send asks for ([`SendMode`], [`SendOptions`]) and what it reports
 //! ([`SendReport`], [`Delivery`], [`SendError`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::interceptor::InterceptorError;
 use crate::member::MemberId;
+use crate::refusal::Refusal;
 
 /// When a send returns (Tomcat's `channelSendOptions`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum SendMode {
     /// Queued in a bounded per-member queue; returns at once while the queue has room,
     /// and waits for room (at most the ack timeout) when it is full (Tomcat's async, 8).
@@ -31,6 +34,7 @@ impl SendMode {
 
 /// Per-message send options; the channel's defaults apply where these are `None`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SendOptions {
     /// When the send returns.
     pub mode: Option<SendMode>,
@@ -56,6 +60,7 @@ impl SendOptions {
 
 /// Why a message did not reach one member.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError {
     /// The destination is not a live member.
     #[error("{member} is not a live member of this channel (it left, or was never seen): send to channel.members()")]
@@ -65,7 +70,7 @@ pub enum SendError {
     },
     /// The member's async queue stayed full for the whole ack timeout: it is slow or unreachable.
     #[error(
-        "the send queue to {member} stayed full ({capacity} batches) for {waited:?}: the member is slow or unreachable; the message was not sent (raise queue_capacity or the ack timeout)"
+        "the send queue to {member} stayed full ({capacity} batches) for {waited:?}: the member is slow or unreachable; the message was not sent (raise with_queue_capacity or the ack timeout)"
     )]
     QueueFull {
         /// The member.
@@ -76,12 +81,12 @@ pub enum SendError {
         waited: Duration,
     },
     /// No connection could be made.
-    #[error("cannot connect to {member}: {reason}")]
+    #[error("cannot connect to {member}: {source}")]
     Connect {
         /// The member.
         member: String,
-        /// The socket error.
-        reason: String,
+        /// Why: the socket's error, the peer's or this node's refusal, or a timeout.
+        source: ConnectError,
     },
     /// The connection closed before the ack arrived; the message may or may not have been processed.
     #[error("the connection to {member} closed before its ack: {reason}")]
@@ -105,6 +110,27 @@ pub enum SendError {
     /// The channel is shutting down.
     #[error("the channel is shutting down")]
     ShuttingDown,
+}
+
+/// Why a connection to a member could not be opened ([`SendError::Connect`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The TCP connect failed (refused, unreachable, ...).
+    #[error("the TCP connect failed: {0} (is the member's process up and its port reachable?)")]
+    Io(#[source] Arc<std::io::Error>),
+    /// The TCP connect did not finish in time.
+    #[error("the TCP connect did not finish within {0:?} (a firewall dropping packets, or the host is down)")]
+    TimedOut(Duration),
+    /// The handshake was refused, by this node or by the peer.
+    #[error("the handshake was refused: {0}")]
+    Refused(#[source] Refusal),
+    /// The socket failed or closed during the handshake.
+    #[error("the socket failed during the handshake: {0}")]
+    HandshakeIo(#[source] Arc<std::io::Error>),
+    /// The handshake did not finish in time.
+    #[error("the handshake did not finish within {0:?}")]
+    HandshakeTimedOut(Duration),
 }
 
 /// What happened to a message for one member.
@@ -140,6 +166,7 @@ impl Delivery {
 
 /// The outcome of a send, per member.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct SendReport {
     /// Each destination and what happened.
     pub outcomes: Vec<(MemberId, Delivery)>,

@@ -8,9 +8,65 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::handshake::RefusalReason;
 use crate::member::Member;
-use crate::membership::CandidateStatus;
+use crate::refusal::RefusalReason;
+
+/// The `last_error` of a candidate that discovery has not probed yet. A starting session
+/// manager waits while any candidate says this (see [`Discovery::initial_candidates`](crate::Discovery::initial_candidates)).
+pub(crate) const NOT_PROBED_YET: &str = "not probed yet";
+
+/// How a configured candidate (a static address, a DNS answer) is doing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct CandidateStatus {
+    /// The discovery kind that owns the candidate.
+    pub kind: &'static str,
+    /// The member answering there, when it is up.
+    pub member: Option<String>,
+    /// Whether the last probe got an answer.
+    pub up: bool,
+    /// Why the last probe failed.
+    pub last_error: Option<String>,
+    /// Whether discovery has probed it at least once (a candidate listed up front, such
+    /// as a static address, is not probed until its discovery task has run).
+    pub probed: bool,
+}
+
+impl CandidateStatus {
+    /// A candidate of `kind` whose last probe reached `member` (a discovery kind's
+    /// report, see [`DiscoveryContext::report`](crate::DiscoveryContext::report)).
+    pub fn up(kind: &'static str, member: impl Into<String>) -> Self {
+        CandidateStatus {
+            kind,
+            member: Some(member.into()),
+            up: true,
+            last_error: None,
+            probed: true,
+        }
+    }
+
+    /// A candidate of `kind` whose last probe failed, and why.
+    pub fn down(kind: &'static str, error: impl Into<String>) -> Self {
+        CandidateStatus {
+            kind,
+            member: None,
+            up: false,
+            last_error: Some(error.into()),
+            probed: true,
+        }
+    }
+
+    /// A candidate of `kind` that has not been probed yet.
+    pub(crate) fn not_probed_yet(kind: &'static str) -> Self {
+        CandidateStatus {
+            kind,
+            member: None,
+            up: false,
+            last_error: Some(NOT_PROBED_YET.into()),
+            probed: false,
+        }
+    }
+}
 
 /// Peers refused, and peers that refused this node: counts per peer and per
 /// reason, and the last [`Refusals::RECENT`] refusals with their details.
@@ -113,6 +169,7 @@ pub struct RefusalStats {
 
 /// A peer whose frames this node refused.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct RefusedPeer {
     /// How many connections or datagrams were refused.
     pub count: u64,
@@ -129,6 +186,7 @@ pub(crate) struct Counters {
 
 /// Traffic and state of one live member.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct MemberStats {
     /// The member id (short form).
     pub id: String,
@@ -159,6 +217,7 @@ pub struct MemberStats {
 
 /// A snapshot of a channel, from [`crate::Channel::stats`].
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct ChannelStats {
     /// This node.
     #[serde(skip)]

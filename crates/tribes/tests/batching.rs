@@ -17,7 +17,7 @@ async fn concurrent_async_sends_arrive_in_order_and_exactly_once() {
     let a = node("a", 0, &addrs).start().await.unwrap();
     let b = node("b", 1, &addrs).start().await.unwrap();
     converge(&[&a, &b]).await;
-    let mut inbox = a.listen("t");
+    let mut inbox = a.listen("t").unwrap();
     const TASKS: u32 = 4;
     const EACH: u32 = 2_000;
     let to = [a.local().id()];
@@ -76,7 +76,7 @@ async fn a_fail_refuses_only_its_own_message_among_concurrent_sync_acks() {
     let a = node("a", 0, &addrs).start().await.unwrap();
     let b = node("b", 1, &addrs).start().await.unwrap();
     converge(&[&a, &b]).await;
-    let mut inbox = a.listen("t");
+    let mut inbox = a.listen("t").unwrap();
     tokio::spawn(async move {
         while let Some(m) = inbox.recv().await {
             let n = u32::from_be_bytes(m.payload()[..].try_into().unwrap());

@@ -19,7 +19,7 @@ async fn every_send_mode_delivers_in_order_per_sender() {
     let c = node("c", 2, &addrs).start().await.unwrap();
     converge(&[&a, &b, &c]).await;
 
-    let mut inbox = a.listen("t");
+    let mut inbox = a.listen("t").unwrap();
     for (round, mode) in [SendMode::Async, SendMode::UseAck, SendMode::SyncAck]
         .into_iter()
         .enumerate()
@@ -74,7 +74,7 @@ async fn sync_ack_waits_for_processing_and_use_ack_does_not() {
     let b = node("b", 1, &addrs).start().await.unwrap();
     converge(&[&a, &b]).await;
     let processed = Arc::new(AtomicBool::new(false));
-    let mut inbox = a.listen("slow");
+    let mut inbox = a.listen("slow").unwrap();
     let flag = processed.clone();
     tokio::spawn(async move {
         while let Some(m) = inbox.recv().await {
@@ -122,9 +122,9 @@ async fn ack_timeout_and_refusals_are_reported_per_member() {
     let b = node("b", 1, &addrs).start().await.unwrap();
     let c = node("c", 2, &addrs).start().await.unwrap();
     converge(&[&a, &b, &c]).await;
-    let mut fast = b.listen("t");
+    let mut fast = b.listen("t").unwrap();
     tokio::spawn(async move { while fast.recv().await.is_some() {} });
-    let mut stuck = c.listen("t");
+    let mut stuck = c.listen("t").unwrap();
     tokio::spawn(async move {
         while let Some(m) = stuck.recv().await {
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -210,9 +210,9 @@ async fn vanished_member_is_detected_restart_is_a_new_member_late_member_is_foun
 async fn members_of_other_domains_never_join() {
     init_tracing();
     let addrs = free_addrs(3);
-    let a = node("a", 0, &addrs).domain("blue").start().await.unwrap();
-    let b = node("b", 1, &addrs).domain("blue").start().await.unwrap();
-    let c = node("c", 2, &addrs).domain("green").start().await.unwrap();
+    let a = node("a", 0, &addrs).with_domain("blue").start().await.unwrap();
+    let b = node("b", 1, &addrs).with_domain("blue").start().await.unwrap();
+    let c = node("c", 2, &addrs).with_domain("green").start().await.unwrap();
     converge(&[&a, &b]).await;
     eventually("foreign heartbeats to be counted", Duration::from_secs(5), || {
         a.stats().foreign_domain > 0
@@ -228,9 +228,13 @@ async fn large_messages_arrive_whole_through_fragmentation() {
     init_tracing();
     let addrs = free_addrs(2);
     let a = node("a", 0, &addrs).start().await.unwrap();
-    let b = node("b", 1, &addrs).max_frame_len(64 * 1024).start().await.unwrap();
+    let b = node("b", 1, &addrs)
+        .with_max_frame_len(64 * 1024)
+        .start()
+        .await
+        .unwrap();
     converge(&[&a, &b]).await;
-    let mut inbox = a.listen("big");
+    let mut inbox = a.listen("big").unwrap();
     let payload: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let expected = payload.clone();
     let a_id = a.local().id();
@@ -256,18 +260,18 @@ async fn a_pool_of_connections_keeps_order_with_the_order_interceptor() {
     init_tracing();
     let addrs = free_addrs(2);
     let a = node("a", 0, &addrs)
-        .interceptor(OrderInterceptor::default())
+        .with_interceptor(OrderInterceptor::default())
         .start()
         .await
         .unwrap();
     let b = node("b", 1, &addrs)
-        .pool_size(4)
-        .interceptor(OrderInterceptor::default())
+        .with_pool_size(4)
+        .with_interceptor(OrderInterceptor::default())
         .start()
         .await
         .unwrap();
     converge(&[&a, &b]).await;
-    let mut inbox = a.listen("o");
+    let mut inbox = a.listen("o").unwrap();
     let a_id = a.local().id();
     for i in 0..2000u32 {
         let size = if i % 50 == 0 { 200_000 } else { 16 };
@@ -319,9 +323,9 @@ async fn configured_candidates_are_listed_before_discovery_runs() {
     // A DNS name is listed until its first lookup, here one that fails.
     let silent = free_addrs(1)[0];
     let d = tribes::Channel::builder("d")
-        .cluster_key(common::test_key())
-        .bind(free_addrs(1)[0])
-        .discovery(
+        .with_cluster_key(common::test_key())
+        .with_bind(free_addrs(1)[0])
+        .with_discovery(
             tribes::DnsDiscovery::new("cluster.tribes.test.", 4000)
                 .with_server(silent)
                 .with_refresh(Duration::from_millis(200)),

@@ -89,12 +89,15 @@ fn names(channel: &Channel) -> Vec<String> {
 }
 
 fn dns_node(name: &str, addr: SocketAddr, dns: &TestDns, record: &str, port: u16) -> tribes::ChannelBuilder {
-    Channel::builder(name).cluster_key(test_key()).bind(addr).discovery(
-        DnsDiscovery::new(record, port)
-            .with_server(dns.addr)
-            .with_refresh(REFRESH)
-            .with_frequency(Duration::from_millis(200)),
-    )
+    Channel::builder(name)
+        .with_cluster_key(test_key())
+        .with_bind(addr)
+        .with_discovery(
+            DnsDiscovery::new(record, port)
+                .with_server(dns.addr)
+                .with_refresh(REFRESH)
+                .with_frequency(Duration::from_millis(200)),
+        )
 }
 
 /// SRV records give each node its own port on one IP. A node appears within the
@@ -131,12 +134,12 @@ async fn srv_records_add_and_drop_members() {
 
     // c runs without discovery of its own: a and b can only find it through DNS.
     let c = Channel::builder("c")
-        .cluster_key(test_key())
-        .bind(addrs[2])
+        .with_cluster_key(test_key())
+        .with_bind(addrs[2])
         .start()
         .await
         .unwrap();
-    let inbox = c.listen("dns-test");
+    let inbox = c.listen("dns-test").unwrap();
     tokio::time::sleep(REFRESH * 2).await;
     assert_eq!(names(&a), ["b"], "c is not in the DNS answer yet");
 
@@ -166,7 +169,7 @@ async fn srv_records_add_and_drop_members() {
             got
         })
     };
-    let at_b = received(b.listen("dns-test"));
+    let at_b = received(b.listen("dns-test").unwrap());
     let at_c = received(inbox);
     let sent: Vec<Bytes> = (0..20u32).map(|i| Bytes::from(i.to_be_bytes().to_vec())).collect();
     for (i, payload) in sent.iter().enumerate() {
@@ -218,7 +221,7 @@ async fn a_records_with_configured_port() {
     let mut nodes = Vec::new();
     for (i, ip) in ips.iter().enumerate() {
         let node = dns_node(&format!("n{i}"), SocketAddr::new(*ip, port), &dns, name, port)
-            .drop_time(Duration::from_secs(2))
+            .with_drop_time(Duration::from_secs(2))
             .start()
             .await
             .unwrap();

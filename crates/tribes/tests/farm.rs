@@ -31,7 +31,7 @@ async fn members(n: usize, base: &Path) -> Vec<Member> {
     let mut out = Vec::new();
     for (i, name) in names.iter().enumerate().take(n) {
         let channel = node(name, i, &addrs)
-            .drop_time(Duration::from_millis(1500))
+            .with_drop_time(Duration::from_millis(1500))
             .start()
             .await
             .unwrap();
@@ -44,7 +44,7 @@ async fn members(n: usize, base: &Path) -> Vec<Member> {
             let events = Arc::new(Mutex::new(Vec::new()));
             let sink = events.clone();
             let farm = Farm::builder(channel.clone(), base.join(names[i]))
-                .poll_interval(Duration::from_millis(100))
+                .with_poll_interval(Duration::from_millis(100))
                 .on_change(move |e| sink.lock().unwrap().push(e))
                 .start()
                 .unwrap();
@@ -228,7 +228,7 @@ async fn a_member_whose_channel_refuses_the_chunks_is_retried_alone() {
 
     // A farm listens on c again: a retry delivers.
     let c_farm = Farm::builder(c_channel.clone(), c_dir.clone())
-        .poll_interval(Duration::from_millis(100))
+        .with_poll_interval(Duration::from_millis(100))
         .start()
         .unwrap();
     eventually("c gets the file once its farm listens", Duration::from_secs(20), || {
@@ -259,7 +259,7 @@ async fn a_member_back_after_an_absence_catches_up_on_files_and_deletions() {
         let addrs = addrs.clone();
         async move {
             node(["a", "b"][i], i, &addrs)
-                .drop_time(Duration::from_millis(1500))
+                .with_drop_time(Duration::from_millis(1500))
                 .start()
                 .await
                 .unwrap()
@@ -270,7 +270,7 @@ async fn a_member_back_after_an_absence_catches_up_on_files_and_deletions() {
     converge(&[&a, &b]).await;
     let farm = |ch: &Channel, n: &str| {
         Farm::builder(ch.clone(), base.join(n))
-            .poll_interval(Duration::from_millis(100))
+            .with_poll_interval(Duration::from_millis(100))
             .start()
             .unwrap()
     };

@@ -73,7 +73,7 @@ fn total_refused(stats: &ChannelStats) -> u64 {
 /// Counts what a listener receives.
 fn count_messages(channel: &Channel, topic: &str) -> Arc<Mutex<Vec<Bytes>>> {
     let got: Arc<Mutex<Vec<Bytes>>> = Arc::default();
-    let mut inbox = channel.listen(topic);
+    let mut inbox = channel.listen(topic).unwrap();
     let g = got.clone();
     tokio::spawn(async move {
         while let Some(m) = inbox.recv().await {
@@ -92,24 +92,24 @@ async fn replayed_connections_are_refused_and_change_no_session() {
     let (proxy, recorded) = recording_proxy(b_addr).await;
     let start_b = || {
         Channel::builder("b")
-            .cluster_key(test_key())
-            .bind(b_addr)
-            .advertise(proxy)
+            .with_cluster_key(test_key())
+            .with_bind(b_addr)
+            .with_advertise(proxy)
             .start()
     };
     let b = start_b().await.unwrap();
     let b_got = count_messages(&b, "t");
     let c = Channel::builder("c")
-        .cluster_key(test_key())
-        .bind(c_addr)
+        .with_cluster_key(test_key())
+        .with_bind(c_addr)
         .start()
         .await
         .unwrap();
     let c_got = count_messages(&c, "t");
     let a = Channel::builder("a")
-        .cluster_key(test_key())
-        .bind(addrs[0])
-        .discovery(StaticDiscovery::new([proxy]).with_frequency(Duration::from_millis(200)))
+        .with_cluster_key(test_key())
+        .with_bind(addrs[0])
+        .with_discovery(StaticDiscovery::new([proxy]).with_frequency(Duration::from_millis(200)))
         .start()
         .await
         .unwrap();
@@ -221,8 +221,8 @@ fn last_by_peer(stats: &ChannelStats, reason: RefusalReason) -> bool {
 
 fn pinging(name: &str, target: SocketAddr) -> tribes::ChannelBuilder {
     Channel::builder(name)
-        .bind("127.0.0.1:0".parse().unwrap())
-        .discovery(StaticDiscovery::new([target]).with_frequency(Duration::from_millis(100)))
+        .with_bind("127.0.0.1:0".parse().unwrap())
+        .with_discovery(StaticDiscovery::new([target]).with_frequency(Duration::from_millis(100)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,9 +230,9 @@ async fn other_keys_plain_text_and_revoked_identities_are_refused_on_both_sides(
     init_tracing();
     let member = NodeIdentity::generate();
     let a = Channel::builder("a")
-        .cluster_key(test_key())
-        .bind("127.0.0.1:0".parse().unwrap())
-        .identity(NodeIdentity::generate())
+        .with_cluster_key(test_key())
+        .with_bind("127.0.0.1:0".parse().unwrap())
+        .with_identity(NodeIdentity::generate())
         .start()
         .await
         .unwrap();
@@ -240,7 +240,7 @@ async fn other_keys_plain_text_and_revoked_identities_are_refused_on_both_sides(
 
     // Another cluster: same key id, other key.
     let x = pinging("x", target)
-        .cluster_key(Keyring::new(1, [7; 32]))
+        .with_cluster_key(Keyring::new(1, [7; 32]))
         .start()
         .await
         .unwrap();
@@ -257,7 +257,7 @@ async fn other_keys_plain_text_and_revoked_identities_are_refused_on_both_sides(
 
     // A key id this node does not accept (an old key).
     let old = pinging("old", target)
-        .cluster_key(Keyring::new(9, [42; 32]))
+        .with_cluster_key(Keyring::new(9, [42; 32]))
         .start()
         .await
         .unwrap();
@@ -289,14 +289,14 @@ async fn other_keys_plain_text_and_revoked_identities_are_refused_on_both_sides(
     // Revoked: a allows only `member`; an allowed node joins, another is refused.
     assert!(a.set_allowed_peers(Some(vec![member.public_key()])));
     let ok = pinging("ok", target)
-        .cluster_key(test_key())
-        .identity(member.clone())
+        .with_cluster_key(test_key())
+        .with_identity(member.clone())
         .start()
         .await
         .unwrap();
     let stolen = pinging("stolen", target)
-        .cluster_key(test_key())
-        .identity(NodeIdentity::generate())
+        .with_cluster_key(test_key())
+        .with_identity(NodeIdentity::generate())
         .start()
         .await
         .unwrap();
@@ -321,8 +321,8 @@ async fn other_keys_plain_text_and_revoked_identities_are_refused_on_both_sides(
 async fn an_older_or_newer_wire_version_is_refused_naming_both_versions() {
     init_tracing();
     let a = Channel::builder("a")
-        .cluster_key(test_key())
-        .bind("127.0.0.1:0".parse().unwrap())
+        .with_cluster_key(test_key())
+        .with_bind("127.0.0.1:0".parse().unwrap())
         .start()
         .await
         .unwrap();

@@ -34,12 +34,16 @@ fn garbage_never_hurts_the_receiver() {
         .unwrap();
     let addrs = free_addrs(2);
     let (a, b) = rt.block_on(async {
-        let a = node("a", 0, &addrs).max_frame_len(64 * 1024).start().await.unwrap();
+        let a = node("a", 0, &addrs)
+            .with_max_frame_len(64 * 1024)
+            .start()
+            .await
+            .unwrap();
         let b = node("b", 1, &addrs).start().await.unwrap();
         converge(&[&a, &b]).await;
         (a, b)
     });
-    let mut inbox = rt.block_on(async { a.listen("t") });
+    let mut inbox = rt.block_on(async { a.listen("t").unwrap() });
     rt.spawn(async move { while inbox.recv().await.is_some() {} });
     let target = a.local().addr();
 

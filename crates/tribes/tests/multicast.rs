@@ -93,10 +93,10 @@ async fn inner_cluster_by_heartbeats_alone() {
     };
     let start = |name: &'static str, domain: &'static str| {
         Channel::builder(name)
-            .cluster_key(common::test_key())
-            .domain(domain)
-            .bind("127.0.0.1:0".parse().unwrap())
-            .discovery(mcast())
+            .with_cluster_key(common::test_key())
+            .with_domain(domain)
+            .with_bind("127.0.0.1:0".parse().unwrap())
+            .with_discovery(mcast())
             .start()
     };
     let a = start("a", "blue").await.unwrap();

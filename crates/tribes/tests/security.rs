@@ -18,7 +18,7 @@ async fn another_key_or_plain_text_never_joins_and_the_reason_is_shown() {
     let a = node("a", 0, &addrs).start().await.unwrap();
     let b = node("b", 1, &addrs).start().await.unwrap();
     let intruder = node("x", 2, &addrs)
-        .cluster_key(Keyring::new(1, [7; 32]))
+        .with_cluster_key(Keyring::new(1, [7; 32]))
         .start()
         .await
         .unwrap();
@@ -73,7 +73,7 @@ async fn keys_rotate_under_load_without_losing_a_message() {
     converge(&[&nodes[0], &nodes[1], &nodes[2]]).await;
     let received = Arc::new(AtomicU32::new(0));
     for n in &nodes {
-        let mut inbox = n.listen("load");
+        let mut inbox = n.listen("load").unwrap();
         let received = received.clone();
         tokio::spawn(async move {
             while inbox.recv().await.is_some() {

@@ -113,9 +113,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let backend = Backend::load(users)?;
 
     let channel = Channel::builder(&args.route)
-        .bind(args.cluster)
-        .cluster_key(Keyring::from_file(key_file)?)
-        .discovery(StaticDiscovery::new(args.members.clone()))
+        .with_bind(args.cluster)
+        .with_cluster_key(Keyring::from_file(key_file)?)
+        .with_discovery(StaticDiscovery::new(args.members.clone()))
         .start()
         .await?;
     // Sync-ack: a login (or logout) is answered once every member applied it, so any node

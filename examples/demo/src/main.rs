@@ -291,25 +291,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             eprintln!("tribes-demo: {e}");
             std::process::exit(2);
         }
-        None => Channel::builder(&route).bind(args.cluster),
+        None => Channel::builder(&route).with_bind(args.cluster),
     };
     // Without a file, the flags give the key, the address and the members.
     if config.is_none() {
         channel = match (&args.cluster_key_file, args.insecure_plaintext) {
-            (Some(path), _) => channel.cluster_key(Keyring::from_file(path)?),
+            (Some(path), _) => channel.with_cluster_key(Keyring::from_file(path)?),
             (None, true) => channel.insecure_plaintext(),
             (None, false) => channel,
         };
         channel = if args.multicast {
-            channel.discovery(MulticastDiscovery::new())
+            channel.with_discovery(MulticastDiscovery::new())
         } else if let Some(name) = &args.dns {
             let mut dns = DnsDiscovery::new(name, args.cluster.port());
             if let Some(server) = args.dns_server {
                 dns = dns.with_server(server);
             }
-            channel.discovery(dns)
+            channel.with_discovery(dns)
         } else {
-            channel.discovery(StaticDiscovery::new(args.members.clone()))
+            channel.with_discovery(StaticDiscovery::new(args.members.clone()))
         };
     }
     let channel = channel.start().await?;

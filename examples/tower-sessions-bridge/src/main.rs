@@ -74,9 +74,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
 
     let channel = Channel::builder(&args.route)
-        .bind(args.cluster)
-        .cluster_key(Keyring::from_file(&args.cluster_key_file)?)
-        .discovery(StaticDiscovery::new(args.members.clone()))
+        .with_bind(args.cluster)
+        .with_cluster_key(Keyring::from_file(&args.cluster_key_file)?)
+        .with_discovery(StaticDiscovery::new(args.members.clone()))
         .start()
         .await?;
     // Sync-ack: a login is answered once every member holds it, so any node can serve the

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
-use tribes::{Channel, MemberId, SendMode};
+use tribes::{Channel, SendMode};
 
 use super::driver::{Inner, run_driver, run_outbox};
 use super::store_ops::run_store;
@@ -233,14 +233,12 @@ impl SessionManagerBuilder {
             }
         }
         let local = channel.local();
-        {
-            let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
-            if !reg.entry(local.id()).or_default().insert(self.context.clone()) {
-                return Err(ManagerStartError::DuplicateContext { context: self.context });
-            }
-        }
         let topic = wire::topic(&self.context);
-        let listener = channel.listen(topic.clone());
+        // The channel holds one listener per topic: a live manager of this context
+        // on this channel holds it.
+        let Ok(listener) = channel.listen(topic.clone()) else {
+            return Err(ManagerStartError::DuplicateContext { context: self.context });
+        };
         let cfg = Arc::new(CoreConfig {
             context: self.context.clone(),
             kind: self.kind,
@@ -307,7 +305,6 @@ impl SessionManagerBuilder {
         let inner = Arc::new(Inner {
             store,
             route: Arc::from(local.name()),
-            local: local.id(),
             topic,
             channel,
             node: Mutex::new(node),
@@ -340,8 +337,36 @@ impl SessionManagerBuilder {
     }
 }
 
-pub(super) fn registry() -> &'static Mutex<HashMap<MemberId, std::collections::HashSet<String>>> {
-    static REG: std::sync::OnceLock<Mutex<HashMap<MemberId, std::collections::HashSet<String>>>> =
-        std::sync::OnceLock::new();
-    REG.get_or_init(Default::default)
+#[cfg(test)]
+mod tests {
+    use tribes::Channel;
+
+    use crate::{ManagerStartError, SessionManager};
+
+    /// One manager per context and channel: the second is refused with a typed error
+    /// naming the context, and the context is free again once the first shut down.
+    #[tokio::test]
+    async fn a_second_manager_of_a_context_is_refused_until_the_first_shuts_down() {
+        let channel = Channel::builder("a")
+            .insecure_plaintext()
+            .with_bind("127.0.0.1:0".parse().unwrap())
+            .start()
+            .await
+            .unwrap();
+        let first = SessionManager::builder("/app").start(channel.clone()).await.unwrap();
+        let other = SessionManager::builder("/other").start(channel.clone()).await;
+        assert!(other.is_ok(), "another context shares the channel");
+        let second = SessionManager::builder("/app").start(channel.clone()).await;
+        match second {
+            Err(ManagerStartError::DuplicateContext { context }) => assert_eq!(context, "/app"),
+            other => panic!("expected DuplicateContext, got {:?}", other.map(|_| ())),
+        }
+        first.shutdown().await;
+        let again = SessionManager::builder("/app").start(channel.clone()).await;
+        assert!(
+            again.is_ok(),
+            "a shut-down manager frees its context: {:?}",
+            again.err()
+        );
+    }
 }

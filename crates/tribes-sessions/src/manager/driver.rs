@@ -38,7 +38,6 @@ pub(crate) struct Counters {
 pub(super) struct Inner {
     pub(super) b: SessionManagerBuilder,
     pub(super) route: Arc<str>,
-    pub(super) local: MemberId,
     pub(super) topic: String,
     pub(super) channel: Channel,
     pub(super) node: Mutex<SessionNode>,

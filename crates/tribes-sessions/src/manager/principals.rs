@@ -166,7 +166,7 @@ impl SessionManager {
     /// use std::time::SystemTime;
     /// use tribes_sessions::SessionManager;
     /// let key = tribes::Keyring::generate(1, &mut rand::rng());
-    /// let channel = tribes::Channel::builder("node-a").cluster_key(key).bind("127.0.0.1:0".parse()?).start().await?;
+    /// let channel = tribes::Channel::builder("node-a").with_cluster_key(key).with_bind("127.0.0.1:0".parse()?).start().await?;
     /// let manager = SessionManager::builder("/shop").start(channel).await?;
     /// // alice logs in twice (two browsers).
     /// for _ in 0..2 {

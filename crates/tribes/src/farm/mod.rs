@@ -1,37 +1,7 @@
 //! A replicated directory, like Tomcat's `FarmWarDeployer`: files dropped into the
 //! watched directory of any member appear, byte for byte, in the directory of every
 //! other member.
-//!
-//! - **Watching**: the directory is polled every `poll_interval` (default 1 s; simple
-//!   and portable, no platform file-notification API). A file is *stable* when its
-//!   size and modification time did not change between two polls; only stable files
-//!   are sent, so a copy in progress is never replicated half-written.
-//! - **Sending**: each file goes to every member on topic [`TOPIC`] in chunks of
-//!   256 KiB, sync-acked, with the SHA-256 of the whole file (SHA-256 from the
-//!   RustCrypto `sha2` crate: a well-kept, widely reviewed crate, and a digest that
-//!   catches corruption and mix-ups that a CRC would let through with crafted input).
-//! - **Writing**: a receiver writes the chunks to a hidden temporary file in the same
-//!   directory, checks the size and SHA-256, fsyncs it, renames it over the target and
-//!   fsyncs the directory. A partial or corrupt transfer is never visible.
-//! - **Conflicts**: every file has a version `(counter, member id)`. A local change
-//!   takes the next counter; the highest `(counter, member id)` wins everywhere, so
-//!   concurrent writers converge on one version (last writer wins).
-//! - **Joining**: when a member is added (or comes back), both sides send each other
-//!   their manifest (name → version and digest) and ask for the files whose version
-//!   beats their own.
-//! - **Deleting**: a file deleted from one member's directory is deleted on every
-//!   member. The deletion is a version too (a tombstone, kept), so a member that was away
-//!   and still holds the old file deletes it when it rejoins instead of sending it back,
-//!   and a file put back later (a newer version) is replicated again.
-//! - **Failures, per member**: a member that does not ack a chunk, or answers that it
-//!   could not write the file (disk full, directory gone), leaves that transfer alone;
-//!   the other members get the file at once. It is retried for that member after 0.5 s,
-//!   1 s, 2 s … (at most 30 s apart, 10 times); each failure is logged naming the member
-//!   and the cause, and counted in [`Farm::stats`].
-//! - **Names**: a flat directory. Only regular files whose names are valid are
-//!   replicated: no `/`, `\`, NUL or control characters, not `.` or `..`, no leading
-//!   `.` (hidden files and this module's temporary files are never sent), at most 255
-//!   bytes. Received names are checked the same way before anything touches the disk.
+//! See [`Farm`] for how it watches, sends, writes and converges.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -53,7 +23,7 @@ use sender::Sender;
 use state::{Entry, FarmState, Version};
 
 /// The channel topic the farm uses; every member running a farm listens on it.
-pub const TOPIC: &str = "tribes.farm";
+pub(crate) const TOPIC: &str = "tribes.farm";
 
 /// The size of one file chunk on the wire.
 const CHUNK: usize = 256 * 1024;
@@ -242,7 +212,7 @@ impl fmt::Debug for FarmBuilder {
 
 impl FarmBuilder {
     /// Poll the directory every `interval` instead of every second.
-    pub fn poll_interval(mut self, interval: Duration) -> Self {
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self
     }
@@ -253,11 +223,12 @@ impl FarmBuilder {
         self
     }
 
-    /// Create the directory if needed, start listening on [`TOPIC`] and watching
+    /// Create the directory if needed, start listening on the farm's topic (`tribes.farm`) and watching
     /// (two tasks on the current Tokio runtime).
     ///
     /// # Errors
-    /// The directory cannot be created or is not a directory, or no Tokio runtime runs.
+    /// The directory cannot be created or is not a directory, no Tokio runtime runs, or
+    /// another farm already listens on this channel (a [`ListenError`](crate::ListenError) inside).
     pub fn start(self) -> io::Result<Farm> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| io::Error::other(format!("Farm::start needs a Tokio runtime: {e}")))?;
@@ -266,7 +237,7 @@ impl FarmBuilder {
             return Err(io::Error::other(format!("{} is not a directory", self.dir.display())));
         }
         let stop = CancellationToken::new();
-        let listener = self.channel.listen(TOPIC);
+        let listener = self.channel.listen(TOPIC).map_err(io::Error::other)?;
         let events = self.channel.subscribe();
         let (out, jobs) = mpsc::unbounded_channel();
         let (outcomes, outcomes_rx) = mpsc::unbounded_channel();
@@ -297,7 +268,38 @@ impl FarmBuilder {
     }
 }
 
-/// A running replicated directory; stops when dropped. See the [module docs](self).
+/// A running replicated directory, like Tomcat's `FarmWarDeployer`; stops when dropped.
+///
+/// - **Watching**: the directory is polled every `poll_interval` (default 1 s; simple
+///   and portable, no platform file-notification API). A file is *stable* when its
+///   size and modification time did not change between two polls; only stable files
+///   are sent, so a copy in progress is never replicated half-written.
+/// - **Sending**: each file goes to every member on topic `tribes.farm` in chunks of
+///   256 KiB, sync-acked, with the SHA-256 of the whole file (SHA-256 from the
+///   RustCrypto `sha2` crate: a well-kept, widely reviewed crate, and a digest that
+///   catches corruption and mix-ups that a CRC would let through with crafted input).
+/// - **Writing**: a receiver writes the chunks to a hidden temporary file in the same
+///   directory, checks the size and SHA-256, fsyncs it, renames it over the target and
+///   fsyncs the directory. A partial or corrupt transfer is never visible.
+/// - **Conflicts**: every file has a version `(counter, member id)`. A local change
+///   takes the next counter; the highest `(counter, member id)` wins everywhere, so
+///   concurrent writers converge on one version (last writer wins).
+/// - **Joining**: when a member is added (or comes back), both sides send each other
+///   their manifest (name → version and digest) and ask for the files whose version
+///   beats their own.
+/// - **Deleting**: a file deleted from one member's directory is deleted on every
+///   member. The deletion is a version too (a tombstone, kept), so a member that was away
+///   and still holds the old file deletes it when it rejoins instead of sending it back,
+///   and a file put back later (a newer version) is replicated again.
+/// - **Failures, per member**: a member that does not ack a chunk, or answers that it
+///   could not write the file (disk full, directory gone), leaves that transfer alone;
+///   the other members get the file at once. It is retried for that member after 0.5 s,
+///   1 s, 2 s … (at most 30 s apart, 10 times); each failure is logged naming the member
+///   and the cause, and counted in [`Farm::stats`].
+/// - **Names**: a flat directory. Only regular files whose names are valid are
+///   replicated: no `/`, `\`, NUL or control characters, not `.` or `..`, no leading
+///   `.` (hidden files and this module's temporary files are never sent), at most 255
+///   bytes. Received names are checked the same way before anything touches the disk.
 ///
 /// ```no_run
 /// # async fn demo(channel: tribes::Channel) -> std::io::Result<()> {

@@ -101,11 +101,23 @@ impl Message {
 /// Why an interceptor refused a message. The send reports it for that member.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("interceptor {interceptor} refused the message: {reason}")]
+#[non_exhaustive]
 pub struct InterceptorError {
     /// The interceptor's name.
     pub interceptor: &'static str,
     /// What was wrong, and what to do about it.
     pub reason: String,
+}
+
+impl InterceptorError {
+    /// An error from the interceptor called `interceptor`: what was wrong, and what to
+    /// do about it.
+    pub fn new(interceptor: &'static str, reason: impl Into<String>) -> Self {
+        InterceptorError {
+            interceptor,
+            reason: reason.into(),
+        }
+    }
 }
 
 /// One layer of the stack. Every method has a pass-through default.

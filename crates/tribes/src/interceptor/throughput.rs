@@ -10,6 +10,7 @@ use crate::member::{IdMap, Member, MemberId};
 
 /// Application-level traffic with one member, as counted above every other layer.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct MemberThroughput {
     /// Messages sent to the member.
     pub messages_out: u64,

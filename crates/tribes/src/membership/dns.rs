@@ -41,10 +41,10 @@ const KIND: &str = "dns";
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// // Every pod of the headless service `tribes` listens on 4000.
 /// let channel = Channel::builder("pod-1")
-///     .cluster_key(Keyring::from_file("cluster.key")?)
-///     .bind("0.0.0.0:4000".parse()?)
-///     .advertise("10.1.2.3:4000".parse()?)
-///     .discovery(DnsDiscovery::new("tribes.default.svc.cluster.local", 4000))
+///     .with_cluster_key(Keyring::from_file("cluster.key")?)
+///     .with_bind("0.0.0.0:4000".parse()?)
+///     .with_advertise("10.1.2.3:4000".parse()?)
+///     .with_discovery(DnsDiscovery::new("tribes.default.svc.cluster.local", 4000))
 ///     .start()
 ///     .await?;
 /// # let _ = channel; Ok(()) }

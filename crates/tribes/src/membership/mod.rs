@@ -18,7 +18,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -29,10 +28,7 @@ pub use probe::ProbeError;
 pub use statics::StaticDiscovery;
 
 use crate::member::{Member, MemberId};
-
-/// The `last_error` of a candidate that discovery has not probed yet. A starting session
-/// manager waits while any candidate says this (see [`Discovery::initial_candidates`]).
-pub(crate) const NOT_PROBED_YET: &str = "not probed yet";
+use crate::stats::CandidateStatus;
 
 /// What the membership task is told, by discovery, the receiver and the senders.
 #[derive(Debug)]
@@ -73,35 +69,6 @@ pub trait Discovery: Send + fmt::Debug + 'static {
 
     /// Run until `ctx` says the channel shuts down.
     fn run(self: Box<Self>, ctx: DiscoveryContext) -> Pin<Box<dyn Future<Output = ()> + Send>>;
-}
-
-/// How a configured candidate (a static address, a DNS answer) is doing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct CandidateStatus {
-    /// The discovery kind that owns the candidate.
-    pub kind: &'static str,
-    /// The member answering there, when it is up.
-    pub member: Option<String>,
-    /// Whether the last probe got an answer.
-    pub up: bool,
-    /// Why the last probe failed.
-    pub last_error: Option<String>,
-    /// Whether discovery has probed it at least once (a candidate listed up front, such
-    /// as a static address, is not probed until its discovery task has run).
-    pub probed: bool,
-}
-
-impl CandidateStatus {
-    /// A candidate of `kind` that has not been probed yet.
-    pub(crate) fn not_probed_yet(kind: &'static str) -> Self {
-        CandidateStatus {
-            kind,
-            member: None,
-            up: false,
-            last_error: Some(NOT_PROBED_YET.into()),
-            probed: false,
-        }
-    }
 }
 
 /// What a [`Discovery`] task gets from the channel.

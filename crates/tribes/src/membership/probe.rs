@@ -9,8 +9,8 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 use crate::gate::{Gate, HandshakeError};
-use crate::handshake::Refusal;
 use crate::member::Member;
+use crate::refusal::Refusal;
 use crate::wire::{Frame, FrameCodec, FrameKind, MemberHeader, WireError};
 
 /// Why a TCP probe of a peer got no member description.

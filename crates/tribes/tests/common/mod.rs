@@ -23,9 +23,9 @@ pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
 pub fn node(name: &str, i: usize, addrs: &[SocketAddr]) -> ChannelBuilder {
     let others: Vec<_> = addrs.iter().copied().filter(|a| *a != addrs[i]).collect();
     Channel::builder(name)
-        .cluster_key(test_key())
-        .bind(addrs[i])
-        .discovery(StaticDiscovery::new(others).with_frequency(Duration::from_millis(200)))
+        .with_cluster_key(test_key())
+        .with_bind(addrs[i])
+        .with_discovery(StaticDiscovery::new(others).with_frequency(Duration::from_millis(200)))
 }
 
 /// Poll `cond` until it holds or `limit` passes; panics with `what` on timeout.
