@@ -145,7 +145,6 @@ mod suite {
         let mut tasks = Vec::new();
         for w in 0..writers {
             let b = b.clone();
-            let id = id.clone();
             tasks.push(tokio::spawn(async move {
                 let mut conflicts = 0u32;
                 loop {
@@ -322,10 +321,7 @@ mod suite {
         assert!(matches!(e, StoreError::Conflict { found: None, .. }), "{e}");
         cart.save(&record(&id, 7, HOUR, b"cart"), None).await.unwrap();
         base.save(&record(&id, 3, HOUR, b"base"), None).await.unwrap();
-        let loaded = |s: Arc<dyn SessionStore>| {
-            let id = id.clone();
-            async move { s.load(&id).await.unwrap().map(|r| (r.version, r.data)) }
-        };
+        let loaded = |s: Arc<dyn SessionStore>| async move { s.load(&id).await.unwrap().map(|r| (r.version, r.data)) };
         assert_eq!(
             loaded(shop.clone()).await,
             Some((1, b"shop".to_vec())),
@@ -498,7 +494,7 @@ mod store_file {
         let store = FileStore::open(&dir).await.unwrap();
         assert!(!tmp.exists(), "stale temp file removed on open");
         assert_eq!(store.load(&id).await.unwrap().unwrap().data, b"old");
-        assert_eq!(store.list_ids().await.unwrap(), vec![id.clone()]);
+        assert_eq!(store.list_ids().await.unwrap(), vec![id]);
 
         // A torn file under the real name (a filesystem without atomic rename, a disk error).
         let path = dir.join(format!("{id}.session"));
@@ -1014,7 +1010,7 @@ mod store_redis_outage {
         // A writer bumps `a` as fast as it can; we kill Redis under it.
         let acked = Arc::new(AtomicU64::new(1));
         let writer = {
-            let (store, acked, a) = (store.clone(), acked.clone(), a.clone());
+            let (store, acked, a) = (store.clone(), acked.clone(), a);
             tokio::spawn(async move {
                 let mut errors = Vec::new();
                 let mut v = 1;
@@ -1077,7 +1073,7 @@ mod store_redis_outage {
         assert_eq!(store.load(&b).await.unwrap().unwrap().data, b"b1");
         let mut ids = store.list_ids().await.unwrap();
         ids.sort();
-        let mut want = vec![a.clone(), b.clone()];
+        let mut want = vec![a, b];
         want.sort();
         assert_eq!(ids, want);
         store

@@ -155,7 +155,7 @@ async fn expire_suite(store: Arc<dyn SessionStore>, tag: &str) {
                     "{mode:?}, expire on shutdown {expire}: session back after restart"
                 );
                 assert_eq!(
-                    listed.contains(&id),
+                    listed.contains(id),
                     !expire,
                     "{mode:?}, expire {expire}: record in the store"
                 );

@@ -270,9 +270,8 @@ impl Inner {
         for entry in self.read_dir()? {
             let name = entry?.file_name();
             let Some(name) = name.to_str() else { continue };
-            match name.strip_suffix(SUFFIX) {
-                Some(id) => ids.extend(id.parse::<SessionId>().ok()),
-                None => {}
+            if let Some(id) = name.strip_suffix(SUFFIX) {
+                ids.extend(id.parse::<SessionId>().ok());
             }
         }
         Ok(ids)
