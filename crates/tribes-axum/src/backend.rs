@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use tribes_sessions::{Session as Handle, SessionId, SessionManager};
+use tribes_sessions::{SessionHandle as Handle, SessionId, SessionManager};
 
 use crate::counters::LayerCounters;
 use crate::error::SessionError;
@@ -33,7 +33,7 @@ pub(crate) async fn get_live(
     counters.absolute_timeouts.inc();
     h.invalidate();
     match commit(manager, &h).await {
-        CommitOutcome::Ok | CommitOutcome::Gone(_) => {}
+        CommitOutcome::Ok | CommitOutcome::Gone => {}
         CommitOutcome::Failed(e) => {
             // Invalidated here; the others learn it with the manager's next messages
             // (and enforce the same deadline themselves).
@@ -72,36 +72,34 @@ pub(crate) enum CommitOutcome {
     /// Applied locally and replicated (or queued, in async mode).
     Ok,
     /// The session was invalidated or expired meanwhile; the changes were dropped.
-    Gone(String),
+    Gone,
     /// Applied locally but not confirmed by every member, or refused.
-    Failed(String),
+    Failed(CommitFailure),
+}
+
+/// Why a commit failed, as the manager said it (logged with `Display`).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CommitFailure {
+    /// Applied here, not confirmed by every member: the report names them and why.
+    #[error("{0}")]
+    Unconfirmed(tribes_sessions::CommitReport),
+    /// The manager refused the commit.
+    #[error(transparent)]
+    Refused(#[from] tribes_sessions::ReplicationError),
 }
 
 /// Commits a handle's changes (end of the unit of work).
 pub(crate) async fn commit(manager: &SessionManager, session: &Handle) -> CommitOutcome {
-    match manager.commit(session).await {
-        Ok(report) if report.all_ok() => CommitOutcome::Ok,
-        Ok(report) => CommitOutcome::Failed(describe(&report)),
-        Err(e @ tribes_sessions::ReplicationError::Gone { .. }) => CommitOutcome::Gone(e.to_string()),
-        Err(e) => CommitOutcome::Failed(e.to_string()),
-    }
+    outcome(manager.commit(session).await.map(Some))
 }
 
-fn describe(report: &tribes_sessions::CommitReport) -> String {
-    let failed: Vec<String> = report
-        .members
-        .iter()
-        .filter_map(|m| match &m.outcome {
-            tribes_sessions::AckOutcome::Failed(why) => Some(format!("{} failed: {why}", m.member)),
-            tribes_sessions::AckOutcome::TimedOut => Some(format!("{} did not ack in time", m.member)),
-            _ => None,
-        })
-        .collect();
-    format!(
-        "version {} applied here but not confirmed by every member ({}); check those members' health or raise the manager's ack timeout",
-        report.version,
-        failed.join(", ")
-    )
+fn outcome(result: Result<Option<tribes_sessions::CommitReport>, tribes_sessions::ReplicationError>) -> CommitOutcome {
+    match result {
+        Ok(None) | Err(tribes_sessions::ReplicationError::Gone { .. }) => CommitOutcome::Gone,
+        Ok(Some(report)) if report.all_ok() => CommitOutcome::Ok,
+        Ok(Some(report)) => CommitOutcome::Failed(CommitFailure::Unconfirmed(report)),
+        Err(e) => CommitOutcome::Failed(e.into()),
+    }
 }
 
 /// Records an access (reads replicate access times in batches).
@@ -111,13 +109,7 @@ pub(crate) fn touch(manager: &SessionManager, id: &SessionId) {
 
 /// Binds the session to `route` (failover).
 pub(crate) async fn rebind(manager: &SessionManager, id: &SessionId, route: &str) -> CommitOutcome {
-    match manager.rebind(id, route).await {
-        Ok(None) => CommitOutcome::Gone(format!("session {} is gone", id.log_id())),
-        Ok(Some(report)) if report.all_ok() => CommitOutcome::Ok,
-        Ok(Some(report)) => CommitOutcome::Failed(describe(&report)),
-        Err(e @ tribes_sessions::ReplicationError::Gone { .. }) => CommitOutcome::Gone(e.to_string()),
-        Err(e) => CommitOutcome::Failed(e.to_string()),
-    }
+    outcome(manager.rebind(id, route).await)
 }
 
 /// This node's route.
@@ -177,10 +169,11 @@ pub(crate) async fn invalidate_by_log_id(manager: &SessionManager, log_id: tribe
     let by = local_route(manager);
     match commit(manager, &h).await {
         CommitOutcome::Ok => Invalidation::Invalidated { by: by.to_owned() },
-        CommitOutcome::Gone(_) => Invalidation::NotFound,
-        CommitOutcome::Failed(cause) => Invalidation::NotConfirmed {
+        CommitOutcome::Gone => Invalidation::NotFound,
+        CommitOutcome::Failed(failure) => Invalidation::NotConfirmed {
             by: by.to_owned(),
-            cause,
+            // Sent to the member that asked, as text.
+            cause: failure.to_string(),
         },
     }
 }

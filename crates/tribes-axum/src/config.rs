@@ -202,12 +202,12 @@ pub enum ConfigError {
     /// The file (or an environment variable) is not valid TOML for [`Config`]: an unknown
     /// key, a value of the wrong type, a missing key. The message names the key, its
     /// line and what is expected.
-    #[error("{origin}: {message}")]
+    #[error("{origin}: {}", .source.to_string().trim_end())]
     Parse {
         /// The file name, or the environment.
         origin: String,
         /// What toml and serde said, with the key and the expected values.
-        message: String,
+        source: toml::de::Error,
     },
     /// A value of the right type that cannot work.
     #[error("{key} = {value}: {reason}; {fix}")]
@@ -260,11 +260,11 @@ impl Config {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let parse = |origin: &str, e: &dyn std::fmt::Display| ConfigError::Parse {
+        let parse = |origin: &str, source: toml::de::Error| ConfigError::Parse {
             origin: origin.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            source,
         };
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| parse(origin, &e))?;
+        let mut table: toml::Table = text.parse().map_err(|e| parse(origin, e))?;
         let overrides: BTreeMap<String, String> = env.into_iter().collect();
         for (var, raw) in &overrides {
             let Some(rest) = var.strip_prefix("TRIBES_") else {
@@ -301,7 +301,7 @@ impl Config {
         } else {
             origin.to_owned()
         };
-        let config = Config::deserialize(toml::Value::Table(table)).map_err(|e| parse(&from, &e))?;
+        let config = Config::deserialize(toml::Value::Table(table)).map_err(|e| parse(&from, e))?;
         config.check()?;
         Ok(config)
     }

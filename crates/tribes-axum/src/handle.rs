@@ -5,7 +5,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
-use tribes_sessions::{Session as Handle, SessionManager};
+use tribes_sessions::{SessionHandle as Handle, SessionManager};
 
 use crate::backend;
 use crate::cookie::CookieId;

@@ -2,11 +2,10 @@
 //! statistics every [`PERIOD`], broadcasts its report on [`TOPIC`], and feeds the view
 //! the reports and membership events it receives. It reads the clock; the view does not.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
-use tribes::{Channel, MemberId, MembershipEvent, SendMode, SendOptions};
+use tribes::{Channel, MembershipEvent, SendMode, SendOptions};
 use tribes_sessions::SessionManager;
 
 use crate::clock::now_ms;
@@ -44,26 +43,48 @@ impl Dashboard {
     }
 }
 
-/// The dashboard of `channel`'s node, shared by every status router of the node, with
-/// `manager`'s context added. The first call starts the sampling task and the task that
-/// answers the other members' session browsers (if there is a tokio runtime; without one
-/// the page shows what it can: nothing is sampled).
-pub(crate) fn dashboard_for(manager: &SessionManager, channel: &Channel) -> Arc<Dashboard> {
-    static ALL: OnceLock<Mutex<HashMap<MemberId, Weak<Dashboard>>>> = OnceLock::new();
-    let local = channel.local();
-    let mut all = ALL
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    all.retain(|_, d| d.strong_count() > 0);
-    if let Some(d) = all.get(&local.id()).and_then(Weak::upgrade) {
-        let mut managers = d.managers.lock().unwrap_or_else(|e| e.into_inner());
-        if !managers.iter().any(|m| m.context() == manager.context()) {
-            managers.push(manager.clone());
-        }
-        drop(managers);
-        return d;
+/// Where a manager keeps the dashboard of its node (its
+/// [`extension`](SessionManager::extension) slot, no process-wide registry). Weak: a
+/// status router keeps the dashboard alive, a manager does not (the dashboard holds the
+/// managers).
+#[derive(Debug, Default)]
+pub(crate) struct DashboardSlot(Mutex<Weak<Dashboard>>);
+
+impl DashboardSlot {
+    fn get(&self) -> Option<Arc<Dashboard>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).upgrade()
     }
+
+    fn set(&self, d: &Arc<Dashboard>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(d);
+    }
+}
+
+/// The dashboard of `channel`'s node for `managers` (the contexts of one status router):
+/// the one a manager of them already shows, if any, else a new one, with every context
+/// of `managers` added and each manager keeping it in its slot. A new dashboard starts
+/// the sampling task and the task that answers the other members' session browsers (if
+/// there is a tokio runtime; without one the page shows what it can: nothing is sampled).
+pub(crate) fn dashboard_for(managers: &[SessionManager], channel: &Channel) -> Arc<Dashboard> {
+    let existing = managers.iter().find_map(|m| m.extension::<DashboardSlot>().get());
+    let d = existing.unwrap_or_else(|| start(channel));
+    {
+        let mut held = d.managers.lock().unwrap_or_else(|e| e.into_inner());
+        for manager in managers {
+            if !held.iter().any(|m| m.context() == manager.context()) {
+                held.push(manager.clone());
+            }
+        }
+    }
+    for manager in managers {
+        manager.extension::<DashboardSlot>().set(&d);
+    }
+    d
+}
+
+/// A new dashboard of `channel`'s node, with no context yet, and its tasks.
+fn start(channel: &Channel) -> Arc<Dashboard> {
+    let local = channel.local();
     let d = Arc::new(Dashboard {
         view: Mutex::new(ClusterView::new(
             local.id().to_string(),
@@ -71,10 +92,9 @@ pub(crate) fn dashboard_for(manager: &SessionManager, channel: &Channel) -> Arc<
             local.addr().to_string(),
             now_ms(),
         )),
-        managers: Mutex::new(vec![manager.clone()]),
+        managers: Mutex::new(Vec::new()),
         admin: crate::browser_net::Pending::default(),
     });
-    all.insert(local.id(), Arc::downgrade(&d));
     match tokio::runtime::Handle::try_current() {
         Ok(rt) => {
             rt.spawn(run(Arc::downgrade(&d), channel.clone()));
@@ -96,6 +116,7 @@ fn sample(managers: &[SessionManager], channel: &Channel) -> LocalSample {
         let manager = match st.kind {
             tribes_sessions::ManagerKind::Delta => "delta".to_owned(),
             tribes_sessions::ManagerKind::Backup { backup_count } => format!("backup ({backup_count})"),
+            _ => format!("{:?}", st.kind).to_ascii_lowercase(),
         };
         let store = st.store.as_ref().map(|x| StoreHealth {
             name: x.name.clone(),

@@ -26,9 +26,11 @@ use crate::status::{self, BrowserSettings, StatusState};
 /// The dashboard's data about other members travels over the channel: every node
 /// running a status router samples itself every second and broadcasts a small report
 /// on the topic `tribes.status` (so the members need not reach each other's HTTP
-/// port). A member that sends none is shown as such. Status routers of several
-/// contexts on one channel share one dashboard, which lists every context. The
-/// sampling task starts with the first router (inside a tokio runtime) and ends when
+/// port). A member that sends none is shown as such. Give the router every context of
+/// the node ([`Contexts`]): the dashboard lists them. Routers that share a manager share
+/// its dashboard (the manager keeps it, no process-wide registry); routers of disjoint
+/// managers on one channel would each start a dashboard, so build one router per node.
+/// The sampling task starts with the first router (inside a tokio runtime) and ends when
 /// every router of the node is dropped.
 ///
 /// The channel is the managers' own
@@ -119,10 +121,7 @@ impl StatusRouter {
     pub fn into_router(self) -> Router {
         let contexts = self.contexts;
         let channel = contexts.channel().clone();
-        let dashboard = dashboard_for(contexts.first(), &channel);
-        for manager in &contexts.all()[1..] {
-            dashboard_for(manager, &channel);
-        }
+        let dashboard = dashboard_for(contexts.all(), &channel);
         let state = StatusState {
             contexts,
             channel,

@@ -12,7 +12,7 @@ use tokio::sync::OwnedMutexGuard;
 use tower::Service;
 use tribes_sessions::{SessionId, SessionManager};
 
-use crate::backend::{self, CommitOutcome};
+use crate::backend::{self, CommitFailure, CommitOutcome};
 use crate::cookie::{self, CookieId, RequestCookie};
 use crate::counters::LayerCounters;
 use crate::error::retry_after_value;
@@ -198,7 +198,7 @@ async fn rebind(layer: &Shared, rs: &RequestSession, c: &CookieId, local: &str) 
     }
     match backend::rebind(manager, &c.id, local).await {
         CommitOutcome::Ok => {}
-        CommitOutcome::Gone(_) => {
+        CommitOutcome::Gone => {
             st.current = Loaded::Absent;
             return;
         }
@@ -223,7 +223,7 @@ async fn rebind(layer: &Shared, rs: &RequestSession, c: &CookieId, local: &str) 
 
 /// ReplicationValve: commit what the request changed, set or remove the cookie.
 /// Returns the failure to report, if the commit failed.
-async fn finish<B>(layer: &Shared, st: &mut State, https: bool, resp: &mut Response<B>) -> Option<String> {
+async fn finish<B>(layer: &Shared, st: &mut State, https: bool, resp: &mut Response<B>) -> Option<CommitFailure> {
     let manager = &layer.manager;
     let config = &layer.config;
     let mut failure = None;
@@ -237,7 +237,7 @@ async fn finish<B>(layer: &Shared, st: &mut State, https: bool, resp: &mut Respo
             layer.counters.invalidated.inc();
             match backend::commit(manager, h).await {
                 CommitOutcome::Failed(e) => failure = Some(e),
-                CommitOutcome::Ok | CommitOutcome::Gone(_) => {}
+                CommitOutcome::Ok | CommitOutcome::Gone => {}
             }
             tracing::debug!(context = %manager.context(), session = %h.id().log_id(), "session invalidated");
             remove_cookie = true;
@@ -248,8 +248,12 @@ async fn finish<B>(layer: &Shared, st: &mut State, https: bool, resp: &mut Respo
                 layer.counters.commits.inc();
                 match backend::commit(manager, h).await {
                     CommitOutcome::Ok => {}
-                    CommitOutcome::Gone(e) => {
-                        tracing::info!(cause = %e, "session changes dropped: the session is gone");
+                    CommitOutcome::Gone => {
+                        tracing::info!(
+                            context = %manager.context(),
+                            session = %h.id().log_id(),
+                            "session changes dropped: the session was invalidated or expired meanwhile"
+                        );
                         gone = true;
                     }
                     CommitOutcome::Failed(e) => {

@@ -83,6 +83,7 @@ fn kind_name(kind: tribes_sessions::ManagerKind) -> String {
     match kind {
         tribes_sessions::ManagerKind::Delta => "delta".to_owned(),
         tribes_sessions::ManagerKind::Backup { backup_count } => format!("backup ({backup_count} backup copies)"),
+        other => format!("{other:?}").to_ascii_lowercase(),
     }
 }
 

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use tribes::{Channel, Keyring, SendMode, StaticDiscovery};
-use tribes_sessions::{ManagerKind, ReplicationMode, Session, SessionManager};
+use tribes_sessions::{ManagerKind, ReplicationMode, SessionHandle, SessionManager};
 use tribes_testkit::bench::raw_throughput;
 
 type BoxError = Box<dyn std::error::Error>;
@@ -264,7 +264,7 @@ async fn delta_rate(a: &Channel, b: &Channel) -> Result<(f64, f64, u64), BoxErro
     let ma = SessionManager::builder("/deltas").start(a.clone()).await?;
     let mb = SessionManager::builder("/deltas").start(b.clone()).await?;
     wait_servers(&[ma.clone(), mb.clone()]).await?;
-    let mut sessions: Vec<Session> = Vec::with_capacity(DELTA_SESSIONS);
+    let mut sessions: Vec<SessionHandle> = Vec::with_capacity(DELTA_SESSIONS);
     for _ in 0..DELTA_SESSIONS {
         let s = ma.create(SystemTime::now())?;
         s.insert("count", &0u64)?;
@@ -397,7 +397,7 @@ async fn fanout(n: usize, key: &Keyring) -> Result<(f64, f64), BoxError> {
         }
         wait_servers(&managers).await?;
         let writer = &managers[0];
-        let sessions: Vec<Session> = (0..100)
+        let sessions: Vec<SessionHandle> = (0..100)
             .map(|_| writer.create(SystemTime::now()))
             .collect::<Result<_, _>>()?;
         for s in &sessions {

@@ -44,7 +44,7 @@ pub struct SessionInfo {
 impl SessionInfo {
     /// The session's id, to act on it in this process (such as
     /// [`SessionManager::get`](crate::SessionManager::get) and
-    /// [`Session::invalidate`](crate::Session::invalidate)). Never show or log it: its
+    /// [`SessionHandle::invalidate`](crate::SessionHandle::invalidate)). Never show or log it: its
     /// `Display` is the secret a cookie carries; show [`SessionInfo::log_id`] instead.
     pub fn id(&self) -> SessionId {
         self.id

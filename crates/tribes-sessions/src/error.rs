@@ -9,6 +9,7 @@ use crate::id::SessionId;
 
 /// Why an attribute could not be read or written. Nothing in the session changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AttributeError {
     /// The value could not be encoded as MessagePack data.
     #[error(
@@ -76,6 +77,7 @@ pub enum AttributeError {
 
 /// Why a session could not be created. Nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CreateError {
     /// `max_active` sessions exist already (an HTTP layer answers 503).
     #[error("context '{context}' already holds {max} sessions, its max_active: retry later, or raise with_max_active")]
@@ -95,6 +97,7 @@ pub enum CreateError {
 
 /// Why a commit did not replicate. The local copy is unchanged unless the variant says so.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReplicationError {
     /// The session was invalidated or expired meanwhile (possibly on another node);
     /// the changes were dropped so it is not resurrected.
@@ -107,21 +110,6 @@ pub enum ReplicationError {
         context: String,
         /// The session.
         id: SessionId,
-    },
-    /// The whole session would exceed `max_session_len`.
-    #[error(
-        "session {} of context '{context}' is {len} bytes, over max_session_len {max}: nothing was applied or sent; store less",
-        .id.log_id()
-    )]
-    TooLarge {
-        /// The context.
-        context: String,
-        /// The session.
-        id: SessionId,
-        /// Its length.
-        len: usize,
-        /// The limit.
-        max: usize,
     },
     /// The session store refused or failed the save (or delete) of a commit. The change is
     /// applied on this node (and replicated), but not in the store: a full-cluster restart
@@ -169,6 +157,7 @@ pub enum ReplicationError {
 /// Why the state transfer of a starting node did not complete. The node serves the
 /// sessions it has (possibly none): users of the lost sessions must log in again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StateTransferError {
     /// No member sent the sessions within the total timeout.
     #[error(
@@ -186,9 +175,10 @@ pub enum StateTransferError {
     },
 }
 
-/// Why a manager did not start.
+/// Why a manager did not start. Nothing was started: no listener, no task.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StartError {
+#[non_exhaustive]
+pub enum ManagerStartError {
     /// Another manager of this process already serves the context on this channel.
     #[error("context '{context}' is already served by another manager on this channel: use one manager per context")]
     DuplicateContext {
@@ -196,11 +186,46 @@ pub enum StartError {
         context: String,
     },
     /// An option is out of range.
-    #[error("invalid option for context '{context}': {reason}")]
+    #[error("invalid option for context '{context}': {option} {}", .option.fix())]
     InvalidOption {
         /// The context.
         context: String,
-        /// What is wrong and how to fix it.
-        reason: String,
+        /// Which option (its builder method); [`ManagerOption::fix`] says how to fix it.
+        option: ManagerOption,
     },
+}
+
+/// An option of [`SessionManagerBuilder`](crate::SessionManagerBuilder) that
+/// [`ManagerStartError::InvalidOption`] refuses. Displays as its builder method's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ManagerOption {
+    /// [`SessionManagerBuilder::with_touch_interval`](crate::SessionManagerBuilder::with_touch_interval).
+    TouchInterval,
+    /// [`SessionManagerBuilder::with_ack_timeout`](crate::SessionManagerBuilder::with_ack_timeout).
+    AckTimeout,
+}
+
+impl ManagerOption {
+    /// The builder method that sets the option, such as `"with_touch_interval"`.
+    pub fn method(self) -> &'static str {
+        match self {
+            ManagerOption::TouchInterval => "with_touch_interval",
+            ManagerOption::AckTimeout => "with_ack_timeout",
+        }
+    }
+
+    /// What the option must be, the fix an error message gives.
+    pub fn fix(self) -> &'static str {
+        match self {
+            ManagerOption::TouchInterval => "must be positive (the default is 2 s)",
+            ManagerOption::AckTimeout => "must be positive (the default is 5 s)",
+        }
+    }
+}
+
+impl std::fmt::Display for ManagerOption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.method())
+    }
 }

@@ -4,6 +4,7 @@
 
 /// Which replication scheme a manager uses. See the crate docs for when to pick which.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub enum ManagerKind {
     /// All to all: every member serving the context holds every session (Tomcat's `DeltaManager`).
     Delta,
@@ -16,6 +17,7 @@ pub enum ManagerKind {
 
 /// What a commit sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[non_exhaustive]
 pub enum ReplicationMode {
     /// Only the recorded changes (default).
     #[default]

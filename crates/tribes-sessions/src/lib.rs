@@ -129,7 +129,7 @@ mod transfer;
 mod wire;
 
 pub use browse::{AttributeInfo, SessionInfo, ValueKind};
-pub use error::{AttributeError, CreateError, ReplicationError, StartError, StateTransferError};
+pub use error::{AttributeError, CreateError, ManagerOption, ManagerStartError, ReplicationError, StateTransferError};
 pub use id::{LogId, ParseIdError, ParseLogIdError, SessionId};
 pub use kind::{ManagerKind, ReplicationMode};
 pub use listener::{
@@ -140,7 +140,7 @@ pub use manager::{
 };
 pub use persist::{StoreMode, StoreStats};
 pub use principal::{MaxSessionsPolicy, PRINCIPAL_ATTRIBUTE, PrincipalError, PrincipalSession};
-pub use session::Session;
+pub use session::SessionHandle;
 pub use stats::{AttemptOutcome, ManagerStats, MemberReplication, TransferAttempt, TransferStats};
 pub use store::*;
 

@@ -7,6 +7,7 @@ use crate::id::SessionId;
 
 /// Where a change came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub enum Origin {
     /// Made on this node.
     Local,
@@ -16,8 +17,9 @@ pub enum Origin {
 
 /// Why a session was destroyed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub enum DestroyReason {
-    /// `Session::invalidate` was called (here or on another node).
+    /// `SessionHandle::invalidate` was called (here or on another node).
     Invalidated,
     /// It was idle past its max inactive interval.
     Expired,
@@ -25,6 +27,7 @@ pub enum DestroyReason {
 
 /// A session lifecycle or attribute event.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SessionEvent {
     /// A session was created.
     Created {

@@ -28,13 +28,14 @@ use crate::id::SessionId;
 use crate::kind::{ManagerKind, ReplicationMode};
 use crate::listener::{Origin, SessionEvent, SystemClock, unix_ms};
 use crate::persistence::Committed;
-use crate::session::{HandleState, Session};
+use crate::session::{HandleState, SessionHandle};
 use crate::stats::ManagerStats;
 use crate::store::{StoreError, StoredSession};
 use crate::wire::Msg;
 
 /// Whether a manager serves requests yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Readiness {
     /// Receiving the sessions from the cluster.
     Starting,
@@ -54,20 +55,43 @@ impl Readiness {
 }
 
 /// What happened to a committed change at one member.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize)]
+#[non_exhaustive]
 pub enum AckOutcome {
     /// Queued for sending (async mode).
     Queued,
     /// Applied by the member (sync-ack mode).
     Acked,
-    /// Not applied, and why.
-    Failed(String),
+    /// Not applied: the channel's error for this member (shared, so the outcome stays
+    /// `Clone`; serialized as its message).
+    Failed(#[serde(serialize_with = "as_message")] Arc<tribes::SendError>),
     /// No ack within the ack timeout; it may still arrive.
     TimedOut,
 }
 
+fn as_message<S: serde::Serializer>(e: &Arc<tribes::SendError>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(e)
+}
+
+impl AckOutcome {
+    /// Whether the member has the change or it is queued for it ([`Acked`](Self::Acked) or
+    /// [`Queued`](Self::Queued)).
+    pub fn is_ok(&self) -> bool {
+        matches!(self, AckOutcome::Acked | AckOutcome::Queued)
+    }
+
+    /// The channel's error when the send [`Failed`](Self::Failed).
+    pub fn error(&self) -> Option<&tribes::SendError> {
+        match self {
+            AckOutcome::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// The outcome of a commit at one member.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize)]
+#[non_exhaustive]
 pub struct MemberAck {
     /// The member's name (route).
     pub member: String,
@@ -76,7 +100,12 @@ pub struct MemberAck {
 }
 
 /// What a commit did.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+///
+/// Its [`Display`](fmt::Display) says what went wrong, member by member, for a log line:
+/// `version 7 applied here but not confirmed by every member (b failed: ...; c did not ack
+/// in time)`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+#[non_exhaustive]
 pub struct CommitReport {
     /// The session's version after the commit.
     pub version: u64,
@@ -91,9 +120,35 @@ pub struct CommitReport {
 impl CommitReport {
     /// Whether every member acked (sync-ack) or queued (async) the change.
     pub fn all_ok(&self) -> bool {
-        self.members
-            .iter()
-            .all(|m| matches!(m.outcome, AckOutcome::Acked | AckOutcome::Queued))
+        self.members.iter().all(|m| m.outcome.is_ok())
+    }
+
+    /// The members that did not ack or queue the change.
+    pub fn failures(&self) -> impl Iterator<Item = &MemberAck> {
+        self.members.iter().filter(|m| !m.outcome.is_ok())
+    }
+}
+
+impl fmt::Display for CommitReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.all_ok() {
+            return write!(f, "version {} applied and replicated", self.version);
+        }
+        write!(
+            f,
+            "version {} applied here but not confirmed by every member (",
+            self.version
+        )?;
+        for (i, m) in self.failures().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            match &m.outcome {
+                AckOutcome::Failed(e) => write!(f, "{} failed: {e}", m.member)?,
+                _ => write!(f, "{} did not ack in time", m.member)?,
+            }
+        }
+        f.write_str("); check those members' health or raise the manager's ack timeout")
     }
 }
 
@@ -172,7 +227,7 @@ impl SessionManager {
     ///
     /// # Errors
     /// [`CreateError::TooManySessions`] at `max_active` (nothing created).
-    pub fn create(&self, now: SystemTime) -> Result<Session, CreateError> {
+    pub fn create(&self, now: SystemTime) -> Result<SessionHandle, CreateError> {
         if self.inner.shut.load(Ordering::Relaxed) {
             return Err(CreateError::ShutDown {
                 context: self.context().to_string(),
@@ -185,7 +240,7 @@ impl SessionManager {
             origin: Origin::Local,
         });
         self.inner.announce(&crate::ClusterEvent::Created { id });
-        Ok(Session::new(HandleState {
+        Ok(SessionHandle::new(HandleState {
             key: id,
             base: data.version,
             data,
@@ -204,7 +259,7 @@ impl SessionManager {
     /// With a store: in [`StoreMode::Shared`](crate::StoreMode::Shared) the session is always read from the store
     /// (the copy held here is used only while the store fails); in the other modes a
     /// session this node does not hold is looked up in the store.
-    pub async fn get(&self, id: &SessionId) -> Option<Session> {
+    pub async fn get(&self, id: &SessionId) -> Option<SessionHandle> {
         let now_ms = self.inner.now_ms();
         let store = self.inner.store.clone();
         let mut found = match store.as_ref().filter(|s| s.policy().reads_first()) {
@@ -238,7 +293,7 @@ impl SessionManager {
             found = self.inner.core().get(now_ms, id);
         }
         let data = found?;
-        Some(Session::new(HandleState {
+        Some(SessionHandle::new(HandleState {
             key: *id,
             base: data.version,
             data,
@@ -311,7 +366,7 @@ impl SessionManager {
         self.inner.core().export(id).map(|d| crate::persist::to_record(&d))
     }
 
-    /// Adds a session exported by [`SessionManager::export`] or [`Session::to_stored`] (or
+    /// Adds a session exported by [`SessionManager::export`] or [`SessionHandle::to_stored`] (or
     /// loaded from a [`SessionStore`](crate::SessionStore)) to this node, merged with any copy held here field by
     /// field (the newer write wins). It is not replicated: every node imports for itself.
     /// Returns `false` when the session was invalidated here (it is not resurrected).
@@ -334,14 +389,14 @@ impl SessionManager {
     /// # Errors
     /// [`ReplicationError::Gone`] when the session was destroyed meanwhile (changes
     /// dropped); [`ReplicationError::ShutDown`].
-    pub async fn commit(&self, session: &Session) -> Result<CommitReport, ReplicationError> {
+    pub async fn commit(&self, session: &SessionHandle) -> Result<CommitReport, ReplicationError> {
         self.commit_ending(session, principals::Ending::Invalidated).await
     }
 
     /// [`SessionManager::commit`], announcing an invalidation as `ending`.
     async fn commit_ending(
         &self,
-        session: &Session,
+        session: &SessionHandle,
         ending: principals::Ending,
     ) -> Result<CommitReport, ReplicationError> {
         if self.inner.shut.load(Ordering::Relaxed) {
@@ -569,11 +624,19 @@ impl SessionManager {
         self.inner.ready.send_replace(Readiness::ShutDown);
     }
 
-    /// Stops at once without telling anyone, as a crash would (for tests): the
-    /// members notice when the channel goes away.
+    /// Stops at once, as a crash would: no goodbye to the other members, no store flush,
+    /// no expiry, nothing awaited. The members notice through the failure detector (or
+    /// when the channel goes away) and, for the BackupManager, promote the backups; the
+    /// manager then answers like a shut-down one ([`Readiness::ShutDown`]).
+    ///
+    /// Use it where [`shutdown`](Self::shutdown) must not run: a fatal error after which
+    /// this node's state must not reach the others or the store (for example a store found
+    /// corrupt), a deadline to exit that a slow member or store would miss, or a failover
+    /// test that needs a real crash. Queued write-behind saves are lost, as in a crash.
     pub fn abort(&self) {
         self.inner.shut.store(true, Ordering::SeqCst);
         self.stop();
+        self.inner.ready.send_replace(Readiness::ShutDown);
     }
 
     fn stop(&self) -> Vec<tokio::task::JoinHandle<()>> {

@@ -19,6 +19,7 @@ use crate::wire;
 /// [`SessionManagerBuilder::with_store`](crate::SessionManagerBuilder::with_store) and the
 /// table in the crate docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub enum StoreMode {
     /// Behind replication: every commit saves the session to the store before it returns
     /// (an error is [`ReplicationError::Store`](crate::ReplicationError::Store)); a starting
@@ -52,6 +53,7 @@ impl StoreMode {
 
 /// The store's part of [`ManagerStats`](crate::ManagerStats).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct StoreStats {
     /// The store's kind and address, as [`SessionStore::name`] gives it.
     pub name: String,
@@ -166,10 +168,9 @@ impl StoreState {
     /// node saving the same session meanwhile (then merged and tried again, at most 5
     /// times).
     pub(crate) async fn save_merged(&self, held: &SessionData) -> Result<(), StoreError> {
-        let key = held.id.to_string();
         let mut attempt = 0;
         loop {
-            let stored = match self.store.load(&key).await {
+            let stored = match self.store.load(&held.id).await {
                 Ok(r) => r,
                 Err(e) => return self.record(Err(e), "load before save"),
             };
@@ -187,7 +188,7 @@ impl StoreState {
     }
 
     pub(crate) async fn delete(&self, id: &SessionId) -> Result<(), StoreError> {
-        let r = self.store.delete(&id.to_string()).await;
+        let r = self.store.delete(id).await;
         if let Ok(true) = r {
             self.deletes.fetch_add(1, Ordering::Relaxed);
         }
@@ -196,7 +197,7 @@ impl StoreState {
 
     /// The stored session `id`, decoded.
     pub(crate) async fn load(&self, id: &SessionId) -> Result<Option<SessionData>, StoreError> {
-        let r = match self.store.load(&id.to_string()).await {
+        let r = match self.store.load(id).await {
             Ok(Some(record)) => from_record(self.name(), &record).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(e),
@@ -265,7 +266,7 @@ pub(crate) fn merge_for_save(
 /// per-field stamps and the version) as `data`.
 pub(crate) fn to_record(d: &SessionData) -> StoredSession {
     StoredSession {
-        id: d.id.to_string(),
+        id: d.id,
         version: d.version,
         created_ms: d.created_ms,
         last_access_ms: d.last_access_ms,
@@ -279,11 +280,11 @@ pub(crate) fn to_record(d: &SessionData) -> StoredSession {
 pub(crate) fn from_record(store: &str, r: &StoredSession) -> Result<SessionData, StoreError> {
     let corrupt = |cause: String| StoreError::Corrupt {
         store: store.to_owned(),
-        id: r.id.clone(),
+        id: r.id.to_string(),
         cause,
     };
     let mut d = wire::decode_session(&r.data).map_err(corrupt)?;
-    if d.id.to_string() != r.id {
+    if d.id != r.id {
         return Err(corrupt(format!("the data belongs to session {}", d.id.log_id())));
     }
     // The record's clear metadata wins where it is newer (a store may refresh the access).

@@ -1,4 +1,4 @@
-//! The `Session` handle an application reads and writes during one unit of work.
+//! `SessionHandle`: one session as an application reads and writes it during one unit of work.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -55,14 +55,14 @@ pub(crate) struct HandleState {
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct Session {
+pub struct SessionHandle {
     pub(crate) inner: Arc<Mutex<HandleState>>,
 }
 
-impl fmt::Debug for Session {
+impl fmt::Debug for SessionHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.lock();
-        f.debug_struct("Session")
+        f.debug_struct("SessionHandle")
             .field("id", &s.data.id)
             .field("version", &s.data.version)
             .field("dirty", &!s.ops.is_empty())
@@ -70,9 +70,9 @@ impl fmt::Debug for Session {
     }
 }
 
-impl Session {
+impl SessionHandle {
     pub(crate) fn new(state: HandleState) -> Self {
-        Session {
+        SessionHandle {
             inner: Arc::new(Mutex::new(state)),
         }
     }
@@ -81,7 +81,7 @@ impl Session {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The session's id (the new one after [`Session::cycle_id`]).
+    /// The session's id (the new one after [`SessionHandle::cycle_id`]).
     pub fn id(&self) -> SessionId {
         self.lock().data.id
     }
@@ -235,7 +235,7 @@ impl Session {
         }
     }
 
-    /// Whether [`Session::invalidate`] was called on this handle.
+    /// Whether [`SessionHandle::invalidate`] was called on this handle.
     pub fn is_invalidated(&self) -> bool {
         self.lock().invalidated
     }

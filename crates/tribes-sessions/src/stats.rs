@@ -4,6 +4,7 @@ use crate::kind::ManagerKind;
 
 /// Replication traffic to one member.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct MemberReplication {
     /// The member's name.
     pub member: String,
@@ -19,6 +20,7 @@ pub struct MemberReplication {
 
 /// How this node received its sessions.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct TransferStats {
     /// How long from start to ready.
     pub duration_ms: Option<u64>,
@@ -143,6 +145,7 @@ impl std::fmt::Display for TransferAttempt {
 
 /// A snapshot of one manager's state and counters.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct ManagerStats {
     /// The context.
     pub context: String,

@@ -31,7 +31,7 @@ async fn concurrent_updates_are_counted_and_converge() {
     let mut same = false;
     for _ in 0..100 {
         let (va, vb) = (a.1.get(&id).await.unwrap(), b.1.get(&id).await.unwrap());
-        let pair = |s: &tribes_sessions::Session| {
+        let pair = |s: &tribes_sessions::SessionHandle| {
             (
                 s.get::<String>("x").unwrap(),
                 s.get::<u8>("only-a").unwrap(),

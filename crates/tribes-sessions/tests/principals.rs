@@ -86,7 +86,7 @@ async fn logout_everywhere_from_a_third_node_ends_both_browsers_on_every_node() 
             report
                 .members
                 .iter()
-                .all(|m| m.outcome == tribes_sessions::AckOutcome::Acked),
+                .all(|m| matches!(m.outcome, tribes_sessions::AckOutcome::Acked)),
             "{kind:?}: sync mode waits for every member: {report:?}"
         );
         for id in [first, second] {

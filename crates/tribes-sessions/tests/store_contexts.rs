@@ -51,7 +51,7 @@ async fn create(m: &SessionManager, key: &str, value: &str) -> SessionId {
     s.id()
 }
 
-async fn stored_ids(store: &Arc<dyn SessionStore>, context: &str) -> Vec<String> {
+async fn stored_ids(store: &Arc<dyn SessionStore>, context: &str) -> Vec<SessionId> {
     store.for_context(context).list_ids().await.unwrap()
 }
 
@@ -102,20 +102,15 @@ async fn contexts_suite(store: Arc<dyn SessionStore>, tag: &str) {
     let s = shop.get(&s1).await.unwrap();
     s.invalidate();
     shop.commit(&s).await.unwrap();
-    assert!(!stored_ids(&store, &shop_ctx).await.contains(&s1.to_string()));
-    assert!(stored_ids(&store, &cart_ctx).await.contains(&s2.to_string()));
+    assert!(!stored_ids(&store, &shop_ctx).await.contains(&s1));
+    assert!(stored_ids(&store, &cart_ctx).await.contains(&s2));
     // The same session id in both contexts is two sessions.
     let rec = cart.export(&s2).unwrap();
     assert!(shop.import(&rec).unwrap());
     let copy = shop.get(&s2).await.unwrap();
     copy.insert("items", "overwritten?").unwrap();
     shop.commit(&copy).await.unwrap();
-    let cart_record = store
-        .for_context(&cart_ctx)
-        .load(&s2.to_string())
-        .await
-        .unwrap()
-        .unwrap();
+    let cart_record = store.for_context(&cart_ctx).load(&s2).await.unwrap().unwrap();
     assert_eq!(
         cart_record.version, rec.version,
         "a save in shop overwrote cart's record"
@@ -158,7 +153,7 @@ async fn expire_suite(store: Arc<dyn SessionStore>, tag: &str) {
                     "{mode:?}, expire on shutdown {expire}: session back after restart"
                 );
                 assert_eq!(
-                    listed.contains(&id.to_string()),
+                    listed.contains(id),
                     !expire,
                     "{mode:?}, expire {expire}: record in the store"
                 );
@@ -208,11 +203,8 @@ async fn expire_on_shutdown_backup_keeps_the_other_primarys_sessions() {
     let on_b = create(&b, "served", "by b").await;
     a.shutdown().await;
     let listed = stored_ids(&store, "/app").await;
-    assert!(!listed.contains(&on_a.to_string()), "a's session left in the store");
-    assert!(
-        listed.contains(&on_b.to_string()),
-        "b's session deleted by a's shutdown"
-    );
+    assert!(!listed.contains(&on_a), "a's session left in the store");
+    assert!(listed.contains(&on_b), "b's session deleted by a's shutdown");
     assert!(b.get(&on_b).await.is_some());
     common::wait_until("b expired a's session", Duration::from_secs(5), || !b.contains(&on_a)).await;
     b.shutdown().await;

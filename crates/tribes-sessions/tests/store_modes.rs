@@ -47,11 +47,7 @@ async fn write_through_saves_before_commit_returns_and_a_new_node_loads_it() {
     s.insert("user", "alice").unwrap();
     let report = a.commit(&s).await.unwrap();
     // Saved when commit returned, with the session's version.
-    let rec = records
-        .load(&s.id().to_string())
-        .await
-        .unwrap()
-        .expect("saved by the commit");
+    let rec = records.load(&s.id()).await.unwrap().expect("saved by the commit");
     assert_eq!(rec.version, report.version);
     assert_eq!(a.export(&s.id()).unwrap().version, report.version);
 
@@ -76,7 +72,7 @@ async fn write_through_saves_before_commit_returns_and_a_new_node_loads_it() {
     // Invalidation deletes from the store.
     on_b.invalidate();
     b.commit(&on_b).await.unwrap();
-    assert!(records.load(&s.id().to_string()).await.unwrap().is_none(), "deleted");
+    assert!(records.load(&s.id()).await.unwrap().is_none(), "deleted");
 
     // A new id (fixation protection) moves the record.
     let s2 = b.create(SystemTime::now()).unwrap();
@@ -85,8 +81,8 @@ async fn write_through_saves_before_commit_returns_and_a_new_node_loads_it() {
     let old = s2.id();
     let new = s2.cycle_id();
     b.commit(&s2).await.unwrap();
-    assert!(records.load(&old.to_string()).await.unwrap().is_none());
-    assert!(records.load(&new.to_string()).await.unwrap().is_some());
+    assert!(records.load(&old).await.unwrap().is_none());
+    assert!(records.load(&new).await.unwrap().is_some());
     b.shutdown().await;
     lonely.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,7 +1,7 @@
 //! The principal calls of one request: log in, who, log out here or everywhere,
 //! and the sessions of a principal, through the manager the layer holds.
 
-use tribes_sessions::{AckOutcome, LogoutReport, PrincipalError, PrincipalSession};
+use tribes_sessions::{LogoutReport, PrincipalError, PrincipalSession};
 
 use super::{Loaded, RequestSession};
 use crate::error::SessionError;
@@ -103,7 +103,7 @@ impl RequestSession {
         let unconfirmed: Vec<String> = report
             .members
             .iter()
-            .filter(|m| matches!(m.outcome, AckOutcome::Failed(_) | AckOutcome::TimedOut))
+            .filter(|m| !m.outcome.is_ok())
             .map(|m| m.member.clone())
             .collect();
         if !unconfirmed.is_empty() {

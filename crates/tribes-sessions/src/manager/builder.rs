@@ -14,7 +14,7 @@ use super::driver::{Inner, run_driver, run_outbox};
 use super::store_ops::run_store;
 use super::{Readiness, SessionManager};
 use crate::core::{CoreConfig, Filter};
-use crate::error::StartError;
+use crate::error::{ManagerOption, ManagerStartError};
 use crate::joiner::JoinTimeouts;
 use crate::kind::{ManagerKind, ReplicationMode};
 use crate::listener::{Clock, SessionListener, unix_ms};
@@ -218,21 +218,26 @@ impl SessionManagerBuilder {
     /// then receives the sessions in the background. Watch [`SessionManager::ready`].
     ///
     /// # Errors
-    /// [`StartError::DuplicateContext`] when this channel already has a manager for
-    /// the context; [`StartError::InvalidOption`] for out-of-range options.
-    pub async fn start(self, channel: Channel) -> Result<SessionManager, StartError> {
-        if self.touch_interval.is_zero() || self.ack_timeout.is_zero() {
-            return Err(StartError::InvalidOption {
-                context: self.context,
-                reason: "touch interval and ack timeout must be positive".into(),
-            });
+    /// [`ManagerStartError::DuplicateContext`] when this channel already has a manager for
+    /// the context; [`ManagerStartError::InvalidOption`] for out-of-range options.
+    pub async fn start(self, channel: Channel) -> Result<SessionManager, ManagerStartError> {
+        for (zero, option) in [
+            (self.touch_interval.is_zero(), ManagerOption::TouchInterval),
+            (self.ack_timeout.is_zero(), ManagerOption::AckTimeout),
+        ] {
+            if zero {
+                return Err(ManagerStartError::InvalidOption {
+                    context: self.context,
+                    option,
+                });
+            }
         }
         let local = channel.local();
         let topic = wire::topic(&self.context);
         // The channel holds one listener per topic: a live manager of this context
         // on this channel holds it.
         let Ok(listener) = channel.listen(topic.clone()) else {
-            return Err(StartError::DuplicateContext { context: self.context });
+            return Err(ManagerStartError::DuplicateContext { context: self.context });
         };
         let cfg = Arc::new(CoreConfig {
             context: self.context.clone(),
@@ -336,7 +341,7 @@ impl SessionManagerBuilder {
 mod tests {
     use tribes::Channel;
 
-    use crate::{SessionManager, StartError};
+    use crate::{ManagerStartError, SessionManager};
 
     /// One manager per context and channel: the second is refused with a typed error
     /// naming the context, and the context is free again once the first shut down.
@@ -353,7 +358,7 @@ mod tests {
         assert!(other.is_ok(), "another context shares the channel");
         let second = SessionManager::builder("/app").start(channel.clone()).await;
         match second {
-            Err(StartError::DuplicateContext { context }) => assert_eq!(context, "/app"),
+            Err(ManagerStartError::DuplicateContext { context }) => assert_eq!(context, "/app"),
             other => panic!("expected DuplicateContext, got {:?}", other.map(|_| ())),
         }
         first.shutdown().await;

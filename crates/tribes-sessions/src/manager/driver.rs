@@ -248,7 +248,7 @@ impl Inner {
                 outcome: match d {
                     Delivery::Queued => AckOutcome::Queued,
                     Delivery::Acked => AckOutcome::Acked,
-                    Delivery::Failed(e) => AckOutcome::Failed(e.to_string()),
+                    Delivery::Failed(e) => AckOutcome::Failed(Arc::new(e)),
                     Delivery::TimedOut(_) => AckOutcome::TimedOut,
                 },
             })

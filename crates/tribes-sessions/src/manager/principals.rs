@@ -13,7 +13,7 @@ use crate::listener::unix_ms;
 use crate::principal::{
     MaxSessionsPolicy, PRINCIPAL_ATTRIBUTE, PrincipalError, PrincipalRecord, PrincipalSession, Summary, beyond_limit,
 };
-use crate::session::Session;
+use crate::session::SessionHandle;
 use crate::wire::Msg;
 use crate::{ClusterEvent, MemberAck};
 
@@ -77,7 +77,7 @@ pub struct LogoutReport {
 impl SessionManager {
     /// Logs `session` in as `principal` (Tomcat's `Session.setPrincipal`; the attribute
     /// [`PRINCIPAL_ATTRIBUTE`] replicates with the session and is indexed on every node).
-    /// Call [`Session::cycle_id`] too at login (session fixation).
+    /// Call [`SessionHandle::cycle_id`] too at login (session fixation).
     ///
     /// With [`with_max_sessions_per_principal`](crate::SessionManagerBuilder::with_max_sessions_per_principal),
     /// the principal's other live sessions across the cluster are counted first:
@@ -100,7 +100,7 @@ impl SessionManager {
     /// # Errors
     /// [`PrincipalError::TooManySessions`] (policy `Refuse`; nothing changed),
     /// [`PrincipalError::Attribute`] when the handle was invalidated.
-    pub async fn set_principal(&self, session: &Session, principal: &str) -> Result<(), PrincipalError> {
+    pub async fn set_principal(&self, session: &SessionHandle, principal: &str) -> Result<(), PrincipalError> {
         if let Some((max, policy)) = self.inner.b.max_sessions {
             let id = session.id();
             let others: Vec<Summary> = self

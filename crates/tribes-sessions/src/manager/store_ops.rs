@@ -72,11 +72,7 @@ async fn load_until_ready(inner: &Arc<Inner>, store: &Arc<StoreState>) -> Result
 async fn load_all(inner: &Arc<Inner>, store: &Arc<StoreState>) -> Result<usize, StoreError> {
     let ids = store.store.list_ids().await?;
     let mut n = 0;
-    for text in ids {
-        let Ok(id) = text.parse::<SessionId>() else {
-            tracing::warn!(store = %store.name(), id_len = text.len(), "a record whose id is not a session id of this manager: skipped");
-            continue;
-        };
+    for id in ids {
         match store.load(&id).await {
             Ok(Some(d)) => {
                 let mut out = Vec::new();

@@ -1,4 +1,4 @@
-//! Id rotation in the simulation (`Session::cycle_id`, fixation protection): in runs that
+//! Id rotation in the simulation (`SessionHandle::cycle_id`, fixation protection): in runs that
 //! draw it, a register client's write changes the session's id one time in ten, and the
 //! client follows the new id once the write is acknowledged, as a browser follows the
 //! new cookie. A rotation that got no answer leaves the client without a session it can

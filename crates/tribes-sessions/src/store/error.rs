@@ -62,19 +62,6 @@ pub enum StoreError {
         /// What to check.
         hint: &'static str,
     },
-    /// The id cannot be stored (empty, too long, or characters outside `A-Z a-z 0-9 - _ .`,
-    /// or a leading dot). Nothing changed.
-    #[error(
-        "{store}: invalid session id {} ({}): use 1 to 128 of A-Z a-z 0-9 - _ . not starting with a dot",
-        LogId::of_text(id),
-        invalid_id_reason(id)
-    )]
-    InvalidId {
-        /// The store.
-        store: String,
-        /// The rejected id.
-        id: String,
-    },
     /// The record cannot be stored as given (its data is 4 GiB or more). Nothing changed.
     #[error("{store}: session {} cannot be stored: {cause}", LogId::of_text(id))]
     InvalidRecord {
@@ -132,12 +119,6 @@ impl fmt::Debug for StoreError {
                 .field("cause", cause)
                 .field("hint", hint)
                 .finish(),
-            StoreError::InvalidId { store, id } => f
-                .debug_struct("InvalidId")
-                .field("store", store)
-                .field("id", &log(id))
-                .field("reason", &invalid_id_reason(id))
-                .finish(),
             StoreError::InvalidRecord { store, id, cause } => f
                 .debug_struct("InvalidRecord")
                 .field("store", store)
@@ -168,26 +149,6 @@ fn id_part(id: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
-/// What is wrong with a rejected id, without showing it.
-fn invalid_id_reason(id: &str) -> String {
-    if id.is_empty() {
-        return "it is empty".to_owned();
-    }
-    if id.len() > super::record::MAX_ID_LEN {
-        return format!("it is {} bytes long", id.len());
-    }
-    if id.starts_with('.') {
-        return "it starts with a dot".to_owned();
-    }
-    match id
-        .char_indices()
-        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-    {
-        Some((i, c)) => format!("character {c:?} at byte {i}"),
-        None => "not accepted".to_owned(),
-    }
-}
-
 fn hint_part(hint: &Option<&'static str>) -> String {
     hint.map(|h| format!(" ({h})")).unwrap_or_default()
 }
@@ -214,7 +175,6 @@ impl StoreError {
             StoreError::Conflict { store, .. }
             | StoreError::Corrupt { store, .. }
             | StoreError::Unavailable { store, .. }
-            | StoreError::InvalidId { store, .. }
             | StoreError::InvalidRecord { store, .. }
             | StoreError::Backend { store, .. } => store,
         }
@@ -223,10 +183,9 @@ impl StoreError {
     /// The session id the error is about, if any.
     pub fn id(&self) -> Option<&str> {
         match self {
-            StoreError::Conflict { id, .. }
-            | StoreError::Corrupt { id, .. }
-            | StoreError::InvalidId { id, .. }
-            | StoreError::InvalidRecord { id, .. } => Some(id),
+            StoreError::Conflict { id, .. } | StoreError::Corrupt { id, .. } | StoreError::InvalidRecord { id, .. } => {
+                Some(id)
+            }
             StoreError::Backend { id, .. } => id.as_deref(),
             StoreError::Unavailable { .. } => None,
         }
@@ -278,7 +237,7 @@ mod tests {
             "{m}"
         );
         assert_eq!(e.id(), Some("sess-abc"), "the id itself stays available to code");
-        // No variant shows the id, not even a rejected one; each still says what is wrong.
+        // No variant shows the id; each still says what is wrong.
         let store = || "s".to_owned();
         let secret = "secret-id".to_owned();
         for (e, says) in [
@@ -289,27 +248,6 @@ mod tests {
                     cause: "bad crc".into(),
                 },
                 "bad crc",
-            ),
-            (
-                StoreError::InvalidId {
-                    store: store(),
-                    id: "secret/id".into(),
-                },
-                "'/' at byte 6",
-            ),
-            (
-                StoreError::InvalidId {
-                    store: store(),
-                    id: ".secret".into(),
-                },
-                "starts with a dot",
-            ),
-            (
-                StoreError::InvalidId {
-                    store: store(),
-                    id: "secret".repeat(30),
-                },
-                "180 bytes",
             ),
             (
                 StoreError::InvalidRecord {

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::record::{self, StoredSession};
-use super::{SessionStore, StoreError, StoreFuture, check_id, check_record, scoped_name, store_namespace};
+use super::{SessionStore, StoreError, StoreFuture, check_record, scoped_name, store_namespace};
 use crate::id::LogId;
+use crate::id::SessionId;
 
 /// The suffix of a session file: `<id>.session`.
 const SUFFIX: &str = ".session";
@@ -239,7 +240,7 @@ impl Inner {
             // An expired record counts as absent, as on Redis where it is gone.
             let found = self
                 .read(id)?
-                .and_then(|b| record::decode(&b, id).ok())
+                .and_then(|b| record::decode(&b, &id.parse().ok()?).ok())
                 .filter(|r| !r.is_expired(SystemTime::now()))
                 .map(|r| r.version);
             if found != Some(expected) {
@@ -262,15 +263,15 @@ impl Inner {
         }
     }
 
-    /// The ids of the directory's session files.
-    fn list_ids(&self) -> io::Result<Vec<String>> {
+    /// The ids of the directory's session files (files whose name is no session id are
+    /// not sessions: left out).
+    fn list_ids(&self) -> io::Result<Vec<SessionId>> {
         let mut ids = Vec::new();
         for entry in self.read_dir()? {
             let name = entry?.file_name();
             let Some(name) = name.to_str() else { continue };
-            match name.strip_suffix(SUFFIX) {
-                Some(id) if record::valid_id(id) => ids.push(id.to_owned()),
-                _ => {}
+            if let Some(id) = name.strip_suffix(SUFFIX) {
+                ids.extend(id.parse::<SessionId>().ok());
             }
         }
         Ok(ids)
@@ -279,6 +280,7 @@ impl Inner {
     fn delete_expired(&self, now_ms: u64) -> io::Result<u64> {
         let mut deleted = 0;
         for id in self.list_ids()? {
+            let id = id.to_string();
             let path = self.path(&id);
             match self.read_header(&path)? {
                 None => {}
@@ -365,14 +367,14 @@ impl SessionStore for FileStore {
         &self.inner.name
     }
 
-    fn load<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<StoredSession>> {
+    fn load<'a>(&'a self, sid: &'a SessionId) -> StoreFuture<'a, Option<StoredSession>> {
         Box::pin(async move {
-            check_id(&self.inner.name, id)?;
-            let owned = id.to_owned();
+            let owned = sid.to_string();
+            let id = &*owned.clone();
             let Some(bytes) = self.blocking("load", Some(id), move |inner| inner.read(&owned)).await? else {
                 return Ok(None);
             };
-            let record = record::decode(&bytes, id).map_err(|cause| StoreError::Corrupt {
+            let record = record::decode(&bytes, sid).map_err(|cause| StoreError::Corrupt {
                 store: self.inner.name.clone(),
                 id: id.to_owned(),
                 cause: format!(
@@ -388,9 +390,10 @@ impl SessionStore for FileStore {
         Box::pin(async move {
             check_record(&self.inner.name, record)?;
             let bytes = record::encode(record);
-            let id = record.id.clone();
+            let text = record.id.to_string();
+            let id = text.clone();
             let outcome = self
-                .blocking("save", Some(&record.id), move |inner| {
+                .blocking("save", Some(&text), move |inner| {
                     inner.save(&id, &bytes, expected_version)
                 })
                 .await?;
@@ -398,7 +401,7 @@ impl SessionStore for FileStore {
                 (SaveOutcome::Saved, _) => Ok(()),
                 (SaveOutcome::Conflict(found), Some(expected)) => Err(StoreError::Conflict {
                     store: self.inner.name.clone(),
-                    id: record.id.clone(),
+                    id: text,
                     expected,
                     found,
                 }),
@@ -407,11 +410,11 @@ impl SessionStore for FileStore {
         })
     }
 
-    fn delete<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+    fn delete<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            check_id(&self.inner.name, id)?;
-            let owned = id.to_owned();
-            self.blocking("delete", Some(id), move |inner| inner.delete(&owned))
+            let owned = id.to_string();
+            let text = owned.clone();
+            self.blocking("delete", Some(&text), move |inner| inner.delete(&owned))
                 .await
         })
     }
@@ -424,7 +427,7 @@ impl SessionStore for FileStore {
         })
     }
 
-    fn list_ids(&self) -> StoreFuture<'_, Vec<String>> {
+    fn list_ids(&self) -> StoreFuture<'_, Vec<SessionId>> {
         Box::pin(async move { self.blocking("list_ids", None, |inner| inner.list_ids()).await })
     }
 

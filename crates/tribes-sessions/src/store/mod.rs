@@ -14,6 +14,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::id::SessionId;
+
 mod error;
 #[cfg(feature = "file")]
 mod file;
@@ -54,8 +56,8 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Corrupt`] when the record cannot be decoded (other ids are unaffected),
-    /// [`StoreError::InvalidId`], [`StoreError::Unavailable`], [`StoreError::Backend`].
-    fn load<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<StoredSession>>;
+    /// [`StoreError::Unavailable`], [`StoreError::Backend`].
+    fn load<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, Option<StoredSession>>;
 
     /// Saves `record` atomically, replacing any record of the same id.
     ///
@@ -67,15 +69,15 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Conflict`] when the stored version is not `expected_version` (or there is
-    /// no record): nothing was written. [`StoreError::InvalidId`],
+    /// no record): nothing was written.
     /// [`StoreError::InvalidRecord`], [`StoreError::Unavailable`], [`StoreError::Backend`].
     fn save<'a>(&'a self, record: &'a StoredSession, expected_version: Option<u64>) -> StoreFuture<'a, ()>;
 
     /// Deletes the record of session `id`; `true` if there was one.
     ///
     /// # Errors
-    /// [`StoreError::InvalidId`], [`StoreError::Unavailable`], [`StoreError::Backend`].
-    fn delete<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
+    /// [`StoreError::Unavailable`], [`StoreError::Backend`].
+    fn delete<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, bool>;
 
     /// Deletes every record with `expires_at_ms <= now` and returns how many. Stores with
     /// native expiry (Redis) do nothing here and return 0. The file store leaves undecodable
@@ -87,11 +89,12 @@ pub trait SessionStore: fmt::Debug + Send + Sync + 'static {
     fn delete_expired(&self, now: SystemTime) -> StoreFuture<'_, u64>;
 
     /// The ids of all records, in no particular order. It may include records that expired
-    /// but were not deleted yet, and undecodable records.
+    /// but were not deleted yet, and undecodable records; entries whose name is not a
+    /// session id (foreign files or keys) are left out.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`], [`StoreError::Backend`].
-    fn list_ids(&self) -> StoreFuture<'_, Vec<String>>;
+    fn list_ids(&self) -> StoreFuture<'_, Vec<SessionId>>;
 
     /// Checks that the store is reachable and usable (directory writable, table present,
     /// Redis answering).
@@ -122,19 +125,19 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     fn name(&self) -> &str {
         (**self).name()
     }
-    fn load<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<StoredSession>> {
+    fn load<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, Option<StoredSession>> {
         (**self).load(id)
     }
     fn save<'a>(&'a self, record: &'a StoredSession, expected_version: Option<u64>) -> StoreFuture<'a, ()> {
         (**self).save(record, expected_version)
     }
-    fn delete<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+    fn delete<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, bool> {
         (**self).delete(id)
     }
     fn delete_expired(&self, now: SystemTime) -> StoreFuture<'_, u64> {
         (**self).delete_expired(now)
     }
-    fn list_ids(&self) -> StoreFuture<'_, Vec<String>> {
+    fn list_ids(&self) -> StoreFuture<'_, Vec<SessionId>> {
         (**self).list_ids()
     }
     fn health(&self) -> StoreFuture<'_, ()> {
@@ -181,25 +184,12 @@ pub(crate) fn scoped_name(base: &str, context: &str) -> String {
     }
 }
 
-/// Checks an id and a record before a backend touches them.
-pub(crate) fn check_id(store: &str, id: &str) -> Result<(), StoreError> {
-    if record::valid_id(id) {
-        Ok(())
-    } else {
-        Err(StoreError::InvalidId {
-            store: store.to_owned(),
-            id: id.to_owned(),
-        })
-    }
-}
-
-/// [`check_id`] plus the record's size limit.
+/// Checks a record before a backend touches it: its size limit.
 pub(crate) fn check_record(store: &str, record: &StoredSession) -> Result<(), StoreError> {
-    check_id(store, &record.id)?;
     if !record::data_fits(record) {
         return Err(StoreError::InvalidRecord {
             store: store.to_owned(),
-            id: record.id.clone(),
+            id: record.id.to_string(),
             cause: format!("its data is {} bytes, the limit is 4 GiB", record.data.len()),
         });
     }

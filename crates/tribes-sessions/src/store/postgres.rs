@@ -8,7 +8,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use super::error::redact_url;
 use super::record::{self, StoredSession};
-use super::{SessionStore, StoreError, StoreFuture, check_id, check_record, scoped_name};
+use super::{SessionStore, StoreError, StoreFuture, check_record, scoped_name};
+use crate::id::SessionId;
 
 /// Held while the migration runs, so nodes starting together do not race on `CREATE`.
 const MIGRATION_LOCK: i64 = 0x7472_6962_6573; // "tribes"
@@ -194,9 +195,10 @@ impl SessionStore for PostgresStore {
         &self.name
     }
 
-    fn load<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<StoredSession>> {
+    fn load<'a>(&'a self, sid: &'a SessionId) -> StoreFuture<'a, Option<StoredSession>> {
         Box::pin(async move {
-            check_id(&self.name, id)?;
+            let text = sid.to_string();
+            let id = text.as_str();
             let row: Option<(i64, Vec<u8>)> =
                 sqlx::query_as("SELECT version, record FROM tribes_sessions WHERE context = $1 AND id = $2")
                     .bind(&self.context)
@@ -210,7 +212,7 @@ impl SessionStore for PostgresStore {
                 id: id.to_owned(),
                 cause,
             };
-            let record = record::decode(&bytes, id).map_err(corrupt)?;
+            let record = record::decode(&bytes, sid).map_err(corrupt)?;
             if record.version != from_sql_version(version) {
                 return Err(corrupt(format!(
                     "the version column ({}) disagrees with the record ({})",
@@ -226,11 +228,12 @@ impl SessionStore for PostgresStore {
         Box::pin(async move {
             check_record(&self.name, record)?;
             let bytes = record::encode(record);
+            let id = record.id.to_string();
             let version = to_sql_version(record.version);
             let expires = i64::try_from(record.expires_at_ms).unwrap_or(i64::MAX);
             // An expired row counts as absent for the version check, as on Redis where it is gone.
             let now_ms = i64::try_from(record::unix_ms(SystemTime::now())).unwrap_or(i64::MAX);
-            let err = self.err("save", Some(&record.id));
+            let err = self.err("save", Some(&id));
             let Some(expected) = expected_version else {
                 sqlx::query(
                     "INSERT INTO tribes_sessions (context, id, version, expires_at_ms, record, updated_at) \
@@ -238,7 +241,7 @@ impl SessionStore for PostgresStore {
                      ON CONFLICT (context, id) DO UPDATE SET version = EXCLUDED.version, \
                      expires_at_ms = EXCLUDED.expires_at_ms, record = EXCLUDED.record, updated_at = now()",
                 )
-                .bind(&record.id)
+                .bind(&id)
                 .bind(version)
                 .bind(expires)
                 .bind(&bytes)
@@ -252,7 +255,7 @@ impl SessionStore for PostgresStore {
                 "UPDATE tribes_sessions SET version = $2, expires_at_ms = $3, record = $4, updated_at = now() \
                  WHERE context = $7 AND id = $1 AND version = $5 AND expires_at_ms > $6",
             )
-            .bind(&record.id)
+            .bind(&id)
             .bind(version)
             .bind(expires)
             .bind(&bytes)
@@ -270,7 +273,7 @@ impl SessionStore for PostgresStore {
             let found: Option<i64> = sqlx::query_scalar(
                 "SELECT version FROM tribes_sessions WHERE context = $3 AND id = $1 AND expires_at_ms > $2",
             )
-            .bind(&record.id)
+            .bind(&id)
             .bind(now_ms)
             .bind(&self.context)
             .fetch_optional(&self.pool)
@@ -278,16 +281,17 @@ impl SessionStore for PostgresStore {
             .map_err(&err)?;
             Err(StoreError::Conflict {
                 store: self.name.clone(),
-                id: record.id.clone(),
+                id,
                 expected,
                 found: found.map(from_sql_version),
             })
         })
     }
 
-    fn delete<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+    fn delete<'a>(&'a self, sid: &'a SessionId) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            check_id(&self.name, id)?;
+            let text = sid.to_string();
+            let id = text.as_str();
             let deleted = sqlx::query("DELETE FROM tribes_sessions WHERE context = $1 AND id = $2")
                 .bind(&self.context)
                 .bind(id)
@@ -313,13 +317,15 @@ impl SessionStore for PostgresStore {
         })
     }
 
-    fn list_ids(&self) -> StoreFuture<'_, Vec<String>> {
+    fn list_ids(&self) -> StoreFuture<'_, Vec<SessionId>> {
         Box::pin(async move {
-            sqlx::query_scalar("SELECT id FROM tribes_sessions WHERE context = $1")
+            let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM tribes_sessions WHERE context = $1")
                 .bind(&self.context)
                 .fetch_all(&self.pool)
                 .await
-                .map_err(self.err("list_ids", None))
+                .map_err(self.err("list_ids", None))?;
+            // A row whose id is no session id is not a session: left out.
+            Ok(ids.iter().filter_map(|id| id.parse().ok()).collect())
         })
     }
 

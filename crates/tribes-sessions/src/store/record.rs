@@ -24,11 +24,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::id::SessionId;
+
 pub(crate) const MAGIC: &[u8; 8] = b"TRIBSESS";
 pub(crate) const FORMAT: u16 = 1;
 pub(crate) const HEADER_LEN: usize = 62;
-/// The longest id a store accepts.
-pub(crate) const MAX_ID_LEN: usize = 128;
 
 /// One session as a store keeps it: its metadata in clear and its contents as opaque bytes.
 ///
@@ -43,7 +43,8 @@ pub(crate) const MAX_ID_LEN: usize = 128;
 /// use tribes_sessions::StoredSession;
 ///
 /// let now = SystemTime::now();
-/// let record = StoredSession::new("AAAAAAAAAAAAAAAAAAAAAA", 1, now, Duration::from_secs(1800), vec![0x80]);
+/// let id = tribes_sessions::SessionId::generate(&mut rand::rng());
+/// let record = StoredSession::new(id, 1, now, Duration::from_secs(1800), vec![0x80]);
 /// assert!(!record.is_expired(now));
 /// assert!(record.is_expired(now + Duration::from_secs(1800)));
 /// ```
@@ -52,9 +53,9 @@ pub(crate) const MAX_ID_LEN: usize = 128;
 /// `data`: both are secrets (the id grants the session, the data is the user's).
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredSession {
-    /// The session id (the text of a `SessionId`; any of `A-Z a-z 0-9 - _ .`, not starting
-    /// with a dot, at most 128 characters).
-    pub id: String,
+    /// The session id (kept as its text, 22 characters of URL-safe base64, in file names,
+    /// keys and the record).
+    pub id: SessionId,
     /// The session version; optimistic concurrency compares it (see
     /// [`SessionStore::save`](super::SessionStore::save)).
     pub version: u64,
@@ -74,7 +75,7 @@ pub struct StoredSession {
 impl std::fmt::Debug for StoredSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoredSession")
-            .field("id", &crate::id::LogId::of_text(&self.id))
+            .field("id", &self.id.log_id())
             .field("version", &self.version)
             .field("created_ms", &self.created_ms)
             .field("last_access_ms", &self.last_access_ms)
@@ -87,17 +88,11 @@ impl std::fmt::Debug for StoredSession {
 
 impl StoredSession {
     /// A record accessed at `now` that expires `max_inactive` later.
-    pub fn new(
-        id: impl Into<String>,
-        version: u64,
-        now: SystemTime,
-        max_inactive: std::time::Duration,
-        data: Vec<u8>,
-    ) -> Self {
+    pub fn new(id: SessionId, version: u64, now: SystemTime, max_inactive: std::time::Duration, data: Vec<u8>) -> Self {
         let now_ms = unix_ms(now);
         let max_inactive_secs = max_inactive.as_secs();
         StoredSession {
-            id: id.into(),
+            id,
             version,
             created_ms: now_ms,
             last_access_ms: now_ms,
@@ -119,20 +114,10 @@ pub(crate) fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Whether `id` is one a store accepts: it becomes a file name and a key, so it is kept to a
-/// small safe alphabet.
-pub(crate) fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
 /// Encodes a record in the layout above.
 pub(crate) fn encode(record: &StoredSession) -> Vec<u8> {
-    let id = record.id.as_bytes();
+    let id = record.id.to_string();
+    let id = id.as_bytes();
     let mut out = Vec::with_capacity(HEADER_LEN + id.len() + record.data.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT.to_be_bytes());
@@ -146,7 +131,7 @@ pub(crate) fn encode(record: &StoredSession) -> Vec<u8> {
     ] {
         out.extend_from_slice(&v.to_be_bytes());
     }
-    // Ids are checked (at most MAX_ID_LEN) before encoding; data over 4 GiB is refused by `check_len`.
+    // An id is 22 bytes of text; data over 4 GiB is refused by `check_record`.
     out.extend_from_slice(&(id.len() as u16).to_be_bytes());
     out.extend_from_slice(&(record.data.len() as u32).to_be_bytes());
     let mut crc = Crc32::new();
@@ -216,7 +201,7 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<Header, String> {
 }
 
 /// Decodes a whole record and checks that it belongs to `expected_id`.
-pub(crate) fn decode(bytes: &[u8], expected_id: &str) -> Result<StoredSession, String> {
+pub(crate) fn decode(bytes: &[u8], expected_id: &SessionId) -> Result<StoredSession, String> {
     let h = decode_header(bytes)?;
     let want = HEADER_LEN + h.id_len + h.data_len;
     if bytes.len() != want {
@@ -234,14 +219,14 @@ pub(crate) fn decode(bytes: &[u8], expected_id: &str) -> Result<StoredSession, S
     }
     let id = std::str::from_utf8(&bytes[HEADER_LEN..HEADER_LEN + h.id_len])
         .map_err(|_| "the id in the record is not UTF-8".to_owned())?;
-    if id != expected_id {
+    if id != expected_id.to_string() {
         return Err(format!(
             "the record belongs to session {}",
             crate::id::LogId::of_text(id)
         ));
     }
     Ok(StoredSession {
-        id: id.to_owned(),
+        id: *expected_id,
         version: h.version,
         created_ms: h.created_ms,
         last_access_ms: h.last_access_ms,
@@ -294,7 +279,7 @@ mod tests {
 
     fn sample() -> StoredSession {
         StoredSession {
-            id: "abc-DEF_123".to_owned(),
+            id: SessionId::from_bytes([7; 16]),
             version: 7,
             created_ms: 1,
             last_access_ms: 2,
@@ -311,7 +296,7 @@ mod tests {
         assert_eq!(c.finish(), 0xCBF4_3926);
         let r = sample();
         let bytes = encode(&r);
-        assert_eq!(bytes.len(), HEADER_LEN + r.id.len() + r.data.len());
+        assert_eq!(bytes.len(), HEADER_LEN + 22 + r.data.len());
         assert_eq!(decode(&bytes, &r.id).unwrap(), r);
     }
 
@@ -329,35 +314,25 @@ mod tests {
         for n in 0..bytes.len() {
             assert!(decode(&bytes[..n], &r.id).is_err(), "truncation to {n} not caught");
         }
-        assert!(decode(&bytes, "other").unwrap_err().contains("belongs to"));
+        let other = SessionId::from_bytes([8; 16]);
+        assert!(decode(&bytes, &other).unwrap_err().contains("belongs to"));
         let mut newer = bytes.clone();
         newer[9] = 2;
         assert!(decode(&newer, &r.id).unwrap_err().contains("newer version"));
     }
 
     #[test]
-    fn store_record_ids() {
-        assert!(valid_id("AAAAAAAAAAAAAAAAAAAAAA"));
-        assert!(valid_id("a.b-c_d"));
-        for bad in ["", ".hidden", "a/b", "..", "a b", "é", &"x".repeat(129)] {
-            assert!(!valid_id(bad), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn debug_shows_neither_the_id_nor_the_data() {
+        let id = SessionId::from_bytes([9; 16]);
         let r = StoredSession::new(
-            "secret-id",
+            id,
             1,
             SystemTime::now(),
             std::time::Duration::from_secs(1),
             b"password".to_vec(),
         );
         let d = format!("{r:?}");
-        assert!(!d.contains("secret") && !d.contains("112, 97"), "{d}");
-        assert!(
-            d.contains(&crate::LogId::of_text("secret-id").to_string()) && d.contains("data_len: 8"),
-            "{d}"
-        );
+        assert!(!d.contains(&id.to_string()) && !d.contains("112, 97"), "{d}");
+        assert!(d.contains(&id.log_id().to_string()) && d.contains("data_len: 8"), "{d}");
     }
 }

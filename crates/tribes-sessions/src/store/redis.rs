@@ -13,7 +13,8 @@ use redis::{ErrorKind, FromRedisValue, RedisError, Script, Value};
 
 use super::error::redact_url;
 use super::record::{self, StoredSession};
-use super::{SessionStore, StoreError, StoreFuture, check_id, check_record, scoped_name, store_namespace};
+use super::{SessionStore, StoreError, StoreFuture, check_record, scoped_name, store_namespace};
+use crate::id::SessionId;
 
 const DEFAULT_PREFIX: &str = "tribes:session:";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -214,7 +215,7 @@ impl RedisStore {
         &self,
         node: Option<(&str, u16)>,
         pattern: &str,
-        out: &mut HashSet<String>,
+        out: &mut HashSet<SessionId>,
     ) -> redis::RedisResult<()> {
         let mut cursor: u64 = 0;
         loop {
@@ -233,11 +234,10 @@ impl RedisStore {
             let (next, keys): (u64, Vec<String>) = FromRedisValue::from_redis_value(&value)?;
             // `<prefix><namespace>:<id>` of another context matches the pattern of the context
             // "" too: the `:` makes it no id.
-            out.extend(keys.into_iter().filter_map(|k| {
-                k.strip_prefix(&*self.prefix)
-                    .filter(|id| record::valid_id(id))
-                    .map(str::to_owned)
-            }));
+            out.extend(
+                keys.into_iter()
+                    .filter_map(|k| k.strip_prefix(&*self.prefix)?.parse::<SessionId>().ok()),
+            );
             if next == 0 {
                 return Ok(());
             }
@@ -329,9 +329,10 @@ impl SessionStore for RedisStore {
         &self.name
     }
 
-    fn load<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<StoredSession>> {
+    fn load<'a>(&'a self, sid: &'a SessionId) -> StoreFuture<'a, Option<StoredSession>> {
         Box::pin(async move {
-            check_id(&self.name, id)?;
+            let text = sid.to_string();
+            let id = text.as_str();
             let corrupt = |cause: String| StoreError::Corrupt {
                 store: self.name.to_string(),
                 id: id.to_owned(),
@@ -356,7 +357,7 @@ impl SessionStore for RedisStore {
                     return Err(corrupt(format!("the hash {}<id> lacks its field v or r", self.prefix)));
                 }
             };
-            let record = record::decode(&bytes, id).map_err(corrupt)?;
+            let record = record::decode(&bytes, sid).map_err(corrupt)?;
             if version != record.version.to_string() {
                 return Err(corrupt(format!(
                     "the field v ({version}) disagrees with the record ({})",
@@ -371,6 +372,7 @@ impl SessionStore for RedisStore {
         Box::pin(async move {
             check_record(&self.name, record)?;
             let bytes = record::encode(record);
+            let id = record.id.to_string();
             let now_ms = record::unix_ms(SystemTime::now());
             let ttl_ms: i64 = if record.expires_at_ms == u64::MAX {
                 0
@@ -379,7 +381,7 @@ impl SessionStore for RedisStore {
             } else {
                 i64::try_from(record.expires_at_ms - now_ms).unwrap_or(i64::MAX)
             };
-            let mut invocation = self.script.key(self.key(&record.id));
+            let mut invocation = self.script.key(self.key(&id));
             invocation
                 .arg(expected_version.map(|v| v.to_string()).unwrap_or_default())
                 .arg(record.version.to_string())
@@ -389,19 +391,19 @@ impl SessionStore for RedisStore {
                 Conn::Single(c) => invocation.invoke_async::<(i64, String)>(&mut c.clone()).await,
                 Conn::Cluster(c) => invocation.invoke_async::<(i64, String)>(&mut c.clone()).await,
             };
-            let (saved, found) = result.map_err(self.err("save", Some(&record.id)))?;
+            let (saved, found) = result.map_err(self.err("save", Some(&id)))?;
             match (saved, expected_version) {
                 (1, _) => Ok(()),
                 (_, Some(expected)) => Err(StoreError::Conflict {
                     store: self.name.to_string(),
-                    id: record.id.clone(),
+                    id: id.clone(),
                     expected,
                     found: found.parse().ok(),
                 }),
                 (_, None) => Err(StoreError::Backend {
                     store: self.name.to_string(),
                     operation: "save",
-                    id: Some(record.id.clone()),
+                    id: Some(id.clone()),
                     cause: "the save script refused an unconditional save".to_owned(),
                     hint: None,
                 }),
@@ -409,9 +411,10 @@ impl SessionStore for RedisStore {
         })
     }
 
-    fn delete<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+    fn delete<'a>(&'a self, sid: &'a SessionId) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            check_id(&self.name, id)?;
+            let text = sid.to_string();
+            let id = text.as_str();
             let mut cmd = redis::cmd("DEL");
             cmd.arg(self.key(id));
             let n: u64 = self.query(&cmd).await.map_err(self.err("delete", Some(id)))?;
@@ -424,7 +427,7 @@ impl SessionStore for RedisStore {
         Box::pin(async { Ok(0) })
     }
 
-    fn list_ids(&self) -> StoreFuture<'_, Vec<String>> {
+    fn list_ids(&self) -> StoreFuture<'_, Vec<SessionId>> {
         Box::pin(async move {
             let err = self.err("list_ids", None);
             let pattern = format!("{}*", glob_escape(&self.prefix));

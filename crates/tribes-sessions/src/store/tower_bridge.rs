@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::{PRINCIPAL_ATTRIBUTE, Session, SessionId, SessionManager};
+use crate::{PRINCIPAL_ATTRIBUTE, SessionHandle, SessionId, SessionManager};
 
 /// What a tower-sessions record holds, without the version's types.
 type Data = HashMap<String, serde_json::Value>;
@@ -41,7 +41,7 @@ enum BridgeError {
 /// | `Record::expiry_date` | the session's max inactive interval (`expiry_date - now`, whole seconds, at least 1 s) |
 /// | `save` | the changed attributes, then [`SessionManager::commit`] (with sync-ack, replicated before the response) |
 /// | `load` | [`SessionManager::get`] and [`SessionManager::touch`] (a read keeps the session alive) |
-/// | `delete` | [`Session::invalidate`] and commit |
+/// | `delete` | [`SessionHandle::invalidate`] and commit |
 /// | (no equivalent) | the principal, read from the record by [`with_principal`](TowerSessionStore::with_principal): [`SessionManager::set_principal`] at `save`, so [`SessionManager::invalidate_principal`] and [`SessionManager::sessions_of`] work for the app |
 ///
 /// Errors from the manager become `session_store::Error::Backend` with the manager's
@@ -87,7 +87,7 @@ impl TowerSessionStore {
 
     /// Gives each session the principal that `principal_of` reads from its record, at
     /// every save: [`SessionManager::set_principal`] when it is new or another one,
-    /// [`Session::clear_principal`] when it is gone. tower-sessions (and the apps on it,
+    /// [`SessionHandle::clear_principal`] when it is gone. tower-sessions (and the apps on it,
     /// such as axum-login) never see the tribes session, so this is how the manager learns
     /// who is logged in: [`SessionManager::invalidate_principal`] then logs a user out on
     /// every node, and a session limit
@@ -123,7 +123,7 @@ impl TowerSessionStore {
     /// Writes `data` and the expiry into `session` (only what changed) and commits it.
     async fn write(
         &self,
-        session: &Session,
+        session: &SessionHandle,
         data: &Data,
         expiry: SystemTime,
         now: SystemTime,
