@@ -15,6 +15,8 @@
 //! - `cargo xtask bench transport|sessions|http|stores`: benchmarks; results in `benches/results/`.
 
 mod api;
+#[cfg(test)]
+mod architecture;
 mod bench_http;
 mod bench_stores;
 mod demo;

@@ -125,6 +125,8 @@ mod session;
 mod sim;
 mod stats;
 mod store;
+#[cfg(any(feature = "tower-sessions", feature = "tower-sessions-014"))]
+mod tower_bridge;
 mod transfer;
 mod wire;
 
@@ -138,11 +140,14 @@ pub use listener::{
 pub use manager::{
     AckOutcome, CommitReport, LogoutReport, MemberAck, Readiness, SessionManager, SessionManagerBuilder,
 };
-pub use persist::{StoreMode, StoreStats};
+pub use persist::StoreStats;
+pub use persistence::StoreMode;
 pub use principal::{MaxSessionsPolicy, PRINCIPAL_ATTRIBUTE, PrincipalError, PrincipalSession};
 pub use session::SessionHandle;
 pub use stats::{AttemptOutcome, ManagerStats, MemberReplication, TransferAttempt, TransferStats};
 pub use store::*;
+#[cfg(any(feature = "tower-sessions", feature = "tower-sessions-014"))]
+pub use tower_bridge::TowerSessionStore;
 
 /// The README examples, compiled as doc tests.
 #[cfg(doctest)]

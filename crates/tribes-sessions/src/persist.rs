@@ -11,45 +11,9 @@ use tokio::sync::Notify;
 
 use crate::data::SessionData;
 use crate::id::SessionId;
-use crate::persistence::Persistence;
+use crate::persistence::{Persistence, StoreMode};
 use crate::store::{SessionStore, StoreError, StoredSession};
 use crate::wire;
-
-/// How a [`SessionManager`](crate::SessionManager) uses its [`SessionStore`]; see
-/// [`SessionManagerBuilder::with_store`](crate::SessionManagerBuilder::with_store) and the
-/// table in the crate docs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[non_exhaustive]
-pub enum StoreMode {
-    /// Behind replication: every commit saves the session to the store before it returns
-    /// (an error is [`ReplicationError::Store`](crate::ReplicationError::Store)); a starting
-    /// node loads every stored session, and a `get` that misses looks in the store. A whole
-    /// cluster can be killed and restarted without losing an acknowledged write.
-    WriteThrough,
-    /// Behind replication, asynchronously: commits queue the session id (at most `queue`
-    /// distinct ids) and a background task saves them; a clean
-    /// [`shutdown`](crate::SessionManager::shutdown) flushes the queue. A commit that finds
-    /// the queue full saves inline, as [`StoreMode::WriteThrough`] would (counted in
-    /// [`StoreStats::queue_full`]), so the queue bounds memory without dropping writes. A
-    /// crash loses the queued writes (at most `queue` sessions' last changes).
-    WriteBehind {
-        /// The most distinct session ids waiting to be saved.
-        queue: usize,
-    },
-    /// No replication: the store is the truth (autoscaling groups). `get` always reads the
-    /// store; `commit` saves with `expected_version` = the version loaded, so a concurrent
-    /// writer is detected ([`ReplicationError::Conflict`](crate::ReplicationError::Conflict),
-    /// counted in `ManagerStats::store_conflicts`) instead of silently overwritten. The
-    /// manager sends nothing to other members and needs none.
-    Shared,
-}
-
-impl StoreMode {
-    /// Whether the store sits behind replication (write-through or write-behind).
-    pub(crate) fn is_persist(self) -> bool {
-        !matches!(self, StoreMode::Shared)
-    }
-}
 
 /// The store's part of [`ManagerStats`](crate::ManagerStats).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

@@ -16,29 +16,9 @@ use regex::Regex;
 /// When no arrow was read at all (the check would be empty), or on a cycle, naming its
 /// modules in order.
 pub fn assert_no_cycles(manifest_dir: &str) -> Graph {
-    assert_no_cycles_except(manifest_dir, &[])
-}
-
-/// [`assert_no_cycles`], with the arrows `known` (`(from, to)`) left out of the check:
-/// the cycles a crate still has, listed where its test calls this, so that no new one
-/// comes in while they wait to be broken.
-///
-/// # Panics
-///
-/// As [`assert_no_cycles`], and when an arrow of `known` is no longer in the sources
-/// (a cycle was broken: take it off the list).
-pub fn assert_no_cycles_except(manifest_dir: &str, known: &[(&str, &str)]) -> Graph {
     let g = graph(&Path::new(manifest_dir).join("src"));
     assert!(!g.is_empty(), "no `crate::` path read under {manifest_dir}/src");
-    let mut checked = g.clone();
-    for (from, to) in known {
-        let gone = checked.get_mut(*from).is_none_or(|tos| !tos.remove(*to));
-        assert!(
-            !gone,
-            "the known arrow {from} -> {to} is gone: take it off the list of known cycles"
-        );
-    }
-    if let Some(c) = cycle(&checked) {
+    if let Some(c) = cycle(&g) {
         panic!(
             "module cycle {} -> {}: move what both need into a leaf module (as tribes-axum's settings.rs, error.rs, counters.rs)",
             c.join(" -> "),

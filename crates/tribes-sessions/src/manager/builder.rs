@@ -19,7 +19,8 @@ use crate::joiner::JoinTimeouts;
 use crate::kind::{ManagerKind, ReplicationMode};
 use crate::listener::{Clock, SessionListener, unix_ms};
 use crate::node::{NodeConfig, Now, SessionNode};
-use crate::persist::{StoreMode, StoreState};
+use crate::persist::StoreState;
+use crate::persistence::StoreMode;
 use crate::store::SessionStore;
 use crate::wire;
 /// Configures and starts a [`SessionManager`]; made by [`SessionManager::builder`].

@@ -16,8 +16,8 @@ use crate::core::{Core, CoreConfig};
 use crate::id::SessionId;
 use crate::joiner::JoinTimeouts;
 use crate::node::{NodeConfig, Now, SessionNode};
-use crate::persist::StoreMode;
 use crate::persistence::Persistence;
+use crate::persistence::StoreMode;
 
 pub(super) struct Node {
     pub(super) id: MemberId,

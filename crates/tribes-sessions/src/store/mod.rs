@@ -24,8 +24,6 @@ mod postgres;
 mod record;
 #[cfg(feature = "redis")]
 mod redis;
-#[cfg(any(feature = "tower-sessions", feature = "tower-sessions-014"))]
-mod tower_bridge;
 
 pub use error::StoreError;
 #[cfg(feature = "file")]
@@ -35,8 +33,6 @@ pub use postgres::PostgresStore;
 pub use record::StoredSession;
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
-#[cfg(any(feature = "tower-sessions", feature = "tower-sessions-014"))]
-pub use tower_bridge::TowerSessionStore;
 
 /// The future every [`SessionStore`] method returns: boxed and `Send`, so the trait is
 /// object-safe.
