@@ -1,6 +1,6 @@
 //! Every call the layer makes into `tribes-sessions`, in one place.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tribes_sessions::{SessionHandle as Handle, SessionId, SessionManager};
 
@@ -25,8 +25,9 @@ pub(crate) async fn get_live(
     let Some(limit) = absolute else {
         return Some(h);
     };
-    // A creation time ahead of this node's clock (skew between nodes) counts as age 0.
-    let age = SystemTime::now().duration_since(h.created()).unwrap_or_default();
+    // By the manager's clock (one clock for the layer and the manager). A creation time
+    // ahead of it (skew between nodes) counts as age 0.
+    let age = manager.now().duration_since(h.created()).unwrap_or_default();
     if age < limit {
         return Some(h);
     }
@@ -53,7 +54,7 @@ pub(crate) async fn get_live(
 
 /// Creates a session (mapped to [`SessionError`]).
 pub(crate) async fn create(manager: &SessionManager) -> Result<Handle, SessionError> {
-    manager.create(SystemTime::now()).map_err(|e| match e {
+    manager.create(manager.now()).map_err(|e| match e {
         tribes_sessions::CreateError::TooManySessions { .. } => SessionError::TooManySessions {
             context: manager.context().to_owned(),
             retry_after: Duration::from_secs(1),
@@ -104,7 +105,7 @@ fn outcome(result: Result<Option<tribes_sessions::CommitReport>, tribes_sessions
 
 /// Records an access (reads replicate access times in batches).
 pub(crate) fn touch(manager: &SessionManager, id: &SessionId) {
-    manager.touch(id, SystemTime::now());
+    manager.touch(id, manager.now());
 }
 
 /// Binds the session to `route` (failover).

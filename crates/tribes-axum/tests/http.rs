@@ -606,3 +606,34 @@ async fn the_primary_indicator_extension_is_set_only_when_asked() {
     assert!(!r.headers.contains_key("x-seen-primary-extension"), "{r:?}");
     assert!(!r.headers.contains_key("x-tribes-primary"), "{r:?}");
 }
+
+/// A clock two hours ahead of the system's.
+#[derive(Debug)]
+struct Ahead;
+
+impl tribes_sessions::Clock for Ahead {
+    fn now(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now() + Duration::from_secs(2 * 3600)
+    }
+}
+
+/// One clock: the layer creates and touches sessions by the manager's clock. With its
+/// own (the system's, two hours behind this manager's), a new session would be created
+/// two hours in the manager's past, idle-expired before its first commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layer_creates_and_touches_sessions_by_the_managers_clock() {
+    init_tracing();
+    let a = node("A", &[], |b| b.with_clock(Ahead), |l| l).await;
+    let r = post_(&a.url("/incr"), None).await;
+    let c = r.session_cookie().expect("a session");
+    let h = a.manager.get(&sid(&c)).await.expect("alive by the manager's clock");
+    let behind = h
+        .created()
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(
+        behind > Duration::from_secs(3600),
+        "created by the manager's clock: {behind:?} ahead"
+    );
+    assert_eq!(post_(&a.url("/incr"), Some(&c)).await.body, "2", "and served after");
+}

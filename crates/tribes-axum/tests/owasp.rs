@@ -23,11 +23,6 @@ use tribes_axum::Secure;
 use tribes_sessions::{LogId, SessionId, StoreMode};
 use tribes_testkit::logs::capture_logs;
 
-/// The base id of a cookie value `id.route`.
-fn sid(cookie: &str) -> SessionId {
-    split(cookie).0.parse().expect("a session id")
-}
-
 /// The `Set-Cookie` line of the session cookie, parsed.
 fn parsed(r: &Resp) -> cookie::Cookie<'static> {
     let line = r

@@ -202,6 +202,13 @@ impl SessionManager {
         }
     }
 
+    /// The time by this manager's clock ([`SessionManagerBuilder::with_clock`], the
+    /// system clock by default): the time its expiry, max lifetime and touches use. A
+    /// layer above reads it instead of its own clock, so one clock rules a session.
+    pub fn now(&self) -> SystemTime {
+        self.inner.now()
+    }
+
     /// The context served.
     pub fn context(&self) -> &str {
         self.inner.context()

@@ -294,6 +294,11 @@ pub async fn get_(url: &str, cookie: Option<&str>) -> Resp {
     send("GET", url, cookie, &[]).await
 }
 
+/// The base id of a cookie value `id.route`.
+pub fn sid(cookie: &str) -> tribes_sessions::SessionId {
+    split(cookie).0.parse().expect("a session id")
+}
+
 pub async fn post_(url: &str, cookie: Option<&str>) -> Resp {
     send("POST", url, cookie, &[]).await
 }
