@@ -16,10 +16,7 @@ const NEW_PASSWORD: &str = "a brand new password";
 
 /// `POST /password` on `base` with the session `cookie`: the status and the redirect.
 async fn change_password(base: &str, cookie: &str, current: &str) -> (StatusCode, String) {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let client = no_redirects();
     let r = client
         .post(format!("{base}/password"))
         .header(COOKIE, format!("{COOKIE_NAME}={cookie}"))

@@ -64,11 +64,7 @@ async fn full_restart(store: String) {
 
 #[tokio::test]
 async fn full_cluster_sigkill_restart_file_store() {
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "full-restart-{}-{:x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
+    let dir = tribes_testkit::process::temp_dir("full-restart");
     full_restart(format!("file:{}", dir.display())).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -44,11 +44,7 @@ async fn read_across(store: String) {
 
 #[tokio::test]
 async fn shared_file_store_read_on_the_other_node() {
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "shared-{}-{:x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
+    let dir = tribes_testkit::process::temp_dir("shared");
     read_across(format!("file:{}", dir.display())).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -111,12 +111,18 @@ impl Page {
     }
 }
 
-/// `GET /` on `base` with the session cookie `cookie` (or none), as a client without a jar.
-pub async fn home(base: &str, cookie: Option<&str>) -> Page {
-    let client = reqwest::Client::builder()
+/// An HTTP client that shows redirects instead of following them, and keeps no cookies
+/// (the tests send the session cookie themselves).
+pub fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .unwrap();
+        .expect("an HTTP client")
+}
+
+/// `GET /` on `base` with the session cookie `cookie` (or none), as a client without a jar.
+pub async fn home(base: &str, cookie: Option<&str>) -> Page {
+    let client = no_redirects();
     let mut req = client.get(format!("{base}/"));
     if let Some(c) = cookie {
         req = req.header(COOKIE, format!("{COOKIE_NAME}={c}"));
@@ -156,10 +162,7 @@ pub async fn three_nodes(name: &str) -> (PathBuf, Vec<Node>) {
 
 /// Logs `USER` in on `base` with `password`, as a new browser: the session cookie's value.
 pub async fn log_in(base: &str, password: &str) -> Option<String> {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let client = no_redirects();
     let r = client
         .post(format!("{base}/login"))
         .form(&[("username", USER), ("password", password), ("next", "/")])
