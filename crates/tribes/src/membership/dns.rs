@@ -190,13 +190,7 @@ impl Discovery for DnsDiscovery {
                 if unresolved {
                     ctx.report(
                         &self.name,
-                        CandidateStatus {
-                            kind: KIND,
-                            member: None,
-                            up: false,
-                            last_error: Some(format!("DNS lookup via {server} failed: {cause}")),
-                            probed: true,
-                        },
+                        CandidateStatus::down(KIND, format!("DNS lookup via {server} failed: {cause}")),
                     );
                 }
             };

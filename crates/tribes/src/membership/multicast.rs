@@ -96,16 +96,7 @@ impl Discovery for MulticastDiscovery {
                 Err(e) => {
                     tracing::error!(group = %key, error = %e,
                         "multicast membership cannot start: cannot join {key}: {e}; check that the interface has multicast enabled and a route for 224.0.0.0/4, or use static membership");
-                    ctx.report(
-                        &key,
-                        CandidateStatus {
-                            kind: "multicast",
-                            member: None,
-                            up: false,
-                            last_error: Some(e.to_string()),
-                            probed: true,
-                        },
-                    );
+                    ctx.report(&key, CandidateStatus::down("multicast", e.to_string()));
                     return;
                 }
             };
@@ -130,7 +121,7 @@ impl Discovery for MulticastDiscovery {
                         let datagram = ctx.gate.heartbeat(&ctx.local());
                         if let Err(e) = socket.send_to(&datagram, target).await {
                             tracing::warn!(group = %key, error = %e, "multicast heartbeat not sent");
-                            ctx.report(&key, CandidateStatus { kind: "multicast", member: None, up: false, last_error: Some(e.to_string()), probed: true });
+                            ctx.report(&key, CandidateStatus::down("multicast", e.to_string()));
                         }
                     }
                     received = socket.recv_from(&mut buf) => {

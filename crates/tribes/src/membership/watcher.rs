@@ -29,13 +29,7 @@ pub(crate) async fn watch_address(
 
 async fn watch_loop(ctx: &DiscoveryContext, addr: SocketAddr, frequency: Duration, kind: &'static str) {
     let key = addr.to_string();
-    let down = |error: String| CandidateStatus {
-        kind,
-        member: None,
-        up: false,
-        last_error: Some(error),
-        probed: true,
-    };
+    let down = |error: String| CandidateStatus::down(kind, error);
     ctx.report(&key, CandidateStatus::not_probed_yet(kind));
     loop {
         if ctx.is_shutdown() {
@@ -60,16 +54,7 @@ async fn watch_loop(ctx: &DiscoveryContext, addr: SocketAddr, frequency: Duratio
             match answer {
                 Ok(Ok(member)) => {
                     current = Some(member.id);
-                    ctx.report(
-                        &key,
-                        CandidateStatus {
-                            kind,
-                            member: Some(member.name.clone()),
-                            up: true,
-                            last_error: None,
-                            probed: true,
-                        },
-                    );
+                    ctx.report(&key, CandidateStatus::up(kind, member.name.clone()));
                     ctx.heard(member);
                 }
                 Ok(Err(e)) => {
