@@ -395,7 +395,11 @@ impl SessionManager {
     ///
     /// # Errors
     /// [`ReplicationError::Gone`] when the session was destroyed meanwhile (changes
-    /// dropped); [`ReplicationError::ShutDown`].
+    /// dropped); [`ReplicationError::ShutDown`]. In shared store mode,
+    /// [`ReplicationError::Conflict`] when another request saved the session since this
+    /// one loaded it (also when a conflict of a concurrent request on this node dropped
+    /// the copy held here: the store still has the session), and
+    /// [`ReplicationError::Store`] when the store failed.
     pub async fn commit(&self, session: &SessionHandle) -> Result<CommitReport, ReplicationError> {
         self.commit_ending(session, principals::Ending::Invalidated).await
     }
@@ -420,7 +424,13 @@ impl SessionManager {
             .inner
             .core()
             .commit(now_ms, key, base, ops, !self.inner.b.only_changes, &mut out);
-        let Commit { sends, data } = commit?;
+        let Commit { sends, data } = match (commit, self.inner.store.as_ref()) {
+            // Shared mode keeps no tombstone: the store says whether the session is gone.
+            (Err(ReplicationError::Gone { .. }), Some(store)) if self.inner.shared() => {
+                return Err(self.inner.missing_in_shared(store, key, base).await);
+            }
+            (commit, _) => commit?,
+        };
         for ev in &events {
             self.inner.announce(ev);
         }

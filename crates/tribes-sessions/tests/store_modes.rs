@@ -221,6 +221,26 @@ async fn shared_suite(store: Arc<dyn SessionStore>, tag: &str) {
     let again = b.get(&s.id()).await.unwrap();
     assert_eq!(again.get::<String>("cart").unwrap().as_deref(), Some("2 apples"));
 
+    // Two requests of one session on B and a writer on A: A saves first, B's first
+    // request conflicts (and B drops its copy); B's second is a conflict too, not "gone":
+    // the store still has the session, so the user keeps it.
+    let (x1, x2, y) = (
+        b.get(&s.id()).await.unwrap(),
+        b.get(&s.id()).await.unwrap(),
+        a.get(&s.id()).await.unwrap(),
+    );
+    y.insert("cart", "3 plums").unwrap();
+    a.commit(&y).await.unwrap();
+    x1.insert("cart", "x1").unwrap();
+    x2.insert("cart", "x2").unwrap();
+    let e1 = b.commit(&x1).await.unwrap_err();
+    assert!(matches!(e1, ReplicationError::Conflict { .. }), "{e1}");
+    let e2 = b.commit(&x2).await.unwrap_err();
+    assert!(matches!(e2, ReplicationError::Conflict { found: Some(_), .. }), "{e2}");
+    assert_eq!(b.stats().store_conflicts, 3);
+    let again = b.get(&s.id()).await.expect("the session survives both conflicts");
+    assert_eq!(again.get::<String>("cart").unwrap().as_deref(), Some("3 plums"));
+
     // Invalidated on B: gone on A.
     again.invalidate();
     b.commit(&again).await.unwrap();

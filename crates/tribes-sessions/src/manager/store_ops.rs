@@ -206,6 +206,35 @@ impl Inner {
         Ok(())
     }
 
+    /// Shared mode: a commit of session `id` (loaded at version `base`) found no copy
+    /// here. Either a conflict of a concurrent request on this node dropped the copy (the
+    /// store still has the session, newer: a conflict for this request too) or the session
+    /// was destroyed (its record is gone too). The store decides which.
+    pub(super) async fn missing_in_shared(&self, store: &StoreState, id: SessionId, base: u64) -> ReplicationError {
+        match store.load(&id).await {
+            Ok(Some(found)) => {
+                store.conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(context = %self.context(), session = %id.log_id(), expected = base, found = found.version, "concurrent write detected: changes not saved");
+                ReplicationError::Conflict {
+                    context: self.context().to_string(),
+                    id,
+                    store: store.name().to_owned(),
+                    expected: base,
+                    found: Some(found.version),
+                }
+            }
+            Ok(None) => ReplicationError::Gone {
+                context: self.context().to_string(),
+                id,
+            },
+            Err(source) => ReplicationError::Store {
+                context: self.context().to_string(),
+                id,
+                source: Box::new(source),
+            },
+        }
+    }
+
     /// A clean shutdown's store part: the write-behind queue flushed, the background's
     /// save under way finished, then the sessions expired at shutdown deleted.
     pub(super) async fn store_shutdown(&self, store: &StoreState, expired: &[SessionId]) {
