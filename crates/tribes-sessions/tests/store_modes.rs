@@ -12,6 +12,7 @@ use common::{CONTEXT, builder, channel, init_tracing};
 use tribes_sessions::{
     FileStore, ManagerKind, ReplicationError, SessionManager, SessionStore, StoreMode, StoredSession,
 };
+#[cfg(any(feature = "redis", feature = "postgres"))]
 use tribes_testkit::services::service_env;
 use tribes_testkit::sessions::start_ready;
 
