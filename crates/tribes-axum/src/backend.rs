@@ -4,52 +4,12 @@ use std::time::Duration;
 
 use tribes_sessions::{SessionHandle as Handle, SessionId, SessionManager};
 
-use crate::counters::LayerCounters;
 use crate::error::SessionError;
 
-/// Loads a session by its base id; `None` when unknown or expired.
+/// Loads a session by its base id; `None` when unknown, expired, or past its max
+/// lifetime (which the manager then ended on every node).
 pub(crate) async fn get(manager: &SessionManager, id: &SessionId) -> Option<Handle> {
     manager.get(id).await
-}
-
-/// Loads a session for a request: `None` when unknown, expired (idle), or past the
-/// absolute timeout. A session created `absolute` or longer ago is invalidated on every
-/// node (a replicated invalidation) before `None` is returned, so no handler ever sees it.
-pub(crate) async fn get_live(
-    manager: &SessionManager,
-    id: &SessionId,
-    absolute: Option<Duration>,
-    counters: &LayerCounters,
-) -> Option<Handle> {
-    let h = manager.get(id).await?;
-    let Some(limit) = absolute else {
-        return Some(h);
-    };
-    // By the manager's clock (one clock for the layer and the manager). A creation time
-    // ahead of it (skew between nodes) counts as age 0.
-    let age = manager.now().duration_since(h.created()).unwrap_or_default();
-    if age < limit {
-        return Some(h);
-    }
-    counters.absolute_timeouts.inc();
-    h.invalidate();
-    match commit(manager, &h).await {
-        CommitOutcome::Ok | CommitOutcome::Gone => {}
-        CommitOutcome::Failed(e) => {
-            // Invalidated here; the others learn it with the manager's next messages
-            // (and enforce the same deadline themselves).
-            counters.sync_failures.inc();
-            tracing::warn!(context = %manager.context(), session = %id.log_id(), cause = %e, "invalidation at the absolute timeout not confirmed by every member");
-        }
-    }
-    tracing::info!(
-        context = %manager.context(),
-        session = %id.log_id(),
-        age_s = age.as_secs(),
-        limit_s = limit.as_secs(),
-        "session ended: older than the absolute timeout (invalidated on every node)"
-    );
-    None
 }
 
 /// Creates a session (mapped to [`SessionError`]).

@@ -35,7 +35,6 @@ pub(crate) struct LayerCounters {
     pub(crate) malformed_cookies: Count,
     pub(crate) not_ready: Count,
     pub(crate) too_many_sessions: Count,
-    pub(crate) absolute_timeouts: Count,
 }
 
 /// Every layer counter: name, help, value.
@@ -93,11 +92,6 @@ impl LayerCounters {
                 "http_too_many_sessions",
                 "Session creations refused: max active reached",
                 self.too_many_sessions.get(),
-            ),
-            (
-                "http_sessions_absolute_timeout",
-                "Sessions invalidated because they outlived the absolute timeout",
-                self.absolute_timeouts.get(),
             ),
         ]
     }

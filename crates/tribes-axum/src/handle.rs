@@ -19,7 +19,7 @@ pub(crate) enum Loaded {
     /// Not looked up yet (lazy).
     #[default]
     Unloaded,
-    /// No session: no cookie, or an unknown, expired (idle or absolute timeout) or malformed one.
+    /// No session: no cookie, or an unknown, expired (idle or past its max lifetime) or malformed one.
     Absent,
     /// The session.
     Present(Handle),
@@ -58,12 +58,10 @@ impl RequestSession {
     pub(crate) async fn load(&self, st: &mut State) {
         if let Loaded::Unloaded = st.current {
             st.current = match &self.cookie {
-                Some(c) => {
-                    match backend::get_live(&self.manager, &c.id, self.config.absolute_timeout, &self.counters).await {
-                        Some(h) => Loaded::Present(h),
-                        None => Loaded::Absent,
-                    }
-                }
+                Some(c) => match backend::get(&self.manager, &c.id).await {
+                    Some(h) => Loaded::Present(h),
+                    None => Loaded::Absent,
+                },
                 None => Loaded::Absent,
             };
         }

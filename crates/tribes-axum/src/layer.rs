@@ -48,8 +48,9 @@ impl ReplicatedSessions {
     /// cookie `TRIBESSESSIONID` on path `/`, `HttpOnly`, `SameSite=Lax`, `Secure` on
     /// HTTPS, no `Max-Age`; replicate only changed sessions; skip [`DEFAULT_FILTER`](crate::DEFAULT_FILTER)
     /// paths; log and continue on sync failures; `503` with `Retry-After: 1` while not
-    /// ready; requests of one session run concurrently; sessions end 8 hours after their
-    /// creation however active ([`with_absolute_timeout`](Self::with_absolute_timeout)).
+    /// ready; requests of one session run concurrently; sessions end at the manager's max
+    /// lifetime however active ([`with_max_lifetime`](tribes_sessions::SessionManagerBuilder::with_max_lifetime),
+    /// default 8 hours from creation).
     ///
     /// # Panics
     /// If the node's route (its channel name) cannot be part of a cookie value: it must
@@ -135,8 +136,8 @@ impl ReplicatedSessions {
     }
 
     /// The cookie's `Max-Age` (default `None`: a browser-session cookie). The session
-    /// itself expires after the manager's max inactive interval, and at its absolute
-    /// timeout, either way.
+    /// itself expires after the manager's max inactive interval, and at its max
+    /// lifetime, either way.
     pub fn with_max_age(self, max_age: Option<Duration>) -> Self {
         self.config(|c| c.max_age = max_age)
     }
@@ -213,42 +214,6 @@ impl ReplicatedSessions {
     /// replicated route change on every request.
     pub fn with_rebind_grace(self, grace: Duration) -> Self {
         self.config(|c| c.rebind_grace = grace)
-    }
-
-    /// The absolute timeout (OWASP): the longest a session lives, from its creation,
-    /// however active it is. Default `Some(8 h)` ([`DEFAULT_ABSOLUTE_TIMEOUT`](crate::DEFAULT_ABSOLUTE_TIMEOUT)); `None`
-    /// turns it off (sessions then end only when idle, after the manager's max inactive
-    /// interval, or when invalidated).
-    ///
-    /// The idle timeout alone lets a stolen session live for ever as long as someone
-    /// keeps using it; the absolute timeout bounds that window. OWASP's Session
-    /// Management Cheat Sheet suggests 4 to 8 hours for an application used through a
-    /// working day; 8 h is the safe end of that range that does not log out a user
-    /// in the middle of a day's work. Shorten it for high-value applications.
-    ///
-    /// A request carrying a session past its deadline (its creation time, replicated
-    /// with the session, plus `timeout`, by this node's clock) invalidates it on every
-    /// node (a replicated invalidation, as [`Session::invalidate`](crate::Session::invalidate)),
-    /// and the handler sees no session, exactly as for a session expired when idle: reads
-    /// give `None`, the first write creates a new session with a new id and cookie. The
-    /// check runs where the session is loaded, also on filtered paths and before a
-    /// failover rebind. Counted in `tribes_http_sessions_absolute_timeout_total`.
-    ///
-    /// A session nobody requests after its deadline is not invalidated by the layer: it
-    /// ends when idle, after the manager's max inactive interval; until then it answers
-    /// no request.
-    ///
-    /// # Examples
-    /// ```
-    /// # async fn f(manager: tribes_sessions::SessionManager) {
-    /// use std::time::Duration;
-    /// use tribes_axum::ReplicatedSessions;
-    /// // A banking app: one hour at most, however busy the user.
-    /// let layer = ReplicatedSessions::new(manager).with_absolute_timeout(Some(Duration::from_secs(3600)));
-    /// # }
-    /// ```
-    pub fn with_absolute_timeout(self, timeout: Option<Duration>) -> Self {
-        self.config(|c| c.absolute_timeout = timeout)
     }
 }
 

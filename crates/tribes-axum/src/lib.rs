@@ -69,10 +69,11 @@
 //!   evicts the oldest login or refuses the new one with
 //!   [`SessionError::LoggedInElsewhere`] (a `403`).
 //! - **Timeouts.** A session idle for the manager's max inactive interval expires (the
-//!   idle timeout). However active, a session ends at its absolute timeout, by default
-//!   8 hours after its creation ([`ReplicatedSessions::with_absolute_timeout`]): the
-//!   request that finds it past that deadline invalidates it on every node and its
-//!   handler sees no session, as for an expired one.
+//!   idle timeout). However active, a session ends at the manager's max lifetime (OWASP's
+//!   absolute timeout), by default 8 hours after its creation
+//!   ([`with_max_lifetime`](tribes_sessions::SessionManagerBuilder::with_max_lifetime),
+//!   the one setting for it): the request that finds it past that deadline ends it on
+//!   every node and its handler sees no session, as for an expired one.
 //! - **No ids in logs.** Log lines and error messages name a session by
 //!   [`SessionId::log_id`](tribes_sessions::SessionId::log_id), a short hash, never by
 //!   its id.
@@ -161,10 +162,7 @@ pub use layer::ReplicatedSessions;
 pub use metrics::metrics_router;
 pub use router::{StatusRouter, status_router};
 pub use service::{PrimaryIndicator, ReplicatedSessionsService};
-pub use settings::{
-    DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_COOKIE_NAME, DEFAULT_FILTER, NotReady, OnSyncFailure, ReplicateWhen, SameSite,
-    Secure,
-};
+pub use settings::{DEFAULT_COOKIE_NAME, DEFAULT_FILTER, NotReady, OnSyncFailure, ReplicateWhen, SameSite, Secure};
 /// The log hash of a session ([`Session::log_id`]), re-exported from `tribes-sessions`.
 pub use tribes_sessions::LogId;
 /// What [`Session::invalidate_principal`] and [`Session::sessions_of`] return,

@@ -257,6 +257,12 @@ pub(crate) fn render(contexts: &Contexts, channel: &Channel) -> Result<String, f
     );
     counter_family(
         &mut registry,
+        "sessions_absolute_timeout",
+        "Sessions ended on this node at their max lifetime (absolute timeout), by a request or the sweep",
+        each(|ms| ms.absolute_timeouts),
+    );
+    counter_family(
+        &mut registry,
         "sessions_invalidated",
         "Sessions invalidated (here or replicated)",
         each(|ms| ms.invalidated),

@@ -180,7 +180,7 @@ where
 /// the session to this node.
 async fn rebind(layer: &Shared, rs: &RequestSession, c: &CookieId, local: &str) {
     let manager = &layer.manager;
-    let Some(h) = backend::get_live(manager, &c.id, layer.config.absolute_timeout, &layer.counters).await else {
+    let Some(h) = backend::get(manager, &c.id).await else {
         rs.state.lock().await.current = Loaded::Absent;
         return;
     };

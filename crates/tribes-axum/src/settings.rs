@@ -10,9 +10,6 @@ use regex::Regex;
 /// The default session cookie name.
 pub const DEFAULT_COOKIE_NAME: &str = "TRIBESSESSIONID";
 
-/// The default absolute timeout: 8 hours, see [`ReplicatedSessions::with_absolute_timeout`](crate::ReplicatedSessions::with_absolute_timeout).
-pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(8 * 60 * 60);
-
 /// The default filter: paths that never create, load or replicate a session.
 ///
 /// Like the `filter` of Tomcat's `ReplicationValve`: common static assets and
@@ -120,7 +117,6 @@ pub(crate) struct Settings {
     pub(crate) not_ready: NotReady,
     pub(crate) serialize_requests: bool,
     pub(crate) rebind_grace: Duration,
-    pub(crate) absolute_timeout: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -141,7 +137,6 @@ impl Default for Settings {
             not_ready: NotReady::default(),
             serialize_requests: false,
             rebind_grace: Duration::from_secs(2),
-            absolute_timeout: Some(DEFAULT_ABSOLUTE_TIMEOUT),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! | at least 128 bits of CSPRNG entropy per id | `SessionId::generate` (`rand::rng()`) | [`session_ids_have_128_bits_from_a_csprng`] |
 //! | `HttpOnly`, `SameSite`, `Secure` on HTTPS | `cookie.rs` | [`cookie_is_httponly_samesite_and_secure_only_over_https`] |
 //! | idle timeout | the manager's max inactive interval | [`idle_session_expires`] |
-//! | absolute timeout | the layer (`with_absolute_timeout`) | [`absolute_timeout_ends_an_active_session`] |
+//! | absolute timeout | the manager's max lifetime (`with_max_lifetime`, default 8 h), at the request that finds it | [`absolute_timeout_ends_an_active_session`] |
 //! | id rotation, replicated atomically | `Session::cycle_id` | [`cycle_id_rotates_and_the_old_id_is_dead_on_every_node`] |
 //! | no full session id in logs | `SessionId::log_id`, every error message | [`logs_never_contain_a_full_session_id`] |
 
@@ -196,9 +196,9 @@ async fn idle_session_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absolute_timeout_ends_an_active_session() {
     const LIMIT: Duration = Duration::from_millis(1500);
-    let limit = |l: tribes_axum::ReplicatedSessions| l.with_absolute_timeout(Some(LIMIT));
-    let a = node("A", &[], |b| b, limit).await;
-    let b = node("B", &[&a], |b| b, limit).await;
+    let limit = |b: tribes_sessions::SessionManagerBuilder| b.with_max_lifetime(Some(LIMIT));
+    let a = node("A", &[], limit, |l| l).await;
+    let b = node("B", &[&a], limit, |l| l).await;
     wait_mesh(&[&a, &b]).await;
 
     let start = Instant::now();
@@ -219,12 +219,15 @@ async fn absolute_timeout_ends_an_active_session() {
     // Past the deadline: no session, whatever the activity; invalidated on every node.
     let r = get_(&a.url("/get/n"), Some(&c)).await;
     assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "-"), "{r:?}");
-    assert!(!a.manager.contains(&id), "invalidated on A");
-    assert!(
-        !b.manager.contains(&id),
-        "the invalidation reached B before the response (sync-ack)"
-    );
+    assert!(!a.manager.contains(&id), "ended on A");
+    // B serves it no more either: the request's end reached it (sync-ack), or A's sweep
+    // did, or B's own sweep and reads judge it by the same creation time.
     assert_eq!(get_(&b.url("/get/n"), Some(&c)).await.body, "-", "nor on B");
+    let gone_from_b = Instant::now();
+    while b.manager.contains(&id) {
+        assert!(gone_from_b.elapsed() < Duration::from_secs(2), "B still holds the copy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // The handler gets a fresh session on its first write, as after an idle expiry.
     let r = post_(&a.url("/incr"), Some(&c)).await;
     assert_eq!(r.body, "1", "a new session starts from scratch");
@@ -233,10 +236,21 @@ async fn absolute_timeout_ends_an_active_session() {
     let metrics = get_(&a.url("/metrics"), None).await.body;
     let count = metrics
         .lines()
-        .find(|l| l.starts_with("tribes_http_sessions_absolute_timeout_total"))
+        .find(|l| l.starts_with("tribes_sessions_absolute_timeout_total"))
         .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .unwrap_or_else(|| panic!("the counter in {metrics}"));
-    assert!(count >= 1, "counted");
+    assert_eq!(
+        count,
+        a.manager.stats().absolute_timeouts,
+        "the metric is the manager's count"
+    );
+    let ended = a.manager.stats().absolute_timeouts + b.manager.stats().absolute_timeouts;
+    assert!((1..=2).contains(&ended), "counted where a copy ended: {ended}");
+    assert_eq!(
+        a.manager.stats().expired + b.manager.stats().expired,
+        2,
+        "each copy expired once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,14 +333,17 @@ async fn logs_never_contain_a_full_session_id() {
     ids.push(unknown);
     assert_eq!(get_(&a.url("/get/user"), Some(&format!("{unknown}.A"))).await.body, "-");
     assert_eq!(get_(&a.url("/get/user"), Some(&format!("{unknown}x"))).await.body, "-");
-    // The absolute timeout (a second server on A's manager, 300 ms).
-    let short = serve(app(a.manager.clone(), |l| {
-        l.with_absolute_timeout(Some(Duration::from_millis(300)))
-    }))
+    // The absolute timeout (a node of its own with a max lifetime of 300 ms).
+    let short = node(
+        "T",
+        &[],
+        |b| b.with_max_lifetime(Some(Duration::from_millis(300))),
+        |l| l,
+    )
     .await;
-    let old = cookie(&post_(&format!("http://{short}/set/x/1"), None).await, &mut ids);
+    let old = cookie(&post_(&short.url("/set/x/1"), None).await, &mut ids);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(get_(&format!("http://{short}/get/x"), Some(&old)).await.body, "-");
+    assert_eq!(get_(&short.url("/get/x"), Some(&old)).await.body, "-");
     let ended = *ids.last().unwrap();
 
     // A shared file store: a store conflict and an undecodable record.
@@ -356,7 +373,7 @@ async fn logs_never_contain_a_full_session_id() {
         ("a failover", "session rebound to this node"),
         ("an id change", "session id cycled"),
         ("a write after an invalidation", "session changes dropped"),
-        ("the absolute timeout", "older than the absolute timeout"),
+        ("the absolute timeout", "older than its max lifetime"),
         ("a shared-store conflict", "changed by another request"),
         ("an undecodable record", "cannot be decoded"),
     ] {

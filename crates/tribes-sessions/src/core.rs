@@ -114,6 +114,8 @@ pub(crate) struct Counters {
     pub(crate) sync_rounds: u64,
     /// Sessions anti-entropy found different and repaired (sent, destroyed or dropped).
     pub(crate) sync_repaired: u64,
+    /// Sessions ended here at their max lifetime (by a request or by the sweep).
+    pub(crate) absolute_timeouts: u64,
 }
 
 /// The outcome of a local commit: what to send and the session as it now is.

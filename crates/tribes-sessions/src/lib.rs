@@ -138,7 +138,8 @@ pub use listener::{
     Clock, ClusterEvent, ClusterListener, DestroyReason, Origin, SessionEvent, SessionListener, SystemClock,
 };
 pub use manager::{
-    AckOutcome, CommitReport, LogoutReport, MemberAck, Readiness, SessionManager, SessionManagerBuilder,
+    AckOutcome, CommitReport, DEFAULT_MAX_LIFETIME, LogoutReport, MemberAck, Readiness, SessionManager,
+    SessionManagerBuilder,
 };
 pub use persist::StoreStats;
 pub use persistence::StoreMode;

@@ -7,6 +7,7 @@
 mod builder;
 mod driver;
 mod extension;
+mod lifetime;
 mod principals;
 mod store_ops;
 
@@ -20,6 +21,7 @@ use tribes::SendMode;
 
 pub use builder::SessionManagerBuilder;
 use driver::{Inner, lock};
+pub use lifetime::DEFAULT_MAX_LIFETIME;
 pub use principals::LogoutReport;
 
 use crate::core::{Commit, Effect};
@@ -179,7 +181,7 @@ impl SessionManager {
             send_mode: SendMode::Async,
             ack_timeout: Duration::from_secs(5),
             max_inactive: Duration::from_secs(30 * 60),
-            max_lifetime: None,
+            max_lifetime: Some(DEFAULT_MAX_LIFETIME),
             max_active: None,
             replication: ReplicationMode::Deltas,
             only_changes: true,
@@ -266,8 +268,17 @@ impl SessionManager {
     /// With a store: in [`StoreMode::Shared`](crate::StoreMode::Shared) the session is always read from the store
     /// (the copy held here is used only while the store fails); in the other modes a
     /// session this node does not hold is looked up in the store.
+    ///
+    /// A session past its max lifetime
+    /// ([`with_max_lifetime`](SessionManagerBuilder::with_max_lifetime), default 8 hours)
+    /// is not returned: it is ended on every node before `get` returns (acknowledged by
+    /// the members in a sync-ack mode), removed from the store, and counted in
+    /// [`ManagerStats::absolute_timeouts`].
     pub async fn get(&self, id: &SessionId) -> Option<SessionHandle> {
         let now_ms = self.inner.now_ms();
+        if self.end_if_too_old(now_ms, id).await {
+            return None;
+        }
         let store = self.inner.store.clone();
         let mut found = match store.as_ref().filter(|s| s.policy().reads_first()) {
             Some(store) => match store.load(id).await {
@@ -299,7 +310,11 @@ impl SessionManager {
             self.inner.perform(out);
             found = self.inner.core().get(now_ms, id);
         }
-        let data = found?;
+        let Some(data) = found else {
+            // Found in the store or at a member, past its max lifetime: ended here too.
+            self.end_if_too_old(now_ms, id).await;
+            return None;
+        };
         Some(SessionHandle::new(HandleState {
             key: *id,
             base: data.version,
@@ -591,6 +606,7 @@ impl SessionManager {
             dropped_late: counters.dropped_gone,
             dropped_in_snapshot: counters.dropped_in_snapshot,
             expired: counters.expired,
+            absolute_timeouts: counters.absolute_timeouts,
             invalidated: counters.invalidated,
             promotions: counters.promotions,
             overhead_bytes: overhead,

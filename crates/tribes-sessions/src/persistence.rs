@@ -290,6 +290,13 @@ impl Persistence {
         self.mode.is_persist().then_some(StoreOp::Delete(id))
     }
 
+    /// A request ended the session at its max lifetime: in shared mode its record is
+    /// deleted now (the store's own expiry knows the idle time, not the max lifetime);
+    /// the other modes delete it through [`on_expired`](Self::on_expired).
+    pub(crate) fn on_lifetime_ended(&self, id: SessionId) -> Option<StoreOp> {
+        (self.mode == StoreMode::Shared).then_some(StoreOp::Delete(id))
+    }
+
     /// A clean shutdown, given the sessions expired at shutdown (`with_expire_sessions_on_shutdown`).
     pub(crate) fn on_shutdown(&mut self, expired: &[SessionId]) -> Shutdown {
         let flush = self.queue.drain(..).collect();
@@ -531,6 +538,23 @@ mod tests {
             Some(StoreOp::Delete(id(1)))
         );
         assert_eq!(Persistence::new(StoreMode::Shared, 1_000, 0).on_expired(id(1)), None);
+    }
+
+    #[test]
+    fn a_session_ended_at_its_max_lifetime_leaves_every_kind_of_store_once() {
+        for mode in [THROUGH, BEHIND] {
+            let p = Persistence::new(mode, 1_000, 0);
+            // Deleted through its expiry, not a second time.
+            assert_eq!(
+                (p.on_expired(id(1)), p.on_lifetime_ended(id(1))),
+                (Some(StoreOp::Delete(id(1))), None)
+            );
+        }
+        let p = Persistence::new(StoreMode::Shared, 1_000, 0);
+        assert_eq!(
+            (p.on_expired(id(1)), p.on_lifetime_ended(id(1))),
+            (None, Some(StoreOp::Delete(id(1))))
+        );
     }
 
     #[test]

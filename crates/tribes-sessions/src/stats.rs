@@ -197,6 +197,13 @@ pub struct ManagerStats {
     pub dropped_in_snapshot: u64,
     /// Sessions expired here.
     pub expired: u64,
+    /// Sessions this node ended at their max lifetime (OWASP's absolute timeout,
+    /// [`with_max_lifetime`](crate::SessionManagerBuilder::with_max_lifetime)): found by a
+    /// request (then ended on every node before the request goes on) or by the periodic
+    /// sweep (each node's sweep ends its own copy, so one session may count on several
+    /// nodes); also counted in `expired`. A copy ended by another node's message is not
+    /// counted here.
+    pub absolute_timeouts: u64,
     /// Sessions invalidated (here or replicated).
     pub invalidated: u64,
     /// BackupManager: sessions this node took over as primary.

@@ -280,3 +280,41 @@ async fn shared_mode_postgres_store() {
     store.migrate().await.unwrap();
     shared_suite(Arc::new(store), "sh-pg").await;
 }
+
+/// Past its max lifetime a session leaves the store too (write-through and shared): the
+/// request that finds it, or the sweep, ends it, and no other node can load it back.
+#[tokio::test]
+async fn a_session_past_its_max_lifetime_leaves_the_store() {
+    init_tracing();
+    for mode in [StoreMode::WriteThrough, StoreMode::Shared] {
+        let dir = temp_dir("lifetime");
+        let store = file_store(&dir).await;
+        let ch = channel(&format!("life-{mode:?}"), &[]).await;
+        let a = start_ready(
+            builder(ManagerKind::Delta)
+                .with_store(store.clone(), mode)
+                .with_max_lifetime(Some(Duration::from_millis(300)))
+                .with_discovery_wait(Duration::from_millis(50)),
+            &ch,
+        )
+        .await;
+        let s = a.create(SystemTime::now()).unwrap();
+        s.insert("user", "alice").unwrap();
+        a.commit(&s).await.unwrap();
+        assert!(store.for_context(CONTEXT).load(&s.id()).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(a.get(&s.id()).await.is_none(), "{mode:?}: served past its lifetime");
+        let start = std::time::Instant::now();
+        while store.for_context(CONTEXT).load(&s.id()).await.unwrap().is_some() {
+            assert!(start.elapsed() < Duration::from_secs(2), "{mode:?}: still in the store");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let stats = a.stats();
+        assert!(
+            stats.absolute_timeouts >= 1 && stats.sessions == 0,
+            "{mode:?}: {stats:?}"
+        );
+        a.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

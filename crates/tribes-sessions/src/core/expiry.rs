@@ -28,6 +28,7 @@ impl Core {
         let mut expired: Vec<SessionId> = Vec::new();
         for d in self.sessions.values() {
             if self.too_old(d, now_ms) {
+                self.counters.absolute_timeouts += 1;
                 expired.push(d.id);
                 continue;
             }
@@ -72,6 +73,27 @@ impl Core {
         self.next_touch_ms = now_ms.saturating_add(self.cfg.touch_interval_ms);
         let touches: Vec<(SessionId, u64)> = std::mem::take(&mut self.touches).into_iter().collect();
         self.send_to_holders(touches, |(id, _)| *id, Msg::Touches, out);
+    }
+
+    /// A request found session `id` past its max lifetime (OWASP's absolute timeout): it
+    /// ends here at once (its listeners told, a tombstone kept, counted in
+    /// `absolute_timeouts`), and the returned message tells the other members (an empty
+    /// list when none serves), instead of waiting for the next sweep. Every node reaches
+    /// the same verdict from the same creation time, so none serves the session meanwhile.
+    /// `None` when the session is not held here or is younger.
+    pub(crate) fn end_if_too_old(
+        &mut self,
+        now_ms: u64,
+        id: SessionId,
+        out: &mut Vec<Effect>,
+    ) -> Option<(Vec<MemberId>, Msg)> {
+        if !self.sessions.get(&id).is_some_and(|d| self.too_old(d, now_ms)) {
+            return None;
+        }
+        self.expiring.remove(&id);
+        self.counters.absolute_timeouts += 1;
+        self.destroy(now_ms, id, DestroyReason::Expired, Origin::Local, out);
+        Some((self.servers.clone(), Msg::Expired(vec![id])))
     }
 
     /// Sends items about sessions to the members that hold them: every server

@@ -42,6 +42,37 @@ fn an_active_session_ends_at_its_max_lifetime_everywhere() {
     assert!(c.get(30_001, &id).is_some());
 }
 
+#[test]
+fn a_request_past_the_max_lifetime_ends_the_session_at_once_and_tells_the_members() {
+    let mut c = core(Some(30_000));
+    let id = SessionId::from_bytes([7; 16]);
+    c.create(0, id, "a".into()).unwrap();
+    let mut out = Vec::new();
+    assert!(
+        c.end_if_too_old(30_000, id, &mut out).is_none(),
+        "ended at its lifetime, not after"
+    );
+    assert!(c.contains(&id) && out.is_empty());
+    let (to, msg) = c.end_if_too_old(30_001, id, &mut out).expect("ended past its lifetime");
+    assert_eq!(to, vec![MemberId::from_bytes([2; 16])], "the other server is told");
+    assert!(matches!(&msg, Msg::Expired(ids) if ids == &vec![id]), "{msg:?}");
+    assert!(!c.contains(&id));
+    assert_eq!((c.counters.absolute_timeouts, c.counters.expired), (1, 1));
+    assert!(
+        out.iter().any(|e| matches!(
+            e,
+            Effect::Event(SessionEvent::Destroyed { id: i, reason: DestroyReason::Expired, origin: Origin::Local }) if *i == id
+        )),
+        "listeners and the store hear of it: {out:?}"
+    );
+    assert!(c.end_if_too_old(30_002, id, &mut out).is_none(), "ended once");
+    assert_eq!(c.counters.absolute_timeouts, 1);
+    // Without a max lifetime, never.
+    let mut c = core(None);
+    c.create(0, id, "a".into()).unwrap();
+    assert!(c.end_if_too_old(u64::MAX / 2, id, &mut out).is_none());
+}
+
 // ----- three BackupManager cores and a message pump that delivers in order -----
 
 fn backup_cluster(n: u8, filter: Option<Filter>) -> (Vec<Core>, Vec<MemberId>) {

@@ -83,10 +83,12 @@ impl SessionManagerBuilder {
         self
     }
     /// The absolute lifetime of a session from its creation, however active (OWASP's
-    /// absolute timeout; default none). Past it, `get` finds no session on any node and
-    /// the periodic sweep expires it everywhere. `tribes-axum`'s layer enforces its own
-    /// `with_absolute_timeout` (default 8 h) at each request; set this too when sessions
-    /// are used without the layer (the tower-sessions bridge) or to purge them early.
+    /// absolute timeout; default 8 hours, `None` for no limit). It bounds how long a
+    /// stolen session id stays useful. A request that finds its session past it gets none
+    /// ([`SessionManager::get`](crate::SessionManager::get) ends it on every node first, and
+    /// counts it in `ManagerStats::absolute_timeouts`); the periodic sweep ends the
+    /// sessions nobody requests. `tribes-axum`'s layer has no setting of its own: it obeys
+    /// this one.
     pub fn with_max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
         self.max_lifetime = lifetime;
         self
