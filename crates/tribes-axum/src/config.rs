@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use tribes_sessions::Cause;
 
 use crate::ReplicatedSessions;
 
@@ -206,21 +207,31 @@ pub enum ConfigError {
     Parse {
         /// The file name, or the environment.
         origin: String,
-        /// What toml and serde said, with the key and the expected values.
-        source: toml::de::Error,
+        /// What toml and serde said, with the key and the expected values (a
+        /// `toml::de::Error` of the `toml` version this build uses;
+        /// [`Cause::downcast_ref`] reaches it).
+        source: Cause,
     },
     /// A value of the right type that cannot work.
-    #[error("{key} = {value}: {reason}; {fix}")]
+    #[error("{key} = {value}: {reason}{}; {fix}", cause_part(.cause))]
     Invalid {
         /// The key, as `section.key` (and its environment variable).
         key: String,
         /// The value given.
         value: String,
         /// What is wrong.
-        reason: String,
+        reason: &'static str,
         /// What to do.
         fix: String,
+        /// The underlying error, when a file or a pattern could not be used (the key file's,
+        /// the admin token file's, the regular expression parser's).
+        #[source]
+        cause: Option<Cause>,
     },
+}
+
+fn cause_part(cause: &Option<Cause>) -> String {
+    cause.as_ref().map(|c| format!(" ({c})")).unwrap_or_default()
 }
 
 /// The sections whose keys `TRIBES_<SECTION>_<KEY>` variables override.
@@ -262,7 +273,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let parse = |origin: &str, source: toml::de::Error| ConfigError::Parse {
             origin: origin.to_owned(),
-            source,
+            source: Cause::new(source),
         };
         let mut table: toml::Table = text.parse().map_err(|e| parse(origin, e))?;
         let overrides: BTreeMap<String, String> = env.into_iter().collect();
@@ -290,8 +301,9 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     key: section.to_owned(),
                     value: entry.to_string(),
-                    reason: "is not a section".into(),
+                    reason: "is not a section",
                     fix: format!("write it as [{section}] in {origin}"),
+                    cause: None,
                 });
             };
             section_table.insert(key, value);
@@ -308,15 +320,18 @@ impl Config {
 
     /// The checks a type cannot make.
     fn check(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, value: String, reason: &str, fix: &str| {
+        let invalid_because = |key: &str, value: String, reason: &'static str, fix: &str, cause: Option<Cause>| {
             let env = format!("TRIBES_{}", key.replace('.', "_").to_ascii_uppercase());
             Err(ConfigError::Invalid {
                 key: format!("{key} (or {env})"),
                 value,
-                reason: reason.into(),
+                reason,
                 fix: fix.into(),
+                cause,
             })
         };
+        let invalid =
+            |key: &str, value: String, reason: &'static str, fix: &str| invalid_because(key, value, reason, fix, None);
         let route_ok = |r: &str| {
             !r.is_empty() && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
@@ -341,11 +356,11 @@ impl Config {
                 return invalid(
                     "node.insecure_plaintext",
                     "true".into(),
+                    "conflicts with node.cluster_key_file",
                     &format!(
-                        "conflicts with node.cluster_key_file = {:?}",
+                        "keep one of the two (node.cluster_key_file = {:?})",
                         path.display().to_string()
                     ),
-                    "keep one of the two",
                 );
             }
             _ => {}
@@ -406,11 +421,12 @@ impl Config {
             if let Some(p) = pattern
                 && let Err(e) = regex::Regex::new(p)
             {
-                return invalid(
+                return invalid_because(
                     key,
                     format!("{p:?}"),
-                    &format!("not a regular expression ({e})"),
+                    "not a regular expression",
                     "fix the pattern (Rust regex syntax)",
+                    Some(Cause::new(e)),
                 );
             }
         }
@@ -431,8 +447,9 @@ impl Config {
             Some(path) => b.with_cluster_key(tribes::Keyring::from_file(path).map_err(|e| ConfigError::Invalid {
                 key: "node.cluster_key_file (or TRIBES_NODE_CLUSTER_KEY_FILE)".into(),
                 value: format!("{:?}", path.display().to_string()),
-                reason: e.to_string(),
+                reason: "not a usable cluster key file",
                 fix: "give the path of the key file every member shares (tribes-demo keygen PATH writes one)".into(),
+                cause: Some(Cause::new(e)),
             })?),
             None => b.insecure_plaintext(),
         };

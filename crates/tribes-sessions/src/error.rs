@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::cause::Cause;
 use crate::id::SessionId;
 
 /// Why an attribute could not be read or written. Nothing in the session changed.
@@ -18,8 +19,10 @@ pub enum AttributeError {
     Serialize {
         /// The attribute name.
         name: String,
-        /// The encoder's message.
-        cause: String,
+        /// The encoder's error (an `rmp_serde::encode::Error` of the `rmp-serde` version this
+        /// build uses; [`Cause::downcast_ref`] reaches it).
+        #[source]
+        cause: Cause,
     },
     /// The stored value no longer decodes into the requested type (for example it was
     /// written by an older build). Treat the attribute as absent.
@@ -31,8 +34,10 @@ pub enum AttributeError {
         name: String,
         /// The requested Rust type.
         type_name: &'static str,
-        /// The decoder's message.
-        cause: String,
+        /// The decoder's error (an `rmp_serde::decode::Error` of the `rmp-serde` version this
+        /// build uses; [`Cause::downcast_ref`] reaches it).
+        #[source]
+        cause: Cause,
     },
     /// The encoded value is larger than `max_attribute_len`.
     #[error(
@@ -169,10 +174,54 @@ pub enum StateTransferError {
         /// The last member tried (name and id), or "none".
         member: String,
         /// Why the last attempt failed.
-        cause: String,
+        #[source]
+        cause: TransferFailure,
         /// The total timeout.
         timeout: Duration,
     },
+}
+
+/// Why the last attempt of a state transfer failed: the cause of
+/// [`StateTransferError::TimedOut`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransferFailure {
+    /// No member was asked, or none answered.
+    #[error("no member answered")]
+    NoAnswer,
+    /// The member is itself starting (it waits for an older one).
+    #[error("it is itself starting")]
+    Starting,
+    /// The member does not serve the context; its refusal as it sent it.
+    #[error("{reason}")]
+    NotServing {
+        /// The member's refusal.
+        reason: String,
+    },
+    /// The request could not be delivered; the cluster channel's error, as it reported it.
+    #[error("{reason}")]
+    NotDelivered {
+        /// The channel's error.
+        reason: String,
+    },
+    /// The member did not acknowledge the request in time.
+    #[error("no answer within {ms} ms")]
+    NoAck {
+        /// How long this node waited, ms.
+        ms: u64,
+    },
+    /// The member acknowledged but sent nothing for this long.
+    #[error("silent for {ms} ms during the transfer")]
+    Silent {
+        /// The attempt timeout, ms.
+        ms: u64,
+    },
+    /// The member left the cluster during the transfer.
+    #[error("the member left during the transfer")]
+    Left,
+    /// Loading the sessions from the session store failed (the store's error).
+    #[error("{0}")]
+    Store(#[source] crate::StoreError),
 }
 
 /// Why a manager did not start. Nothing was started: no listener, no task.
@@ -227,5 +276,57 @@ impl ManagerOption {
 impl std::fmt::Display for ManagerOption {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.method())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    #[test]
+    fn a_transfer_timeout_has_the_last_failure_as_source_down_to_the_store_error() {
+        let io = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let store = crate::StoreError::Backend {
+            store: "file store at /x".into(),
+            operation: "list_ids",
+            id: None,
+            cause: Cause::new(io),
+            hint: None,
+        };
+        let e = StateTransferError::TimedOut {
+            context: "/app".into(),
+            member: "file store at /x".into(),
+            cause: TransferFailure::Store(store),
+            timeout: Duration::from_secs(5),
+        };
+        let m = e.to_string();
+        assert!(
+            m.contains("/app") && m.contains("list_ids failed") && m.contains("5s"),
+            "{m}"
+        );
+        let failure = e.source().and_then(|s| s.downcast_ref::<TransferFailure>());
+        assert!(matches!(failure, Some(TransferFailure::Store(_))), "{e:?}");
+        let store = e
+            .source()
+            .and_then(Error::source)
+            .and_then(|s| s.downcast_ref::<crate::StoreError>());
+        let io = store
+            .and_then(Error::source)
+            .and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(io.map(std::io::Error::kind), Some(std::io::ErrorKind::PermissionDenied));
+
+        let e = StateTransferError::TimedOut {
+            context: "/app".into(),
+            member: "n2".into(),
+            cause: TransferFailure::Silent { ms: 2_000 },
+            timeout: Duration::from_secs(5),
+        };
+        assert!(
+            e.to_string()
+                .contains("(last tried n2: silent for 2000 ms during the transfer)"),
+            "{e}"
+        );
     }
 }

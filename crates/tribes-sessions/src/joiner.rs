@@ -12,7 +12,7 @@
 
 use tribes::MemberId;
 
-use crate::error::StateTransferError;
+use crate::error::{StateTransferError, TransferFailure};
 use crate::stats::{AttemptOutcome, TransferAttempt};
 use crate::transfer::{Outcome, Rank, Step, TransferPlan};
 
@@ -50,7 +50,7 @@ pub(crate) enum AckResult {
     /// Refused: the member does not serve the context.
     NoSuchContext(String),
     /// Not delivered or not acked in time.
-    Failed(String),
+    Failed(TransferFailure),
 }
 
 #[derive(Debug)]
@@ -172,7 +172,7 @@ impl Joiner {
                 .plan
                 .last
                 .clone()
-                .unwrap_or(("none".into(), "no member answered".into()));
+                .unwrap_or(("none".into(), TransferFailure::NoAnswer));
             return JoinAction::Degraded(StateTransferError::TimedOut {
                 context: self.context.clone(),
                 member,
@@ -183,13 +183,15 @@ impl Joiner {
         if let Some(a) = &mut self.asking {
             let member = a.member;
             if !member_up(member) {
-                self.finish_attempt(Outcome::Failed("the member left during the transfer".into()), now_ms);
+                self.finish_attempt(Outcome::Failed(TransferFailure::Left), now_ms);
             } else if a.acked && self.done {
                 self.completed.push((member, a.name.clone(), a.request));
                 self.finish_attempt(Outcome::Completed, now_ms);
             } else if a.acked && now_ms.saturating_sub(a.last_progress) >= self.timeouts.attempt_ms {
                 if self.chunks == a.seen_chunks {
-                    let silent = format!("silent for {} ms during the transfer", self.timeouts.attempt_ms);
+                    let silent = TransferFailure::Silent {
+                        ms: self.timeouts.attempt_ms,
+                    };
                     self.finish_attempt(Outcome::Failed(silent), now_ms);
                 } else {
                     a.seen_chunks = self.chunks;
@@ -252,7 +254,9 @@ impl Joiner {
             Outcome::Completed => AttemptOutcome::Received { sessions: a.sessions },
             Outcome::NotReady => AttemptOutcome::NotReady,
             Outcome::NoSuchContext(reason) => AttemptOutcome::NoSuchContext { reason: reason.clone() },
-            Outcome::Failed(cause) => AttemptOutcome::Failed { cause: cause.clone() },
+            Outcome::Failed(cause) => AttemptOutcome::Failed {
+                cause: cause.to_string(),
+            },
         };
         self.attempts.push(TransferAttempt::new(
             a.name,
@@ -310,7 +314,14 @@ mod tests {
     fn each_attempt_keeps_its_duration_and_the_sessions_its_chunks_carried() {
         let mut j = Joiner::new("/app", (9, m(9)), 0, vec![cand(1), cand(2)], false, T);
         let (first, r1) = ask(&mut j, 100);
-        j.on_ack(first, r1, AckResult::Failed("connection refused".into()), 130);
+        j.on_ack(
+            first,
+            r1,
+            AckResult::Failed(TransferFailure::NotDelivered {
+                reason: "connection refused".into(),
+            }),
+            130,
+        );
         let (second, r2) = ask(&mut j, 200);
         j.on_ack(second, r2, AckResult::Acked, 210);
         assert!(j.on_chunk(r2, 3));
@@ -376,13 +387,26 @@ mod tests {
         let (a, ra) = ask(&mut j, 0);
         j.on_not_ready(a, ra, 5);
         let (b, rb) = ask(&mut j, 10);
-        j.on_ack(b, rb, AckResult::Failed("connection refused".into()), 20);
+        j.on_ack(
+            b,
+            rb,
+            AckResult::Failed(TransferFailure::NotDelivered {
+                reason: "connection refused".into(),
+            }),
+            20,
+        );
         // Every attempt failed: ask again after the pause, until the total timeout.
         assert_eq!(j.poll(30, |_| true, Vec::new), JoinAction::Wait);
         match j.poll(10_000, |_| true, || vec![cand(2)]) {
             JoinAction::Degraded(StateTransferError::TimedOut { member, cause, .. }) => {
                 assert!(member.contains("n2"), "{member}");
-                assert!(cause.contains("connection refused"), "{cause}");
+                assert_eq!(
+                    cause,
+                    TransferFailure::NotDelivered {
+                        reason: "connection refused".into()
+                    }
+                );
+                assert!(cause.to_string().contains("connection refused"), "{cause}");
             }
             other => panic!("expected degraded, got {other:?}"),
         }

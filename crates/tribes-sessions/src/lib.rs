@@ -102,6 +102,7 @@
 //! ```
 
 mod browse;
+mod cause;
 mod core;
 mod data;
 mod error;
@@ -131,7 +132,11 @@ mod transfer;
 mod wire;
 
 pub use browse::{AttributeInfo, SessionInfo, ValueKind};
-pub use error::{AttributeError, CreateError, ManagerOption, ManagerStartError, ReplicationError, StateTransferError};
+pub use cause::Cause;
+pub use error::{
+    AttributeError, CreateError, ManagerOption, ManagerStartError, ReplicationError, StateTransferError,
+    TransferFailure,
+};
 pub use id::{LogId, ParseIdError, ParseLogIdError, SessionId};
 pub use kind::{ManagerKind, ReplicationMode};
 pub use listener::{

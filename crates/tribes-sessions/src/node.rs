@@ -31,7 +31,7 @@ use tribes::{Member, MemberId};
 
 use crate::core::{Core, CoreConfig, Effect};
 use crate::data::SessionData;
-use crate::error::StateTransferError;
+use crate::error::{StateTransferError, TransferFailure};
 use crate::fetch::Fetches;
 use crate::id::SessionId;
 use crate::joiner::{AckResult, JoinTimeouts, Joiner};
@@ -481,8 +481,8 @@ impl SessionNode {
                     let result = match result {
                         Delivered::Acked => AckResult::Acked,
                         Delivered::Refused(reason) => AckResult::NoSuchContext(reason),
-                        Delivered::Failed(cause) => AckResult::Failed(cause),
-                        Delivered::TimedOut(ms) => AckResult::Failed(format!("no answer within {ms} ms")),
+                        Delivered::Failed(reason) => AckResult::Failed(TransferFailure::NotDelivered { reason }),
+                        Delivered::TimedOut(ms) => AckResult::Failed(TransferFailure::NoAck { ms }),
                     };
                     j.on_ack(member, request, result, elapsed);
                 }

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use crate::data::SessionData;
 use crate::id::SessionId;
 use crate::persistence::{Persistence, StoreMode};
-use crate::store::{SessionStore, StoreError, StoredSession};
+use crate::store::{RecordError, SessionStore, StoreError, StoredSession};
 use crate::wire;
 
 /// The store's part of [`ManagerStats`](crate::ManagerStats).
@@ -242,14 +242,10 @@ pub(crate) fn to_record(d: &SessionData) -> StoredSession {
 
 /// The inverse of [`to_record`].
 pub(crate) fn from_record(store: &str, r: &StoredSession) -> Result<SessionData, StoreError> {
-    let corrupt = |cause: String| StoreError::Corrupt {
-        store: store.to_owned(),
-        id: r.id.to_string(),
-        cause,
-    };
+    let corrupt = |cause| StoreError::corrupt(store, r.id, cause);
     let mut d = wire::decode_session(&r.data).map_err(corrupt)?;
     if d.id != r.id {
-        return Err(corrupt(format!("the data belongs to session {}", d.id.log_id())));
+        return Err(corrupt(RecordError::OtherSession { other: d.id.log_id() }));
     }
     // The record's clear metadata wins where it is newer (a store may refresh the access).
     d.version = d.version.max(r.version);

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::cause::Cause;
 use crate::data::{Blob, Op, SessionData};
 use crate::error::AttributeError;
 use crate::id::SessionId;
@@ -146,7 +147,7 @@ impl SessionHandle {
                 .map_err(|e| AttributeError::Decode {
                     name: key.to_string(),
                     type_name: std::any::type_name::<T>(),
-                    cause: e.to_string(),
+                    cause: Cause::new(e),
                 }),
         }
     }
@@ -163,7 +164,7 @@ impl SessionHandle {
         }
         let bytes = rmp_serde::to_vec(value).map_err(|e| AttributeError::Serialize {
             name: key.to_string(),
-            cause: e.to_string(),
+            cause: Cause::new(e),
         })?;
         self.write(key, bytes)
     }
@@ -284,5 +285,56 @@ fn set_local(data: &mut SessionData, key: &str, value: Option<crate::data::Blob>
             value,
             stamp: Default::default(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::*;
+
+    fn handle() -> SessionHandle {
+        let id = SessionId::from_bytes([3; 16]);
+        SessionHandle::new(HandleState {
+            key: id,
+            data: SessionData::new(id, "a".into(), 0, 60_000),
+            ops: Vec::new(),
+            base: 0,
+            is_new: true,
+            invalidated: false,
+            limits: Limits {
+                max_attribute_len: 1 << 20,
+                max_session_len: 1 << 20,
+            },
+        })
+    }
+
+    /// Refuses to be serialized, as a handle or a closure would.
+    struct Unserializable;
+
+    impl Serialize for Unserializable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("a handle cannot be stored"))
+        }
+    }
+
+    #[test]
+    fn attribute_errors_have_the_codec_error_as_source() {
+        let h = handle();
+        h.insert("cart", "apple").unwrap();
+        let e = h.get::<u64>("cart").unwrap_err();
+        assert!(matches!(e, AttributeError::Decode { .. }), "{e:?}");
+        let decode = e.source().and_then(|s| s.downcast_ref::<rmp_serde::decode::Error>());
+        assert!(decode.is_some(), "the decoder's error is the source: {e:?}");
+        assert!(e.to_string().contains(&decode.unwrap().to_string()), "{e}");
+
+        let e = h.insert("handle", &Unserializable).unwrap_err();
+        let AttributeError::Serialize { cause, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert!(cause.is::<rmp_serde::encode::Error>(), "{cause:?}");
+        assert!(e.source().is_some_and(|s| s.is::<rmp_serde::encode::Error>()), "{e:?}");
+        assert!(e.to_string().contains("a handle cannot be stored"), "{e}");
     }
 }

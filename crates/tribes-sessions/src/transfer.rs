@@ -13,6 +13,8 @@ use std::collections::VecDeque;
 
 use tribes::MemberId;
 
+use crate::error::TransferFailure;
+
 /// A member's age rank: start time, then id (as `Channel::members` orders them).
 pub(crate) type Rank = (u64, MemberId);
 
@@ -28,7 +30,7 @@ pub(crate) enum Outcome {
     Completed,
     NotReady,
     NoSuchContext(String),
-    Failed(String),
+    Failed(TransferFailure),
 }
 
 #[derive(Debug)]
@@ -41,7 +43,7 @@ pub(crate) struct TransferPlan {
     /// A transfer failed since the last `restart` (a member that may hold sessions).
     failed: bool,
     succeeded: bool,
-    pub(crate) last: Option<(String, String)>,
+    pub(crate) last: Option<(String, TransferFailure)>,
 }
 
 impl TransferPlan {
@@ -104,7 +106,7 @@ impl TransferPlan {
             Outcome::NotReady => {
                 self.not_ready.push(rank);
                 tracing::info!(context = %self.context, "{who} is itself starting: trying the next member");
-                self.last = Some((who, "it is itself starting".into()));
+                self.last = Some((who, TransferFailure::Starting));
             }
             Outcome::NoSuchContext(reason) => {
                 let msg = format!(
@@ -112,7 +114,7 @@ impl TransferPlan {
                     self.context
                 );
                 tracing::error!("{msg}");
-                self.last = Some((who, reason));
+                self.last = Some((who, TransferFailure::NotServing { reason }));
             }
             Outcome::Failed(reason) => {
                 let msg = format!(
@@ -147,13 +149,13 @@ pub(crate) mod tests {
         assert_eq!(p.next(), Step::Ask(m(1), "n1".into()));
         p.record(m(1), Outcome::NoSuchContext("no listener".into()));
         assert_eq!(p.next(), Step::Ask(m(2), "n2".into()));
-        p.record(m(2), Outcome::Failed("timeout".into()));
+        p.record(m(2), Outcome::Failed(TransferFailure::NoAck { ms: 5 }));
         assert_eq!(p.next(), Step::Ask(m(3), "n3".into()));
         p.record(m(3), Outcome::Completed);
         assert_eq!(p.next(), Step::Ready);
         // The last failure is what a timeout of the whole transfer names.
         assert!(
-            matches!(&p.last, Some((who, cause)) if who.starts_with("n2 (") && cause == "timeout"),
+            matches!(&p.last, Some((who, cause)) if who.starts_with("n2 (") && *cause == TransferFailure::NoAck { ms: 5 }),
             "{:?}",
             p.last
         );
@@ -162,8 +164,8 @@ pub(crate) mod tests {
     #[test]
     fn every_transfer_failed_is_asked_again_not_ready_empty() {
         let mut p = TransferPlan::new("/app", (9, m(9)), vec![cand(1), cand(2)], false);
-        p.record(m(1), Outcome::Failed("timeout".into()));
-        p.record(m(2), Outcome::Failed("member left mid-transfer".into()));
+        p.record(m(1), Outcome::Failed(TransferFailure::NoAck { ms: 5 }));
+        p.record(m(2), Outcome::Failed(TransferFailure::Left));
         assert_eq!(p.next(), Step::Retry);
         // n2 is gone; n1 is asked again and answers.
         p.restart(vec![cand(1)]);
@@ -172,7 +174,7 @@ pub(crate) mod tests {
         assert_eq!(p.next(), Step::Ready);
         // Everyone that failed left: nobody holds anything any more, start empty.
         let mut p = TransferPlan::new("/app", (9, m(9)), vec![cand(1)], false);
-        p.record(m(1), Outcome::Failed("member left mid-transfer".into()));
+        p.record(m(1), Outcome::Failed(TransferFailure::Left));
         assert_eq!(p.next(), Step::Retry);
         p.restart(vec![]);
         assert_eq!(p.next(), Step::Ready);

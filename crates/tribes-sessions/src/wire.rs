@@ -135,14 +135,16 @@ pub(crate) fn encode_session(data: &SessionData) -> Vec<u8> {
 }
 
 /// The inverse of [`encode_session`].
-pub(crate) fn decode_session(bytes: &[u8]) -> Result<SessionData, String> {
-    let env: Envelope<SessionData> = rmp_serde::from_slice(bytes)
-        .map_err(|e| format!("the session data does not decode ({e}): written by an incompatible build?"))?;
+pub(crate) fn decode_session(bytes: &[u8]) -> Result<SessionData, crate::store::RecordError> {
+    use crate::store::RecordError;
+    let env: Envelope<SessionData> = rmp_serde::from_slice(bytes).map_err(|e| RecordError::Data {
+        cause: crate::Cause::new(e),
+    })?;
     if env.v != DATA_VERSION {
-        return Err(format!(
-            "session data format {} (this build reads {DATA_VERSION}): upgrade every node to the same release",
-            env.v
-        ));
+        return Err(RecordError::DataFormat {
+            format: env.v,
+            supported: DATA_VERSION,
+        });
     }
     Ok(env.msg)
 }

@@ -9,12 +9,18 @@
     allow(dead_code, unused_imports, unused_macros)
 )]
 
+use std::error::Error;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tribes_sessions::{SessionId, SessionStore, StoreError, StoredSession};
+use tribes_sessions::{RecordError, SessionId, SessionStore, StoreError, StoredSession};
+
+/// The store's own finding about a record, the source of a `Corrupt` error.
+fn record_error(e: &StoreError) -> Option<&RecordError> {
+    e.source()?.downcast_ref::<RecordError>()
+}
 use tribes_testkit::services::service_env;
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -92,7 +98,7 @@ mod suite {
                 found,
                 store,
             } => {
-                assert_eq!((eid.clone(), *expected, *found), (id.to_string(), 1, Some(2)));
+                assert_eq!((*eid, *expected, *found), (id, 1, Some(2)));
                 assert_eq!(store, s.name());
             }
             other => panic!("expected a conflict, got {other}"),
@@ -266,8 +272,18 @@ mod suite {
             m.starts_with(s.name()) && m.contains(&hash) && !m.contains(&garbage.to_string()),
             "{m}"
         );
+        assert!(record_error(&e).is_some(), "the record's problem is the source: {e:?}");
         let e = s.load(&newer).await.unwrap_err();
         assert!(e.is_corrupt() && e.to_string().contains("newer version"), "{e}");
+        assert_eq!(
+            record_error(&e),
+            Some(&RecordError::NewerFormat {
+                format: 2,
+                supported: 1
+            }),
+            "{e:?}"
+        );
+        assert_eq!(e.id(), Some(newer));
 
         // Every other session still loads.
         assert_eq!(s.load(&good1).await.unwrap().unwrap().data, b"1");
@@ -572,6 +588,12 @@ mod store_file {
             "{m}"
         );
         assert!(m.contains("does the directory still exist"), "{m}");
+        let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            io.map(std::io::Error::kind),
+            Some(std::io::ErrorKind::NotFound),
+            "the file system's error is the source: {e:?}"
+        );
         assert!(store.health().await.is_err());
     }
 }
@@ -712,6 +734,10 @@ mod store_postgres {
             "{m}"
         );
         assert!(m.contains("is PostgreSQL running") && !m.contains("secret"), "{m}");
+        assert!(
+            e.source().is_some_and(|s| s.is::<sqlx::Error>()),
+            "the client's error is the source: {e:?}"
+        );
     }
 }
 
@@ -781,6 +807,7 @@ mod store_redis {
             e.is_corrupt() && e.to_string().contains(&hash) && !e.to_string().contains(&id.to_string()),
             "{e}"
         );
+        assert_eq!(record_error(&e), Some(&RecordError::NotAHash), "{e:?}");
         assert!(
             b.store
                 .save(&record(&id, 2, HOUR, b""), Some(1))
@@ -819,6 +846,10 @@ mod store_redis {
         assert!(e.is_unavailable(), "{m}");
         assert!(m.starts_with("redis store at redis://:***@127.0.0.1:1: "), "{m}");
         assert!(m.contains("is Redis running") && !m.contains("secret"), "{m}");
+        assert!(
+            e.source().is_some_and(|s| s.is::<redis::RedisError>()),
+            "the client's error is the source: {e:?}"
+        );
     }
 }
 

@@ -101,6 +101,12 @@ async fn write_through_store_failure_is_a_typed_error() {
     s.insert("k", "v").unwrap();
     let err = a.commit(&s).await.unwrap_err();
     assert!(matches!(err, ReplicationError::Store { .. }), "{err}");
+    // The chain reaches the store's error (boxed), then the file system's.
+    let store_err = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<Box<tribes_sessions::StoreError>>());
+    let io = store_err
+        .and_then(|e| std::error::Error::source(&**e))
+        .and_then(|s| s.downcast_ref::<std::io::Error>());
+    assert!(io.is_some(), "{err:?}");
     // Named by its log hash, never by the id itself (OWASP: ids stay out of logs).
     assert!(err.to_string().contains(&s.id().log_id().to_string()), "{err}");
     assert!(!err.to_string().contains(&s.id().to_string()), "{err}");

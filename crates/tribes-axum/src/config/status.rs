@@ -30,8 +30,9 @@ impl StatusConfig {
             return Err(ConfigError::Invalid {
                 key: "status.lookup_timeout_ms (or TRIBES_STATUS_LOOKUP_TIMEOUT_MS)".into(),
                 value: "0".into(),
-                reason: "must be positive".into(),
+                reason: "must be positive",
                 fix: "the default is 2000".into(),
+                cause: None,
             });
         }
         Ok(())
@@ -54,8 +55,9 @@ impl Config {
             let token = AdminToken::from_file(path).map_err(|e| ConfigError::Invalid {
                 key: "status.admin_token_file (or TRIBES_STATUS_ADMIN_TOKEN_FILE)".into(),
                 value: format!("{:?}", path.display().to_string()),
-                reason: e.to_string(),
+                reason: "not a usable admin token file",
                 fix: "give a file readable by this process whose first line is a long random token (openssl rand -hex 24 > FILE)".into(),
+                cause: Some(tribes_sessions::Cause::new(e)),
             })?;
             router = router.with_admin_token(token);
         }

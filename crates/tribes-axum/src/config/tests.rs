@@ -113,6 +113,15 @@ fn a_bad_key_is_named_with_what_is_expected() {
     );
     let e = Config::from_toml(&GOOD.replace("^(user|cart)$", "(unclosed"), "bad.toml").unwrap_err();
     assert!(e.to_string().contains("manager.replicate_attributes"), "{e}");
+    // The parser's error is the source, and still in the message.
+    let parser = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<regex::Error>());
+    assert!(parser.is_some(), "{e:?}");
+    assert!(e.to_string().contains("unclosed group"), "{e}");
+    let e = Config::from_toml("[node", "bad.toml").unwrap_err();
+    assert!(
+        std::error::Error::source(&e).is_some_and(|s| s.is::<toml::de::Error>()),
+        "{e:?}"
+    );
     let e = Config::from_toml("[node]\nbind = \"127.0.0.1:1\"\ninsecure_plaintext = true", "bad.toml").unwrap_err();
     assert!(e.to_string().contains("missing field `route`"), "{e}");
 }

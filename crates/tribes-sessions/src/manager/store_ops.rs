@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use super::Readiness;
 use super::driver::Inner;
 use crate::data::SessionData;
-use crate::error::{ReplicationError, StateTransferError};
+use crate::error::{ReplicationError, StateTransferError, TransferFailure};
 use crate::id::SessionId;
 use crate::persist::StoreState;
 use crate::persistence::{Loaded, StoreOp};
@@ -60,7 +60,7 @@ async fn load_until_ready(inner: &Arc<Inner>, store: &Arc<StoreState>) -> Result
                 return Err(StateTransferError::TimedOut {
                     context: inner.context().to_string(),
                     member: store.name().to_owned(),
-                    cause: r.err().map_or_else(String::new, |e| e.to_string()),
+                    cause: r.err().map_or(TransferFailure::NoAnswer, TransferFailure::Store),
                     timeout: total,
                 });
             }

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use super::record::{self, StoredSession};
 use super::{SessionStore, StoreError, StoreFuture, check_record, scoped_name, store_namespace};
+use crate::cause::Cause;
 use crate::id::LogId;
 use crate::id::SessionId;
 
@@ -120,20 +121,20 @@ impl FileStore {
     async fn blocking<T: Send + 'static>(
         &self,
         operation: &'static str,
-        id: Option<&str>,
+        id: Option<SessionId>,
         f: impl FnOnce(&Inner) -> io::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let inner = self.inner.clone();
         let result = tokio::task::spawn_blocking(move || f(&inner)).await;
         match result {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.inner.io_error(operation, id, &e)),
+            Ok(Err(e)) => Err(self.inner.io_error(operation, id, e)),
             Err(join) => Err(StoreError::Backend {
                 store: self.inner.name.clone(),
                 operation,
-                id: id.map(str::to_owned),
-                cause: format!("the blocking task failed: {join}"),
-                hint: None,
+                id,
+                cause: Cause::new(join),
+                hint: Some("the blocking task doing the file I/O failed: see its panic in the log"),
             }),
         }
     }
@@ -162,7 +163,7 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    fn io_error(&self, operation: &'static str, id: Option<&str>, e: &io::Error) -> StoreError {
+    fn io_error(&self, operation: &'static str, id: Option<SessionId>, e: io::Error) -> StoreError {
         let hint = match e.kind() {
             io::ErrorKind::NotFound => Some("does the directory still exist? FileStore::open creates it"),
             io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
@@ -174,8 +175,8 @@ impl Inner {
         StoreError::Backend {
             store: self.name.clone(),
             operation,
-            id: id.map(str::to_owned),
-            cause: e.to_string(),
+            id,
+            cause: Cause::new(e),
             hint,
         }
     }
@@ -190,7 +191,7 @@ impl Inner {
     }
 
     /// Reads just the fixed header of a file; `None` if the file is gone.
-    fn read_header(&self, path: &Path) -> io::Result<Option<Result<record::Header, String>>> {
+    fn read_header(&self, path: &Path) -> io::Result<Option<Result<record::Header, record::RecordError>>> {
         let mut file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -285,7 +286,7 @@ impl Inner {
             match self.read_header(&path)? {
                 None => {}
                 Some(Err(cause)) => {
-                    tracing::warn!(store = %self.name, session = %LogId::of_text(&id), cause, "undecodable session file left in place");
+                    tracing::warn!(store = %self.name, session = %LogId::of_text(&id), %cause, "undecodable session file left in place");
                 }
                 Some(Ok(h)) if h.expires_at_ms <= now_ms => {
                     // Check again under the lock: a save may have just renewed it.
@@ -370,17 +371,20 @@ impl SessionStore for FileStore {
     fn load<'a>(&'a self, sid: &'a SessionId) -> StoreFuture<'a, Option<StoredSession>> {
         Box::pin(async move {
             let owned = sid.to_string();
-            let id = &*owned.clone();
-            let Some(bytes) = self.blocking("load", Some(id), move |inner| inner.read(&owned)).await? else {
+            let Some(bytes) = self
+                .blocking("load", Some(*sid), move |inner| inner.read(&owned))
+                .await?
+            else {
                 return Ok(None);
             };
             let record = record::decode(&bytes, sid).map_err(|cause| StoreError::Corrupt {
                 store: self.inner.name.clone(),
-                id: id.to_owned(),
-                cause: format!(
-                    "{cause} (the file <id>{SUFFIX} in {}; to find <id>, match FileStore::list_ids against LogId::of_text)",
+                id: *sid,
+                cause: Cause::new(cause),
+                location: Some(format!(
+                    "the file <id>{SUFFIX} in {}; to find <id>, match FileStore::list_ids against LogId::of_text",
                     self.inner.dir.display()
-                ),
+                )),
             })?;
             Ok((!record.is_expired(SystemTime::now())).then_some(record))
         })
@@ -390,10 +394,9 @@ impl SessionStore for FileStore {
         Box::pin(async move {
             check_record(&self.inner.name, record)?;
             let bytes = record::encode(record);
-            let text = record.id.to_string();
-            let id = text.clone();
+            let id = record.id.to_string();
             let outcome = self
-                .blocking("save", Some(&text), move |inner| {
+                .blocking("save", Some(record.id), move |inner| {
                     inner.save(&id, &bytes, expected_version)
                 })
                 .await?;
@@ -401,7 +404,7 @@ impl SessionStore for FileStore {
                 (SaveOutcome::Saved, _) => Ok(()),
                 (SaveOutcome::Conflict(found), Some(expected)) => Err(StoreError::Conflict {
                     store: self.inner.name.clone(),
-                    id: text,
+                    id: record.id,
                     expected,
                     found,
                 }),
@@ -413,8 +416,7 @@ impl SessionStore for FileStore {
     fn delete<'a>(&'a self, id: &'a SessionId) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let owned = id.to_string();
-            let text = owned.clone();
-            self.blocking("delete", Some(&text), move |inner| inner.delete(&owned))
+            self.blocking("delete", Some(*id), move |inner| inner.delete(&owned))
                 .await
         })
     }

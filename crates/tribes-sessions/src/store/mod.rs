@@ -25,12 +25,12 @@ mod record;
 #[cfg(feature = "redis")]
 mod redis;
 
-pub use error::StoreError;
+pub use error::{StoreError, UnexpectedReply};
 #[cfg(feature = "file")]
 pub use file::FileStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
-pub use record::StoredSession;
+pub use record::{RecordError, StoredSession};
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
 
@@ -185,8 +185,8 @@ pub(crate) fn check_record(store: &str, record: &StoredSession) -> Result<(), St
     if !record::data_fits(record) {
         return Err(StoreError::InvalidRecord {
             store: store.to_owned(),
-            id: record.id.to_string(),
-            cause: format!("its data is {} bytes, the limit is 4 GiB", record.data.len()),
+            id: record.id,
+            cause: crate::Cause::new(RecordError::DataTooLarge { len: record.data.len() }),
         });
     }
     Ok(())

@@ -7,8 +7,9 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use super::error::redact_url;
-use super::record::{self, StoredSession};
+use super::record::{self, RecordError, StoredSession};
 use super::{SessionStore, StoreError, StoreFuture, check_record, scoped_name};
+use crate::cause::Cause;
 use crate::id::SessionId;
 
 /// Held while the migration runs, so nodes starting together do not race on `CREATE`.
@@ -140,44 +141,52 @@ impl PostgresStore {
         &self.pool
     }
 
-    fn err(&self, operation: &'static str, id: Option<&str>) -> impl Fn(sqlx::Error) -> StoreError + '_ {
-        let id = id.map(str::to_owned);
-        move |e| pg_error(&self.name, operation, id.as_deref(), e)
+    fn err(&self, operation: &'static str, id: Option<SessionId>) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+        move |e| pg_error(&self.name, operation, id, e)
     }
 }
 
+/// How an sqlx error is reported.
+enum PgFailure {
+    /// PostgreSQL cannot be reached: `Unavailable`.
+    Down,
+    /// It answered with an error: `Backend`, with the hint when one is known.
+    Failed(Option<&'static str>),
+}
+
 /// Maps an sqlx error: connection trouble is `Unavailable`, the rest `Backend`.
-fn pg_error(store: &str, operation: &'static str, id: Option<&str>, e: sqlx::Error) -> StoreError {
-    let unavailable = |cause: String| StoreError::Unavailable {
-        store: store.to_owned(),
-        cause,
-        hint: HINT_DOWN,
-    };
-    let backend = |hint| StoreError::Backend {
-        store: store.to_owned(),
-        operation,
-        id: id.map(str::to_owned),
-        cause: e.to_string(),
-        hint,
-    };
-    match &e {
+fn pg_error(store: &str, operation: &'static str, id: Option<SessionId>, e: sqlx::Error) -> StoreError {
+    let kind = match &e {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => unavailable(format!("{operation}: {e}")),
+        | sqlx::Error::WorkerCrashed => PgFailure::Down,
         sqlx::Error::Database(db) => match db.code().as_deref() {
-            Some("42P01") => backend(Some(HINT_TABLE)),
-            Some("42703") => backend(Some(HINT_COLUMN)),
+            Some("42P01") => PgFailure::Failed(Some(HINT_TABLE)),
+            Some("42703") => PgFailure::Failed(Some(HINT_COLUMN)),
             // Class 08: connection exception; 57P01-57P03: shutdown, cannot connect now.
-            Some(code) if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03") => {
-                unavailable(format!("{operation}: {e}"))
-            }
-            Some("28P01" | "28000") => backend(Some("check the user and password in the URL")),
-            Some("3D000") => backend(Some("the database does not exist: create it")),
-            _ => backend(None),
+            Some(code) if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03") => PgFailure::Down,
+            Some("28P01" | "28000") => PgFailure::Failed(Some("check the user and password in the URL")),
+            Some("3D000") => PgFailure::Failed(Some("the database does not exist: create it")),
+            _ => PgFailure::Failed(None),
         },
-        _ => backend(None),
+        _ => PgFailure::Failed(None),
+    };
+    match kind {
+        PgFailure::Down => StoreError::Unavailable {
+            store: store.to_owned(),
+            operation,
+            cause: Cause::new(e),
+            hint: HINT_DOWN,
+        },
+        PgFailure::Failed(hint) => StoreError::Backend {
+            store: store.to_owned(),
+            operation,
+            id,
+            cause: Cause::new(e),
+            hint,
+        },
     }
 }
 
@@ -205,20 +214,16 @@ impl SessionStore for PostgresStore {
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await
-                    .map_err(self.err("load", Some(id)))?;
+                    .map_err(self.err("load", Some(*sid)))?;
             let Some((version, bytes)) = row else { return Ok(None) };
-            let corrupt = |cause: String| StoreError::Corrupt {
-                store: self.name.clone(),
-                id: id.to_owned(),
-                cause,
-            };
+            let corrupt = |cause| StoreError::corrupt(&self.name, *sid, cause);
             let record = record::decode(&bytes, sid).map_err(corrupt)?;
             if record.version != from_sql_version(version) {
-                return Err(corrupt(format!(
-                    "the version column ({}) disagrees with the record ({})",
-                    from_sql_version(version),
-                    record.version
-                )));
+                return Err(corrupt(RecordError::VersionMismatch {
+                    index: "version column",
+                    indexed: from_sql_version(version).to_string(),
+                    record: record.version,
+                }));
             }
             Ok((!record.is_expired(SystemTime::now())).then_some(record))
         })
@@ -233,7 +238,7 @@ impl SessionStore for PostgresStore {
             let expires = i64::try_from(record.expires_at_ms).unwrap_or(i64::MAX);
             // An expired row counts as absent for the version check, as on Redis where it is gone.
             let now_ms = i64::try_from(record::unix_ms(SystemTime::now())).unwrap_or(i64::MAX);
-            let err = self.err("save", Some(&id));
+            let err = self.err("save", Some(record.id));
             let Some(expected) = expected_version else {
                 sqlx::query(
                     "INSERT INTO tribes_sessions (context, id, version, expires_at_ms, record, updated_at) \
@@ -281,7 +286,7 @@ impl SessionStore for PostgresStore {
             .map_err(&err)?;
             Err(StoreError::Conflict {
                 store: self.name.clone(),
-                id,
+                id: record.id,
                 expected,
                 found: found.map(from_sql_version),
             })
@@ -297,7 +302,7 @@ impl SessionStore for PostgresStore {
                 .bind(id)
                 .execute(&self.pool)
                 .await
-                .map_err(self.err("delete", Some(id)))?
+                .map_err(self.err("delete", Some(*sid)))?
                 .rows_affected();
             Ok(deleted > 0)
         })

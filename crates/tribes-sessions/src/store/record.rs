@@ -24,7 +24,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::id::SessionId;
+use crate::cause::Cause;
+use crate::id::{LogId, SessionId};
 
 pub(crate) const MAGIC: &[u8; 8] = b"TRIBSESS";
 pub(crate) const FORMAT: u16 = 1;
@@ -108,6 +109,107 @@ impl StoredSession {
     }
 }
 
+/// What is wrong with a stored record: the cause of a [`StoreError::Corrupt`] or
+/// [`StoreError::InvalidRecord`](super::StoreError::InvalidRecord) that this crate found
+/// itself (reach it with [`Cause::downcast_ref`](crate::Cause::downcast_ref) or
+/// [`source()`](std::error::Error::source)).
+///
+/// [`StoreError::Corrupt`]: super::StoreError::Corrupt
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// Shorter than a record's fixed header.
+    #[error("truncated: {len} bytes, a record has at least {min}")]
+    Truncated {
+        /// The record's length.
+        len: usize,
+        /// The header's length.
+        min: usize,
+    },
+    /// The bytes do not start with the magic of a record.
+    #[error("not a tribes session record (bad magic)")]
+    NotARecord,
+    /// Written by a newer version of this crate: upgrade this node.
+    #[error(
+        "written by a newer version of tribes-sessions (record format {format}, this build reads up to {supported})"
+    )]
+    NewerFormat {
+        /// The record's format.
+        format: u16,
+        /// The newest format this build reads.
+        supported: u16,
+    },
+    /// A record format that no version writes.
+    #[error("record format {format} does not exist")]
+    UnknownFormat {
+        /// The record's format.
+        format: u16,
+    },
+    /// The header's lengths do not add up to the record's.
+    #[error("length mismatch: the header announces {announced} bytes, the record has {len}")]
+    LengthMismatch {
+        /// The length the header announces.
+        announced: usize,
+        /// The record's length.
+        len: usize,
+    },
+    /// Damaged bytes: the checksum does not match.
+    #[error("checksum mismatch (stored {stored:08x}, computed {computed:08x})")]
+    ChecksumMismatch {
+        /// The stored CRC-32.
+        stored: u32,
+        /// The CRC-32 of the bytes.
+        computed: u32,
+    },
+    /// The id in the record is not UTF-8.
+    #[error("the id in the record is not UTF-8")]
+    IdNotUtf8,
+    /// The record, or the session data in it, is another session's.
+    #[error("the record belongs to session {other}")]
+    OtherSession {
+        /// The other session, as its log hash.
+        other: LogId,
+    },
+    /// The version a store keeps beside the record (a column, a hash field) is not the
+    /// record's.
+    #[error("the {index} ({indexed}) disagrees with the record ({record})")]
+    VersionMismatch {
+        /// Where the store keeps the version, such as `version column`.
+        index: &'static str,
+        /// The version found there, as stored.
+        indexed: String,
+        /// The record's version.
+        record: u64,
+    },
+    /// The session data in the record does not decode: written by an incompatible build.
+    #[error("the session data does not decode ({cause}): written by an incompatible build?")]
+    Data {
+        /// The decoder's error (an `rmp_serde::decode::Error`).
+        #[source]
+        cause: Cause,
+    },
+    /// The session data has a format this build does not read.
+    #[error("session data format {format} (this build reads {supported}): upgrade every node to the same release")]
+    DataFormat {
+        /// The data's format.
+        format: u8,
+        /// The format this build reads.
+        supported: u8,
+    },
+    /// A Redis key of the store holds no hash (Redis answered `WRONGTYPE`).
+    #[error("the key is not a tribes session hash")]
+    NotAHash,
+    /// A Redis hash of the store lacks its field `v` or `r`.
+    #[error("the hash lacks its field v or r")]
+    MissingField,
+    /// The session data is too large for a record (4 GiB or more).
+    #[error("its data is {len} bytes, the limit is 4 GiB")]
+    DataTooLarge {
+        /// The data's length.
+        len: usize,
+    },
+}
+
 /// Milliseconds since the Unix epoch (0 before it, saturating far after it).
 pub(crate) fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -169,24 +271,25 @@ fn be_u64(b: &[u8], at: usize) -> u64 {
 }
 
 /// Decodes and checks the fixed header (the first [`HEADER_LEN`] bytes).
-pub(crate) fn decode_header(bytes: &[u8]) -> Result<Header, String> {
+pub(crate) fn decode_header(bytes: &[u8]) -> Result<Header, RecordError> {
     if bytes.len() < HEADER_LEN {
-        return Err(format!(
-            "truncated: {} bytes, a record has at least {HEADER_LEN}",
-            bytes.len()
-        ));
+        return Err(RecordError::Truncated {
+            len: bytes.len(),
+            min: HEADER_LEN,
+        });
     }
     if &bytes[..8] != MAGIC {
-        return Err("not a tribes session record (bad magic)".to_owned());
+        return Err(RecordError::NotARecord);
     }
     let format = u16::from_be_bytes([bytes[8], bytes[9]]);
     if format > FORMAT {
-        return Err(format!(
-            "written by a newer version of tribes-sessions (record format {format}, this build reads up to {FORMAT})"
-        ));
+        return Err(RecordError::NewerFormat {
+            format,
+            supported: FORMAT,
+        });
     }
     if format == 0 {
-        return Err("record format 0 does not exist".to_owned());
+        return Err(RecordError::UnknownFormat { format });
     }
     Ok(Header {
         version: be_u64(bytes, 12),
@@ -201,29 +304,30 @@ pub(crate) fn decode_header(bytes: &[u8]) -> Result<Header, String> {
 }
 
 /// Decodes a whole record and checks that it belongs to `expected_id`.
-pub(crate) fn decode(bytes: &[u8], expected_id: &SessionId) -> Result<StoredSession, String> {
+pub(crate) fn decode(bytes: &[u8], expected_id: &SessionId) -> Result<StoredSession, RecordError> {
     let h = decode_header(bytes)?;
     let want = HEADER_LEN + h.id_len + h.data_len;
     if bytes.len() != want {
-        return Err(format!(
-            "length mismatch: the header announces {want} bytes, the record has {}",
-            bytes.len()
-        ));
+        return Err(RecordError::LengthMismatch {
+            announced: want,
+            len: bytes.len(),
+        });
     }
     let mut crc = Crc32::new();
     crc.update(&bytes[..58]);
     crc.update(&bytes[HEADER_LEN..]);
     let crc = crc.finish();
     if crc != h.crc {
-        return Err(format!("checksum mismatch (stored {:08x}, computed {crc:08x})", h.crc));
+        return Err(RecordError::ChecksumMismatch {
+            stored: h.crc,
+            computed: crc,
+        });
     }
-    let id = std::str::from_utf8(&bytes[HEADER_LEN..HEADER_LEN + h.id_len])
-        .map_err(|_| "the id in the record is not UTF-8".to_owned())?;
+    let id = std::str::from_utf8(&bytes[HEADER_LEN..HEADER_LEN + h.id_len]).map_err(|_| RecordError::IdNotUtf8)?;
     if id != expected_id.to_string() {
-        return Err(format!(
-            "the record belongs to session {}",
-            crate::id::LogId::of_text(id)
-        ));
+        return Err(RecordError::OtherSession {
+            other: LogId::of_text(id),
+        });
     }
     Ok(StoredSession {
         id: *expected_id,
@@ -315,10 +419,21 @@ mod tests {
             assert!(decode(&bytes[..n], &r.id).is_err(), "truncation to {n} not caught");
         }
         let other = SessionId::from_bytes([8; 16]);
-        assert!(decode(&bytes, &other).unwrap_err().contains("belongs to"));
+        assert_eq!(
+            decode(&bytes, &other),
+            Err(RecordError::OtherSession { other: r.id.log_id() })
+        );
         let mut newer = bytes.clone();
         newer[9] = 2;
-        assert!(decode(&newer, &r.id).unwrap_err().contains("newer version"));
+        let e = decode(&newer, &r.id).unwrap_err();
+        assert_eq!(
+            e,
+            RecordError::NewerFormat {
+                format: 2,
+                supported: 1
+            }
+        );
+        assert!(e.to_string().contains("newer version"), "{e}");
     }
 
     #[test]

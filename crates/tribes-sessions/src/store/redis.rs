@@ -12,8 +12,10 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{ErrorKind, FromRedisValue, RedisError, Script, Value};
 
 use super::error::redact_url;
+use super::record::RecordError;
 use super::record::{self, StoredSession};
-use super::{SessionStore, StoreError, StoreFuture, check_record, scoped_name, store_namespace};
+use super::{SessionStore, StoreError, StoreFuture, UnexpectedReply, check_record, scoped_name, store_namespace};
+use crate::cause::Cause;
 use crate::id::SessionId;
 
 const DEFAULT_PREFIX: &str = "tribes:session:";
@@ -198,9 +200,8 @@ impl RedisStore {
         matches!(self.conn, Conn::Cluster(_))
     }
 
-    fn err(&self, operation: &'static str, id: Option<&str>) -> impl Fn(RedisError) -> StoreError + '_ {
-        let id = id.map(str::to_owned);
-        move |e| redis_error(&self.name, self.is_cluster(), operation, id.as_deref(), e)
+    fn err(&self, operation: &'static str, id: Option<SessionId>) -> impl Fn(RedisError) -> StoreError + '_ {
+        move |e| redis_error(&self.name, self.is_cluster(), operation, id, e)
     }
 
     async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
@@ -288,7 +289,13 @@ fn glob_escape(s: &str) -> String {
 }
 
 /// Maps a Redis error: connection and cluster trouble is `Unavailable`, the rest `Backend`.
-fn redis_error(store: &str, cluster: bool, operation: &'static str, id: Option<&str>, e: RedisError) -> StoreError {
+fn redis_error(
+    store: &str,
+    cluster: bool,
+    operation: &'static str,
+    id: Option<SessionId>,
+    e: RedisError,
+) -> StoreError {
     let down = e.is_io_error()
         || e.is_connection_refusal()
         || e.is_timeout()
@@ -305,7 +312,8 @@ fn redis_error(store: &str, cluster: bool, operation: &'static str, id: Option<&
     if down {
         return StoreError::Unavailable {
             store: store.to_owned(),
-            cause: format!("{operation}: {e}"),
+            operation,
+            cause: Cause::new(e),
             hint: if cluster { HINT_CLUSTER_DOWN } else { HINT_DOWN },
         };
     }
@@ -318,8 +326,8 @@ fn redis_error(store: &str, cluster: bool, operation: &'static str, id: Option<&
     StoreError::Backend {
         store: store.to_owned(),
         operation,
-        id: id.map(str::to_owned),
-        cause: e.to_string(),
+        id,
+        cause: Cause::new(e),
         hint,
     }
 }
@@ -333,36 +341,31 @@ impl SessionStore for RedisStore {
         Box::pin(async move {
             let text = sid.to_string();
             let id = text.as_str();
-            let corrupt = |cause: String| StoreError::Corrupt {
+            let corrupt = |cause| StoreError::Corrupt {
                 store: self.name.to_string(),
-                id: id.to_owned(),
-                cause,
+                id: *sid,
+                cause: Cause::new(cause),
+                location: Some(format!("the key {}<id>", self.prefix)),
             };
             let mut cmd = redis::cmd("HMGET");
             cmd.arg(self.key(id)).arg("v").arg("r");
             let (version, bytes): (Option<String>, Option<Vec<u8>>) = match self.query(&cmd).await {
                 Ok(v) => v,
-                Err(e) if e.code() == Some("WRONGTYPE") => {
-                    return Err(corrupt(format!(
-                        "the key {}<id> is not a tribes session hash",
-                        self.prefix
-                    )));
-                }
-                Err(e) => return Err(self.err("load", Some(id))(e)),
+                Err(e) if e.code() == Some("WRONGTYPE") => return Err(corrupt(RecordError::NotAHash)),
+                Err(e) => return Err(self.err("load", Some(*sid))(e)),
             };
             let (version, bytes) = match (version, bytes) {
                 (None, None) => return Ok(None),
                 (Some(v), Some(b)) => (v, b),
-                _ => {
-                    return Err(corrupt(format!("the hash {}<id> lacks its field v or r", self.prefix)));
-                }
+                _ => return Err(corrupt(RecordError::MissingField)),
             };
             let record = record::decode(&bytes, sid).map_err(corrupt)?;
             if version != record.version.to_string() {
-                return Err(corrupt(format!(
-                    "the field v ({version}) disagrees with the record ({})",
-                    record.version
-                )));
+                return Err(corrupt(RecordError::VersionMismatch {
+                    index: "field v",
+                    indexed: version,
+                    record: record.version,
+                }));
             }
             Ok((!record.is_expired(SystemTime::now())).then_some(record))
         })
@@ -391,20 +394,20 @@ impl SessionStore for RedisStore {
                 Conn::Single(c) => invocation.invoke_async::<(i64, String)>(&mut c.clone()).await,
                 Conn::Cluster(c) => invocation.invoke_async::<(i64, String)>(&mut c.clone()).await,
             };
-            let (saved, found) = result.map_err(self.err("save", Some(&id)))?;
+            let (saved, found) = result.map_err(self.err("save", Some(record.id)))?;
             match (saved, expected_version) {
                 (1, _) => Ok(()),
                 (_, Some(expected)) => Err(StoreError::Conflict {
                     store: self.name.to_string(),
-                    id: id.clone(),
+                    id: record.id,
                     expected,
                     found: found.parse().ok(),
                 }),
                 (_, None) => Err(StoreError::Backend {
                     store: self.name.to_string(),
                     operation: "save",
-                    id: Some(id.clone()),
-                    cause: "the save script refused an unconditional save".to_owned(),
+                    id: Some(record.id),
+                    cause: Cause::new(UnexpectedReply::SaveRefused),
                     hint: None,
                 }),
             }
@@ -417,7 +420,7 @@ impl SessionStore for RedisStore {
             let id = text.as_str();
             let mut cmd = redis::cmd("DEL");
             cmd.arg(self.key(id));
-            let n: u64 = self.query(&cmd).await.map_err(self.err("delete", Some(id)))?;
+            let n: u64 = self.query(&cmd).await.map_err(self.err("delete", Some(*sid)))?;
             Ok(n > 0)
         })
     }
@@ -459,7 +462,7 @@ impl SessionStore for RedisStore {
                     store: self.name.to_string(),
                     operation: "health",
                     id: None,
-                    cause: format!("PING answered {pong:?}"),
+                    cause: Cause::new(UnexpectedReply::Ping { reply: pong }),
                     hint: None,
                 });
             }
@@ -479,7 +482,10 @@ impl SessionStore for RedisStore {
                         .unwrap_or("cluster_state:?");
                     return Err(StoreError::Unavailable {
                         store: self.name.to_string(),
-                        cause: format!("health: {}", state.trim()),
+                        operation: "health",
+                        cause: Cause::new(UnexpectedReply::ClusterState {
+                            state: state.trim().to_owned(),
+                        }),
                         hint: HINT_CLUSTER_DOWN,
                     });
                 }
