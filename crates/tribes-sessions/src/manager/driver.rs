@@ -1,7 +1,10 @@
 //! The tokio driver of a [`SessionManager`](super::SessionManager): moves messages,
 //! membership events, send outcomes and time into the [`SessionNode`] and does what it
-//! asks (sends, events, completed fetches, the end of the state transfer). Every
-//! decision is the node's (`node.rs`) or, for the store, [`Persistence`](crate::persistence::Persistence)'s.
+//! asks (sends, events, completed fetches, the end of the state transfer). The
+//! decisions are the node's (`node.rs`) or, for the store, [`Persistence`](crate::persistence::Persistence)'s;
+//! the two the store's answers settle are in `store_ops.rs` (a refused versioned save
+//! drops the copy held here; a shared-mode commit with no copy is a conflict or gone, as
+//! the store says).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -5,7 +5,7 @@
 //! nothing itself.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::Readiness;
 use super::driver::Inner;
@@ -124,7 +124,7 @@ impl Inner {
                 store.set_health(store.store.health().await);
                 Ok(())
             }
-            StoreOp::PurgeExpired => match store.store.delete_expired(SystemTime::now()).await {
+            StoreOp::PurgeExpired => match store.store.delete_expired(self.now()).await {
                 Ok(_) => Ok(()),
                 Err(e) => {
                     tracing::warn!(context = %self.context(), "{e}");
