@@ -159,6 +159,18 @@ pub enum ReplicationError {
     },
 }
 
+impl ReplicationError {
+    /// The store's error of a [`Store`](Self::Store) failure. (Its
+    /// [`source()`](std::error::Error::source) is the same error, boxed: this spares the
+    /// downcast to `Box<StoreError>`.)
+    pub fn store_error(&self) -> Option<&crate::StoreError> {
+        match self {
+            ReplicationError::Store { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
 /// Why the state transfer of a starting node did not complete. The node serves the
 /// sessions it has (possibly none): users of the lost sessions must log in again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -107,6 +107,11 @@ async fn write_through_store_failure_is_a_typed_error() {
         .and_then(|e| std::error::Error::source(&**e))
         .and_then(|s| s.downcast_ref::<std::io::Error>());
     assert!(io.is_some(), "{err:?}");
+    let direct = std::error::Error::source(err.store_error().expect("a store failure"));
+    assert!(
+        direct.and_then(|s| s.downcast_ref::<std::io::Error>()).is_some(),
+        "{err:?}"
+    );
     // Named by its log hash, never by the id itself (OWASP: ids stay out of logs).
     assert!(err.to_string().contains(&s.id().log_id().to_string()), "{err}");
     assert!(!err.to_string().contains(&s.id().to_string()), "{err}");
