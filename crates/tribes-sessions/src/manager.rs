@@ -180,9 +180,6 @@ impl SessionManager {
     /// [`ManagerStats::absolute_timeouts`].
     pub async fn get(&self, id: &SessionId) -> Option<SessionHandle> {
         let now_ms = self.inner.now_ms();
-        if self.end_if_too_old(now_ms, id).await {
-            return None;
-        }
         let store = self.inner.store.clone();
         let mut found = match store.as_ref().filter(|s| s.policy().reads_first()) {
             Some(store) => match store.load(id).await {
@@ -201,6 +198,11 @@ impl SessionManager {
             },
             None => self.inner.core().get(now_ms, id),
         };
+        // Held here (or just read from the store) but not served: past its max lifetime,
+        // it ends now and nobody is asked for it. Only a miss pays for this look.
+        if found.is_none() && self.end_if_too_old(now_ms, id).await {
+            return None;
+        }
         if self.must_fetch(id, found.is_some()) {
             self.fetch(id).await;
             found = self.inner.core().get(now_ms, id);

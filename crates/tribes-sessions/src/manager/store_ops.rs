@@ -185,14 +185,7 @@ impl Inner {
                     store, expected, found, ..
                 }) => {
                     self.core().forget(&id);
-                    tracing::warn!(context = %self.context(), session = %id.log_id(), expected, ?found, "concurrent write detected: changes not saved");
-                    return Err(ReplicationError::Conflict {
-                        context: self.context().to_string(),
-                        id,
-                        store,
-                        expected,
-                        found,
-                    });
+                    return Err(self.conflict(id, store, expected, found));
                 }
                 Err(source) => {
                     return Err(ReplicationError::Store {
@@ -214,14 +207,7 @@ impl Inner {
         match store.load(&id).await {
             Ok(Some(found)) => {
                 store.conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(context = %self.context(), session = %id.log_id(), expected = base, found = found.version, "concurrent write detected: changes not saved");
-                ReplicationError::Conflict {
-                    context: self.context().to_string(),
-                    id,
-                    store: store.name().to_owned(),
-                    expected: base,
-                    found: Some(found.version),
-                }
+                self.conflict(id, store.name().to_owned(), base, Some(found.version))
             }
             Ok(None) => ReplicationError::Gone {
                 context: self.context().to_string(),
@@ -232,6 +218,18 @@ impl Inner {
                 id,
                 source: Box::new(source),
             },
+        }
+    }
+
+    /// A shared-mode conflict of session `id`, logged: this request's changes were not saved.
+    fn conflict(&self, id: SessionId, store: String, expected: u64, found: Option<u64>) -> ReplicationError {
+        tracing::warn!(context = %self.context(), session = %id.log_id(), expected, ?found, "concurrent write detected: changes not saved");
+        ReplicationError::Conflict {
+            context: self.context().to_string(),
+            id,
+            store,
+            expected,
+            found,
         }
     }
 
